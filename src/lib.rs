@@ -1,0 +1,11 @@
+//! nft-masq-agent: an ip-masq-agent-compatible masquerade policy, kept in force as one
+//! nftables table that is committed atomically over netlink.
+//!
+//! The crate is layered so that everything but the socket is pure and testable without root:
+//! [`config`] reads and validates the ip-masq-agent file, [`model`] computes the desired
+//! table as a value and renders it, [`nft`] encodes it into one netlink batch, commits it and
+//! reads tables back.
+
+pub mod config;
+pub mod model;
+pub mod nft;

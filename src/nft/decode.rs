@@ -1,0 +1,424 @@
+//! Pure decoding: kernel messages (dump replies and notifications) into the model.
+//!
+//! The reader gathers the NEWTABLE, NEWSET, NEWSETELEM, NEWCHAIN and NEWRULE messages of one
+//! table and [`assemble`]s them into a [`Table`]. Interval elements become prefixes again;
+//! expressions go through [`raise`]; whatever the model cannot express is kept as text in
+//! [`Table::foreign`] or [`Stmt::Unknown`](crate::model::Stmt::Unknown).
+
+use ipnet::IpNet;
+
+use super::attr::{Malformed, Msg};
+use super::expr::{Expr, raise};
+use super::uapi::*;
+use crate::model::ranges::{Span, span_to_prefixes};
+use crate::model::{BaseChain, Chain, Family, Rule, Set, Table, TableFlags};
+
+/// A table as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMsg {
+    /// Name.
+    pub name: String,
+    /// Flags.
+    pub flags: TableFlags,
+    /// Port id of the owning socket, for an owned table.
+    pub owner: Option<u32>,
+}
+
+/// A set as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetMsg {
+    /// Table name.
+    pub table: String,
+    /// Set name.
+    pub name: String,
+    /// `NFT_SET_*` flags.
+    pub flags: u32,
+    /// Key length in bytes.
+    pub key_len: u32,
+}
+
+/// A chain as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainMsg {
+    /// Table name.
+    pub table: String,
+    /// The chain (without rules).
+    pub chain: Chain,
+}
+
+/// A rule as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMsg {
+    /// Table name.
+    pub table: String,
+    /// Chain name.
+    pub chain: String,
+    /// Rule handle.
+    pub handle: u64,
+    /// Raw expressions.
+    pub exprs: Vec<Expr>,
+}
+
+/// A set element: key bytes and `NFT_SET_ELEM_*` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    /// The key, big-endian.
+    pub key: Vec<u8>,
+    /// Flags.
+    pub flags: u32,
+}
+
+/// The elements of one NEWSETELEM message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementsMsg {
+    /// Table name.
+    pub table: String,
+    /// Set name.
+    pub set: String,
+    /// Elements.
+    pub elements: Vec<Element>,
+}
+
+/// A NEWGEN notification: the end of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenMsg {
+    /// The new generation id.
+    pub id: u32,
+    /// PID of the committing process as the kernel sees it (the host PID in a pod).
+    pub pid: Option<u32>,
+    /// Name of the committing process.
+    pub proc_name: Option<String>,
+}
+
+/// Decodes a NEWTABLE/DELTABLE message.
+pub fn table(msg: &Msg<'_>) -> Result<TableMsg, Malformed> {
+    let mut out = TableMsg {
+        name: String::new(),
+        flags: TableFlags::default(),
+        owner: None,
+    };
+    for a in msg.attrs() {
+        let a = a?;
+        match a.ty {
+            NFTA_TABLE_NAME => out.name = a.str()?.to_string(),
+            NFTA_TABLE_FLAGS => out.flags = TableFlags(a.u32()?),
+            NFTA_TABLE_OWNER => out.owner = Some(a.u32()?),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a NEWSET/DELSET message.
+pub fn set(msg: &Msg<'_>) -> Result<SetMsg, Malformed> {
+    let mut out = SetMsg {
+        table: String::new(),
+        name: String::new(),
+        flags: 0,
+        key_len: 0,
+    };
+    for a in msg.attrs() {
+        let a = a?;
+        match a.ty {
+            NFTA_SET_TABLE => out.table = a.str()?.to_string(),
+            NFTA_SET_NAME => out.name = a.str()?.to_string(),
+            NFTA_SET_FLAGS => out.flags = a.u32()?,
+            NFTA_SET_KEY_LEN => out.key_len = a.u32()?,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a NEWSETELEM/DELSETELEM message.
+pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
+    let mut out = ElementsMsg {
+        table: String::new(),
+        set: String::new(),
+        elements: Vec::new(),
+    };
+    for a in msg.attrs() {
+        let a = a?;
+        match a.ty {
+            NFTA_SET_ELEM_LIST_TABLE => out.table = a.str()?.to_string(),
+            NFTA_SET_ELEM_LIST_SET => out.set = a.str()?.to_string(),
+            NFTA_SET_ELEM_LIST_ELEMENTS => {
+                for e in a.nested() {
+                    let mut el = Element {
+                        key: Vec::new(),
+                        flags: 0,
+                    };
+                    for f in e?.nested() {
+                        let f = f?;
+                        match f.ty {
+                            NFTA_SET_ELEM_KEY => {
+                                for v in f.nested() {
+                                    let v = v?;
+                                    if v.ty == NFTA_DATA_VALUE {
+                                        el.key = v.data.to_vec();
+                                    }
+                                }
+                            }
+                            NFTA_SET_ELEM_FLAGS => el.flags = f.u32()?,
+                            _ => {}
+                        }
+                    }
+                    out.elements.push(el);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a NEWCHAIN/DELCHAIN message.
+pub fn chain(msg: &Msg<'_>) -> Result<ChainMsg, Malformed> {
+    let mut table = String::new();
+    let mut name = String::new();
+    let mut hook = None;
+    let mut priority = None;
+    let mut policy = None;
+    let mut kind = None;
+    for a in msg.attrs() {
+        let a = a?;
+        match a.ty {
+            NFTA_CHAIN_TABLE => table = a.str()?.to_string(),
+            NFTA_CHAIN_NAME => name = a.str()?.to_string(),
+            NFTA_CHAIN_HOOK => {
+                for h in a.nested() {
+                    let h = h?;
+                    match h.ty {
+                        NFTA_HOOK_HOOKNUM => hook = Some(h.u32()?),
+                        NFTA_HOOK_PRIORITY => priority = Some(h.u32()? as i32),
+                        _ => {}
+                    }
+                }
+            }
+            NFTA_CHAIN_POLICY => policy = Some(a.u32()?),
+            NFTA_CHAIN_TYPE => kind = Some(a.str()?.to_string()),
+            _ => {}
+        }
+    }
+    let base = hook.map(|hook| BaseChain {
+        kind: kind.unwrap_or_default(),
+        hook,
+        priority: priority.unwrap_or(0),
+        policy: policy.unwrap_or(NF_ACCEPT as u32),
+    });
+    Ok(ChainMsg {
+        table,
+        chain: Chain {
+            name,
+            base,
+            rules: Vec::new(),
+        },
+    })
+}
+
+/// Decodes a NEWRULE/DELRULE message.
+pub fn rule(msg: &Msg<'_>) -> Result<RuleMsg, Malformed> {
+    let mut out = RuleMsg {
+        table: String::new(),
+        chain: String::new(),
+        handle: 0,
+        exprs: Vec::new(),
+    };
+    for a in msg.attrs() {
+        let a = a?;
+        match a.ty {
+            NFTA_RULE_TABLE => out.table = a.str()?.to_string(),
+            NFTA_RULE_CHAIN => out.chain = a.str()?.to_string(),
+            NFTA_RULE_HANDLE => out.handle = a.u64()?,
+            NFTA_RULE_EXPRESSIONS => {
+                for e in a.nested() {
+                    out.exprs.push(Expr::decode(&e?)?);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a NEWGEN message.
+pub fn generation(msg: &Msg<'_>) -> Result<GenMsg, Malformed> {
+    let mut out = GenMsg {
+        id: 0,
+        pid: None,
+        proc_name: None,
+    };
+    let mut have_id = false;
+    for a in msg.attrs() {
+        let a = a?;
+        match a.ty {
+            NFTA_GEN_ID => {
+                out.id = a.u32()?;
+                have_id = true;
+            }
+            NFTA_GEN_PROC_PID => out.pid = Some(a.u32()?),
+            NFTA_GEN_PROC_NAME => out.proc_name = Some(a.str()?.to_string()),
+            _ => {}
+        }
+    }
+    if !have_id {
+        return Err(Malformed("NEWGEN without a generation id".into()));
+    }
+    Ok(out)
+}
+
+fn key_to_u128(key: &[u8]) -> u128 {
+    key.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
+}
+
+/// Turns interval elements back into prefixes.
+///
+/// Elements are sorted by key (an end before a start at the same key, which is where two
+/// adjacent ranges meet); a start opens a range, the next end closes it one below its key, a
+/// start with no end runs to the top of the address space. A leading end element at 0 (nft's
+/// and our marker for older kernels) closes nothing and is skipped.
+pub fn interval_prefixes(elements: &[Element], family: Family) -> Vec<IpNet> {
+    let max = match family {
+        Family::V4 => u128::from(u32::MAX),
+        Family::V6 => u128::MAX,
+    };
+    let mut keys: Vec<(u128, bool)> = elements
+        .iter()
+        .filter(|e| e.key.len() == family.addr_len())
+        .map(|e| {
+            (
+                key_to_u128(&e.key),
+                e.flags & NFT_SET_ELEM_INTERVAL_END == 0,
+            )
+        })
+        .collect();
+    // false (end) sorts before true (start) at equal keys.
+    keys.sort_unstable();
+    let mut out = Vec::new();
+    let mut open: Option<u128> = None;
+    for (key, is_start) in keys {
+        if is_start {
+            if let Some(lo) = open {
+                // Two starts in a row: the first range runs up to the second.
+                if key > lo {
+                    span_to_prefixes(Span { lo, hi: key - 1 }, family.bits(), &mut out);
+                }
+            }
+            open = Some(key);
+        } else if let Some(lo) = open.take() {
+            if key > lo {
+                span_to_prefixes(Span { lo, hi: key - 1 }, family.bits(), &mut out);
+            }
+        }
+    }
+    if let Some(lo) = open {
+        span_to_prefixes(Span { lo, hi: max }, family.bits(), &mut out);
+    }
+    out
+}
+
+/// Builds the model of a table from its decoded parts. Sets keep the kernel's order; rules
+/// go to their chains in the order given (the dump order, which is evaluation order).
+pub fn assemble(
+    table: TableMsg,
+    sets: Vec<(SetMsg, Vec<Element>)>,
+    chains: Vec<ChainMsg>,
+    rules: Vec<RuleMsg>,
+) -> Table {
+    let mut foreign = Vec::new();
+    let mut model_sets = Vec::new();
+    for (s, elems) in sets {
+        let family = match s.key_len {
+            4 => Family::V4,
+            16 => Family::V6,
+            other => {
+                foreign.push(format!(
+                    "set {} with {other}-byte keys and {} elements",
+                    s.name,
+                    elems.len()
+                ));
+                continue;
+            }
+        };
+        if s.flags & (NFT_SET_MAP | NFT_SET_ANONYMOUS) != 0 || s.flags & NFT_SET_INTERVAL == 0 {
+            foreign.push(format!(
+                "set {} with flags 0x{:x} (expected an interval set)",
+                s.name, s.flags
+            ));
+            continue;
+        }
+        model_sets.push(Set {
+            prefixes: interval_prefixes(&elems, family),
+            name: s.name,
+            family,
+        });
+    }
+    let mut model_chains: Vec<Chain> = chains.into_iter().map(|c| c.chain).collect();
+    for r in rules {
+        match model_chains.iter_mut().find(|c| c.name == r.chain) {
+            Some(c) => c.rules.push(Rule {
+                stmts: raise(&r.exprs),
+            }),
+            None => foreign.push(format!(
+                "rule handle {} in unknown chain {}",
+                r.handle, r.chain
+            )),
+        }
+    }
+    Table {
+        name: table.name,
+        flags: table.flags,
+        sets: model_sets,
+        chains: model_chains,
+        foreign,
+    }
+}
+
+/// Decodes the replies of a table read (NEWTABLE, NEWSET, NEWSETELEM, NEWCHAIN, NEWRULE
+/// messages back to back, as the kernel sends them) into the model of table `name`.
+/// Objects of other tables are skipped; `None` when the table is not among the messages.
+pub fn table_from_dump(bytes: &[u8], name: &str) -> Result<Option<Table>, Malformed> {
+    let mut tbl = None;
+    let mut sets: Vec<(SetMsg, Vec<Element>)> = Vec::new();
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    for msg in super::attr::messages(bytes) {
+        let msg = msg?;
+        match msg.nft_msg() {
+            Some(NFT_MSG_NEWTABLE) => {
+                let t = table(&msg)?;
+                if t.name == name {
+                    tbl = Some(t);
+                }
+            }
+            Some(NFT_MSG_NEWSET) => {
+                let s = set(&msg)?;
+                if s.table == name {
+                    sets.push((s, Vec::new()));
+                }
+            }
+            Some(NFT_MSG_NEWSETELEM) => {
+                let e = elements(&msg)?;
+                if e.table == name {
+                    if let Some((_, elems)) = sets.iter_mut().find(|(s, _)| s.name == e.set) {
+                        elems.extend(e.elements);
+                    }
+                }
+            }
+            Some(NFT_MSG_NEWCHAIN) => {
+                let c = chain(&msg)?;
+                if c.table == name {
+                    chains.push(c);
+                }
+            }
+            Some(NFT_MSG_NEWRULE) => {
+                let r = rule(&msg)?;
+                if r.table == name {
+                    rules.push(r);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(tbl.map(|t| assemble(t, sets, chains, rules)))
+}

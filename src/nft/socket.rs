@@ -1,0 +1,414 @@
+//! The command socket: sends batches and checks every ACK, reads tables back.
+//!
+//! One long-lived socket per agent: closing a netfilter socket after a commit that deleted
+//! objects costs the kernel 5-40 ms (design notes), and with the table owner flag the table
+//! belongs to this socket. Blocking I/O with a receive timeout: the kernel processes a batch
+//! inside `sendmsg`, so every ACK is already queued when it returns.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use super::attr::{Msg, Writer, messages};
+use super::decode;
+use super::encode::{self, Batch};
+use super::uapi::*;
+use super::{NftError, sys};
+use crate::model::Table;
+
+/// Netlink receive buffer: dump replies come in skbs of at most 32 KiB.
+const RECV_BUF: usize = 64 * 1024;
+
+/// The agent's command socket.
+#[derive(Debug)]
+pub struct NftSocket {
+    fd: OwnedFd,
+    port_id: u32,
+    seq: u32,
+    sndbuf: usize,
+    buf: Vec<u8>,
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
+    move |source| NftError::Io { op, source }
+}
+
+/// What the kernel said about one message of a batch.
+#[derive(Debug, Clone)]
+struct Ack {
+    seq: u32,
+    errno: i32,
+    message: Option<String>,
+    offset: Option<u32>,
+}
+
+fn parse_ack(msg: &Msg<'_>) -> Option<Ack> {
+    // struct nlmsgerr { int error; struct nlmsghdr msg; } then, with NLM_F_ACK_TLVS,
+    // attributes; with NETLINK_CAP_ACK the original payload is not echoed.
+    let p = msg.payload;
+    if p.len() < 4 + NLMSG_HDRLEN {
+        return None;
+    }
+    let error = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
+    let seq = u32::from_ne_bytes([p[12], p[13], p[14], p[15]]);
+    let mut ack = Ack {
+        seq,
+        errno: -error,
+        message: None,
+        offset: None,
+    };
+    if msg.flags & NLM_F_ACK_TLVS != 0 {
+        for a in super::attr::Attrs::new(&p[4 + NLMSG_HDRLEN..]).flatten() {
+            match a.ty {
+                NLMSGERR_ATTR_MSG => ack.message = a.str().ok().map(str::to_string),
+                // Generic netlink attributes are host order.
+                NLMSGERR_ATTR_OFFS if a.data.len() >= 4 => {
+                    ack.offset = Some(u32::from_ne_bytes([
+                        a.data[0], a.data[1], a.data[2], a.data[3],
+                    ]));
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(ack)
+}
+
+impl NftSocket {
+    /// Opens and configures the socket. Needs no privilege; sending a batch needs
+    /// CAP_NET_ADMIN in the socket's network namespace.
+    pub fn open() -> Result<NftSocket, NftError> {
+        let fd = sys::netlink_socket(NETLINK_NETFILTER).map_err(io_err("socket"))?;
+        let port_id = sys::port_id(&fd).map_err(io_err("getsockname"))?;
+        // Short ACKs (no echo of our multi-megabyte batch) and extended ACKs naming the
+        // attribute the kernel rejected. Both exist since 4.12; failures only cost detail.
+        let _ = sys::set_int_opt(&fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        let _ = sys::set_int_opt(&fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
+        sys::set_recv_timeout(&fd, Duration::from_secs(10)).map_err(io_err("SO_RCVTIMEO"))?;
+        let sndbuf = sys::get_int_opt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
+            .map_err(io_err("SO_SNDBUF"))? as usize;
+        Ok(NftSocket {
+            fd,
+            port_id,
+            // Any start works; a time-derived one keeps replies of an earlier process
+            // (same port id reused) from matching ours.
+            seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs() as u32),
+            sndbuf,
+            buf: vec![0; RECV_BUF],
+        })
+    }
+
+    /// The port id of this socket: the kernel stamps it on the notifications of our
+    /// commits, which is how the event listener recognises them.
+    pub fn port_id(&self) -> u32 {
+        self.port_id
+    }
+
+    /// The sequence number the next batch must start with.
+    pub fn next_seq(&self) -> u32 {
+        self.seq
+    }
+
+    fn ensure_sndbuf(&mut self, len: usize) -> Result<(), NftError> {
+        // The kernel refuses a datagram larger than the send buffer (EMSGSIZE).
+        if len + 4096 <= self.sndbuf {
+            return Ok(());
+        }
+        let want = (len + 64 * 1024).min(i32::MAX as usize / 2) as i32;
+        // SO_SNDBUFFORCE ignores wmem_max but needs CAP_NET_ADMIN, which commits need anyway.
+        if sys::set_int_opt(&self.fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want).is_err() {
+            sys::set_int_opt(&self.fd, libc::SOL_SOCKET, libc::SO_SNDBUF, want)
+                .map_err(io_err("SO_SNDBUF"))?;
+        }
+        self.sndbuf = sys::get_int_opt(&self.fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
+            .map_err(io_err("SO_SNDBUF"))? as usize;
+        Ok(())
+    }
+
+    /// Drops anything queued from earlier exchanges (late replies after a timeout).
+    fn drain(&mut self) {
+        while let Ok((n, _)) = sys::recv(&self.fd, &mut self.buf, true) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Sends a batch built with [`NftSocket::next_seq`] and checks the ACK of every message.
+    /// On error the kernel has aborted the whole transaction: nothing changed.
+    pub fn send_batch(&mut self, batch: &Batch) -> Result<(), NftError> {
+        self.drain();
+        self.ensure_sndbuf(batch.bytes.len())?;
+        if let Some(last) = batch.msgs.last() {
+            // The END message uses last.seq + 1.
+            self.seq = last.seq.wrapping_add(2);
+        }
+        let sent = sys::send(&self.fd, &batch.bytes).map_err(io_err("sendmsg (batch)"))?;
+        if sent != batch.bytes.len() {
+            return Err(NftError::Io {
+                op: "sendmsg (batch)",
+                source: io::Error::other(format!("sent {sent} of {} bytes", batch.bytes.len())),
+            });
+        }
+        let mut acks: Vec<Ack> = Vec::with_capacity(batch.msgs.len());
+        loop {
+            let (n, _) = match sys::recv(&self.fd, &mut self.buf, true) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    return Err(NftError::Io {
+                        op: "recvmsg (acks)",
+                        source: e,
+                    });
+                }
+            };
+            for m in messages(&self.buf[..n]) {
+                let m = m?;
+                if m.ty == NLMSG_ERROR {
+                    if let Some(a) = parse_ack(&m) {
+                        acks.push(a);
+                    }
+                }
+            }
+        }
+        let first = batch.msgs.first().map_or(0, |m| m.seq);
+        if let Some(bad) = acks.iter().find(|a| a.errno != 0) {
+            let failed = acks.iter().filter(|a| a.errno != 0).count();
+            let msg = batch.msgs.iter().find(|m| m.seq == bad.seq);
+            let (what, attr) = match msg {
+                Some(m) => (
+                    m.what.clone(),
+                    bad.offset.and_then(|off| {
+                        encode::describe_offset(
+                            &batch.bytes[m.offset..m.offset + m.len],
+                            off as usize,
+                        )
+                    }),
+                ),
+                None if bad.seq == first.wrapping_sub(1) => ("the batch".to_string(), None),
+                None => (format!("message with sequence number {}", bad.seq), None),
+            };
+            return Err(NftError::Rejected {
+                what,
+                attr,
+                kernel_msg: bad.message.clone(),
+                errno: bad.errno,
+                failed,
+            });
+        }
+        let acked = batch
+            .msgs
+            .iter()
+            .filter(|m| acks.iter().any(|a| a.seq == m.seq))
+            .count();
+        if acked != batch.msgs.len() {
+            return Err(NftError::MissingAck {
+                expected: batch.msgs.len(),
+                got: acked,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends one request and feeds every reply message to `each` until the kernel signals
+    /// the end (NLMSG_DONE for a dump, the ACK for a get). An error reply becomes
+    /// [`NftError::Kernel`].
+    fn exchange(
+        &mut self,
+        kind: u16,
+        dump: bool,
+        family: u8,
+        attrs: impl FnOnce(&mut Writer),
+        mut each: impl FnMut(&Msg<'_>) -> Result<(), NftError>,
+    ) -> Result<(), NftError> {
+        self.drain();
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let req = encode::request(kind, dump, seq, family, attrs);
+        sys::send(&self.fd, &req).map_err(io_err("sendmsg (request)"))?;
+        loop {
+            let (n, truncated) =
+                sys::recv(&self.fd, &mut self.buf, false).map_err(io_err("recvmsg (reply)"))?;
+            if truncated {
+                return Err(NftError::Io {
+                    op: "recvmsg (reply)",
+                    source: io::Error::other("reply truncated"),
+                });
+            }
+            // Copy out so `each` can borrow self.buf's contents while we keep the socket.
+            let data = self.buf[..n].to_vec();
+            for m in messages(&data) {
+                let m = m?;
+                if m.seq != seq {
+                    continue; // a late reply to an earlier request
+                }
+                if m.flags & NLM_F_DUMP_INTR != 0 {
+                    return Err(NftError::Interrupted);
+                }
+                match m.ty {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let ack = parse_ack(&m).ok_or_else(|| {
+                            NftError::Malformed(super::attr::Malformed("short error".into()))
+                        })?;
+                        if ack.errno == 0 {
+                            return Ok(());
+                        }
+                        return Err(NftError::Kernel {
+                            request: msg_name(kind),
+                            errno: ack.errno,
+                        });
+                    }
+                    NLMSG_NOOP | NLMSG_OVERRUN => {}
+                    // A get answers with one message, then the ACK we asked for; a dump
+                    // with multi-part messages, then NLMSG_DONE.
+                    _ => each(&m)?,
+                }
+            }
+        }
+    }
+
+    /// The current ruleset generation (changes with every committed transaction).
+    pub fn generation(&mut self) -> Result<u32, NftError> {
+        let mut gen_id = None;
+        self.exchange(
+            NFT_MSG_GETGEN,
+            false,
+            NFPROTO_UNSPEC,
+            |_| {},
+            |m| {
+                if m.nft_msg() == Some(NFT_MSG_NEWGEN) {
+                    gen_id = Some(decode::generation(m)?.id);
+                }
+                Ok(())
+            },
+        )?;
+        gen_id.ok_or(NftError::Malformed(super::attr::Malformed(
+            "GETGEN without NEWGEN reply".into(),
+        )))
+    }
+
+    /// Reads table `name` of the inet family: the raw reply messages, back to back, or
+    /// `None` when the table does not exist. Retries while the ruleset changes underneath.
+    pub fn read_table_raw(&mut self, name: &str) -> Result<Option<Vec<u8>>, NftError> {
+        for _ in 0..8 {
+            match self.read_table_once(name) {
+                Err(NftError::Interrupted) => continue,
+                other => return other,
+            }
+        }
+        Err(NftError::Interrupted)
+    }
+
+    fn read_table_once(&mut self, name: &str) -> Result<Option<Vec<u8>>, NftError> {
+        let gen_before = self.generation()?;
+        let mut out = Vec::new();
+        let mut keep = |m: &Msg<'_>| {
+            // Re-frame each message: header (16 bytes) + payload, 4-byte aligned.
+            let len = NLMSG_HDRLEN + m.payload.len();
+            out.extend_from_slice(&(len as u32).to_ne_bytes());
+            out.extend_from_slice(&m.ty.to_ne_bytes());
+            out.extend_from_slice(&m.flags.to_ne_bytes());
+            out.extend_from_slice(&m.seq.to_ne_bytes());
+            out.extend_from_slice(&m.pid.to_ne_bytes());
+            out.extend_from_slice(m.payload);
+            out.resize((out.len() + 3) & !3, 0);
+            Ok(())
+        };
+        match self.exchange(
+            NFT_MSG_GETTABLE,
+            false,
+            NFPROTO_INET,
+            |w| w.put_str(NFTA_TABLE_NAME, name),
+            &mut keep,
+        ) {
+            Err(NftError::Kernel { errno, .. }) if errno == libc::ENOENT => return Ok(None),
+            other => other?,
+        }
+        let mut set_names = Vec::new();
+        self.exchange(
+            NFT_MSG_GETSET,
+            true,
+            NFPROTO_INET,
+            |w| w.put_str(NFTA_SET_TABLE, name),
+            |m| {
+                let s = decode::set(m)?;
+                if s.table == name {
+                    set_names.push(s.name.clone());
+                    keep(m)?;
+                }
+                Ok(())
+            },
+        )?;
+        for set in &set_names {
+            self.exchange(
+                NFT_MSG_GETSETELEM,
+                true,
+                NFPROTO_INET,
+                |w| {
+                    w.put_str(NFTA_SET_ELEM_LIST_TABLE, name);
+                    w.put_str(NFTA_SET_ELEM_LIST_SET, set);
+                },
+                &mut keep,
+            )?;
+        }
+        // Chain dumps are not filtered by table on every kernel: filter here.
+        self.exchange(
+            NFT_MSG_GETCHAIN,
+            true,
+            NFPROTO_INET,
+            |_| {},
+            |m| {
+                if decode::chain(m)?.table == name {
+                    keep(m)?;
+                }
+                Ok(())
+            },
+        )?;
+        self.exchange(
+            NFT_MSG_GETRULE,
+            true,
+            NFPROTO_INET,
+            |w| w.put_str(NFTA_RULE_TABLE, name),
+            |m| {
+                if decode::rule(m)?.table == name {
+                    keep(m)?;
+                }
+                Ok(())
+            },
+        )?;
+        if self.generation()? != gen_before {
+            return Err(NftError::Interrupted);
+        }
+        Ok(Some(out))
+    }
+
+    /// Reads table `name` of the inet family and decodes it.
+    pub fn read_table(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+        match self.read_table_raw(name)? {
+            None => Ok(None),
+            Some(bytes) => Ok(decode::table_from_dump(&bytes, name)?),
+        }
+    }
+
+    /// Flags and owner of table `name`, without reading its contents.
+    pub fn table_info(&mut self, name: &str) -> Result<Option<decode::TableMsg>, NftError> {
+        let mut out = None;
+        match self.exchange(
+            NFT_MSG_GETTABLE,
+            false,
+            NFPROTO_INET,
+            |w| w.put_str(NFTA_TABLE_NAME, name),
+            |m| {
+                out = Some(decode::table(m)?);
+                Ok(())
+            },
+        ) {
+            Err(NftError::Kernel { errno, .. }) if errno == libc::ENOENT => Ok(None),
+            Err(e) => Err(e),
+            Ok(()) => Ok(out),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Constants from the kernel UAPI headers `linux/netlink.h`, `linux/netfilter/nfnetlink.h`
+//! and `linux/netfilter/nf_tables.h`. Only what the agent speaks is listed.
+#![allow(missing_docs)] // The names are the kernel's; the headers document them.
+
+// linux/netlink.h
+pub const NETLINK_NETFILTER: i32 = 12;
+pub const SOL_NETLINK: i32 = 270;
+pub const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+pub const NETLINK_DROP_MEMBERSHIP: i32 = 2;
+pub const NETLINK_CAP_ACK: i32 = 10;
+pub const NETLINK_EXT_ACK: i32 = 11;
+
+pub const NLMSG_HDRLEN: usize = 16;
+pub const NLMSG_NOOP: u16 = 1;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+pub const NLMSG_OVERRUN: u16 = 4;
+
+pub const NLM_F_REQUEST: u16 = 0x01;
+pub const NLM_F_MULTI: u16 = 0x02;
+pub const NLM_F_ACK: u16 = 0x04;
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_APPEND: u16 = 0x800;
+pub const NLM_F_ACK_TLVS: u16 = 0x200;
+
+pub const NLA_F_NESTED: u16 = 0x8000;
+pub const NLA_TYPE_MASK: u16 = 0x3fff;
+
+pub const NLMSGERR_ATTR_MSG: u16 = 1;
+pub const NLMSGERR_ATTR_OFFS: u16 = 2;
+
+// linux/netfilter/nfnetlink.h
+pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+pub const NFNL_MSG_BATCH_END: u16 = 17;
+pub const NFNETLINK_V0: u8 = 0;
+pub const NFNLGRP_NFTABLES: u32 = 7;
+
+// linux/netfilter.h
+pub const NFPROTO_UNSPEC: u8 = 0;
+pub const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
+
+// enum nf_tables_msg_types
+pub const NFT_MSG_NEWTABLE: u16 = 0;
+pub const NFT_MSG_GETTABLE: u16 = 1;
+pub const NFT_MSG_DELTABLE: u16 = 2;
+pub const NFT_MSG_NEWCHAIN: u16 = 3;
+pub const NFT_MSG_GETCHAIN: u16 = 4;
+pub const NFT_MSG_DELCHAIN: u16 = 5;
+pub const NFT_MSG_NEWRULE: u16 = 6;
+pub const NFT_MSG_GETRULE: u16 = 7;
+pub const NFT_MSG_DELRULE: u16 = 8;
+pub const NFT_MSG_NEWSET: u16 = 9;
+pub const NFT_MSG_GETSET: u16 = 10;
+pub const NFT_MSG_DELSET: u16 = 11;
+pub const NFT_MSG_NEWSETELEM: u16 = 12;
+pub const NFT_MSG_GETSETELEM: u16 = 13;
+pub const NFT_MSG_DELSETELEM: u16 = 14;
+pub const NFT_MSG_NEWGEN: u16 = 15;
+pub const NFT_MSG_GETGEN: u16 = 16;
+pub const NFT_MSG_DESTROYTABLE: u16 = 26;
+pub const NFT_MSG_DESTROYSETELEM: u16 = 30;
+
+// enum nft_table_attributes
+pub const NFTA_TABLE_NAME: u16 = 1;
+pub const NFTA_TABLE_FLAGS: u16 = 2;
+pub const NFTA_TABLE_HANDLE: u16 = 4;
+pub const NFTA_TABLE_OWNER: u16 = 7;
+
+// enum nft_chain_attributes
+pub const NFTA_CHAIN_TABLE: u16 = 1;
+pub const NFTA_CHAIN_HANDLE: u16 = 2;
+pub const NFTA_CHAIN_NAME: u16 = 3;
+pub const NFTA_CHAIN_HOOK: u16 = 4;
+pub const NFTA_CHAIN_POLICY: u16 = 5;
+pub const NFTA_CHAIN_TYPE: u16 = 7;
+
+// enum nft_hook_attributes
+pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub const NFTA_HOOK_PRIORITY: u16 = 2;
+
+// enum nft_rule_attributes
+pub const NFTA_RULE_TABLE: u16 = 1;
+pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_RULE_HANDLE: u16 = 3;
+pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+
+pub const NFTA_LIST_ELEM: u16 = 1;
+pub const NFTA_EXPR_NAME: u16 = 1;
+pub const NFTA_EXPR_DATA: u16 = 2;
+
+// enum nft_set_attributes
+pub const NFTA_SET_TABLE: u16 = 1;
+pub const NFTA_SET_NAME: u16 = 2;
+pub const NFTA_SET_FLAGS: u16 = 3;
+pub const NFTA_SET_KEY_TYPE: u16 = 4;
+pub const NFTA_SET_KEY_LEN: u16 = 5;
+pub const NFTA_SET_ID: u16 = 10;
+
+pub const NFT_SET_ANONYMOUS: u32 = 0x1;
+pub const NFT_SET_CONSTANT: u32 = 0x2;
+pub const NFT_SET_INTERVAL: u32 = 0x4;
+pub const NFT_SET_MAP: u32 = 0x8;
+
+// enum nft_set_elem_attributes / nft_set_elem_list_attributes
+pub const NFTA_SET_ELEM_KEY: u16 = 1;
+pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
+pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
+
+// nft's datatype ids (nftables src/datatype.h), stored as the set key type so that
+// `nft list` prints addresses.
+pub const NFT_TYPE_IPADDR: u32 = 7;
+pub const NFT_TYPE_IP6ADDR: u32 = 8;
+
+// enum nft_data_attributes / nft_verdict_attributes
+pub const NFTA_DATA_VALUE: u16 = 1;
+pub const NFTA_DATA_VERDICT: u16 = 2;
+pub const NFTA_VERDICT_CODE: u16 = 1;
+pub const NFTA_VERDICT_CHAIN: u16 = 2;
+
+// Verdicts (linux/netfilter.h and enum nft_verdicts).
+pub const NF_DROP: i32 = 0;
+pub const NF_ACCEPT: i32 = 1;
+pub const NFT_CONTINUE: i32 = -1;
+pub const NFT_BREAK: i32 = -2;
+pub const NFT_JUMP: i32 = -3;
+pub const NFT_GOTO: i32 = -4;
+pub const NFT_RETURN: i32 = -5;
+
+// Registers.
+pub const NFT_REG_VERDICT: u32 = 0;
+pub const NFT_REG_1: u32 = 1;
+pub const NFT_REG_2: u32 = 2;
+
+// Expressions.
+pub const NFTA_IMMEDIATE_DREG: u16 = 1;
+pub const NFTA_IMMEDIATE_DATA: u16 = 2;
+pub const NFTA_CMP_SREG: u16 = 1;
+pub const NFTA_CMP_OP: u16 = 2;
+pub const NFTA_CMP_DATA: u16 = 3;
+pub const NFT_CMP_EQ: u32 = 0;
+pub const NFT_CMP_LT: u32 = 2;
+pub const NFTA_LOOKUP_SET: u16 = 1;
+pub const NFTA_LOOKUP_SREG: u16 = 2;
+pub const NFTA_LOOKUP_SET_ID: u16 = 4;
+pub const NFTA_LOOKUP_FLAGS: u16 = 5;
+pub const NFTA_PAYLOAD_DREG: u16 = 1;
+pub const NFTA_PAYLOAD_BASE: u16 = 2;
+pub const NFTA_PAYLOAD_OFFSET: u16 = 3;
+pub const NFTA_PAYLOAD_LEN: u16 = 4;
+pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub const NFTA_META_DREG: u16 = 1;
+pub const NFTA_META_KEY: u16 = 2;
+pub const NFT_META_NFPROTO: u32 = 15;
+pub const NFT_META_L4PROTO: u32 = 16;
+pub const NFTA_COUNTER_BYTES: u16 = 1;
+pub const NFTA_COUNTER_PACKETS: u16 = 2;
+pub const NFTA_MASQ_FLAGS: u16 = 1;
+pub const NFTA_MASQ_REG_PROTO_MIN: u16 = 2;
+pub const NFTA_MASQ_REG_PROTO_MAX: u16 = 3;
+pub const NFTA_FIB_DREG: u16 = 1;
+pub const NFTA_FIB_RESULT: u16 = 2;
+pub const NFTA_FIB_FLAGS: u16 = 3;
+pub const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+pub const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+pub const RTN_LOCAL: u32 = 2;
+pub const NFTA_NG_DREG: u16 = 1;
+pub const NFTA_NG_MODULUS: u16 = 2;
+pub const NFTA_NG_TYPE: u16 = 3;
+pub const NFTA_NG_OFFSET: u16 = 4;
+pub const NFT_NG_RANDOM: u32 = 1;
+pub const NFTA_BYTEORDER_SREG: u16 = 1;
+pub const NFTA_BYTEORDER_DREG: u16 = 2;
+pub const NFTA_BYTEORDER_OP: u16 = 3;
+pub const NFTA_BYTEORDER_LEN: u16 = 4;
+pub const NFTA_BYTEORDER_SIZE: u16 = 5;
+pub const NFT_BYTEORDER_HTON: u32 = 1;
+
+// enum nft_gen_attributes
+pub const NFTA_GEN_ID: u16 = 1;
+pub const NFTA_GEN_PROC_PID: u16 = 2;
+pub const NFTA_GEN_PROC_NAME: u16 = 3;
+
+/// The netlink message type of an nf_tables message.
+pub const fn nft_type(msg: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | msg
+}
+
+/// The kernel's name for an nf_tables message, for error messages.
+pub fn msg_name(msg: u16) -> &'static str {
+    match msg {
+        NFT_MSG_NEWTABLE => "NEWTABLE",
+        NFT_MSG_GETTABLE => "GETTABLE",
+        NFT_MSG_DELTABLE => "DELTABLE",
+        NFT_MSG_NEWCHAIN => "NEWCHAIN",
+        NFT_MSG_GETCHAIN => "GETCHAIN",
+        NFT_MSG_DELCHAIN => "DELCHAIN",
+        NFT_MSG_NEWRULE => "NEWRULE",
+        NFT_MSG_GETRULE => "GETRULE",
+        NFT_MSG_DELRULE => "DELRULE",
+        NFT_MSG_NEWSET => "NEWSET",
+        NFT_MSG_GETSET => "GETSET",
+        NFT_MSG_DELSET => "DELSET",
+        NFT_MSG_NEWSETELEM => "NEWSETELEM",
+        NFT_MSG_GETSETELEM => "GETSETELEM",
+        NFT_MSG_DELSETELEM => "DELSETELEM",
+        NFT_MSG_NEWGEN => "NEWGEN",
+        NFT_MSG_GETGEN => "GETGEN",
+        NFT_MSG_DESTROYTABLE => "DESTROYTABLE",
+        _ => "nf_tables message",
+    }
+}
