@@ -1,1 +1,368 @@
+use super::*;
 
+fn flags() -> PolicyFlags {
+    PolicyFlags::default()
+}
+
+fn v6() -> PolicyFlags {
+    PolicyFlags {
+        enable_ipv6: true,
+        ..PolicyFlags::default()
+    }
+}
+
+fn parse(text: &str) -> Result<Loaded, ConfigError> {
+    parse_str(text, Path::new("/etc/config/ip-masq-agent"), &flags())
+}
+
+fn ok(text: &str) -> Config {
+    parse(text).unwrap_or_else(|e| panic!("{e}")).config
+}
+
+fn problems(text: &str, flags: &PolicyFlags) -> Vec<String> {
+    match parse_str(text, Path::new("/cfg"), flags) {
+        Ok(l) => panic!("expected errors, got {:?}", l.config),
+        Err(e) => e.problems().iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+fn nets(list: &[&str]) -> Vec<IpNet> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn empty_and_comment_only_files_mean_defaults() {
+    for text in ["", "\n\n", "# only a comment\n# and another\n", "---\n"] {
+        let l = parse(text).unwrap();
+        assert_eq!(l.config, Config::defaults(&flags()), "{text:?}");
+        assert_eq!(l.source, Source::Empty);
+    }
+    let d = Config::defaults(&flags());
+    assert_eq!(
+        d.non_masquerade_cidrs,
+        nets(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+    );
+    assert_eq!(d.cidr_limit, 64);
+    assert!(!d.masq_link_local && !d.masq_link_local_ipv6);
+    assert_eq!(d.resync_interval, Duration::from_secs(60));
+}
+
+#[test]
+fn missing_file_means_defaults() {
+    let l = load(Path::new("/nonexistent/ip-masq-agent"), &flags()).unwrap();
+    assert_eq!(l.source, Source::Missing);
+    assert_eq!(l.config, Config::defaults(&flags()));
+}
+
+#[test]
+fn unreadable_path_is_a_read_error_naming_it() {
+    let dir = std::env::temp_dir();
+    let err = load(&dir, &flags()).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains(&dir.display().to_string()));
+}
+
+#[test]
+fn reserved_ranges_flag_extends_the_default_only() {
+    let f = PolicyFlags {
+        nomasq_all_reserved_ranges: true,
+        ..PolicyFlags::default()
+    };
+    let d = Config::defaults(&f);
+    assert_eq!(d.non_masquerade_cidrs.len(), 11);
+    assert!(
+        d.non_masquerade_cidrs
+            .contains(&"240.0.0.0/4".parse().unwrap())
+    );
+    assert!(
+        d.non_masquerade_cidrs
+            .contains(&"100.64.0.0/10".parse().unwrap())
+    );
+    // An explicit list wins over the flag, as in ip-masq-agent.
+    let l = parse_str("nonMasqueradeCIDRs: [10.0.0.0/8]", Path::new("/c"), &f).unwrap();
+    assert_eq!(l.config.non_masquerade_cidrs, nets(&["10.0.0.0/8"]));
+}
+
+#[test]
+fn ip_masq_agent_yaml_example() {
+    let c = ok(
+        "nonMasqueradeCIDRs:\n  - 10.0.0.0/8\n  - 100.64.0.0/10\nmasqLinkLocal: true\n\
+                resyncInterval: 1m30s\ncidrLimit: 10\n",
+    );
+    assert_eq!(
+        c.non_masquerade_cidrs,
+        nets(&["10.0.0.0/8", "100.64.0.0/10"])
+    );
+    assert!(c.masq_link_local);
+    assert_eq!(c.resync_interval, Duration::from_secs(90));
+    assert_eq!(c.cidr_limit, 10);
+}
+
+#[test]
+fn json_is_accepted() {
+    let c = ok(
+        r#"{"nonMasqueradeCIDRs": ["192.168.0.0/16"], "masqLinkLocalIPv6": false,
+                  "masqueradeCIDRs": ["192.168.7.0/24"]}"#,
+    );
+    assert_eq!(c.non_masquerade_cidrs, nets(&["192.168.0.0/16"]));
+    assert_eq!(c.masquerade_cidrs, nets(&["192.168.7.0/24"]));
+}
+
+#[test]
+fn null_keeps_the_default_and_empty_list_clears_it() {
+    assert_eq!(
+        ok("nonMasqueradeCIDRs: null\n").non_masquerade_cidrs,
+        Config::defaults(&flags()).non_masquerade_cidrs
+    );
+    assert!(
+        ok("nonMasqueradeCIDRs: []\n")
+            .non_masquerade_cidrs
+            .is_empty()
+    );
+}
+
+#[test]
+fn yaml_1_1_booleans_are_accepted_like_ip_masq_agent() {
+    assert!(ok("masqLinkLocal: yes").masq_link_local);
+    assert!(ok("masqLinkLocal: on").masq_link_local);
+    assert!(!ok("masqLinkLocal: off").masq_link_local);
+    assert!(!ok("masqLinkLocal: false").masq_link_local);
+}
+
+#[test]
+fn keys_match_case_insensitively_with_a_note() {
+    let l = parse("CidrLimit: 5\nnonmasqueradecidrs: [10.0.0.0/8]").unwrap();
+    assert_eq!(l.config.cidr_limit, 5);
+    assert_eq!(l.config.non_masquerade_cidrs, nets(&["10.0.0.0/8"]));
+    assert!(
+        l.notes
+            .iter()
+            .any(|n| n.contains("CidrLimit taken as cidrLimit"))
+    );
+}
+
+#[test]
+fn a_key_given_twice_in_two_spellings_is_an_error() {
+    let p = problems("cidrLimit: 5\nCIDRLIMIT: 6\n", &flags());
+    assert_eq!(p.len(), 1);
+    assert!(p[0].contains("given twice"), "{p:?}");
+}
+
+#[test]
+fn duplicate_yaml_key_is_an_error() {
+    let p = problems("cidrLimit: 5\ncidrLimit: 6\n", &flags());
+    assert!(p[0].starts_with("(document)"), "{p:?}");
+}
+
+#[test]
+fn unknown_key_is_rejected_with_a_suggestion() {
+    let p = problems("nonMasqueradeCIDR: [10.0.0.0/8]\n", &flags());
+    assert_eq!(
+        p,
+        ["nonMasqueradeCIDR = [\"10.0.0.0/8\"]: unknown key; did you mean nonMasqueradeCIDRs?"]
+    );
+    // A different spelling of a known key is accepted (as Go's JSON decoder does), noted.
+    let l = parse("masqLinkLocalIpv6: true\n").unwrap();
+    assert!(l.config.masq_link_local_ipv6);
+    assert_eq!(l.notes.len(), 1);
+}
+
+#[test]
+fn unknown_key_far_from_any_lists_the_known_ones() {
+    let p = problems("foo: 1\n", &flags());
+    assert!(p[0].contains("known keys: nonMasqueradeCIDRs"), "{p:?}");
+}
+
+#[test]
+fn every_cidr_problem_is_reported_with_index_and_value() {
+    let text = r#"
+nonMasqueradeCIDRs:
+  - 10.0.0.0/8
+  - 10.0.0.1/8
+  - 10.0.0.0
+  - 10.0.0.0/33
+  - 300.0.0.0/8
+  - fd00::/8
+  - 7
+  - 10.0.0.0/x
+"#;
+    let p = problems(text, &flags());
+    assert_eq!(
+        p,
+        [
+            "nonMasqueradeCIDRs[1] = \"10.0.0.1/8\": host bits are set; the network containing \
+             this address is 10.0.0.0/8",
+            "nonMasqueradeCIDRs[2] = \"10.0.0.0\": not a CIDR: missing /prefix-length (write \
+             e.g. 10.0.0.0/8)",
+            "nonMasqueradeCIDRs[3] = \"10.0.0.0/33\": prefix length 33 is out of range for IPv4 \
+             (0-32)",
+            "nonMasqueradeCIDRs[4] = \"300.0.0.0/8\": not a CIDR: \"300.0.0.0\" is not an IP \
+             address",
+            "nonMasqueradeCIDRs[5] = \"fd00::/8\": IPv6 CIDR, but IPv6 is not enabled (start the \
+             agent with --enable-ipv6)",
+            "nonMasqueradeCIDRs[6] = 7: expected a CIDR string, got a number",
+            "nonMasqueradeCIDRs[7] = \"10.0.0.0/x\": not a CIDR: prefix length \"x\" is not a \
+             number from 0 to 32",
+        ]
+    );
+}
+
+#[test]
+fn ipv6_prefix_length_and_host_bits() {
+    let p = problems("nonMasqueradeCIDRs: ['fd00::/129', 'fd00::1/64']", &v6());
+    assert_eq!(p.len(), 2);
+    assert!(p[0].contains("out of range for IPv6 (0-128)"), "{p:?}");
+    assert!(p[1].contains("fd00::/64"), "{p:?}");
+    let c = parse_str("nonMasqueradeCIDRs: ['fd00::/8']", Path::new("/c"), &v6()).unwrap();
+    assert_eq!(c.config.non_masquerade_cidrs, nets(&["fd00::/8"]));
+}
+
+#[test]
+fn wrong_types_are_reported() {
+    let text = "nonMasqueradeCIDRs: 10.0.0.0/8\nmasqueradeCIDRs: {a: 1}\ncidrLimit: \"64\"\n\
+                masqLinkLocal: 1\nresyncInterval: 60\n";
+    let p = problems(text, &flags());
+    assert_eq!(
+        p,
+        [
+            "nonMasqueradeCIDRs = \"10.0.0.0/8\": expected a list of CIDR strings, got a string",
+            "masqueradeCIDRs = {mapping with 1 keys}: expected a list of CIDR strings, got a \
+             mapping",
+            "cidrLimit = \"64\": expected a whole number, got a string",
+            "masqLinkLocal = 1: expected true or false, got a number",
+            "resyncInterval = 60: expected a duration string such as \"60s\" or \"1m30s\", got \
+             a number",
+        ]
+    );
+}
+
+#[test]
+fn cidr_limit_counts_v4_and_v6_and_applies_to_the_default_list() {
+    let text = "cidrLimit: 2\nnonMasqueradeCIDRs: [10.0.0.0/8, 'fd00::/8', 192.168.0.0/16]";
+    let p = problems(text, &v6());
+    assert_eq!(
+        p,
+        [
+            "nonMasqueradeCIDRs = (3 entries): more entries than cidrLimit (2); raise cidrLimit \
+             if this is intended"
+        ]
+    );
+    // The three default ranges exceed a limit of 2, as in ip-masq-agent.
+    assert_eq!(problems("cidrLimit: 2", &flags()).len(), 1);
+    assert_eq!(
+        problems("cidrLimit: -1", &flags())[0],
+        "cidrLimit = -1: must not be negative"
+    );
+    assert!(problems("cidrLimit: 1.5", &flags())[0].contains("whole number"));
+}
+
+#[test]
+fn resync_interval_must_be_a_positive_go_duration() {
+    assert_eq!(
+        ok("resyncInterval: 500ms").resync_interval,
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        problems("resyncInterval: 0s", &flags()),
+        ["resyncInterval = \"0s\": must be positive"]
+    );
+    assert_eq!(
+        problems("resyncInterval: -5s", &flags()),
+        ["resyncInterval = \"-5s\": must be positive"]
+    );
+    assert!(problems("resyncInterval: 5 minutes", &flags())[0].contains("unknown unit"));
+}
+
+#[test]
+fn top_level_must_be_a_mapping_and_syntax_errors_are_reported() {
+    assert!(problems("- 10.0.0.0/8\n", &flags())[0].contains("expected a mapping"));
+    let p = problems("nonMasqueradeCIDRs: [10.0.0.0/8\n", &flags());
+    assert!(
+        p[0].starts_with("(document): not valid YAML or JSON"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn error_display_names_the_file_on_every_line() {
+    let err = parse_str(
+        "foo: 1\ncidrLimit: x\n",
+        Path::new("/etc/config/ip-masq-agent"),
+        &flags(),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("invalid config file /etc/config/ip-masq-agent: 2 problems"));
+    assert_eq!(
+        text.matches("\n  /etc/config/ip-masq-agent: ").count(),
+        2,
+        "{text}"
+    );
+}
+
+#[test]
+fn overlaps_are_merged_with_a_note() {
+    let l =
+        parse("nonMasqueradeCIDRs: [10.0.0.0/8, 10.1.0.0/16, 10.0.0.0/8, 192.168.0.0/16]").unwrap();
+    assert_eq!(
+        l.config.non_masquerade_cidrs.len(),
+        4,
+        "kept as given; the model merges"
+    );
+    assert!(
+        l.notes.iter().any(|n| n
+            == "nonMasqueradeCIDRs[1] 10.1.0.0/16 lies inside \
+                                         nonMasqueradeCIDRs[0] 10.0.0.0/8; merged"),
+        "{:?}",
+        l.notes
+    );
+    assert!(
+        l.notes
+            .iter()
+            .any(|n| n.contains("nonMasqueradeCIDRs[2] 10.0.0.0/8 repeats"))
+    );
+    assert_eq!(l.notes.len(), 2, "{:?}", l.notes);
+}
+
+#[test]
+fn masquerade_cidrs_without_effect_get_a_note() {
+    let l = parse("masqueradeCIDRs: [10.11.0.0/24, 8.8.8.0/24]").unwrap();
+    assert_eq!(l.notes.len(), 1, "{:?}", l.notes);
+    assert!(l.notes[0].starts_with("masqueradeCIDRs[1] 8.8.8.0/24 is outside"));
+}
+
+#[test]
+fn masquerade_cidrs_are_validated_like_the_other_list() {
+    let p = problems("masqueradeCIDRs: [10.11.0.1/24]", &flags());
+    assert!(
+        p[0].starts_with("masqueradeCIDRs[0] = \"10.11.0.1/24\": host bits"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn large_lists_validate_quickly() {
+    let mut text = String::from("cidrLimit: 100000\nnonMasqueradeCIDRs:\n");
+    for i in 0..100_000u32 {
+        let a = 0x0b00_0000 + i * 256;
+        text.push_str(&format!(
+            "  - {}.{}.{}.0/24\n",
+            a >> 24,
+            (a >> 16) & 255,
+            (a >> 8) & 255
+        ));
+    }
+    let c = ok(&text);
+    assert_eq!(c.non_masquerade_cidrs.len(), 100_000);
+}
+
+#[test]
+fn built_in_lists_parse() {
+    for s in RFC1918_RANGES
+        .iter()
+        .chain(&OTHER_RESERVED_RANGES)
+        .chain(&[LINK_LOCAL_V4, LINK_LOCAL_V6])
+    {
+        assert!(parse_cidr(s).is_ok(), "{s}");
+    }
+}

@@ -1,1 +1,225 @@
+use std::path::Path;
 
+use super::*;
+use crate::config::{self, PolicyFlags};
+
+fn config(text: &str, flags: &PolicyFlags) -> Config {
+    config::parse_str(text, Path::new("/test"), flags)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config
+}
+
+fn strs(v: &[IpNet]) -> Vec<String> {
+    v.iter().map(|n| n.to_string()).collect()
+}
+
+/// Compares a rendering with `tests/snapshots/<name>.nft`. The snapshot files are also fed
+/// to `nft -c -f` by the root tests, so they are known to be valid nft syntax.
+/// `UPDATE_SNAPSHOTS=1 cargo test` rewrites them after an intended change.
+fn snapshot(name: &str, table: &Table) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/snapshots/{name}.nft"));
+    let got = table.to_string();
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_SNAPSHOTS=1 creates it)", path.display()));
+    assert_eq!(got, want, "rendering of {name} changed");
+}
+
+#[test]
+fn defaults_exempt_rfc1918_and_link_local() {
+    let f = PolicyFlags::default();
+    let t = desired(&Config::defaults(&f), &f, TableFlags::default());
+    assert_eq!(t.name, "nft-masq-agent");
+    assert_eq!(t.sets.len(), 1, "no IPv6 set without --enable-ipv6");
+    assert_eq!(
+        strs(&t.sets[0].prefixes),
+        [
+            "10.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16"
+        ]
+    );
+    snapshot("defaults", &t);
+}
+
+#[test]
+fn masq_link_local_removes_it_from_the_set() {
+    let f = PolicyFlags::default();
+    let t = desired(
+        &config("masqLinkLocal: true", &f),
+        &f,
+        TableFlags::default(),
+    );
+    assert!(!strs(&t.sets[0].prefixes).contains(&"169.254.0.0/16".to_string()));
+}
+
+#[test]
+fn masquerade_cidrs_are_carved_out() {
+    let f = PolicyFlags::default();
+    let c = config(
+        "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.11.0.0/24]\nmasqLinkLocal: true",
+        &f,
+    );
+    let t = desired(&c, &f, TableFlags::default());
+    let p = &t.sets[0].prefixes;
+    let inside = |a: &str| {
+        p.iter()
+            .any(|n| n.contains(&a.parse::<std::net::IpAddr>().unwrap()))
+    };
+    assert!(!inside("10.11.0.5"));
+    assert!(inside("10.11.1.0"));
+    assert!(inside("10.10.255.255"));
+    assert!(inside("10.0.0.1"));
+    assert_eq!(p.len(), 16);
+    snapshot("masquerade-cidrs", &t);
+}
+
+#[test]
+fn reserved_ranges_include_class_e_at_the_top() {
+    let f = PolicyFlags {
+        nomasq_all_reserved_ranges: true,
+        ..PolicyFlags::default()
+    };
+    let t = desired(&Config::defaults(&f), &f, TableFlags::default());
+    assert_eq!(
+        t.sets[0].prefixes.last().unwrap().to_string(),
+        "240.0.0.0/4"
+    );
+    assert_eq!(t.prefix_count(), 12);
+    snapshot("reserved-ranges", &t);
+}
+
+#[test]
+fn ipv6_and_to_ports() {
+    let f = PolicyFlags {
+        enable_ipv6: true,
+        to_ports: Some("1024-29999,32768-65535".parse().unwrap()),
+        ..PolicyFlags::default()
+    };
+    let c = config("nonMasqueradeCIDRs: [10.0.0.0/8, 'fd00::/8', '::/0']", &f);
+    let t = desired(&c, &f, TableFlags::default());
+    assert_eq!(
+        strs(&t.sets[1].prefixes),
+        ["::/0"],
+        "fe80::/10 merges into ::/0"
+    );
+    let rules = &t.chains[0].rules;
+    // fib, v4 set, v6 set, 3 protocols x 2 ranges, catch-all.
+    assert_eq!(rules.len(), 3 + 6 + 1);
+    // The first range is drawn with probability 28976/61744; the second takes the rest.
+    assert_eq!(
+        rules[3].stmts[1],
+        Stmt::NumgenBelow {
+            modulus: 61744,
+            below: 28976
+        }
+    );
+    assert!(
+        !rules[4]
+            .stmts
+            .iter()
+            .any(|s| matches!(s, Stmt::NumgenBelow { .. }))
+    );
+    snapshot("ipv6-to-ports", &t);
+}
+
+#[test]
+fn three_port_ranges_are_chosen_in_proportion_to_size() {
+    let f = PolicyFlags {
+        to_ports: Some("1000-1999,5000-5499,9000-9499".parse().unwrap()),
+        ..PolicyFlags::default()
+    };
+    let t = desired(&Config::defaults(&f), &f, TableFlags::default());
+    let tcp: Vec<&Rule> = t.chains[0]
+        .rules
+        .iter()
+        .filter(|r| r.stmts.first() == Some(&Stmt::L4proto(6)))
+        .collect();
+    assert_eq!(tcp.len(), 3);
+    let prob = |r: &Rule| match r.stmts.get(1) {
+        Some(Stmt::NumgenBelow { modulus, below }) => f64::from(*below) / f64::from(*modulus),
+        _ => 1.0,
+    };
+    // P(range 1) = 1000/2000, P(range 2) = (1 - 1/2) * 500/1000, P(range 3) = the rest.
+    let p1 = prob(tcp[0]);
+    let p2 = (1.0 - p1) * prob(tcp[1]);
+    let p3 = (1.0 - p1) * (1.0 - prob(tcp[1])) * prob(tcp[2]);
+    assert!((p1 - 0.5).abs() < 1e-9 && (p2 - 0.25).abs() < 1e-9 && (p3 - 0.25).abs() < 1e-9);
+}
+
+#[test]
+fn everything_masqueraded_and_nothing_masqueraded() {
+    let f = PolicyFlags {
+        random_fully: false,
+        ..PolicyFlags::default()
+    };
+    let none = desired(
+        &config("nonMasqueradeCIDRs: ['0.0.0.0/0']", &f),
+        &f,
+        TableFlags::default(),
+    );
+    assert_eq!(strs(&none.sets[0].prefixes), ["0.0.0.0/0"]);
+    snapshot("nothing-masqueraded", &none);
+    let all = desired(
+        &config("nonMasqueradeCIDRs: []\nmasqLinkLocal: true", &f),
+        &f,
+        TableFlags::default(),
+    );
+    assert!(all.sets[0].prefixes.is_empty());
+    snapshot("everything-masqueraded", &all);
+}
+
+#[test]
+fn table_flags_render_as_a_comment() {
+    let f = PolicyFlags::default();
+    let t = desired(
+        &Config::defaults(&f),
+        &f,
+        TableFlags(TableFlags::OWNER | TableFlags::PERSIST),
+    );
+    assert!(t.to_string().contains("\t# flags owner,persist\n"));
+}
+
+#[test]
+fn same_policy_ignores_counters_only() {
+    let f = PolicyFlags::default();
+    let a = desired(&Config::defaults(&f), &f, TableFlags::default());
+    let mut b = a.clone();
+    for r in &mut b.chains[0].rules {
+        for s in &mut r.stmts {
+            if let Stmt::Counter { packets, bytes } = s {
+                *packets = 7;
+                *bytes = 420;
+            }
+        }
+    }
+    assert!(a.same_policy(&b));
+    assert_eq!(b.masquerade_counters(), (7, 420));
+    b.sets[0].prefixes.pop();
+    assert!(!a.same_policy(&b));
+    let mut c = a.clone();
+    c.foreign.push("a stray set".into());
+    assert!(!a.same_policy(&c));
+}
+
+#[test]
+fn set_diff_lists_changes() {
+    let f = PolicyFlags::default();
+    let a = desired(&Config::defaults(&f), &f, TableFlags::default());
+    let b = desired(
+        &config("nonMasqueradeCIDRs: [10.0.0.0/8, 100.64.0.0/10]", &f),
+        &f,
+        TableFlags::default(),
+    );
+    let d = SetDiff::between(Some(&a), &b);
+    assert_eq!(strs(&d.added), ["100.64.0.0/10"]);
+    assert_eq!(strs(&d.removed), ["172.16.0.0/12", "192.168.0.0/16"]);
+    assert_eq!(
+        d.to_string(),
+        " +100.64.0.0/10 -172.16.0.0/12 -192.168.0.0/16"
+    );
+    assert_eq!(SetDiff::between(None, &a).added.len(), 4);
+}

@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                24, 0, 3, 0x80, // nest: len 24, type 3 | NLA_F_NESTED
+                20, 0, 3, 0x80, // nest: len 20, type 3 | NLA_F_NESTED
                 8, 0, 1, 0, b'a', b'b', b'c', 0, // "abc\0"
                 8, 0, 2, 0, 1, 2, 3, 4, // u32 big-endian
             ]

@@ -422,3 +422,97 @@ pub fn table_from_dump(bytes: &[u8], name: &str) -> Result<Option<Table>, Malfor
     }
     Ok(tbl.map(|t| assemble(t, sets, chains, rules)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, PolicyFlags};
+    use crate::model::{self, Stmt};
+
+    fn flags() -> PolicyFlags {
+        PolicyFlags {
+            nomasq_all_reserved_ranges: true,
+            enable_ipv6: true,
+            random_fully: true,
+            to_ports: Some("1024-29999,32768-65535".parse().unwrap()),
+        }
+    }
+
+    /// Bytes the kernel (6.18) sent for a read of the table committed by
+    /// `nft-masq-agent --once --enable-ipv6 --to-ports 1024-29999,32768-65535
+    /// --nomasq-all-reserved-ranges`, captured with `examples/capture_dump.rs`.
+    const DUMP: &[u8] = include_bytes!("../../tests/fixtures/dump-ipv6-to-ports.bin");
+
+    /// The same table after `nft add element ... { 8.8.8.0/24 }`, `nft add rule ... ip daddr
+    /// 1.2.3.4 log accept` and `nft add set ... ports { type inet_service; }`.
+    const TAMPERED: &[u8] = include_bytes!("../../tests/fixtures/dump-tampered.bin");
+
+    #[test]
+    fn kernel_dump_decodes_to_the_desired_table() {
+        let f = flags();
+        let want = model::desired(&Config::defaults(&f), &f, Default::default());
+        let got = table_from_dump(DUMP, "nft-masq-agent").unwrap().unwrap();
+        assert_eq!(got, want);
+        // 240.0.0.0/4 came back although the kernel holds no end element for it.
+        assert_eq!(
+            got.sets[0].prefixes.last().unwrap().to_string(),
+            "240.0.0.0/4"
+        );
+        assert!(table_from_dump(DUMP, "other").unwrap().is_none());
+    }
+
+    #[test]
+    fn tampering_is_decoded_and_shown() {
+        let f = flags();
+        let want = model::desired(&Config::defaults(&f), &f, Default::default());
+        let got = table_from_dump(TAMPERED, "nft-masq-agent")
+            .unwrap()
+            .unwrap();
+        assert!(!got.same_policy(&want));
+        assert_eq!(got.sets[0].prefixes[0].to_string(), "8.8.8.0/24");
+        assert_eq!(
+            got.foreign,
+            ["set ports with 2-byte keys and 0 elements".to_string()]
+        );
+        let last = got.chains[0].rules.last().unwrap();
+        assert!(
+            last.stmts.contains(&Stmt::Unknown("log expression".into())),
+            "{last:?}"
+        );
+        let text = got.to_string();
+        assert!(text.contains("# rule not understood by nft-masq-agent: meta nfproto ipv4"));
+        assert!(text.contains("[log expression] [accept]"));
+    }
+
+    #[test]
+    fn truncated_dump_is_an_error_not_a_panic() {
+        for cut in [1, 17, 100, DUMP.len() - 3] {
+            let _ = table_from_dump(&DUMP[..cut], "nft-masq-agent");
+        }
+        assert!(table_from_dump(&DUMP[..17], "nft-masq-agent").is_err());
+    }
+
+    #[test]
+    fn interval_elements_in_any_order() {
+        let e = |k: [u8; 4], end: bool| Element {
+            key: k.to_vec(),
+            flags: u32::from(end),
+        };
+        // Reverse order, as an rbtree dump may give them; adjacent ranges share a key.
+        let elems = vec![
+            e([10, 0, 2, 0], true),
+            e([10, 0, 1, 0], false),
+            e([10, 0, 1, 0], true),
+            e([10, 0, 0, 0], false),
+            e([0, 0, 0, 0], true),
+        ];
+        let p: Vec<String> = interval_prefixes(&elems, Family::V4)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(p, ["10.0.0.0/24", "10.0.1.0/24"]);
+        // A start with no end runs to the top.
+        let p = interval_prefixes(&[e([192, 0, 0, 0], false)], Family::V4);
+        assert_eq!(p, ["192.0.0.0/2".parse::<IpNet>().unwrap()]);
+    }
+}

@@ -1,1 +1,312 @@
+use ipnet::IpNet;
 
+use super::*;
+use crate::config::{Config, PolicyFlags};
+use crate::model::{self, TableFlags};
+use crate::nft::attr::messages;
+use crate::nft::decode;
+
+fn set_of(family: Family, list: &[&str]) -> Set {
+    Set {
+        name: "s".into(),
+        family,
+        prefixes: list.iter().map(|s| s.parse::<IpNet>().unwrap()).collect(),
+    }
+}
+
+fn v4(a: [u8; 4]) -> u128 {
+    u128::from(u32::from_be_bytes(a))
+}
+
+fn defaults(ipv6: bool) -> Table {
+    let f = PolicyFlags {
+        enable_ipv6: ipv6,
+        ..PolicyFlags::default()
+    };
+    model::desired(&Config::defaults(&f), &f, TableFlags::default())
+}
+
+/// The messages of a batch as (type, flags, seq).
+fn headers(b: &Batch) -> Vec<(u16, u16, u32)> {
+    messages(&b.bytes)
+        .map(|m| {
+            let m = m.unwrap();
+            (m.ty, m.flags, m.seq)
+        })
+        .collect()
+}
+
+#[test]
+fn interval_elements_for_ordinary_ranges() {
+    let s = set_of(Family::V4, &["10.0.0.0/8", "192.168.0.0/16"]);
+    assert_eq!(
+        interval_elements(&s),
+        vec![
+            (0, true), // leading end marker: the first range does not start at 0
+            (v4([10, 0, 0, 0]), false),
+            (v4([11, 0, 0, 0]), true),
+            (v4([192, 168, 0, 0]), false),
+            (v4([192, 169, 0, 0]), true),
+        ]
+    );
+}
+
+#[test]
+fn interval_elements_at_the_top_of_the_address_space() {
+    // 240.0.0.0/4 ends at 255.255.255.255: no end element (last + 1 would overflow).
+    let s = set_of(Family::V4, &["10.0.0.0/8", "240.0.0.0/4"]);
+    assert_eq!(
+        interval_elements(&s),
+        vec![
+            (0, true),
+            (v4([10, 0, 0, 0]), false),
+            (v4([11, 0, 0, 0]), true),
+            (v4([240, 0, 0, 0]), false),
+        ]
+    );
+    // 0.0.0.0/0 starts at 0 (no leading marker) and ends at the top (no end).
+    assert_eq!(
+        interval_elements(&set_of(Family::V4, &["0.0.0.0/0"])),
+        vec![(0, false)]
+    );
+    assert_eq!(
+        interval_elements(&set_of(Family::V6, &["::/0"])),
+        vec![(0, false)]
+    );
+    let ff = u128::from("ff00::".parse::<std::net::Ipv6Addr>().unwrap());
+    assert_eq!(
+        interval_elements(&set_of(Family::V6, &["ff00::/8"])),
+        vec![(0, true), (ff, false)]
+    );
+    assert_eq!(
+        interval_elements(&set_of(Family::V4, &["255.255.255.255/32"])),
+        vec![(0, true), (u128::from(u32::MAX), false)]
+    );
+    assert!(interval_elements(&set_of(Family::V4, &[])).is_empty());
+}
+
+#[test]
+fn newtable_and_batch_framing_bytes() {
+    let mut t = defaults(false);
+    t.sets.clear();
+    t.chains.clear();
+    let b = replace(&t, 100, ReplaceForm::AddDeleteAdd);
+    let mut want: Vec<u8> = Vec::new();
+    let hdr = |want: &mut Vec<u8>, len: u32, ty: u16, flags: u16, seq: u32, nfgen: [u8; 4]| {
+        want.extend_from_slice(&len.to_ne_bytes());
+        want.extend_from_slice(&ty.to_ne_bytes());
+        want.extend_from_slice(&flags.to_ne_bytes());
+        want.extend_from_slice(&seq.to_ne_bytes());
+        want.extend_from_slice(&0u32.to_ne_bytes());
+        want.extend_from_slice(&nfgen);
+    };
+    // BATCH_BEGIN: type 16, NLM_F_REQUEST, res_id = NFNL_SUBSYS_NFTABLES (big-endian 10).
+    hdr(&mut want, 20, 16, 0x1, 100, [0, 0, 0, 10]);
+    let name_attr = |want: &mut Vec<u8>| {
+        want.extend_from_slice(&[19, 0, 1, 0]);
+        want.extend_from_slice(b"nft-masq-agent\0\0");
+    };
+    // NEWTABLE (0x0a00): REQUEST | ACK | CREATE, family inet (1), NAME, FLAGS = 0 (BE).
+    hdr(&mut want, 48, 0x0a00, 0x405, 101, [1, 0, 0, 0]);
+    name_attr(&mut want);
+    want.extend_from_slice(&[8, 0, 2, 0, 0, 0, 0, 0]);
+    // DELTABLE (0x0a02): REQUEST | ACK, NAME only.
+    hdr(&mut want, 40, 0x0a02, 0x5, 102, [1, 0, 0, 0]);
+    name_attr(&mut want);
+    hdr(&mut want, 48, 0x0a00, 0x405, 103, [1, 0, 0, 0]);
+    name_attr(&mut want);
+    want.extend_from_slice(&[8, 0, 2, 0, 0, 0, 0, 0]);
+    // BATCH_END: type 17.
+    hdr(&mut want, 20, 17, 0x1, 104, [0, 0, 0, 10]);
+    assert_eq!(b.bytes, want);
+    assert_eq!(
+        b.msgs.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [101, 102, 103],
+        "only the nf_tables messages expect ACKs"
+    );
+}
+
+#[test]
+fn table_flags_are_sent_big_endian() {
+    let mut t = defaults(false);
+    t.flags = TableFlags(TableFlags::OWNER | TableFlags::PERSIST);
+    let b = replace(&t, 1, ReplaceForm::AddDeleteAdd);
+    let first = &b.bytes[b.msgs[0].offset..b.msgs[0].offset + b.msgs[0].len];
+    assert_eq!(&first[first.len() - 8..], &[8, 0, 2, 0, 0, 0, 0, 6]);
+}
+
+#[test]
+fn set_element_bytes() {
+    let mut t = defaults(false);
+    t.sets = vec![Set {
+        name: "nonmasq-v4".into(),
+        ..set_of(Family::V4, &["10.0.0.0/8"])
+    }];
+    t.chains.clear();
+    let b = replace(&t, 1, ReplaceForm::AddDeleteAdd);
+    let m = b
+        .msgs
+        .iter()
+        .find(|m| m.kind == NFT_MSG_NEWSETELEM)
+        .unwrap();
+    let msg = &b.bytes[m.offset..m.offset + m.len];
+    let elements_attr: &[u8] = &[
+        68, 0, 3, 0x80, // NFTA_SET_ELEM_LIST_ELEMENTS, nested
+        24, 0, 1, 0x80, 12, 0, 1, 0x80, 8, 0, 1, 0, 0, 0, 0, 0, 8, 0, 3, 0, 0, 0, 0,
+        1, // end 0
+        16, 0, 1, 0x80, 12, 0, 1, 0x80, 8, 0, 1, 0, 10, 0, 0, 0, // start 10.0.0.0
+        24, 0, 1, 0x80, 12, 0, 1, 0x80, 8, 0, 1, 0, 11, 0, 0, 0, 8, 0, 3, 0, 0, 0, 0,
+        1, // end
+    ];
+    assert!(msg.ends_with(elements_attr), "{msg:?}");
+    assert_eq!(b.elements, 3);
+    let newset = b.msgs.iter().find(|m| m.kind == NFT_MSG_NEWSET).unwrap();
+    let set_msg = messages(&b.bytes[newset.offset..]).next().unwrap().unwrap();
+    let s = decode::set(&set_msg).unwrap();
+    assert_eq!((s.flags, s.key_len), (NFT_SET_INTERVAL, 4));
+}
+
+#[test]
+fn batch_message_order_and_flags() {
+    let b = replace(&defaults(true), 7, ReplaceForm::AddDeleteAdd);
+    let kinds: Vec<u16> = b.msgs.iter().map(|m| m.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            NFT_MSG_NEWTABLE,
+            NFT_MSG_DELTABLE,
+            NFT_MSG_NEWTABLE,
+            NFT_MSG_NEWSET,
+            NFT_MSG_NEWSETELEM,
+            NFT_MSG_NEWSET,
+            NFT_MSG_NEWSETELEM,
+            NFT_MSG_NEWCHAIN,
+            NFT_MSG_NEWRULE,
+            NFT_MSG_NEWRULE,
+            NFT_MSG_NEWRULE,
+            NFT_MSG_NEWRULE,
+        ]
+    );
+    let h = headers(&b);
+    assert_eq!(h.first().unwrap().0, NFNL_MSG_BATCH_BEGIN);
+    assert_eq!(h.last().unwrap().0, NFNL_MSG_BATCH_END);
+    let seqs: Vec<u32> = h.iter().map(|x| x.2).collect();
+    assert_eq!(seqs, (7..7 + h.len() as u32).collect::<Vec<_>>());
+    for (ty, flags, _) in &h[1..h.len() - 1] {
+        assert_eq!(
+            flags & (NLM_F_REQUEST | NLM_F_ACK),
+            NLM_F_REQUEST | NLM_F_ACK,
+            "{ty:x}"
+        );
+    }
+    let d = replace(&defaults(false), 1, ReplaceForm::DeleteAdd);
+    assert_eq!(d.msgs[0].kind, NFT_MSG_DELTABLE);
+    assert_eq!(d.msgs[1].kind, NFT_MSG_NEWTABLE);
+}
+
+#[test]
+fn encoded_batch_decodes_back_to_the_same_table() {
+    // Our NEW* requests have the same layout as the kernel's dump replies, so the decoder
+    // must read our own batch back to the table it came from.
+    for ipv6 in [false, true] {
+        let mut t = defaults(ipv6);
+        if ipv6 {
+            t.sets[1].prefixes = vec!["::/0".parse().unwrap()];
+        }
+        let b = replace(&t, 1, ReplaceForm::AddDeleteAdd);
+        let back = decode::table_from_dump(&b.bytes, &t.name).unwrap().unwrap();
+        assert_eq!(back, t);
+    }
+}
+
+#[test]
+fn a_large_set_is_split_into_messages_under_64k() {
+    let prefixes: Vec<IpNet> = (0..100_000u32)
+        .map(|i| {
+            format!("{}.{}.{}.0/24", 11 + i / 65536, (i / 256) % 256, i % 256)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let mut t = defaults(false);
+    t.sets[0].prefixes = prefixes.clone();
+    let b = replace(&t, 1, ReplaceForm::AddDeleteAdd);
+    let elem_msgs: Vec<&BatchMsg> = b
+        .msgs
+        .iter()
+        .filter(|m| m.kind == NFT_MSG_NEWSETELEM)
+        .collect();
+    assert!(elem_msgs.len() > 30, "{}", elem_msgs.len());
+    assert!(elem_msgs.iter().all(|m| m.len < 64 * 1024));
+    // 100,000 contiguous /24s: every start but the first shares its key with an end.
+    assert_eq!(b.elements, 1 + 2 * 100_000);
+    let back = decode::table_from_dump(&b.bytes, &t.name).unwrap().unwrap();
+    assert_eq!(back.sets[0].prefixes, prefixes);
+}
+
+#[test]
+fn rule_expressions_match_nft() {
+    // `ip daddr @nonmasq-v4 return` as nft --debug=netlink shows it:
+    //   [ meta load nfproto => reg 1 ] [ cmp eq reg 1 0x00000002 ]
+    //   [ payload load 4b @ network header + 16 => reg 1 ] [ lookup reg 1 set nonmasq-v4 ]
+    //   [ immediate reg 0 return ]
+    let b = replace(&defaults(false), 1, ReplaceForm::AddDeleteAdd);
+    let rules: Vec<&BatchMsg> = b
+        .msgs
+        .iter()
+        .filter(|m| m.kind == NFT_MSG_NEWRULE)
+        .collect();
+    let r = rules[2];
+    let exprs = rule_exprs(&b.bytes[r.offset..r.offset + r.len]).unwrap();
+    let names: Vec<&str> = exprs.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["meta", "cmp", "payload", "lookup", "immediate"]);
+    assert!(matches!(
+        &exprs[3],
+        Expr::Lookup { set, sreg: 1, flags: 0, .. } if set == "nonmasq-v4"
+    ));
+    // The set is referenced by name and by its id in this batch.
+    let newset = b.msgs.iter().find(|m| m.kind == NFT_MSG_NEWSET).unwrap();
+    assert!(
+        b.bytes[r.offset..r.offset + r.len]
+            .windows(8)
+            .any(|w| w == [8, 0, 4, 0, 0, 0, 0, 1])
+    );
+    assert!(
+        b.bytes[newset.offset..newset.offset + newset.len]
+            .windows(8)
+            .any(|w| w == [8, 0, 10, 0, 0, 0, 0, 1])
+    );
+}
+
+#[test]
+fn error_offsets_name_the_attribute() {
+    let mut t = defaults(false);
+    t.chains.clear();
+    let b = replace(&t, 1, ReplaceForm::AddDeleteAdd);
+    let m = b
+        .msgs
+        .iter()
+        .find(|m| m.kind == NFT_MSG_NEWSETELEM)
+        .unwrap();
+    let msg = &b.bytes[m.offset..m.offset + m.len];
+    // Offset of the third element's key value: find its bytes (10.0.0.0 starts element 1,
+    // 11.0.0.0 is element 2).
+    let pos = msg.windows(4).position(|w| w == [11, 0, 0, 0]).unwrap();
+    assert_eq!(
+        describe_offset(msg, pos - 4).as_deref(),
+        Some("NFTA_SET_ELEM_LIST_ELEMENTS.[2].NFTA_SET_ELEM_KEY.NFTA_DATA_VALUE")
+    );
+    let first = &b.bytes[b.msgs[0].offset..b.msgs[0].offset + b.msgs[0].len];
+    assert_eq!(
+        describe_offset(first, 20).as_deref(),
+        Some("NFTA_TABLE_NAME")
+    );
+}
+
+#[test]
+fn delete_batch() {
+    let b = delete("nft-masq-agent", 5);
+    assert_eq!(b.msgs.len(), 1);
+    assert_eq!(b.msgs[0].kind, NFT_MSG_DELTABLE);
+    assert_eq!(headers(&b).len(), 3);
+}
