@@ -1,0 +1,102 @@
+//! Shared helpers of the benchmark programs: a throwaway network namespace entered by the
+//! whole (single-threaded) benchmark, prefix generators and summary statistics.
+#![allow(dead_code)] // Each benchmark uses a different part.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+
+/// A network namespace that is deleted on drop.
+pub struct Netns {
+    /// Its name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `nma-bench-<pid>-<tag>`.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("nma-bench-{}-{tag}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map(|s| s.success());
+        assert!(
+            matches!(ok, Ok(true)),
+            "ip netns add {name} failed (root needed)"
+        );
+        Netns { name }
+    }
+
+    /// Moves the calling thread into the namespace. Benchmarks are single-threaded, so the
+    /// agent's sockets and everything spawned from here live in it.
+    pub fn enter(&self) {
+        let f = File::open(format!("/run/netns/{}", self.name)).expect("netns file");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    }
+
+    /// A command run in the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `n` distinct IPv4 /24 prefixes, never adjacent (so nothing merges), starting at 11.0.0.0.
+pub fn prefixes(n: usize) -> Vec<IpNet> {
+    (0..n as u32)
+        .map(|i| {
+            let a = Ipv4Addr::from(0x0b00_0000u32 + i * 512);
+            IpNet::V4(Ipv4Net::new(a, 24).expect("valid /24"))
+        })
+        .collect()
+}
+
+/// Median, min and max of a sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// Median.
+    pub median: Duration,
+    /// Minimum.
+    pub min: Duration,
+    /// Maximum.
+    pub max: Duration,
+}
+
+impl Stats {
+    /// Summarises a non-empty sample.
+    pub fn of(mut v: Vec<Duration>) -> Stats {
+        v.sort();
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2
+        };
+        Stats {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    /// `median (min-max)` in milliseconds.
+    pub fn ms(&self) -> String {
+        format!(
+            "{:.2} ms ({:.2}-{:.2})",
+            self.median.as_secs_f64() * 1e3,
+            self.min.as_secs_f64() * 1e3,
+            self.max.as_secs_f64() * 1e3
+        )
+    }
+}
