@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{ArgAction, Parser};
+use nft_masq_agent::config::duration::parse_go_duration;
 use nft_masq_agent::config::{DEFAULT_CONFIG_PATH, PolicyFlags, ports::PortRanges};
+use nft_masq_agent::run::{Options, OwnerMode};
 
 /// Keeps an ip-masq-agent-compatible masquerade policy in force as one nftables table,
 /// committed atomically over netlink.
@@ -54,6 +56,25 @@ pub struct Cli {
     #[arg(long, value_name = "RANGES")]
     pub to_ports: Option<String>,
 
+    /// Table ownership: `auto` claims the table with the kernel's owner flag only where the
+    /// persist flag also exists (Linux 6.9+), so nobody else can change it and it survives the
+    /// agent's exit; `on` claims it wherever the owner flag exists (5.12+), accepting that the
+    /// kernel removes the table when the agent exits on kernels without persist; `off` never
+    /// claims it and repairs foreign changes instead.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub table_owner: String,
+
+    /// Address for /healthz, /readyz and /metrics; `off` disables the endpoint. The default
+    /// listens on loopback only: the DaemonSet probes it there and the metrics overlay
+    /// widens it for scraping.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9983")]
+    pub metrics_address: String,
+
+    /// Quiet time after a config file event before the file is read (Go duration syntax),
+    /// so that one ConfigMap update causes one reload.
+    #[arg(long, value_name = "DURATION", default_value = "5ms")]
+    pub debounce: String,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -97,6 +118,29 @@ impl Cli {
         } else {
             Mode::Daemon
         }
+    }
+
+    /// The daemon options, validated.
+    pub fn daemon_options(&self) -> Result<Options> {
+        let listen = match self.metrics_address.as_str() {
+            "" | "off" => None,
+            a => Some(a.parse().map_err(|e| {
+                anyhow::anyhow!("invalid --metrics-address {a:?} (want ADDR:PORT or off): {e}")
+            })?),
+        };
+        let debounce = parse_go_duration(&self.debounce)
+            .map_err(|e| anyhow::anyhow!("invalid --debounce {:?}: {e}", self.debounce))?;
+        anyhow::ensure!(!debounce.negative, "--debounce must not be negative");
+        Ok(Options {
+            config: self.config.clone(),
+            flags: self.policy_flags()?,
+            owner: self
+                .table_owner
+                .parse::<OwnerMode>()
+                .map_err(anyhow::Error::msg)?,
+            listen,
+            debounce: debounce.magnitude,
+        })
     }
 
     /// The policy flags, validated.

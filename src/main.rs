@@ -86,26 +86,8 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         cli::Mode::Daemon => {
-            let loaded = load(&cli, &flags)?;
-            let table = model::desired(&loaded.config, &flags, TableFlags::default());
-            let mut sock = NftSocket::open().context("opening the nf_tables netlink socket")?;
-            nft::replace_table(&mut sock, &table)?;
-            tracing::info!("committed table inet {TABLE_NAME}; running until SIGTERM");
-            wait_for_signal()
+            nft_masq_agent::run::run(cli.daemon_options()?)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn wait_for_signal() -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-        Ok(ExitCode::SUCCESS)
-    })
 }

@@ -8,6 +8,7 @@
 pub mod attr;
 pub mod decode;
 pub mod encode;
+pub mod events;
 pub mod expr;
 pub mod socket;
 mod sys;
@@ -37,6 +38,8 @@ pub enum NftError {
     Rejected {
         /// The message it refused (`NEWSET nonmasq-v4`, ...).
         what: String,
+        /// Its nf_tables message type, when it was one of the batch's messages.
+        kind: Option<u16>,
         /// The attribute it pointed at, from the extended ACK.
         attr: Option<String>,
         /// The kernel's own text, from the extended ACK.

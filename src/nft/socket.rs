@@ -177,6 +177,7 @@ impl NftSocket {
         if let Some(bad) = acks.iter().find(|a| a.errno != 0) {
             let failed = acks.iter().filter(|a| a.errno != 0).count();
             let msg = batch.msgs.iter().find(|m| m.seq == bad.seq);
+            let kind = msg.map(|m| m.kind);
             let (what, attr) = match msg {
                 Some(m) => (
                     m.what.clone(),
@@ -192,6 +193,7 @@ impl NftSocket {
             };
             return Err(NftError::Rejected {
                 what,
+                kind,
                 attr,
                 kernel_msg: bad.message.clone(),
                 errno: bad.errno,
@@ -391,6 +393,47 @@ impl NftSocket {
             None => Ok(None),
             Some(bytes) => Ok(decode::table_from_dump(&bytes, name)?),
         }
+    }
+
+    /// The rules of table `name` (no sets): cheap enough to read on every metrics scrape.
+    /// `None` when the table has no rules (or does not exist).
+    pub fn read_rules(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+        let mut rules = Vec::new();
+        self.exchange(
+            NFT_MSG_GETRULE,
+            true,
+            NFPROTO_INET,
+            |w| w.put_str(NFTA_RULE_TABLE, name),
+            |m| {
+                let r = decode::rule(m)?;
+                if r.table == name {
+                    rules.push(r);
+                }
+                Ok(())
+            },
+        )?;
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        let mut chains: Vec<decode::ChainMsg> = Vec::new();
+        for r in &rules {
+            if !chains.iter().any(|c| c.chain.name == r.chain) {
+                chains.push(decode::ChainMsg {
+                    table: name.to_string(),
+                    chain: crate::model::Chain {
+                        name: r.chain.clone(),
+                        base: None,
+                        rules: Vec::new(),
+                    },
+                });
+            }
+        }
+        let table = decode::TableMsg {
+            name: name.to_string(),
+            flags: crate::model::TableFlags::default(),
+            owner: None,
+        };
+        Ok(Some(decode::assemble(table, Vec::new(), chains, rules)))
     }
 
     /// Flags and owner of table `name`, without reading its contents.

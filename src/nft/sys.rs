@@ -159,3 +159,10 @@ pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
     Ok(())
 }
+
+/// Registers a descriptor-owning value with tokio's reactor.
+pub fn register_async<T: AsRawFd>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: `inner` owns its descriptor (an OwnedFd inside) and the AsyncFd owns `inner`,
+    // so the descriptor stays open exactly as long as it is registered.
+    unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(|e| e.into_parts().1)
+}

@@ -1,0 +1,150 @@
+//! Watches the config file's directory with inotify and turns every change into a hint.
+//!
+//! Kubernetes updates a ConfigMap volume by writing a new timestamped directory and renaming
+//! a `..data` symlink over the old one; the file we read is a symlink through `..data`. A
+//! watch on the file itself would follow the old inode and miss the swap, so we watch the
+//! directory: the rename, a plain rewrite, a create, a delete and a rename of the file all
+//! show up there. The directory may not exist yet (an optional ConfigMap): then the nearest
+//! existing ancestor is watched until it appears, and the watch moves down to it.
+//!
+//! Events are only hints: the loop re-reads the file and commits only if the desired ruleset
+//! changed, so spurious or duplicate events cost a read and a comparison.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+
+/// Errors of the watcher.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {path} for config changes")]
+pub struct WatchError {
+    path: PathBuf,
+    #[source]
+    source: notify::Error,
+}
+
+/// The directory watch.
+pub struct ConfigWatch {
+    watcher: RecommendedWatcher,
+    dir: PathBuf,
+    /// The watched path and its (device, inode), to notice a deleted and recreated dir.
+    watched: Option<(PathBuf, (u64, u64))>,
+}
+
+impl std::fmt::Debug for ConfigWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatch")
+            .field("dir", &self.dir)
+            .field("watched", &self.watched)
+            .finish()
+    }
+}
+
+/// The directory holding `config` (`.` for a bare file name).
+pub fn config_dir(config: &Path) -> PathBuf {
+    match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl ConfigWatch {
+    /// Starts watching for changes to `config`; each relevant event calls `hint.notify_one()`.
+    pub fn new(config: &Path, hint: Arc<Notify>) -> Result<ConfigWatch, WatchError> {
+        let dir = config_dir(config);
+        let filter_dir = dir.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let relevant = match &res {
+                // Events on the way to the directory (it appearing) or inside it. Access
+                // events (open, read, close-without-write) change nothing.
+                Ok(ev) => {
+                    !matches!(
+                        ev.kind,
+                        EventKind::Access(notify::event::AccessKind::Open(_))
+                            | EventKind::Access(notify::event::AccessKind::Read)
+                            | EventKind::Access(notify::event::AccessKind::Close(
+                                notify::event::AccessMode::Read
+                                    | notify::event::AccessMode::Execute
+                            ))
+                    ) && (ev.paths.is_empty()
+                        || ev
+                            .paths
+                            .iter()
+                            .any(|p| p.starts_with(&filter_dir) || filter_dir.starts_with(p)))
+                }
+                // An overflowed queue: we may have missed something, so look.
+                Err(_) => true,
+            };
+            if relevant {
+                hint.notify_one();
+            }
+        })
+        .map_err(|source| WatchError {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut w = ConfigWatch {
+            watcher,
+            dir,
+            watched: None,
+        };
+        w.ensure()?;
+        Ok(w)
+    }
+
+    /// The path currently watched: the config directory, or an ancestor while it is absent.
+    pub fn watched(&self) -> Option<&Path> {
+        self.watched.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// Points the watch at the config directory if it exists (again), else at the nearest
+    /// existing ancestor. Called after every hint; cheap when nothing moved.
+    pub fn ensure(&mut self) -> Result<(), WatchError> {
+        // Twice at most: if the directory appeared while we armed a watch on its parent,
+        // the second pass moves the watch down to it.
+        for _ in 0..2 {
+            if self.ensure_once()? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Arms the watch; true when it sits on the config directory itself or nothing moved.
+    fn ensure_once(&mut self) -> Result<bool, WatchError> {
+        let mut target = self.dir.clone();
+        while identity(&target).is_none() {
+            match target.parent() {
+                Some(p) if !p.as_os_str().is_empty() => target = p.to_path_buf(),
+                _ => {
+                    target = PathBuf::from("/");
+                    break;
+                }
+            }
+        }
+        let id = identity(&target).unwrap_or((0, 0));
+        if let Some((path, old)) = &self.watched {
+            if *path == target && *old == id {
+                return Ok(true);
+            }
+            let _ = self.watcher.unwatch(path);
+        }
+        self.watcher
+            .watch(&target, RecursiveMode::NonRecursive)
+            .map_err(|source| WatchError {
+                path: target.clone(),
+                source,
+            })?;
+        tracing::debug!(path = %target.display(), "watching for config changes");
+        let on_dir = target == self.dir;
+        self.watched = Some((target, id));
+        Ok(on_dir || identity(&self.dir).is_none())
+    }
+}
