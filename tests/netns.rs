@@ -7,7 +7,7 @@ mod common;
 use common::{DESTS4, Topology, require_root, run};
 
 /// Destinations of `DESTS4` other than the ones listed.
-fn others<'a>(listed: &[&'a str]) -> Vec<&'static str> {
+fn others(listed: &[&str]) -> Vec<&'static str> {
     DESTS4
         .iter()
         .copied()

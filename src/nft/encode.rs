@@ -328,8 +328,7 @@ fn walk(
     depth: usize,
     path: &mut Vec<String>,
 ) -> Result<(), Malformed> {
-    let mut index = 0;
-    for a in attrs {
+    for (index, a) in attrs.enumerate() {
         let a: Attr<'_> = a?;
         let total = (4 + a.data.len() + 3) & !3;
         if target >= pos && target < pos + total {
@@ -341,7 +340,6 @@ fn walk(
             return Ok(());
         }
         pos += total;
-        index += 1;
     }
     Ok(())
 }
