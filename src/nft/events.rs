@@ -77,6 +77,12 @@ pub struct Drained {
     pub lost: bool,
 }
 
+impl std::os::fd::AsFd for EventSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl std::os::fd::AsRawFd for EventSocket {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.as_raw_fd()

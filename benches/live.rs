@@ -1,0 +1,480 @@
+//! Live-agent benchmark: how fast the running daemon reacts, and what it costs at rest.
+//! Everything runs in a throwaway network namespace; needs root. Prints numbers.
+//!
+//! - config: a ConfigMap-style `..data` swap until the new table is committed;
+//! - tamper: `nft flush ruleset`, `nft delete table`, `nft delete rule` until the repair is
+//!   committed, next to the kernel's own wait (a commit issued right after the same change,
+//!   without an agent), with the owner flag off; with it on, whether the table is touched;
+//! - start: process start until the first commit;
+//! - idle: CPU time and wake-ups (context switches) of the idle daemon over a period;
+//! - memory: resident set size with 64 and with 100,000 prefixes.
+//!
+//! Times are taken from outside the agent: from the kernel's nftables notifications
+//! (NEWGEN, the end of each transaction) received by this process.
+//!
+//! `cargo bench --bench live [-- --runs 21 --idle-seconds 60 --sections config,tamper,start,idle,memory]`
+
+mod support;
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nft_masq_agent::config::{Config, PolicyFlags};
+use nft_masq_agent::model::{self, TABLE_NAME, TableFlags};
+use nft_masq_agent::nft::events::{Event, EventSocket};
+use nft_masq_agent::nft::{self, NftSocket};
+use support::{Netns, Stats};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// A listener for transaction ends (NEWGEN), timestamped on receipt.
+struct Gens {
+    sock: EventSocket,
+    /// Received but not yet consumed, with their arrival time.
+    queue: std::collections::VecDeque<(Instant, Event)>,
+}
+
+impl Gens {
+    fn new() -> Gens {
+        Gens {
+            sock: EventSocket::open().expect("event socket"),
+            queue: Default::default(),
+        }
+    }
+
+    /// Drops everything received so far.
+    fn clear(&mut self) {
+        let _ = self.sock.drain();
+        self.queue.clear();
+    }
+
+    /// Waits for the next NEWGEN of a transaction that touched our table; returns when it
+    /// arrived and the committing port id.
+    fn next(&mut self, timeout: Duration) -> Option<(Instant, u32)> {
+        let end = Instant::now() + timeout;
+        let mut touched = false;
+        loop {
+            while let Some((at, ev)) = self.queue.pop_front() {
+                match ev {
+                    Event::Object { table, .. } if table == TABLE_NAME => touched = true,
+                    Event::Generation { port_id, .. } if touched => return Some((at, port_id)),
+                    _ => {}
+                }
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                self.sock.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let _ = nix::poll::poll(&mut fds, ms);
+            let now = Instant::now();
+            let drained = self.sock.drain().expect("drain");
+            assert!(!drained.lost, "notifications lost");
+            self.queue
+                .extend(drained.events.into_iter().map(|e| (now, e)));
+        }
+    }
+}
+
+struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nft-masq-agent"))
+}
+
+fn spawn_agent(config: &Path, args: &[&str]) -> Agent {
+    let child = Command::new(agent_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn agent");
+    Agent { child }
+}
+
+/// kubelet's ConfigMap update: new dir, `..data_tmp` symlink, rename over `..data`.
+fn swap(dir: &Path, n: u32, text: &str) -> Instant {
+    let ts = format!("..2026_11_25.{n:06}");
+    std::fs::create_dir(dir.join(&ts)).unwrap();
+    std::fs::write(dir.join(&ts).join("ip-masq-agent"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&ts, &tmp).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let t0 = Instant::now();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    if let Some(old) = old {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+    t0
+}
+
+fn nft(args: &[&str]) {
+    let st = Command::new("nft").args(args).status().expect("nft");
+    assert!(st.success(), "nft {args:?} failed");
+}
+
+fn rule_handle() -> String {
+    let out = Command::new("nft")
+        .args(["-a", "list", "chain", "inet", TABLE_NAME, "postrouting"])
+        .output()
+        .expect("nft");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("@nonmasq-v4"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .expect("rule handle")
+        .trim()
+        .to_string()
+}
+
+fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in clock ticks, and context switches of all its threads.
+fn cpu_and_switches(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let mut switches = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let tid = t.file_name().to_string_lossy().to_string();
+            switches += proc_field(
+                pid,
+                &format!("task/{tid}/status"),
+                "voluntary_ctxt_switches:",
+            ) + proc_field(
+                pid,
+                &format!("task/{tid}/status"),
+                "nonvoluntary_ctxt_switches:",
+            );
+        }
+    }
+    (ticks, switches)
+}
+
+fn config_text(prefixes: usize) -> String {
+    let mut s = format!("cidrLimit: {}\nnonMasqueradeCIDRs:\n", prefixes.max(64));
+    for p in support::prefixes(prefixes) {
+        s.push_str(&format!("  - {p}\n"));
+    }
+    s
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes, unlike `Instant`.
+fn mono_ns() -> u128 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    ts.tv_sec() as u128 * 1_000_000_000 + ts.tv_nsec() as u128
+}
+
+/// The tampering process: like `nft`, a separate process that commits one change over its
+/// own socket and exits (closing the socket is part of what the kernel makes a repairer
+/// wait for). Prints the monotonic time at which its commit was acknowledged.
+fn tamper_child(kind: &str, handle: Option<u64>) -> anyhow::Result<()> {
+    use nft_masq_agent::nft::attr::Writer;
+    use nft_masq_agent::nft::encode::{Batch, BatchMsg};
+    use nft_masq_agent::nft::uapi::*;
+    let mut sock = NftSocket::open()?;
+    let seq = sock.next_seq();
+    let mut w = Writer::default();
+    let m = w.begin_msg(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        seq,
+        NFPROTO_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    w.end_msg(m);
+    let (ty, family) = match kind {
+        "flush" => (NFT_MSG_DELTABLE, NFPROTO_UNSPEC), // nft flush ruleset: all tables
+        "table" => (NFT_MSG_DELTABLE, NFPROTO_INET),
+        _ => (NFT_MSG_DELRULE, NFPROTO_INET),
+    };
+    let m = w.begin_msg(nft_type(ty), NLM_F_REQUEST | NLM_F_ACK, seq + 1, family, 0);
+    match kind {
+        "flush" => {}
+        "table" => w.put_str(NFTA_TABLE_NAME, TABLE_NAME),
+        _ => {
+            w.put_str(NFTA_RULE_TABLE, TABLE_NAME);
+            w.put_str(NFTA_RULE_CHAIN, "postrouting");
+            w.put_u64(NFTA_RULE_HANDLE, handle.expect("rule handle"));
+        }
+    }
+    w.end_msg(m);
+    let len = w.len() - m;
+    let e = w.begin_msg(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        seq + 2,
+        NFPROTO_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    w.end_msg(e);
+    let batch = Batch {
+        bytes: w.into_bytes(),
+        msgs: vec![BatchMsg {
+            seq: seq + 1,
+            offset: m,
+            len,
+            kind: ty,
+            what: kind.into(),
+        }],
+        elements: 0,
+    };
+    sock.send_batch(&batch)?;
+    let acked = mono_ns();
+    // Closing a netfilter socket right after a commit that deleted objects makes the kernel
+    // finish that commit's deferred destruction (an RCU grace period) under the commit
+    // mutex: every other commit, a repair included, waits for this close.
+    drop(sock);
+    println!("{acked} {}", mono_ns());
+    Ok(())
+}
+
+/// Runs the tamper child; returns the monotonic times of its commit's acknowledgement and
+/// of the end of its socket close.
+fn tamper(kind: &str, handle: Option<u64>) -> (u128, u128) {
+    let mut c = Command::new(std::env::current_exe().expect("exe"));
+    c.args(["--tamper-child", kind]);
+    if let Some(h) = handle {
+        c.arg(h.to_string());
+    }
+    let out = c.output().expect("tamper child");
+    assert!(
+        out.status.success(),
+        "tamper child: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut it = text
+        .split_whitespace()
+        .map(|v| v.parse::<u128>().expect("child time"));
+    (it.next().expect("ack time"), it.next().expect("close time"))
+}
+
+/// Waits for the next NEWGEN touching our table and returns the monotonic time of receipt.
+fn next_ns(gens: &mut Gens) -> u128 {
+    let (at, _) = gens.next(Duration::from_secs(5)).expect("transaction seen");
+    mono_ns() - at.elapsed().as_nanos()
+}
+
+const TAMPER_KINDS: [(&str, &str); 3] = [
+    ("flush", "flush ruleset"),
+    ("table", "delete table"),
+    ("rule", "delete rule"),
+];
+
+fn tamper_section(gens: &mut Gens, cfg: &Path, runs: usize) -> anyhow::Result<()> {
+    let handle = || rule_handle().parse::<u64>().ok();
+    let ms = |ns: u128| Duration::from_nanos(ns as u64);
+    let mut sock = NftSocket::open()?;
+    for (kind, name) in TAMPER_KINDS {
+        let mut reaction = Vec::new();
+        let mut wait = Vec::new();
+        let mut beyond = Vec::new();
+        let mut agent = None;
+        for i in 0..runs {
+            // A fresh agent every 15 changes: its repair budget (20 per 10 s) must not
+            // shape the figure.
+            if i % 15 == 0 {
+                drop(agent.take());
+                let _ = nft::delete_table(&mut sock, TABLE_NAME);
+                gens.clear();
+                agent = Some(spawn_agent(cfg, &["--table-owner", "off"]));
+                gens.next(Duration::from_secs(5)).expect("startup commit");
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            gens.clear();
+            let h = if kind == "rule" { handle() } else { None };
+            // Listen while the tamperer runs: the repair is timestamped when it happens.
+            let ((acked, closed), seen, repaired) = std::thread::scope(|s| {
+                let child = s.spawn(|| tamper(kind, h));
+                let seen = next_ns(gens); // the tamper itself
+                let repaired = next_ns(gens); // the repair
+                (child.join().expect("child"), seen, repaired)
+            });
+            // The change happened no later than its acknowledgement or its notification.
+            let changed = acked.min(seen);
+            reaction.push(ms(repaired.saturating_sub(changed)));
+            wait.push(ms(closed.saturating_sub(changed)));
+            beyond.push(ms(repaired.saturating_sub(closed.max(changed))));
+        }
+        drop(agent);
+        let _ = nft::delete_table(&mut sock, TABLE_NAME);
+        let (r, w, b) = (Stats::of(reaction), Stats::of(wait), Stats::of(beyond));
+        println!("  {name:<14} -> repaired (owner off)  {}", r.ms());
+        println!(
+            "  {:<14}    kernel's own wait       {}  (the tamperer's socket close)",
+            "",
+            w.ms()
+        );
+        println!("  {:<14}    beyond that wait        {}", "", b.ms());
+    }
+
+    gens.clear();
+    let _agent = spawn_agent(cfg, &["--table-owner", "on"]);
+    gens.next(Duration::from_secs(5)).expect("startup commit");
+    std::thread::sleep(Duration::from_millis(50));
+    let before = Command::new("nft")
+        .args(["list", "table", "inet", TABLE_NAME])
+        .output()?
+        .stdout;
+    gens.clear();
+    nft(&["flush", "ruleset"]);
+    let touched = gens.next(Duration::from_millis(500)).is_some();
+    let after = Command::new("nft")
+        .args(["list", "table", "inet", TABLE_NAME])
+        .output()?
+        .stdout;
+    println!(
+        "  flush ruleset  -> owner on: table {}",
+        if !touched && before == after {
+            "untouched (no outage, nothing to repair)"
+        } else {
+            "CHANGED"
+        }
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    if let Some(kind) = arg("--tamper-child") {
+        let handle = std::env::args()
+            .skip_while(|a| a != "--tamper-child")
+            .nth(2);
+        return tamper_child(&kind, handle.and_then(|h| h.parse().ok()));
+    }
+    let runs: usize = arg("--runs").map_or(Ok(21), |s| s.parse())?;
+    let idle_secs: u64 = arg("--idle-seconds").map_or(Ok(60), |s| s.parse())?;
+    let sections = arg("--sections").unwrap_or_else(|| "config,tamper,start,idle,memory".into());
+    let want = |s: &str| sections.split(',').any(|x| x == s);
+    let ns = Netns::new("live");
+    ns.enter();
+    Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()?;
+    let dir = std::env::temp_dir().join(format!("nma-bench-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let cm = dir.join("config");
+    std::fs::create_dir_all(&cm)?;
+    swap(&cm, 0, "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    std::os::unix::fs::symlink("..data/ip-masq-agent", cm.join("ip-masq-agent"))?;
+    let cfg = cm.join("ip-masq-agent");
+    let mut gens = Gens::new();
+    println!(
+        "live agent ({runs} runs per figure, median (min-max); times from kernel notifications)"
+    );
+
+    if want("config") {
+        let _agent = spawn_agent(&cfg, &["--table-owner", "off"]);
+        gens.next(Duration::from_secs(5)).expect("startup commit");
+        let mut t = Vec::new();
+        for i in 0..runs as u32 {
+            std::thread::sleep(Duration::from_millis(50));
+            gens.clear();
+            let text = if i % 2 == 0 {
+                "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.11.0.0/24]\n"
+            } else {
+                "nonMasqueradeCIDRs: [10.0.0.0/8]\n"
+            };
+            let t0 = swap(&cm, i + 1, text);
+            let (t1, _) = gens.next(Duration::from_secs(5)).expect("config commit");
+            t.push(t1 - t0);
+        }
+        println!(
+            "  config ..data swap -> new table committed      {}",
+            Stats::of(t).ms()
+        );
+    }
+
+    if want("tamper") {
+        tamper_section(&mut gens, &cfg, runs)?;
+    }
+
+    if want("start") {
+        let mut t = Vec::new();
+        for _ in 0..runs {
+            gens.clear();
+            let t0 = Instant::now();
+            let agent = spawn_agent(&cfg, &["--table-owner", "off", "--metrics-address", "off"]);
+            let (t1, _) = gens.next(Duration::from_secs(5)).expect("startup commit");
+            t.push(t1 - t0);
+            drop(agent);
+        }
+        println!(
+            "  process start -> first commit                 {}",
+            Stats::of(t).ms()
+        );
+    }
+
+    if want("idle") {
+        let agent = spawn_agent(&cfg, &["--table-owner", "off"]);
+        gens.next(Duration::from_secs(5)).expect("startup commit");
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = agent.child.id();
+        let (c0, s0) = cpu_and_switches(pid);
+        std::thread::sleep(Duration::from_secs(idle_secs));
+        let (c1, s1) = cpu_and_switches(pid);
+        let tick = 1000 / 100; // USER_HZ is 100 on Linux
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        println!(
+            "  idle over {idle_secs} s (resyncInterval 60s): CPU {} ms, {} context switches over {threads} threads",
+            (c1 - c0) * tick,
+            s1 - s0
+        );
+    }
+
+    if want("memory") {
+        for n in [64usize, 10_000, 100_000] {
+            let p = dir.join(format!("mem-{n}"));
+            std::fs::write(&p, config_text(n))?;
+            let agent = spawn_agent(&p, &["--table-owner", "off"]);
+            gens.next(Duration::from_secs(30)).expect("startup commit");
+            std::thread::sleep(Duration::from_millis(300));
+            let pid = agent.child.id();
+            let rss = proc_field(pid, "status", "VmRSS:");
+            let hwm = proc_field(pid, "status", "VmHWM:");
+            println!(
+                "  memory with {n:>6} prefixes: resident {:.1} MiB (peak {:.1} MiB)",
+                rss as f64 / 1024.0,
+                hwm as f64 / 1024.0
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
