@@ -21,8 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nft_masq_agent::config::{Config, PolicyFlags};
-use nft_masq_agent::model::{self, TABLE_NAME, TableFlags};
+use nft_masq_agent::model::TABLE_NAME;
 use nft_masq_agent::nft::events::{Event, EventSocket};
 use nft_masq_agent::nft::{self, NftSocket};
 use support::{Netns, Stats};
