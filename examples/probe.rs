@@ -8,7 +8,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("listen") => {
-            let port: u16 = args.get(2).ok_or_else(|| anyhow::anyhow!("port"))?.parse()?;
+            let port: u16 = args
+                .get(2)
+                .ok_or_else(|| anyhow::anyhow!("port"))?
+                .parse()?;
             let ms: u64 = args.get(3).map_or(Ok(3000), |s| s.parse())?;
             let s = UdpSocket::bind(("0.0.0.0", port))?;
             s.set_read_timeout(Some(Duration::from_millis(ms)))?;
@@ -17,8 +20,14 @@ fn main() -> anyhow::Result<()> {
             println!("{}", from.ip());
         }
         Some("send") => {
-            let addr: IpAddr = args.get(2).ok_or_else(|| anyhow::anyhow!("addr"))?.parse()?;
-            let port: u16 = args.get(3).ok_or_else(|| anyhow::anyhow!("port"))?.parse()?;
+            let addr: IpAddr = args
+                .get(2)
+                .ok_or_else(|| anyhow::anyhow!("addr"))?
+                .parse()?;
+            let port: u16 = args
+                .get(3)
+                .ok_or_else(|| anyhow::anyhow!("port"))?
+                .parse()?;
             let s = UdpSocket::bind(("0.0.0.0", 0))?;
             for _ in 0..3 {
                 s.send_to(b"nft-masq-agent demo", SocketAddr::new(addr, port))?;
