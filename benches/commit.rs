@@ -1,23 +1,95 @@
-//! Commit benchmark: one full replace of the agent's table with N prefixes, measured inside
-//! a throwaway network namespace, next to `nft -f` of the identical ruleset (the agent's
-//! `--dry-run` text) in the same run. Prints a table; needs root.
+//! Commit benchmark: one full replace of the agent's table with N prefixes, measured inside a
+//! throwaway network namespace, side by side in the same run with
+//! - the agent with a notification listener subscribed throughout (what a naive daemon pays),
+//! - the agent's daemon procedure with its listener open (it leaves the group meanwhile),
+//! - `nft -f` of the identical ruleset (the agent's `--dry-run` text),
+//! - ip-masq-agent's per-sync chain text applied with `iptables-restore --noflush`, with the
+//!   nf_tables backend and the legacy backend.
 //!
+//! Prints a markdown table (median, min-max over the runs); needs root.
 //! `cargo bench --bench commit [-- --sizes 64,1000,10000,100000 --runs 9]`
 
 mod support;
 
-use std::time::Instant;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use nft_masq_agent::config::{Config, PolicyFlags};
+use nft_masq_agent::config::{Config, LINK_LOCAL_V4, PolicyFlags};
 use nft_masq_agent::model::{self, TableFlags};
+use nft_masq_agent::nft::events::EventSocket;
 use nft_masq_agent::nft::{self, NftSocket, encode};
-use support::{Netns, Stats, prefixes};
+use support::{Netns, Stats, arg, prefixes, record};
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// ip-masq-agent's restore text for one sync (cmd/ip-masq-agent: syncMasqRules).
+fn ip_masq_agent_text(cidrs: &[ipnet::IpNet]) -> String {
+    const NONMASQ: &str =
+        r#"-m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE""#;
+    const MASQ: &str = r#"-m comment --comment "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)""#;
+    let mut s = String::with_capacity(cidrs.len() * 110 + 300);
+    s.push_str("*nat\n:IP-MASQ-AGENT - [0:0]\n");
+    s.push_str(&format!(
+        "-A IP-MASQ-AGENT {NONMASQ} -d {LINK_LOCAL_V4} -j RETURN\n"
+    ));
+    for c in cidrs {
+        s.push_str(&format!("-A IP-MASQ-AGENT {NONMASQ} -d {c} -j RETURN\n"));
+    }
+    s.push_str(&format!(
+        "-A IP-MASQ-AGENT {MASQ} -j MASQUERADE --random-fully\nCOMMIT\n"
+    ));
+    s
+}
+
+/// Runs `program --noflush` with `text` on stdin; returns its wall time, or None if the
+/// backend does not work here.
+fn restore(program: &str, text: &str) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut child = Command::new(program)
+        .arg("--noflush")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(text.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let t = t0.elapsed();
+    if !out.status.success() {
+        eprintln!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        return None;
+    }
+    Some(t)
+}
+
+/// The POSTROUTING jump ip-masq-agent ensures once (EnsureRule), outside the timing.
+fn ensure_jump(program: &str) -> bool {
+    let iptables = program.trim_end_matches("-restore");
+    let ok = |args: &[&str]| {
+        Command::new(iptables)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    ok(&["-t", "nat", "-N", "IP-MASQ-AGENT"]);
+    ok(&[
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-m",
+        "addrtype",
+        "!",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "IP-MASQ-AGENT",
+    ])
+}
+
+fn cell(s: Option<Stats>) -> String {
+    s.map_or("n/a".into(), |s| s.ms())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,18 +103,14 @@ fn main() -> anyhow::Result<()> {
     ns.enter();
     let mut sock = NftSocket::open()?;
     let flags = PolicyFlags::default();
+    let legacy_ok = ensure_jump("iptables-legacy-restore");
+    let nft_ok = ensure_jump("iptables-nft-restore");
+
+    println!("### Commit: one full replace ({runs} runs; median (min-max))\n");
     println!(
-        "commit: one full replace of table inet nft-masq-agent ({runs} runs, median (min-max))"
+        "| prefixes | agent | agent, listener subscribed throughout | agent, daemon procedure (listener on) | `nft -f` same ruleset | ip-masq-agent chain, `iptables-nft-restore` | ip-masq-agent chain, `iptables-legacy-restore` | agent / `nft -f` |"
     );
-    println!(
-        "{:>9} {:>9} {:>24} {:>24} {:>24} {:>7}",
-        "prefixes",
-        "elements",
-        "agent encode",
-        "agent encode+commit",
-        "nft -f (same ruleset)",
-        "ratio"
-    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
         let mut config = Config::defaults(&flags);
         config.non_masquerade_cidrs = prefixes(n);
@@ -51,44 +119,94 @@ fn main() -> anyhow::Result<()> {
         let table = model::desired(&config, &flags, TableFlags::default());
         let path = std::env::temp_dir().join(format!("nma-bench-{}-{n}.nft", std::process::id()));
         std::fs::write(&path, table.to_string())?;
+        let ipt_text = ip_masq_agent_text(&config.non_masquerade_cidrs);
 
-        let mut encode_t = Vec::new();
-        let mut commit_t = Vec::new();
-        let mut elements = 0;
-        nft::replace_table(&mut sock, &table)?; // the steady state: replace an existing table
+        // The agent alone: encode + send + every ACK, replacing an existing table.
+        nft::replace_table(&mut sock, &table)?;
+        let mut plain = Vec::new();
         for _ in 0..runs {
             let t0 = Instant::now();
             let batch = encode::replace(&table, sock.next_seq(), nft::ReplaceForm::AddDeleteAdd);
-            encode_t.push(t0.elapsed());
             sock.send_batch(&batch)?;
-            commit_t.push(t0.elapsed());
-            elements = batch.elements;
+            plain.push(t0.elapsed());
         }
+
+        // With a listener subscribed throughout: the kernel builds a notification per element.
+        let mut events = EventSocket::open()?;
+        let mut naive = Vec::new();
+        for _ in 0..runs {
+            let _ = events.drain();
+            let t0 = Instant::now();
+            nft::replace_table(&mut sock, &table)?;
+            naive.push(t0.elapsed());
+        }
+        // The daemon's procedure (src/run.rs): leave the group, read the generation, commit,
+        // read it again, rejoin, read it once more.
+        let mut daemon = Vec::new();
+        for _ in 0..runs {
+            let _ = events.drain();
+            let t0 = Instant::now();
+            events.subscribe(false)?;
+            let _ = sock.generation()?;
+            nft::replace_table(&mut sock, &table)?;
+            let _ = sock.generation()?;
+            events.subscribe(true)?;
+            let _ = sock.generation()?;
+            daemon.push(t0.elapsed());
+        }
+        drop(events);
+
         let mut nft_t = Vec::new();
         for _ in 0..runs {
-            // nft -f adds to an existing table; flush it first, outside the timing, so
-            // both sides end in the same state.
+            // nft -f adds to an existing table: delete it first, outside the timing, so both
+            // end in the same state.
             nft::delete_table(&mut sock, &table.name)?;
             let t0 = Instant::now();
-            let st = std::process::Command::new("nft")
-                .arg("-f")
-                .arg(&path)
-                .status()?;
+            let st = Command::new("nft").arg("-f").arg(&path).status()?;
             nft_t.push(t0.elapsed());
             anyhow::ensure!(st.success(), "nft -f failed");
         }
         let _ = std::fs::remove_file(&path);
-        let (e, c, f) = (Stats::of(encode_t), Stats::of(commit_t), Stats::of(nft_t));
-        println!(
-            "{:>9} {:>9} {:>24} {:>24} {:>24} {:>6.2}x",
-            n,
-            elements,
-            e.ms(),
-            c.ms(),
-            f.ms(),
-            c.median.as_secs_f64() / f.median.as_secs_f64().max(1e-9)
+
+        let restore_runs = |program: &str, ok: bool| -> Option<Stats> {
+            if !ok {
+                return None;
+            }
+            restore(program, &ipt_text)?; // first sync creates the rules
+            let v: Option<Vec<Duration>> = (0..runs).map(|_| restore(program, &ipt_text)).collect();
+            v.map(Stats::of)
+        };
+        let ipt_nft = restore_runs("iptables-nft-restore", nft_ok);
+        let ipt_legacy = restore_runs("iptables-legacy-restore", legacy_ok);
+
+        let (p, nv, d, f) = (
+            Stats::of(plain),
+            Stats::of(naive),
+            Stats::of(daemon),
+            Stats::of(nft_t),
         );
+        let ratio = p.median.as_secs_f64() / f.median.as_secs_f64();
+        println!(
+            "| {n} | {} | {} | {} | {} | {} | {} | {ratio:.2} |",
+            p.ms(),
+            nv.ms(),
+            d.ms(),
+            f.ms(),
+            cell(ipt_nft),
+            cell(ipt_legacy)
+        );
+        record(&format!("commit.agent.{n}"), p.median);
+        record(&format!("commit.daemon.{n}"), d.median);
+        record(&format!("commit.naive.{n}"), nv.median);
+        record(&format!("commit.nft.{n}"), f.median);
+        if let Some(s) = ipt_nft {
+            record(&format!("commit.iptables-nft.{n}"), s.median);
+        }
+        if let Some(s) = ipt_legacy {
+            record(&format!("commit.iptables-legacy.{n}"), s.median);
+        }
     }
     nft::delete_table(&mut sock, model::TABLE_NAME)?;
+    println!();
     Ok(())
 }

@@ -24,14 +24,7 @@ use std::time::{Duration, Instant};
 use nft_masq_agent::model::TABLE_NAME;
 use nft_masq_agent::nft::events::{Event, EventSocket};
 use nft_masq_agent::nft::{self, NftSocket};
-use support::{Netns, Stats};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+use support::{Netns, Stats, arg, record, record_value};
 
 /// A listener for transaction ends (NEWGEN), timestamped on receipt.
 struct Gens {
@@ -288,6 +281,17 @@ fn next_ns(gens: &mut Gens) -> u128 {
     mono_ns() - at.elapsed().as_nanos()
 }
 
+/// One markdown row: what, median, min, max (ms).
+fn row(what: &str, s: &Stats) {
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    println!(
+        "| {what} | {} | {} | {} |",
+        ms(s.median),
+        ms(s.min),
+        ms(s.max)
+    );
+}
+
 const TAMPER_KINDS: [(&str, &str); 3] = [
     ("flush", "flush ruleset"),
     ("table", "delete table"),
@@ -332,13 +336,15 @@ fn tamper_section(gens: &mut Gens, cfg: &Path, runs: usize) -> anyhow::Result<()
         drop(agent);
         let _ = nft::delete_table(&mut sock, TABLE_NAME);
         let (r, w, b) = (Stats::of(reaction), Stats::of(wait), Stats::of(beyond));
-        println!("  {name:<14} -> repaired (owner off)  {}", r.ms());
-        println!(
-            "  {:<14}    kernel's own wait       {}  (the tamperer's socket close)",
-            "",
-            w.ms()
+        row(&format!("`{name}` → table repaired (owner off)"), &r);
+        row(
+            "… of which the kernel's own wait (the tamperer's socket close)",
+            &w,
         );
-        println!("  {:<14}    beyond that wait        {}", "", b.ms());
+        row("… beyond that wait", &b);
+        record(&format!("tamper.{kind}.reaction"), r.median);
+        record(&format!("tamper.{kind}.beyond.median"), b.median);
+        record(&format!("tamper.{kind}.beyond.max"), b.max);
     }
 
     gens.clear();
@@ -351,19 +357,26 @@ fn tamper_section(gens: &mut Gens, cfg: &Path, runs: usize) -> anyhow::Result<()
         .stdout;
     gens.clear();
     nft(&["flush", "ruleset"]);
+    let refused = !Command::new("nft")
+        .args(["delete", "table", "inet", TABLE_NAME])
+        .stderr(Stdio::null())
+        .status()?
+        .success();
     let touched = gens.next(Duration::from_millis(500)).is_some();
     let after = Command::new("nft")
         .args(["list", "table", "inet", TABLE_NAME])
         .output()?
         .stdout;
+    let untouched = !touched && before == after && refused;
     println!(
-        "  flush ruleset  -> owner on: table {}",
-        if !touched && before == after {
-            "untouched (no outage, nothing to repair)"
+        "| `flush ruleset`, `delete table` (owner on) | {} | | |",
+        if untouched {
+            "table untouched, delete refused: no outage, nothing to repair"
         } else {
-            "CHANGED"
+            "TABLE CHANGED"
         }
     );
+    record_value("tamper.owner.untouched", f64::from(u8::from(untouched)));
     Ok(())
 }
 
@@ -392,11 +405,13 @@ fn main() -> anyhow::Result<()> {
     std::os::unix::fs::symlink("..data/ip-masq-agent", cm.join("ip-masq-agent"))?;
     let cfg = cm.join("ip-masq-agent");
     let mut gens = Gens::new();
-    println!(
-        "live agent ({runs} runs per figure, median (min-max); times from kernel notifications)"
-    );
+    println!("### Live agent: reaction and footprint ({runs} runs per figure)\n");
+    println!("Times are taken outside the agent, from the kernel's nftables notifications.\n");
+    println!("| figure | median | min | max |");
+    println!("|---|---:|---:|---:|");
 
     if want("config") {
+        gens.clear();
         let _agent = spawn_agent(&cfg, &["--table-owner", "off"]);
         gens.next(Duration::from_secs(5)).expect("startup commit");
         let mut t = Vec::new();
@@ -412,10 +427,9 @@ fn main() -> anyhow::Result<()> {
             let (t1, _) = gens.next(Duration::from_secs(5)).expect("config commit");
             t.push(t1 - t0);
         }
-        println!(
-            "  config ..data swap -> new table committed      {}",
-            Stats::of(t).ms()
-        );
+        let s = Stats::of(t);
+        row("ConfigMap `..data` swap → new table committed", &s);
+        record("config.reaction", s.median);
     }
 
     if want("tamper") {
@@ -432,13 +446,13 @@ fn main() -> anyhow::Result<()> {
             t.push(t1 - t0);
             drop(agent);
         }
-        println!(
-            "  process start -> first commit                 {}",
-            Stats::of(t).ms()
-        );
+        let s = Stats::of(t);
+        row("process start → first commit", &s);
+        record("start", s.median);
     }
 
     if want("idle") {
+        gens.clear();
         let agent = spawn_agent(&cfg, &["--table-owner", "off"]);
         gens.next(Duration::from_secs(5)).expect("startup commit");
         std::thread::sleep(Duration::from_millis(500));
@@ -451,16 +465,19 @@ fn main() -> anyhow::Result<()> {
             .map(|d| d.count())
             .unwrap_or(0);
         println!(
-            "  idle over {idle_secs} s (resyncInterval 60s): CPU {} ms, {} context switches over {threads} threads",
+            "| idle daemon over {idle_secs} s (resyncInterval 60s) | CPU {} ms, {} wake-ups (context switches, {threads} threads) | | |",
             (c1 - c0) * tick,
             s1 - s0
         );
+        record_value("idle.cpu_ms", ((c1 - c0) * tick) as f64);
+        record_value("idle.switches", (s1 - s0) as f64);
     }
 
     if want("memory") {
         for n in [64usize, 10_000, 100_000] {
             let p = dir.join(format!("mem-{n}"));
             std::fs::write(&p, config_text(n))?;
+            gens.clear();
             let agent = spawn_agent(&p, &["--table-owner", "off"]);
             gens.next(Duration::from_secs(30)).expect("startup commit");
             std::thread::sleep(Duration::from_millis(300));
@@ -468,12 +485,14 @@ fn main() -> anyhow::Result<()> {
             let rss = proc_field(pid, "status", "VmRSS:");
             let hwm = proc_field(pid, "status", "VmHWM:");
             println!(
-                "  memory with {n:>6} prefixes: resident {:.1} MiB (peak {:.1} MiB)",
+                "| resident memory, {n} prefixes | {:.1} MiB (peak {:.1} MiB) | | |",
                 rss as f64 / 1024.0,
                 hwm as f64 / 1024.0
             );
+            record_value(&format!("rss.{n}"), rss as f64 / 1024.0);
         }
     }
+    println!();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

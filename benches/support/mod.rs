@@ -100,3 +100,31 @@ impl Stats {
         )
     }
 }
+
+/// The value after `--name` on the command line.
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Appends `key value` to the file named by `NMA_BENCH_RESULTS`, for `benches/run`'s
+/// summary of targets. Durations are recorded in milliseconds.
+pub fn record(key: &str, d: Duration) {
+    record_value(key, d.as_secs_f64() * 1e3);
+}
+
+/// Appends `key value` (a plain number) to the results file.
+pub fn record_value(key: &str, v: f64) {
+    if let Some(path) = std::env::var_os("NMA_BENCH_RESULTS") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{key} {v}");
+        }
+    }
+}
