@@ -37,6 +37,21 @@ impl Netns {
         nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
     }
 
+    /// Runs `f` on a thread inside the namespace (the caller stays where it is); sockets
+    /// created there belong to the namespace.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = File::open(&path).expect("netns file");
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("thread in namespace")
+        })
+    }
+
     /// A command run in the namespace.
     pub fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new("ip");

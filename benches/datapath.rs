@@ -1,0 +1,296 @@
+//! Data-path benchmark: new connections per second through a node namespace, every packet a
+//! new flow (a new conntrack entry and a NAT decision) to a destination that is masqueraded,
+//! so ip-masq-agent's chain walks its whole list. Compared in the same run: the agent's
+//! table, ip-masq-agent's chain (iptables nf_tables and legacy backends), and no NAT at all.
+//!
+//! Topology per measurement (fresh namespaces, so conntrack starts empty):
+//! pod (sender) -> node (rules under test, forwarding) -> remote (counts arrivals from the
+//! expected source in a raw-priority nft rule, then drops them). Needs root.
+//!
+//! `cargo bench --bench datapath [-- --sizes 64,1000,10000 --runs 3 --packets 150000]`
+
+mod support;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nft_masq_agent::config::{Config, LINK_LOCAL_V4, PolicyFlags};
+use nft_masq_agent::model::{self, TableFlags};
+use nft_masq_agent::nft::{self, NftSocket};
+use support::{Netns, arg, prefixes, record_value};
+
+const DST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+const POD: &str = "10.244.1.2";
+const NODE: &str = "198.51.100.1";
+/// Distinct source ports: with every destination port this gives more distinct flows than
+/// one measurement sends, so no packet reuses a conntrack entry.
+const SOCKETS: usize = 16;
+
+fn ip(args: &[&str]) {
+    let ok = Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ip {args:?} failed");
+}
+
+struct Topo {
+    pod: Netns,
+    node: Netns,
+    remote: Netns,
+}
+
+fn topology(tag: &str) -> Topo {
+    let t = Topo {
+        pod: Netns::new(&format!("{tag}-pod")),
+        node: Netns::new(&format!("{tag}-node")),
+        remote: Netns::new(&format!("{tag}-remote")),
+    };
+    let (p, n, r) = (
+        t.pod.name.as_str(),
+        t.node.name.as_str(),
+        t.remote.name.as_str(),
+    );
+    for ns in [p, n, r] {
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    ip(&[
+        "-n", p, "link", "add", "eth0", "type", "veth", "peer", "name", "pod0", "netns", n,
+    ]);
+    ip(&[
+        "-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", r,
+    ]);
+    for (ns, dev) in [(p, "eth0"), (n, "pod0"), (n, "eth0"), (r, "eth0")] {
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+    ip(&["-n", p, "addr", "add", "10.244.1.2/24", "dev", "eth0"]);
+    ip(&["-n", p, "route", "add", "default", "via", "10.244.1.1"]);
+    ip(&["-n", n, "addr", "add", "10.244.1.1/24", "dev", "pod0"]);
+    ip(&["-n", n, "addr", "add", "198.51.100.1/24", "dev", "eth0"]);
+    ip(&["-n", n, "route", "add", "default", "via", "198.51.100.2"]);
+    ip(&["-n", r, "addr", "add", "198.51.100.2/24", "dev", "eth0"]);
+    ip(&["-n", r, "addr", "add", "203.0.113.5/32", "dev", "lo"]);
+    let sysctl = |ns: &str, kv: &str| {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", ns, "sysctl", "-qw", kv])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "sysctl {kv}");
+    };
+    sysctl(n, "net.ipv4.ip_forward=1");
+    sysctl(r, "net.ipv4.conf.all.rp_filter=0");
+    sysctl(r, "net.ipv4.conf.eth0.rp_filter=0");
+    t
+}
+
+/// In the remote: count packets from `source`, drop everything before conntrack.
+fn sink(remote: &Netns, source: &str) {
+    let rules = format!(
+        "table ip nma-sink {{\n chain pre {{\n  type filter hook prerouting priority raw; policy accept;\n  \
+         iifname \"eth0\" ip saddr {source} udp dport 1-65535 counter drop\n  iifname \"eth0\" udp dport 1-65535 drop\n }}\n}}\n"
+    );
+    let mut c = remote
+        .cmd("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(rules.as_bytes())
+        .expect("write");
+    assert!(c.wait().expect("nft").success());
+}
+
+fn arrived(remote: &Netns) -> u64 {
+    let out = remote
+        .cmd("nft")
+        .args(["list", "chain", "ip", "nma-sink", "pre"])
+        .output()
+        .expect("nft");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("packets ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    None,
+    Agent,
+    IptNft,
+    IptLegacy,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::None => "no NAT rules",
+            Mode::Agent => "agent (nft set lookup)",
+            Mode::IptNft => "ip-masq-agent chain, iptables-nft",
+            Mode::IptLegacy => "ip-masq-agent chain, iptables-legacy",
+        }
+    }
+}
+
+fn install(mode: Mode, node: &Netns, n: usize) {
+    let flags = PolicyFlags::default();
+    let mut config = Config::defaults(&flags);
+    config.non_masquerade_cidrs = prefixes(n);
+    config.cidr_limit = n;
+    match mode {
+        Mode::None => {}
+        Mode::Agent => {
+            let table = model::desired(&config, &flags, TableFlags::default());
+            node.run_in(|| {
+                let mut sock = NftSocket::open().expect("socket");
+                nft::replace_table(&mut sock, &table).expect("commit");
+            });
+        }
+        Mode::IptNft | Mode::IptLegacy => {
+            let prog = if mode == Mode::IptNft {
+                "iptables-nft"
+            } else {
+                "iptables-legacy"
+            };
+            let mut text = String::from("*nat\n:IP-MASQ-AGENT - [0:0]\n");
+            text.push_str("-A POSTROUTING -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n");
+            let c = r#"-m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE""#;
+            text.push_str(&format!(
+                "-A IP-MASQ-AGENT {c} -d {LINK_LOCAL_V4} -j RETURN\n"
+            ));
+            for p in &config.non_masquerade_cidrs {
+                text.push_str(&format!("-A IP-MASQ-AGENT {c} -d {p} -j RETURN\n"));
+            }
+            text.push_str(r#"-A IP-MASQ-AGENT -m comment --comment "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)" -j MASQUERADE --random-fully"#);
+            text.push_str("\nCOMMIT\n");
+            let mut child = node
+                .cmd(&format!("{prog}-restore"))
+                .arg("--noflush")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("iptables-restore");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write");
+            assert!(
+                child.wait().expect("wait").success(),
+                "{prog}-restore failed"
+            );
+        }
+    }
+}
+
+/// Sends `packets` datagrams, each a new flow, as fast as one thread can; returns
+/// (sent, elapsed).
+fn blast(pod: &Netns, packets: usize) -> (usize, Duration) {
+    pod.run_in(|| {
+        let socks: Vec<UdpSocket> = (0..SOCKETS)
+            .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
+            .collect();
+        // Warm up neighbour entries on the way, outside the timing.
+        socks[0]
+            .send_to(b"w", SocketAddrV4::new(DST, 9))
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(100));
+        let payload = [0u8; 16];
+        let t0 = Instant::now();
+        let mut sent = 0;
+        let mut port: u16 = 10;
+        'outer: loop {
+            for s in &socks {
+                if sent == packets {
+                    break 'outer;
+                }
+                if s.send_to(&payload, SocketAddrV4::new(DST, port)).is_ok() {
+                    sent += 1;
+                }
+            }
+            port = if port == u16::MAX { 10 } else { port + 1 };
+        }
+        (sent, t0.elapsed())
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = arg("--sizes")
+        .unwrap_or_else(|| "64,1000,10000".into())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let runs: usize = arg("--runs").map_or(Ok(3), |s| s.parse())?;
+    let packets: usize = arg("--packets").map_or(Ok(150_000), |s| s.parse())?;
+    println!(
+        "### Data path: new flows per second to a masqueraded destination ({runs} runs of {packets} packets; median (min-max))\n"
+    );
+    println!("| rules | prefixes | flows/s arriving, translated | loss | vs. 64 prefixes |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut baseline: Option<f64> = None;
+    let mut cases: Vec<(Mode, usize)> = vec![(Mode::None, 0)];
+    for mode in [Mode::Agent, Mode::IptNft, Mode::IptLegacy] {
+        for &n in &sizes {
+            cases.push((mode, n));
+        }
+    }
+    let mut first_rate: std::collections::HashMap<&str, f64> = Default::default();
+    for (mode, n) in cases {
+        let mut rates = Vec::new();
+        let mut lost = 0.0;
+        for i in 0..runs {
+            let t = topology(&format!("dp{i}"));
+            install(mode, &t.node, n);
+            sink(&t.remote, if mode == Mode::None { POD } else { NODE });
+            let (sent, elapsed) = blast(&t.pod, packets);
+            std::thread::sleep(Duration::from_millis(200));
+            // The warm-up datagram arrives too.
+            let got = arrived(&t.remote).saturating_sub(1);
+            rates.push(got as f64 / elapsed.as_secs_f64());
+            lost += (sent as f64 - got as f64) / sent as f64 / runs as f64;
+        }
+        rates.sort_by(f64::total_cmp);
+        let median = rates[rates.len() / 2];
+        let rel = match (mode, first_rate.get(mode.name())) {
+            (Mode::None, _) => {
+                baseline = Some(median);
+                "—".to_string()
+            }
+            (_, Some(first)) => format!("{:.0} %", median / first * 100.0),
+            (_, None) => {
+                first_rate.insert(mode.name(), median);
+                "100 %".to_string()
+            }
+        };
+        println!(
+            "| {} | {} | {:.0} ({:.0}-{:.0}) | {:.2} % | {rel} |",
+            mode.name(),
+            if mode == Mode::None {
+                "-".into()
+            } else {
+                n.to_string()
+            },
+            median,
+            rates[0],
+            rates[rates.len() - 1],
+            lost * 100.0
+        );
+        let key = match mode {
+            Mode::None => "datapath.none".to_string(),
+            Mode::Agent => format!("datapath.agent.{n}"),
+            Mode::IptNft => format!("datapath.iptables-nft.{n}"),
+            Mode::IptLegacy => format!("datapath.iptables-legacy.{n}"),
+        };
+        record_value(&key, median);
+    }
+    if let Some(b) = baseline {
+        println!("\nNo NAT at all: {b:.0} flows/s (forwarding without conntrack).\n");
+    }
+    Ok(())
+}
