@@ -1,0 +1,139 @@
+//! The netlink layer against the running kernel, in a throwaway namespace: rejected batches,
+//! reading large tables back, and how our own commits look on the notification group.
+//! Needs root.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Netns, require_root};
+use nft_masq_agent::config::{Config, PolicyFlags};
+use nft_masq_agent::model::{self, TableFlags};
+use nft_masq_agent::nft::events::{Event, EventSocket};
+use nft_masq_agent::nft::{self, NftError, NftSocket};
+
+fn ns(tag: &str) -> Netns {
+    Netns::new(format!("nma-{}-kernel-{tag}", std::process::id()))
+}
+
+fn defaults() -> model::Table {
+    let f = PolicyFlags::default();
+    model::desired(&Config::defaults(&f), &f, TableFlags::default())
+}
+
+#[test]
+fn a_rejected_batch_names_message_and_attribute_and_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    ns("reject").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let good = defaults();
+        nft::replace_table(&mut sock, &good).unwrap();
+        // Overlapping intervals: the kernel refuses them (the model never produces this).
+        let mut bad = good.clone();
+        bad.sets[0].prefixes.push("10.1.0.0/16".parse().unwrap());
+        bad.sets[0].prefixes.sort();
+        let err = nft::replace_table(&mut sock, &bad).unwrap_err();
+        let text = err.to_string();
+        match &err {
+            NftError::Rejected {
+                what, attr, errno, ..
+            } => {
+                assert!(what.starts_with("NEWSETELEM nonmasq-v4"), "{text}");
+                assert!(
+                    attr.as_deref()
+                        .is_some_and(|a| a.starts_with("NFTA_SET_ELEM_LIST_ELEMENTS")),
+                    "{text}"
+                );
+                assert!([libc::EEXIST, libc::ENOTEMPTY].contains(errno), "{text}");
+            }
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(text.contains("rolled back"), "{text}");
+        // The transaction was rolled back: the live table is the good one.
+        let live = sock.read_table(&good.name).unwrap().unwrap();
+        assert!(live.same_policy(&good));
+    });
+}
+
+#[test]
+fn large_tables_read_back_exactly() {
+    if !require_root() {
+        return;
+    }
+    ns("large").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let f = PolicyFlags {
+            enable_ipv6: true,
+            ..PolicyFlags::default()
+        };
+        let mut c = Config::defaults(&f);
+        c.cidr_limit = 30_000;
+        c.non_masquerade_cidrs = (0..20_000u32)
+            .map(|i| {
+                format!("11.{}.{}.0/24", i / 128, (i % 128) * 2)
+                    .parse()
+                    .unwrap()
+            })
+            .chain((0..5_000u32).map(|i| format!("fd00:{:x}::/32", i * 2).parse().unwrap()))
+            .chain(["240.0.0.0/4".parse().unwrap(), "ff00::/8".parse().unwrap()])
+            .collect();
+        let t = model::desired(&c, &f, TableFlags::default());
+        let report = nft::replace_table(&mut sock, &t).unwrap();
+        assert!(report.messages > 10, "{report:?}");
+        let live = sock.read_table(&t.name).unwrap().unwrap();
+        assert_eq!(live.policy(), t.policy());
+        // Plus the two link-local ranges; nothing here is adjacent, so nothing merged.
+        assert_eq!(live.prefix_count(), 20_000 + 5_000 + 2 + 2);
+    });
+}
+
+#[test]
+fn own_commits_carry_our_port_id_and_leaving_the_group_silences_them() {
+    if !require_root() {
+        return;
+    }
+    ns("events").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let mut events = EventSocket::open().unwrap();
+        nft::replace_table(&mut sock, &defaults()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let seen = events.drain().unwrap();
+        let gens: Vec<u32> = seen
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Generation { port_id, .. } => Some(*port_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gens, [sock.port_id()]);
+        assert!(seen.events.iter().any(|e| matches!(
+            e,
+            Event::Object { table, port_id, .. } if table == "nft-masq-agent" && *port_id == sock.port_id()
+        )));
+        // Out of the group, a commit produces nothing for us, and the generation moves by one.
+        events.subscribe(false).unwrap();
+        let g0 = sock.generation().unwrap();
+        nft::replace_table(&mut sock, &defaults()).unwrap();
+        assert_eq!(sock.generation().unwrap(), g0.wrapping_add(1));
+        events.subscribe(true).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(events.drain().unwrap().events.is_empty());
+    });
+}
+
+#[test]
+fn delete_of_a_missing_table_is_not_an_error() {
+    if !require_root() {
+        return;
+    }
+    ns("delete").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        assert!(!nft::delete_table(&mut sock, "nft-masq-agent").unwrap());
+        nft::replace_table(&mut sock, &defaults()).unwrap();
+        assert!(nft::delete_table(&mut sock, "nft-masq-agent").unwrap());
+        assert!(sock.read_table("nft-masq-agent").unwrap().is_none());
+    });
+}
