@@ -165,14 +165,12 @@ impl Shared {
         }
     }
 
-    /// Folds the current counters into the base before a commit resets them.
-    fn fold_counters(&self, sock: &mut NftSocket) {
-        if let Ok(mut c) = self.counters.lock() {
-            if let Ok(Some((p, b))) = masq_counters(sock) {
-                c.base.0 += p;
-                c.base.1 += b;
-                self.metrics.masqueraded(c.base.0, c.base.1);
-            }
+    /// Adds what the rules counted before a successful commit reset them to the base.
+    fn fold_counters(&self, before: Option<(u64, u64)>) {
+        if let (Ok(mut c), Some((p, b))) = (self.counters.lock(), before) {
+            c.base.0 += p;
+            c.base.1 += b;
+            self.metrics.masqueraded(c.base.0, c.base.1);
         }
     }
 }
@@ -478,7 +476,8 @@ impl Agent {
             tracing::warn!("{e}");
         }
         let gen_before = self.sock.generation().ok();
-        self.shared.fold_counters(&mut self.sock);
+        // Read just before the replace resets them; added to the base only if it commits.
+        let counters = masq_counters(&mut self.sock).ok().flatten();
         let t_prep = start.elapsed();
         let mut result = nft::replace_table(&mut self.sock, &self.desired);
         let t_commit = start.elapsed();
@@ -528,6 +527,7 @@ impl Agent {
         tracing::debug!(?t_prep, ?t_commit, ?elapsed, "commit phases");
         match result {
             Ok(report) => {
+                self.shared.fold_counters(counters);
                 let v4 = self
                     .desired
                     .sets
@@ -593,8 +593,7 @@ impl Agent {
     /// Reads the live table and re-commits if it is not the desired one.
     fn check(&mut self, reason: Reason) {
         match self.sock.read_table(TABLE_NAME) {
-            Ok(Some(live))
-                if live.same_policy(&self.desired) && live.flags == self.desired.flags => {}
+            Ok(Some(live)) if live.same_policy(&self.desired) => {}
             Ok(live) => {
                 let what = if live.is_none() {
                     "missing"

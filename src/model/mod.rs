@@ -199,8 +199,7 @@ pub enum Stmt {
 }
 
 impl Table {
-    /// The same table with counter values zeroed: the part that is policy, for comparing
-    /// the live table with the desired one.
+    /// The same table with counter values zeroed: the part that is policy.
     pub fn policy(&self) -> Table {
         let mut t = self.clone();
         for chain in &mut t.chains {
@@ -216,9 +215,31 @@ impl Table {
         t
     }
 
-    /// Whether two tables enforce the same policy (everything but counter values).
+    /// Whether two tables enforce the same policy: equal in everything but counter values
+    /// (flags included). Compares in place: no copy of a 100,000-prefix set.
     pub fn same_policy(&self, other: &Table) -> bool {
-        self.policy() == other.policy()
+        fn stmt_eq(a: &Stmt, b: &Stmt) -> bool {
+            matches!((a, b), (Stmt::Counter { .. }, Stmt::Counter { .. })) || a == b
+        }
+        fn chain_eq(a: &Chain, b: &Chain) -> bool {
+            a.name == b.name
+                && a.base == b.base
+                && a.rules.len() == b.rules.len()
+                && a.rules.iter().zip(&b.rules).all(|(x, y)| {
+                    x.stmts.len() == y.stmts.len()
+                        && x.stmts.iter().zip(&y.stmts).all(|(s, t)| stmt_eq(s, t))
+                })
+        }
+        self.name == other.name
+            && self.flags == other.flags
+            && self.sets == other.sets
+            && self.foreign == other.foreign
+            && self.chains.len() == other.chains.len()
+            && self
+                .chains
+                .iter()
+                .zip(&other.chains)
+                .all(|(a, b)| chain_eq(a, b))
     }
 
     /// A set by name.

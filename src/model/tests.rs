@@ -203,6 +203,12 @@ fn same_policy_ignores_counters_only() {
     let mut c = a.clone();
     c.foreign.push("a stray set".into());
     assert!(!a.same_policy(&c));
+    let mut d = a.clone();
+    d.flags = TableFlags(TableFlags::OWNER);
+    assert!(!a.same_policy(&d));
+    let mut e = a.clone();
+    e.chains[0].rules[0].stmts.pop();
+    assert!(!a.same_policy(&e));
 }
 
 #[test]

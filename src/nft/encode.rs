@@ -334,7 +334,7 @@ fn walk(
         if target >= pos && target < pos + total {
             let parent = path.last().cloned().unwrap_or_default();
             path.push(attr_name(kind, depth, &parent, a.ty, index));
-            if target >= pos + 4 && looks_nested(kind, depth, &parent, a.ty) {
+            if target >= pos + 4 && looks_nested(kind, depth, a.ty) {
                 walk(a.nested(), pos + 4, target, kind, depth + 1, path)?;
             }
             return Ok(());
@@ -344,7 +344,8 @@ fn walk(
     Ok(())
 }
 
-fn looks_nested(kind: u16, depth: usize, parent: &str, ty: u16) -> bool {
+/// Whether the attribute at this place in one of our messages holds nested attributes.
+fn looks_nested(kind: u16, depth: usize, ty: u16) -> bool {
     match (kind, depth) {
         (NFT_MSG_NEWCHAIN, 0) => ty == NFTA_CHAIN_HOOK,
         (NFT_MSG_NEWSETELEM, 0) => ty == NFTA_SET_ELEM_LIST_ELEMENTS,
@@ -353,10 +354,7 @@ fn looks_nested(kind: u16, depth: usize, parent: &str, ty: u16) -> bool {
         (NFT_MSG_NEWRULE, 0) => ty == NFTA_RULE_EXPRESSIONS,
         (NFT_MSG_NEWRULE, 1) => true,
         (NFT_MSG_NEWRULE, 2) => ty == NFTA_EXPR_DATA,
-        _ => {
-            let _ = parent;
-            false
-        }
+        _ => false,
     }
 }
 
