@@ -8,6 +8,7 @@
 //! ties them to the config [`watch`], with [`metrics`] served over [`http`].
 
 pub mod config;
+pub mod drift;
 pub mod http;
 pub mod metrics;
 pub mod model;

@@ -24,10 +24,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::{self, Config, PolicyFlags};
+use crate::drift::{Tracker, Verdict};
 use crate::metrics::{Metrics, Reason};
 use crate::model::{self, Family, SetDiff, TABLE_NAME, Table, TableFlags};
-use crate::nft::events::{Drained, Event, EventSocket};
-use crate::nft::uapi::{self, NFPROTO_INET};
+use crate::nft::events::{Drained, EventSocket};
+use crate::nft::uapi;
 use crate::nft::{self, NftError, NftSocket};
 use crate::watch::ConfigWatch;
 
@@ -203,9 +204,7 @@ struct Agent {
     desired: Table,
     /// The table last committed successfully (what should be live).
     in_force: Option<Table>,
-    last_gen: Option<u32>,
-    /// Foreign changes to our table seen since the last NEWGEN, described.
-    foreign: Vec<String>,
+    drift: Tracker,
     repairs: VecDeque<Instant>,
     retry_at: Option<Instant>,
     retry_reason: Reason,
@@ -216,22 +215,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn describe_change(kind: u16) -> &'static str {
-    match kind {
-        uapi::NFT_MSG_NEWTABLE => "table changed",
-        uapi::NFT_MSG_DELTABLE | uapi::NFT_MSG_DESTROYTABLE => "table deleted",
-        uapi::NFT_MSG_NEWCHAIN => "chain added or changed",
-        uapi::NFT_MSG_DELCHAIN => "chain deleted",
-        uapi::NFT_MSG_NEWRULE => "rule added",
-        uapi::NFT_MSG_DELRULE => "rule deleted",
-        uapi::NFT_MSG_NEWSET => "set added",
-        uapi::NFT_MSG_DELSET => "set deleted",
-        uapi::NFT_MSG_NEWSETELEM => "element added",
-        uapi::NFT_MSG_DELSETELEM | uapi::NFT_MSG_DESTROYSETELEM => "element deleted",
-        _ => "object changed",
-    }
 }
 
 fn owner_flags(mode: OwnerMode) -> TableFlags {
@@ -321,6 +304,7 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         "nft-masq-agent {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    let sock_port = sock.port_id();
     let mut agent = Agent {
         opts,
         sock,
@@ -333,8 +317,7 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         table_flags,
         desired,
         in_force: None,
-        last_gen: None,
-        foreign: Vec::new(),
+        drift: Tracker::new(sock_port),
         repairs: VecDeque::new(),
         retry_at: None,
         retry_reason: Reason::Retry,
@@ -563,7 +546,7 @@ impl Agent {
                 // were not subscribed: look at the table instead of trusting the events.
                 let clean = matches!((gen_before, gen_after, gen_now),
                     (Some(a), Some(b), Some(c)) if b == a.wrapping_add(1) && c == b);
-                self.last_gen = gen_now;
+                self.drift.committed(gen_now);
                 if !clean {
                     tracing::debug!(
                         ?gen_before,
@@ -577,7 +560,7 @@ impl Agent {
             Err(e) => {
                 self.shared.metrics.commit_failed();
                 self.shared.set_ready(false, &format!("commit failed: {e}"));
-                self.last_gen = gen_now;
+                self.drift.committed(gen_now);
                 tracing::error!(
                     reason = reason.as_str(),
                     "committing table inet {TABLE_NAME} failed ({why}): {e}; retrying in {:?}",
@@ -610,56 +593,18 @@ impl Agent {
     }
 
     fn on_events(&mut self, drained: Drained) {
-        let our_port = self.sock.port_id();
-        let mut repair: Option<String> = None;
-        let mut need_check = false;
         if drained.lost {
             self.shared.metrics.events_lost();
-            tracing::warn!("nftables notifications were lost (ENOBUFS); doing a full check");
-            need_check = true;
         }
-        for ev in drained.events {
-            match ev {
-                Event::Object {
-                    kind,
-                    family,
-                    table,
-                    port_id,
-                } if table == TABLE_NAME && family == NFPROTO_INET && port_id != our_port => {
-                    let what = describe_change(kind);
-                    if !self.foreign.iter().any(|w| w == what) {
-                        self.foreign.push(what.to_string());
-                    }
-                }
-                Event::Object { .. } => {}
-                Event::Generation {
-                    id,
-                    port_id,
-                    proc_name,
-                    pid,
-                } => {
-                    // Generations before our last commit describe changes it superseded.
-                    let stale = self
-                        .last_gen
-                        .is_some_and(|g| (id.wrapping_sub(g) as i32) <= 0);
-                    if !stale {
-                        if self.last_gen.is_some_and(|g| id != g.wrapping_add(1)) {
-                            need_check = true;
-                        }
-                        self.last_gen = Some(id);
-                        if !self.foreign.is_empty() && port_id != our_port {
-                            repair = Some(format!(
-                                "{} by {} (pid {}, netlink port {port_id})",
-                                self.foreign.join(", "),
-                                proc_name.as_deref().unwrap_or("?"),
-                                pid.map_or("?".to_string(), |p| p.to_string()),
-                            ));
-                        }
-                    }
-                    self.foreign.clear();
-                }
+        let repair = match self.drift.observe(drained) {
+            Verdict::Nothing => None,
+            Verdict::Repair(what) => Some(what),
+            Verdict::Check(why) => {
+                tracing::warn!("{why}; doing a full check of table inet {TABLE_NAME}");
+                self.check(Reason::Resync);
+                None
             }
-        }
+        };
         if let Some(what) = repair {
             self.shared
                 .set_ready(false, &format!("table changed: {what}"));
@@ -688,8 +633,6 @@ impl Agent {
             self.repairs.push_back(now);
             tracing::warn!("table inet {TABLE_NAME} changed under us: {what}; repairing");
             self.commit(Reason::Drift, &what);
-        } else if need_check {
-            self.check(Reason::Resync);
         }
     }
 }
