@@ -101,7 +101,7 @@ fn spawn_agent(config: &Path, args: &[&str]) -> Agent {
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn agent");
     Agent { child }
