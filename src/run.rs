@@ -428,8 +428,14 @@ impl Agent {
                     self.config = loaded.config;
                 }
                 let desired = model::desired(&self.config, &self.opts.flags, self.table_flags);
-                if !desired.same_policy(&self.desired) || self.in_force.is_none() {
+                // A failed commit is retried by its own timer, with backoff; a reload only
+                // commits early when there is something new to commit.
+                let retry_pending = self.in_force.is_none() && self.retry_at.is_some();
+                if !desired.same_policy(&self.desired)
+                    || (self.in_force.is_none() && !retry_pending)
+                {
                     self.desired = desired;
+                    self.retry_at = None;
                     self.commit(Reason::Config, why);
                 } else {
                     tracing::debug!("{why}: desired table unchanged");
@@ -464,10 +470,11 @@ impl Agent {
         let t_prep = start.elapsed();
         let mut result = nft::replace_table(&mut self.sock, &self.desired);
         let t_commit = start.elapsed();
-        // Table flags the kernel does not support: step down as the mode allows.
+        // Table flags the kernel does not support: step down as the mode allows. Kernels
+        // before 5.12 answer unknown table flags with EINVAL, later ones with EOPNOTSUPP.
         while let Err(NftError::Rejected {
             kind: Some(uapi::NFT_MSG_NEWTABLE),
-            errno: libc::EOPNOTSUPP,
+            errno: libc::EOPNOTSUPP | libc::EINVAL,
             ..
         }) = &result
         {

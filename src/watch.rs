@@ -51,6 +51,22 @@ pub fn config_dir(config: &Path) -> PathBuf {
     }
 }
 
+/// Whether an event on `path` can change the config: the file itself, kubelet's `..data`
+/// machinery (`..data`, `..data_tmp`, `..<timestamp>`), the directory, or a directory on
+/// the way to it (while it does not exist yet). Other files in the directory (other keys
+/// of the ConfigMap, anything an operator keeps there) are ignored.
+fn relevant_path(path: &Path, dir: &Path, file_name: Option<&std::ffi::OsStr>) -> bool {
+    if dir.starts_with(path) {
+        return true;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if parent == dir => {
+            Some(name) == file_name || name.to_string_lossy().starts_with("..")
+        }
+        _ => false,
+    }
+}
+
 fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
@@ -60,24 +76,29 @@ impl ConfigWatch {
     pub fn new(config: &Path, hint: Arc<Notify>) -> Result<ConfigWatch, WatchError> {
         let dir = config_dir(config);
         let filter_dir = dir.clone();
+        let file_name = config.file_name().map(|n| n.to_os_string());
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            use notify::event::{AccessKind, AccessMode};
             let relevant = match &res {
-                // Events on the way to the directory (it appearing) or inside it. Access
-                // events (open, read, close-without-write) change nothing.
-                Ok(ev) => {
-                    !matches!(
+                // Access events (open, read, close-without-write) change nothing.
+                Ok(ev)
+                    if matches!(
                         ev.kind,
-                        EventKind::Access(notify::event::AccessKind::Open(_))
-                            | EventKind::Access(notify::event::AccessKind::Read)
-                            | EventKind::Access(notify::event::AccessKind::Close(
-                                notify::event::AccessMode::Read
-                                    | notify::event::AccessMode::Execute
-                            ))
-                    ) && (ev.paths.is_empty()
+                        EventKind::Access(
+                            AccessKind::Open(_)
+                                | AccessKind::Read
+                                | AccessKind::Close(AccessMode::Read | AccessMode::Execute)
+                        )
+                    ) =>
+                {
+                    false
+                }
+                Ok(ev) => {
+                    ev.paths.is_empty()
                         || ev
                             .paths
                             .iter()
-                            .any(|p| p.starts_with(&filter_dir) || filter_dir.starts_with(p)))
+                            .any(|p| relevant_path(p, &filter_dir, file_name.as_deref()))
                 }
                 // An overflowed queue: we may have missed something, so look.
                 Err(_) => true,
@@ -146,5 +167,34 @@ impl ConfigWatch {
         let on_dir = target == self.dir;
         self.watched = Some((target, id));
         Ok(on_dir || identity(&self.dir).is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_config_relevant_paths_count() {
+        let dir = Path::new("/etc/config");
+        let f = Some(std::ffi::OsStr::new("ip-masq-agent"));
+        for p in [
+            "/etc/config/ip-masq-agent",
+            "/etc/config/..data",
+            "/etc/config/..data_tmp",
+            "/etc/config/..2026_11_25_12_00_00.123",
+            "/etc/config",
+            "/etc",
+        ] {
+            assert!(relevant_path(Path::new(p), dir, f), "{p}");
+        }
+        for p in [
+            "/etc/config/agent.log",
+            "/etc/config/other-key",
+            "/etc/passwd",
+            "/var/x",
+        ] {
+            assert!(!relevant_path(Path::new(p), dir, f), "{p}");
+        }
     }
 }
