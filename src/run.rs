@@ -200,6 +200,12 @@ struct Agent {
     shared: Arc<Shared>,
     config: Config,
     last_config_error: Option<String>,
+    /// Hash of the config bytes last parsed (None: the file was absent), to skip parsing an
+    /// unchanged file on every resync.
+    last_source: Option<u64>,
+    /// Whether any config file (or its absence) has validated since start. Until then the
+    /// defaults are in force because of an error, and the agent reports not ready.
+    have_good_config: bool,
     table_flags: TableFlags,
     desired: Table,
     /// The table last committed successfully (what should be live).
@@ -209,6 +215,13 @@ struct Agent {
     retry_at: Option<Instant>,
     retry_reason: Reason,
     backoff: Duration,
+}
+
+fn source_hash(bytes: &Option<Vec<u8>>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 fn unix_now() -> f64 {
@@ -279,22 +292,26 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
     let hint = Arc::new(Notify::new());
     let watch = ConfigWatch::new(&opts.config, hint.clone())?;
 
-    let config = match config::load(&opts.config, &opts.flags) {
-        Ok(loaded) => {
-            for note in &loaded.notes {
-                tracing::info!("{note}");
+    let source = config::read(&opts.config);
+    let source_hash = source.as_ref().ok().map(source_hash);
+    let (config, have_good_config, last_config_error) =
+        match source.and_then(|b| config::parse(b.as_deref(), &opts.config, &opts.flags)) {
+            Ok(loaded) => {
+                for note in &loaded.notes {
+                    tracing::info!("{note}");
+                }
+                shared.metrics.config_loaded(true, unix_now());
+                (loaded.config, true, None)
             }
-            shared.metrics.config_loaded(true, unix_now());
-            loaded.config
-        }
-        Err(e) => {
-            // ip-masq-agent installs nothing for a whole resync period in this case; a node
-            // without masquerade rules loses egress, so we run the defaults and say so.
-            tracing::error!("{e}; STARTING WITH THE DEFAULT CONFIG until the file is fixed");
-            shared.metrics.config_loaded(false, 0.0);
-            Config::defaults(&opts.flags)
-        }
-    };
+            Err(e) => {
+                // ip-masq-agent installs nothing for a whole resync period in this case; a
+                // node without masquerade rules loses egress, so we run the defaults, say so
+                // loudly, and stay not ready (a rollout with a broken ConfigMap stalls).
+                tracing::error!("{e}; STARTING WITH THE DEFAULT CONFIG until the file is fixed");
+                shared.metrics.config_loaded(false, 0.0);
+                (Config::defaults(&opts.flags), false, Some(e.to_string()))
+            }
+        };
     let table_flags = owner_flags(opts.owner);
     let desired = model::desired(&config, &opts.flags, table_flags);
     tracing::info!(
@@ -313,7 +330,9 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         hint,
         shared,
         config,
-        last_config_error: None,
+        last_config_error,
+        last_source: source_hash,
+        have_good_config,
         table_flags,
         desired,
         in_force: None,
@@ -415,7 +434,22 @@ impl Agent {
     }
 
     fn reload(&mut self, why: &str) {
-        match config::load(&self.opts.config, &self.opts.flags) {
+        let loaded = match config::read(&self.opts.config) {
+            Ok(bytes) => {
+                let hash = source_hash(&bytes);
+                if self.last_source == Some(hash) {
+                    tracing::debug!("{why}: config file unchanged");
+                    return;
+                }
+                self.last_source = Some(hash);
+                config::parse(bytes.as_deref(), &self.opts.config, &self.opts.flags)
+            }
+            Err(e) => {
+                self.last_source = None;
+                Err(e)
+            }
+        };
+        match loaded {
             Ok(loaded) => {
                 self.shared.metrics.config_loaded(true, unix_now());
                 if self.last_config_error.take().is_some() {
@@ -427,6 +461,8 @@ impl Agent {
                     }
                     self.config = loaded.config;
                 }
+                let first_good = !self.have_good_config;
+                self.have_good_config = true;
                 let desired = model::desired(&self.config, &self.opts.flags, self.table_flags);
                 // A failed commit is retried by its own timer, with backoff; a reload only
                 // commits early when there is something new to commit.
@@ -439,6 +475,9 @@ impl Agent {
                     self.commit(Reason::Config, why);
                 } else {
                     tracing::debug!("{why}: desired table unchanged");
+                    if first_good && self.in_force.is_some() {
+                        self.shared.set_ready(true, "");
+                    }
                 }
             }
             Err(e) => {
@@ -544,10 +583,17 @@ impl Agent {
                     added = diff.added.len(),
                     removed = diff.removed.len(),
                     duration_ms = format!("{:.3}", elapsed.as_secs_f64() * 1e3),
-                    "committed table inet {TABLE_NAME} ({why}):{diff}"
+                    "committed table inet {TABLE_NAME} ({why}): {diff}"
                 );
                 self.in_force = Some(self.desired.clone());
-                self.shared.set_ready(true, "");
+                if self.have_good_config {
+                    self.shared.set_ready(true, "");
+                } else {
+                    self.shared.set_ready(
+                        false,
+                        "the config file is invalid: the defaults are in force until it is fixed",
+                    );
+                }
                 self.backoff = Duration::from_millis(500);
                 // Anyone else committing between our generation reads happened while we
                 // were not subscribed: look at the table instead of trusting the events.

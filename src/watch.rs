@@ -43,12 +43,14 @@ impl std::fmt::Debug for ConfigWatch {
     }
 }
 
-/// The directory holding `config` (`.` for a bare file name).
+/// The directory holding `config`, absolute: inotify events carry absolute paths, so a
+/// relative directory would never match them.
 pub fn config_dir(config: &Path) -> PathBuf {
-    match config.parent() {
+    let dir = match config.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    }
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Whether an event on `path` can change the config: the file itself, kubelet's `..data`

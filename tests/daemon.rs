@@ -226,6 +226,13 @@ fn bad_config_at_start_means_defaults_and_a_loud_error() {
         agent.log()
     );
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+    // Egress works with the defaults, but the agent is not ready: no good config yet.
+    let (status, body) = http_get(&t, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("config file is invalid"), "{body}");
+    std::fs::write(&cfg, "nonMasqueradeCIDRs: [11.0.0.0/8]\n").unwrap();
+    wait_masq(&t, "11.22.33.44", false);
+    assert!(wait_until(T, || http_get(&t, "/readyz").0 == 200));
 }
 
 #[test]

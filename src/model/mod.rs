@@ -438,21 +438,18 @@ impl SetDiff {
 
 impl fmt::Display for SetDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn list(f: &mut fmt::Formatter<'_>, sign: char, v: &[IpNet]) -> fmt::Result {
-            const SHOWN: usize = 8;
-            for n in v.iter().take(SHOWN) {
-                write!(f, " {sign}{n}")?;
-            }
+        const SHOWN: usize = 8;
+        let mut parts = Vec::new();
+        for (sign, v) in [('+', &self.added), ('-', &self.removed)] {
+            parts.extend(v.iter().take(SHOWN).map(|n| format!("{sign}{n}")));
             if v.len() > SHOWN {
-                write!(f, " ({} more {sign})", v.len() - SHOWN)?;
+                parts.push(format!("({} more {sign})", v.len() - SHOWN));
             }
-            Ok(())
         }
-        if self.added.is_empty() && self.removed.is_empty() {
+        if parts.is_empty() {
             return f.write_str("no prefix changes");
         }
-        list(f, '+', &self.added)?;
-        list(f, '-', &self.removed)
+        f.write_str(&parts.join(" "))
     }
 }
 

@@ -225,7 +225,7 @@ fn set_diff_lists_changes() {
     assert_eq!(strs(&d.removed), ["172.16.0.0/12", "192.168.0.0/16"]);
     assert_eq!(
         d.to_string(),
-        " +100.64.0.0/10 -172.16.0.0/12 -192.168.0.0/16"
+        "+100.64.0.0/10 -172.16.0.0/12 -192.168.0.0/16"
     );
     assert_eq!(SetDiff::between(None, &a).added.len(), 4);
 }

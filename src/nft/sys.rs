@@ -93,8 +93,9 @@ pub fn get_int_opt(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
 /// Sets a receive timeout, so a kernel that never answers cannot hang the agent.
 pub fn set_recv_timeout(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
     let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+        // `as _`: the field types differ between libcs (and are deprecated aliases on musl).
+        tv_sec: timeout.as_secs() as _,
+        tv_usec: timeout.subsec_micros() as _,
     };
     // SAFETY: pointer to a live timeval with its exact size.
     check(unsafe {
