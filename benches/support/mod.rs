@@ -16,8 +16,10 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `nma-bench-<pid>-<tag>`.
+    /// Creates `nma-bench-<pid>-<tag>`, after removing namespaces left by benchmark runs
+    /// that died without cleaning up (their pid no longer exists).
     pub fn new(tag: &str) -> Netns {
+        sweep_stale();
         let name = format!("nma-bench-{}-{tag}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
@@ -57,6 +59,26 @@ impl Netns {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name, program]);
         c
+    }
+}
+
+/// Deletes `nma-bench-<pid>-*` namespaces whose process is gone.
+fn sweep_stale() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("nma-bench-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
     }
 }
 
