@@ -369,18 +369,7 @@ impl NftSocket {
                 Ok(())
             },
         )?;
-        self.exchange(
-            NFT_MSG_GETRULE,
-            true,
-            NFPROTO_INET,
-            |w| w.put_str(NFTA_RULE_TABLE, name),
-            |m| {
-                if decode::rule(m)?.table == name {
-                    keep(m)?;
-                }
-                Ok(())
-            },
-        )?;
+        self.dump_rules(name, |m, _| keep(m))?;
         if self.generation()? != gen_before {
             return Err(NftError::Interrupted);
         }
@@ -395,10 +384,13 @@ impl NftSocket {
         }
     }
 
-    /// The rules of table `name` (no sets): cheap enough to read on every metrics scrape.
-    /// `None` when the table has no rules (or does not exist).
-    pub fn read_rules(&mut self, name: &str) -> Result<Option<Table>, NftError> {
-        let mut rules = Vec::new();
+    /// Dumps the rules of table `name`. Kernels filter the dump by table; we check again, since
+    /// a foreign rule in another table must never be taken for ours.
+    fn dump_rules(
+        &mut self,
+        name: &str,
+        mut each: impl FnMut(&Msg<'_>, decode::RuleMsg) -> Result<(), NftError>,
+    ) -> Result<(), NftError> {
         self.exchange(
             NFT_MSG_GETRULE,
             true,
@@ -407,11 +399,21 @@ impl NftSocket {
             |m| {
                 let r = decode::rule(m)?;
                 if r.table == name {
-                    rules.push(r);
+                    each(m, r)?;
                 }
                 Ok(())
             },
-        )?;
+        )
+    }
+
+    /// The rules of table `name` (no sets): cheap enough to read on every metrics scrape.
+    /// `None` when the table has no rules (or does not exist).
+    pub fn read_rules(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+        let mut rules = Vec::new();
+        self.dump_rules(name, |_, r| {
+            rules.push(r);
+            Ok(())
+        })?;
         if rules.is_empty() {
             return Ok(None);
         }
