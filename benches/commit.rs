@@ -15,30 +15,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nft_masq_agent::config::{Config, LINK_LOCAL_V4, PolicyFlags};
+use nft_masq_agent::config::{Config, PolicyFlags};
 use nft_masq_agent::model::{self, TableFlags};
 use nft_masq_agent::nft::events::EventSocket;
 use nft_masq_agent::nft::{self, NftSocket, encode};
-use support::{Netns, Stats, arg, prefixes, record};
-
-/// ip-masq-agent's restore text for one sync (cmd/ip-masq-agent: syncMasqRules).
-fn ip_masq_agent_text(cidrs: &[ipnet::IpNet]) -> String {
-    const NONMASQ: &str =
-        r#"-m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE""#;
-    const MASQ: &str = r#"-m comment --comment "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)""#;
-    let mut s = String::with_capacity(cidrs.len() * 110 + 300);
-    s.push_str("*nat\n:IP-MASQ-AGENT - [0:0]\n");
-    s.push_str(&format!(
-        "-A IP-MASQ-AGENT {NONMASQ} -d {LINK_LOCAL_V4} -j RETURN\n"
-    ));
-    for c in cidrs {
-        s.push_str(&format!("-A IP-MASQ-AGENT {NONMASQ} -d {c} -j RETURN\n"));
-    }
-    s.push_str(&format!(
-        "-A IP-MASQ-AGENT {MASQ} -j MASQUERADE --random-fully\nCOMMIT\n"
-    ));
-    s
-}
+use support::{Netns, Stats, arg, ip_masq_agent_text, prefixes, record};
 
 /// Runs `program --noflush` with `text` on stdin; returns its wall time, or None if the
 /// backend does not work here.

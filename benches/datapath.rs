@@ -16,10 +16,10 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nft_masq_agent::config::{Config, LINK_LOCAL_V4, PolicyFlags};
+use nft_masq_agent::config::{Config, PolicyFlags};
 use nft_masq_agent::model::{self, TableFlags};
 use nft_masq_agent::nft::{self, NftSocket};
-use support::{Netns, arg, prefixes, record_value};
+use support::{Netns, arg, ip_masq_agent_text, prefixes, record_value};
 
 const DST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 const POD: &str = "10.244.1.2";
@@ -158,17 +158,12 @@ fn install(mode: Mode, node: &Netns, n: usize) {
             } else {
                 "iptables-legacy"
             };
-            let mut text = String::from("*nat\n:IP-MASQ-AGENT - [0:0]\n");
-            text.push_str("-A POSTROUTING -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n");
-            let c = r#"-m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE""#;
-            text.push_str(&format!(
-                "-A IP-MASQ-AGENT {c} -d {LINK_LOCAL_V4} -j RETURN\n"
-            ));
-            for p in &config.non_masquerade_cidrs {
-                text.push_str(&format!("-A IP-MASQ-AGENT {c} -d {p} -j RETURN\n"));
-            }
-            text.push_str(r#"-A IP-MASQ-AGENT -m comment --comment "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)" -j MASQUERADE --random-fully"#);
-            text.push_str("\nCOMMIT\n");
+            // The chain, plus the POSTROUTING jump ip-masq-agent ensures once.
+            let text = ip_masq_agent_text(&config.non_masquerade_cidrs).replacen(
+                ":IP-MASQ-AGENT - [0:0]\n",
+                ":IP-MASQ-AGENT - [0:0]\n-A POSTROUTING -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n",
+                1,
+            );
             let mut child = node
                 .cmd(&format!("{prog}-restore"))
                 .arg("--noflush")

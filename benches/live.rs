@@ -194,55 +194,30 @@ fn mono_ns() -> u128 {
 /// own socket and exits (closing the socket is part of what the kernel makes a repairer
 /// wait for). Prints the monotonic time at which its commit was acknowledged.
 fn tamper_child(kind: &str, handle: Option<u64>) -> anyhow::Result<()> {
-    use nft_masq_agent::nft::attr::Writer;
-    use nft_masq_agent::nft::encode::{Batch, BatchMsg};
+    use nft_masq_agent::nft::encode;
     use nft_masq_agent::nft::uapi::*;
     let mut sock = NftSocket::open()?;
-    let seq = sock.next_seq();
-    let mut w = Writer::default();
-    let m = w.begin_msg(
-        NFNL_MSG_BATCH_BEGIN,
-        NLM_F_REQUEST,
-        seq,
-        NFPROTO_UNSPEC,
-        NFNL_SUBSYS_NFTABLES,
-    );
-    w.end_msg(m);
-    let (ty, family) = match kind {
-        "flush" => (NFT_MSG_DELTABLE, NFPROTO_UNSPEC), // nft flush ruleset: all tables
-        "table" => (NFT_MSG_DELTABLE, NFPROTO_INET),
-        _ => (NFT_MSG_DELRULE, NFPROTO_INET),
-    };
-    let m = w.begin_msg(nft_type(ty), NLM_F_REQUEST | NLM_F_ACK, seq + 1, family, 0);
-    match kind {
-        "flush" => {}
-        "table" => w.put_str(NFTA_TABLE_NAME, TABLE_NAME),
-        _ => {
-            w.put_str(NFTA_RULE_TABLE, TABLE_NAME);
-            w.put_str(NFTA_RULE_CHAIN, "postrouting");
-            w.put_u64(NFTA_RULE_HANDLE, handle.expect("rule handle"));
-        }
-    }
-    w.end_msg(m);
-    let len = w.len() - m;
-    let e = w.begin_msg(
-        NFNL_MSG_BATCH_END,
-        NLM_F_REQUEST,
-        seq + 2,
-        NFPROTO_UNSPEC,
-        NFNL_SUBSYS_NFTABLES,
-    );
-    w.end_msg(e);
-    let batch = Batch {
-        bytes: w.into_bytes(),
-        msgs: vec![BatchMsg {
-            seq: seq + 1,
-            offset: m,
-            len,
-            kind: ty,
-            what: kind.into(),
-        }],
-        elements: 0,
+    let batch = match kind {
+        // nft flush ruleset: DELTABLE without a name, in every family.
+        "flush" => encode::single(
+            NFT_MSG_DELTABLE,
+            NFPROTO_UNSPEC,
+            sock.next_seq(),
+            kind.into(),
+            |_| {},
+        ),
+        "table" => encode::delete(TABLE_NAME, sock.next_seq()),
+        _ => encode::single(
+            NFT_MSG_DELRULE,
+            NFPROTO_INET,
+            sock.next_seq(),
+            kind.into(),
+            |w| {
+                w.put_str(NFTA_RULE_TABLE, TABLE_NAME);
+                w.put_str(NFTA_RULE_CHAIN, "postrouting");
+                w.put_u64(NFTA_RULE_HANDLE, handle.expect("rule handle"));
+            },
+        ),
     };
     sock.send_batch(&batch)?;
     let acked = mono_ns();

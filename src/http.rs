@@ -1,7 +1,6 @@
 //! The health and metrics endpoint: `/healthz`, `/readyz`, `/metrics` over HTTP/1 (hyper).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,11 +66,6 @@ async fn handle(
             "try /healthz, /readyz or /metrics\n".into(),
         ),
     })
-}
-
-/// Binds the listener (so a bad address fails at start-up, not later).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 /// Serves connections until the runtime stops.

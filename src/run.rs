@@ -277,7 +277,8 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         counters: Mutex::new(Counters::default()),
     });
     if let Some(addr) = opts.listen {
-        let listener = crate::http::bind(addr)
+        // Bound here, before anything else, so a bad address fails at start-up.
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(setup(&format!("cannot listen on {addr}")))?;
         tracing::info!("serving /healthz, /readyz and /metrics on http://{addr}");

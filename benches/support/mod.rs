@@ -165,3 +165,24 @@ pub fn record_value(key: &str, v: f64) {
         }
     }
 }
+
+/// ip-masq-agent's `iptables-restore` text for one sync (cmd/ip-masq-agent:
+/// syncMasqRules): its chain, link-local first, then every CIDR, then the masquerade.
+pub fn ip_masq_agent_text(cidrs: &[IpNet]) -> String {
+    const NONMASQ: &str =
+        r#"-m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE""#;
+    const MASQ: &str = r#"-m comment --comment "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)""#;
+    let link_local = nft_masq_agent::config::LINK_LOCAL_V4;
+    let mut s = String::with_capacity(cidrs.len() * 110 + 300);
+    s.push_str("*nat\n:IP-MASQ-AGENT - [0:0]\n");
+    s.push_str(&format!(
+        "-A IP-MASQ-AGENT {NONMASQ} -d {link_local} -j RETURN\n"
+    ));
+    for c in cidrs {
+        s.push_str(&format!("-A IP-MASQ-AGENT {NONMASQ} -d {c} -j RETURN\n"));
+    }
+    s.push_str(&format!(
+        "-A IP-MASQ-AGENT {MASQ} -j MASQUERADE --random-fully\nCOMMIT\n"
+    ));
+    s
+}

@@ -79,11 +79,16 @@ impl BatchWriter {
 
     /// Starts an ACKed nf_tables message in the inet family.
     fn begin(&mut self, kind: u16, flags: u16) -> usize {
+        self.begin_in(kind, flags, NFPROTO_INET)
+    }
+
+    /// Starts an ACKed nf_tables message in `family`.
+    fn begin_in(&mut self, kind: u16, flags: u16, family: u8) -> usize {
         self.w.begin_msg(
             nft_type(kind),
             NLM_F_REQUEST | NLM_F_ACK | flags,
             self.seq,
-            NFPROTO_INET,
+            family,
             0,
         )
     }
@@ -287,8 +292,29 @@ pub fn replace(table: &Table, seq: u32, form: ReplaceForm) -> Batch {
 
 /// The batch that deletes the table `name`.
 pub fn delete(name: &str, seq: u32) -> Batch {
+    single(
+        NFT_MSG_DELTABLE,
+        NFPROTO_INET,
+        seq,
+        format!("DELTABLE inet {name}"),
+        |w| w.put_str(NFTA_TABLE_NAME, name),
+    )
+}
+
+/// A batch of one ACKed nf_tables message of `kind` in `family`, its attributes written by
+/// `attrs` (e.g. `DELTABLE` in `NFPROTO_UNSPEC` with no name: what `nft flush ruleset` sends).
+/// `what` describes the message in error reports.
+pub fn single(
+    kind: u16,
+    family: u8,
+    seq: u32,
+    what: String,
+    attrs: impl FnOnce(&mut Writer),
+) -> Batch {
     let mut bw = BatchWriter::new(seq, 128);
-    bw.table(NFT_MSG_DELTABLE, name, None);
+    let m = bw.begin_in(kind, 0, family);
+    attrs(&mut bw.w);
+    bw.end(m, kind, what);
     bw.finish(0)
 }
 
