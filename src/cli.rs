@@ -1,12 +1,15 @@
-//! Command-line flags. ip-masq-agent's policy flags keep their names and meaning.
+//! Command-line flags. ip-masq-agent's policy flags keep their names and meaning; every value
+//! is parsed into its type by clap, so a bad one is reported like any other usage error.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Result;
 use clap::{ArgAction, Parser};
 use nft_masq_agent::config::duration::parse_go_duration;
 use nft_masq_agent::config::{DEFAULT_CONFIG_PATH, PolicyFlags, ports::PortRanges};
-use nft_masq_agent::run::{Options, OwnerMode};
+use nft_masq_agent::daemon::Options;
+use nft_masq_agent::nft::compat::OwnerMode;
 
 /// Keeps an ip-masq-agent-compatible masquerade policy in force as one nftables table,
 /// committed atomically over netlink.
@@ -54,30 +57,73 @@ pub struct Cli {
     /// Masquerade TCP, UDP and SCTP to source ports in these ranges, each range chosen in
     /// proportion to its size, e.g. "1024-29999,32768-65535" (as ip-masq-agent).
     #[arg(long, value_name = "RANGES")]
-    pub to_ports: Option<String>,
+    pub to_ports: Option<PortRanges>,
 
     /// Table ownership: `auto` claims the table with the kernel's owner flag only where the
     /// persist flag also exists (Linux 6.9+), so nobody else can change it and it survives the
     /// agent's exit; `on` claims it wherever the owner flag exists (5.12+), accepting that the
     /// kernel removes the table when the agent exits on kernels without persist; `off` never
     /// claims it and repairs foreign changes instead.
-    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "on", "off"])]
-    pub table_owner: String,
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Owner::Auto)]
+    pub table_owner: Owner,
 
     /// Address for /healthz, /readyz and /metrics; `off` disables the endpoint. The default
     /// listens on loopback only: the DaemonSet probes it there and the metrics overlay
     /// widens it for scraping.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9983")]
-    pub metrics_address: String,
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9983", value_parser = parse_listen)]
+    pub metrics_address: Listen,
 
     /// Quiet time after a config file event before the file is read (Go duration syntax),
     /// so that one ConfigMap update causes one reload.
-    #[arg(long, value_name = "DURATION", default_value = "5ms")]
-    pub debounce: String,
+    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = parse_duration)]
+    pub debounce: Duration,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `--table-owner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Owner {
+    /// Owner + persist where persist exists (6.9+), else no ownership.
+    Auto,
+    /// Owner wherever it exists (5.12+), with persist where available.
+    On,
+    /// Never claim the table; repair foreign changes.
+    Off,
+}
+
+impl From<Owner> for OwnerMode {
+    fn from(o: Owner) -> OwnerMode {
+        match o {
+            Owner::Auto => OwnerMode::Auto,
+            Owner::On => OwnerMode::On,
+            Owner::Off => OwnerMode::Off,
+        }
+    }
+}
+
+/// `--metrics-address`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    match s {
+        "" | "off" => Ok(Listen(None)),
+        a => a
+            .parse()
+            .map(|a| Listen(Some(a)))
+            .map_err(|e| format!("{e} (want ADDR:PORT or off)")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_go_duration(s).map_err(|e| e.to_string())?;
+    if d.negative {
+        return Err("must not be negative".into());
+    }
+    Ok(d.magnitude)
 }
 
 /// Log output format.
@@ -120,52 +166,33 @@ impl Cli {
         }
     }
 
-    /// The daemon options, validated.
-    pub fn daemon_options(&self) -> Result<Options> {
-        let listen = match self.metrics_address.as_str() {
-            "" | "off" => None,
-            a => Some(a.parse().map_err(|e| {
-                anyhow::anyhow!("invalid --metrics-address {a:?} (want ADDR:PORT or off): {e}")
-            })?),
-        };
-        let debounce = parse_go_duration(&self.debounce)
-            .map_err(|e| anyhow::anyhow!("invalid --debounce {:?}: {e}", self.debounce))?;
-        anyhow::ensure!(!debounce.negative, "--debounce must not be negative");
-        Ok(Options {
+    /// The daemon options.
+    pub fn daemon_options(&self) -> Options {
+        Options {
             config: self.config.clone(),
-            flags: self.policy_flags()?,
-            owner: self
-                .table_owner
-                .parse::<OwnerMode>()
-                .map_err(anyhow::Error::msg)?,
-            listen,
-            debounce: debounce.magnitude,
-        })
+            flags: self.policy_flags(),
+            owner: self.table_owner.into(),
+            listen: self.metrics_address.0,
+            debounce: self.debounce,
+        }
     }
 
-    /// The policy flags, validated.
-    pub fn policy_flags(&self) -> Result<PolicyFlags> {
-        let to_ports = match &self.to_ports {
-            None => None,
-            Some(s) => Some(
-                s.parse::<PortRanges>()
-                    .map_err(|e| anyhow::anyhow!("invalid --to-ports {s:?}: {e}"))?,
-            ),
-        };
-        Ok(PolicyFlags {
+    /// The policy flags.
+    pub fn policy_flags(&self) -> PolicyFlags {
+        PolicyFlags {
             nomasq_all_reserved_ranges: self.nomasq_all_reserved_ranges,
             enable_ipv6: self.enable_ipv6,
             random_fully: self.random_fully,
-            to_ports,
-        })
+            to_ports: self.to_ports.clone(),
+        }
     }
 }
 
 /// Logs to stderr; the level comes from `RUST_LOG` and defaults to info.
 pub fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
     // Colour only for people at a terminal: container logs must stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -174,5 +201,47 @@ pub fn init_logging(cli: &Cli) {
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("nft-masq-agent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn typed_values_parse_and_bad_ones_are_usage_errors() {
+        let c = parse(&[
+            "--table-owner",
+            "off",
+            "--metrics-address",
+            "off",
+            "--debounce",
+            "20ms",
+        ])
+        .unwrap();
+        assert_eq!(c.table_owner, Owner::Off);
+        assert_eq!(c.metrics_address, Listen(None));
+        assert_eq!(c.debounce, Duration::from_millis(20));
+        let d = parse(&[]).unwrap();
+        assert_eq!(
+            d.metrics_address,
+            Listen(Some("127.0.0.1:9983".parse().unwrap()))
+        );
+        assert_eq!(d.debounce, Duration::from_millis(5));
+        for bad in [
+            &["--table-owner", "maybe"][..],
+            &["--metrics-address", "localhost"],
+            &["--debounce=-5ms"],
+            &["--debounce", "5"],
+            &["--to-ports", "10-5"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            let flag = bad[0].split('=').next().unwrap();
+            assert!(e.to_string().contains(flag), "{bad:?}: {e}");
+        }
     }
 }

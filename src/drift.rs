@@ -63,6 +63,7 @@ impl Tracker {
     }
 
     /// The last generation seen.
+    #[cfg(test)]
     pub fn generation(&self) -> Option<u32> {
         self.last_gen
     }

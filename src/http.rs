@@ -1,6 +1,12 @@
 //! The health and metrics endpoint: `/healthz`, `/readyz`, `/metrics` over HTTP/1 (hyper).
+//!
+//! It runs on a thread of its own with its own single-threaded runtime, so a probe is
+//! answered whatever the reconcile loop is doing (a large commit blocks that loop's thread
+//! for a fraction of a second). Every input is bounded: header bytes, connections at once,
+//! and the time a client may take to send its headers.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,13 +15,39 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-use crate::run::Shared;
+use crate::counters::MasqCounters;
+use crate::health::Health;
+use crate::metrics::Metrics;
 
 /// OpenMetrics text, which Prometheus scrapes natively.
 const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Largest request head accepted (hyper's read buffer); a probe's is a few hundred bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Connections served at once; more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Time a client has to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a connection may live: a probe or scrape takes milliseconds.
+pub const CONNECTION_LIMIT: Duration = Duration::from_secs(10);
+/// How long /healthz waits for the loop to answer before looking at what it is busy with.
+const PING_WAIT: Duration = Duration::from_millis(250);
+
+/// What the endpoint serves.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Masquerade counters, read live at each scrape.
+    pub counters: Arc<MasqCounters>,
+}
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -28,9 +60,8 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 
 async fn handle(
     req: Request<Incoming>,
-    shared: Arc<Shared>,
+    ep: Endpoints,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    const TEXT: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -39,16 +70,13 @@ async fn handle(
         ));
     }
     Ok(match req.uri().path() {
-        // Alive means the reconcile loop answers, not just that this task runs.
-        "/healthz" => match shared.ping(Duration::from_secs(2)).await {
-            true => reply(StatusCode::OK, TEXT, "ok\n".into()),
-            false => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                TEXT,
-                "reconcile loop not responding\n".into(),
-            ),
+        // Alive means the reconcile loop answers (or is visibly busy), not just that this
+        // thread runs.
+        "/healthz" => match ep.health.liveness(PING_WAIT).await {
+            Ok(note) => reply(StatusCode::OK, TEXT, format!("{note}\n")),
+            Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
         },
-        "/readyz" => match shared.readiness() {
+        "/readyz" => match ep.health.readiness() {
             Ok(()) => reply(StatusCode::OK, TEXT, "ready\n".into()),
             Err(why) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -57,8 +85,8 @@ async fn handle(
             ),
         },
         "/metrics" => {
-            shared.refresh_counters();
-            reply(StatusCode::OK, METRICS_TYPE, shared.metrics.render())
+            ep.counters.refresh(&ep.metrics);
+            reply(StatusCode::OK, METRICS_TYPE, ep.metrics.render())
         }
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -68,9 +96,42 @@ async fn handle(
     })
 }
 
-/// Serves connections until the runtime stops.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Binds `addr` now (so a bad address fails at start-up) and serves it on a new thread.
+pub fn spawn(addr: SocketAddr, ep: Endpoints) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the HTTP runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve(l, ep).await,
+                    Err(e) => tracing::error!("cannot serve HTTP: {e}"),
+                }
+            });
+        })?;
+    Ok(())
+}
+
+/// Serves connections, at most [`MAX_CONNECTIONS`] at once, until the runtime stops.
+pub async fn serve(listener: TcpListener, ep: Endpoints) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // Wait for a free slot before accepting: excess clients queue in the kernel's
+        // backlog, costing us nothing.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -79,16 +140,22 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let shared = shared.clone();
+        let ep = ep.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, shared.clone()));
+            let service = service_fn(move |req| handle(req, ep.clone()));
+            // One request per connection: an idle keep-alive connection would hold a slot.
             let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("HTTP connection ended with an error: {e}");
+            match tokio::time::timeout(CONNECTION_LIMIT, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("HTTP connection ended with an error: {e}"),
+                Err(_) => tracing::debug!("HTTP connection closed after {CONNECTION_LIMIT:?}"),
             }
+            drop(slot);
         });
     }
 }

@@ -1,17 +1,28 @@
 //! nft-masq-agent: an ip-masq-agent-compatible masquerade policy, kept in force as one
 //! nftables table that is committed atomically over netlink.
 //!
-//! The crate is layered so that everything but the socket is pure and testable without root:
-//! [`config`] reads and validates the ip-masq-agent file, [`model`] computes the desired
-//! table as a value and renders it, [`nft`] encodes it into one netlink batch, commits it and
-//! reads tables back and listens to nftables notifications; [`run`] is the daemon loop that
-//! ties them to the config [`watch`], with [`metrics`] served over [`http`].
+//! Layers, each using only those below it:
+//!
+//! - [`prefix`]: address prefixes and interval arithmetic (a leaf);
+//! - [`config`]: ip-masq-agent's file, validated into a `Config` ([`config::source`] reads it);
+//! - [`model`]: the desired table as a value, and its `nft` rendering;
+//! - [`netlink`]: netfilter netlink framing and the socket;
+//! - [`nft`]: nf_tables: encoding, decoding, commits, reads, notifications, and the
+//!   [`nft::Kernel`] seam;
+//! - [`drift`]: what notifications mean for our table;
+//! - [`health`], [`metrics`], [`counters`], [`http`]: what the agent reports and serves;
+//! - [`watch`]: the config directory watch;
+//! - [`daemon`]: the reconciler and its event loop.
 
 pub mod config;
+pub mod counters;
+pub mod daemon;
 pub mod drift;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod netlink;
 pub mod nft;
-pub mod run;
+pub mod prefix;
 pub mod watch;

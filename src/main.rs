@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use nft_masq_agent::config::{self, PolicyFlags};
-use nft_masq_agent::model::{self, TABLE_NAME, TableFlags};
+use nft_masq_agent::config::{ConfigSource, Loaded, Source};
+use nft_masq_agent::model::{self, TABLE_NAME, Table, TableFlags};
 use nft_masq_agent::nft::{self, NftSocket};
 
 fn main() -> ExitCode {
@@ -22,72 +22,78 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(cli: &cli::Cli, flags: &PolicyFlags) -> Result<config::Loaded> {
-    let loaded = config::load(&cli.config, flags)?;
-    for note in &loaded.notes {
-        tracing::info!("{note}");
-    }
-    Ok(loaded)
-}
-
 fn run(cli: cli::Cli) -> Result<ExitCode> {
-    let flags = cli.policy_flags()?;
     match cli.mode() {
         cli::Mode::DryRun => {
-            let loaded = load(&cli, &flags)?;
-            let table = model::desired(&loaded.config, &flags, TableFlags::default());
+            print!("{}", desired(&cli)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Mode::Once => once(&cli),
+        cli::Mode::Dump => dump(),
+        cli::Mode::Cleanup => cleanup(),
+        cli::Mode::Daemon => {
+            nft_masq_agent::daemon::run(cli.daemon_options())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The table the config asks for, validated the one way every mode uses.
+fn desired(cli: &cli::Cli) -> Result<Table> {
+    let flags = cli.policy_flags();
+    let Loaded { config, notes } = ConfigSource::new(&cli.config, flags.clone()).load()?;
+    for note in &notes {
+        tracing::info!("{note}");
+    }
+    Ok(model::desired(&config, &flags, TableFlags::default()))
+}
+
+fn open() -> Result<NftSocket> {
+    NftSocket::open().context("opening the nf_tables netlink socket")
+}
+
+fn once(cli: &cli::Cli) -> Result<ExitCode> {
+    let table = desired(cli)?;
+    let mut sock = open()?;
+    let start = std::time::Instant::now();
+    let report = nft::replace_table(&mut sock, &table)
+        .with_context(|| format!("committing table inet {TABLE_NAME}"))?;
+    tracing::info!(
+        prefixes = table.prefix_count(),
+        elements = report.elements,
+        bytes = report.bytes,
+        duration_ms = start.elapsed().as_secs_f64() * 1e3,
+        "committed table inet {TABLE_NAME}"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dump() -> Result<ExitCode> {
+    let table = open()?
+        .read_table(TABLE_NAME)
+        .with_context(|| format!("reading table inet {TABLE_NAME}"))?;
+    match table {
+        Some(table) => {
             print!("{table}");
             Ok(ExitCode::SUCCESS)
         }
-        cli::Mode::Once => {
-            let loaded = load(&cli, &flags)?;
-            let table = model::desired(&loaded.config, &flags, TableFlags::default());
-            let mut sock = NftSocket::open().context("opening the nf_tables netlink socket")?;
-            let start = std::time::Instant::now();
-            let report = nft::replace_table(&mut sock, &table)
-                .with_context(|| format!("committing table inet {TABLE_NAME}"))?;
-            tracing::info!(
-                prefixes = table.prefix_count(),
-                elements = report.elements,
-                bytes = report.bytes,
-                duration_ms = start.elapsed().as_secs_f64() * 1e3,
-                "committed table inet {TABLE_NAME}"
+        None => {
+            eprintln!(
+                "nft-masq-agent: table inet {TABLE_NAME} does not exist in this network \
+                 namespace (is the agent running here?)"
             );
-            Ok(ExitCode::SUCCESS)
-        }
-        cli::Mode::Dump => {
-            let mut sock = NftSocket::open().context("opening the nf_tables netlink socket")?;
-            match sock
-                .read_table(TABLE_NAME)
-                .with_context(|| format!("reading table inet {TABLE_NAME}"))?
-            {
-                Some(table) => {
-                    print!("{table}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => {
-                    eprintln!(
-                        "nft-masq-agent: table inet {TABLE_NAME} does not exist in this network \
-                         namespace (is the agent running here?)"
-                    );
-                    Ok(ExitCode::from(2))
-                }
-            }
-        }
-        cli::Mode::Cleanup => {
-            let mut sock = NftSocket::open().context("opening the nf_tables netlink socket")?;
-            if nft::delete_table(&mut sock, TABLE_NAME)
-                .with_context(|| format!("deleting table inet {TABLE_NAME}"))?
-            {
-                tracing::info!("deleted table inet {TABLE_NAME}");
-            } else {
-                tracing::info!("table inet {TABLE_NAME} did not exist; nothing to delete");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        cli::Mode::Daemon => {
-            nft_masq_agent::run::run(cli.daemon_options()?)?;
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitCode::from(2))
         }
     }
+}
+
+fn cleanup() -> Result<ExitCode> {
+    let deleted = nft::delete_table(&mut open()?, TABLE_NAME)
+        .with_context(|| format!("deleting table inet {TABLE_NAME}"))?;
+    if deleted {
+        tracing::info!("deleted table inet {TABLE_NAME}");
+    } else {
+        tracing::info!("table inet {TABLE_NAME} did not exist; nothing to delete");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -109,36 +109,6 @@ pub fn parse_go_duration(s: &str) -> Result<GoDuration, DurationError> {
     })
 }
 
-/// Formats a duration the way Go's `Duration.String` does for whole units (`1m30s`).
-pub fn format_go_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_string();
-    }
-    let total_ms = d.as_millis();
-    if total_ms < 1000 {
-        if d.subsec_nanos() % 1_000_000 == 0 {
-            return format!("{total_ms}ms");
-        }
-        return format!("{}ns", d.as_nanos());
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    let frac = d.subsec_millis();
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if frac > 0 {
-        out.push_str(&format!("{s}.{frac:03}s"));
-    } else {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,14 +156,5 @@ mod tests {
             Err(DurationError::UnknownUnit("d".into()))
         );
         assert_eq!(parse_go_duration("3000000h"), Err(DurationError::Overflow));
-    }
-
-    #[test]
-    fn formats_like_go() {
-        assert_eq!(format_go_duration(Duration::from_secs(60)), "1m0s");
-        assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(format_go_duration(Duration::from_secs(3661)), "1h1m1s");
-        assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.500s");
-        assert_eq!(format_go_duration(Duration::from_millis(250)), "250ms");
     }
 }

@@ -35,7 +35,6 @@ fn empty_and_comment_only_files_mean_defaults() {
     for text in ["", "\n\n", "# only a comment\n# and another\n", "---\n"] {
         let l = parse(text).unwrap();
         assert_eq!(l.config, Config::defaults(&flags()), "{text:?}");
-        assert_eq!(l.source, Source::Empty);
     }
     let d = Config::defaults(&flags());
     assert_eq!(
@@ -45,21 +44,6 @@ fn empty_and_comment_only_files_mean_defaults() {
     assert_eq!(d.cidr_limit, 64);
     assert!(!d.masq_link_local && !d.masq_link_local_ipv6);
     assert_eq!(d.resync_interval, Duration::from_secs(60));
-}
-
-#[test]
-fn missing_file_means_defaults() {
-    let l = load(Path::new("/nonexistent/ip-masq-agent"), &flags()).unwrap();
-    assert_eq!(l.source, Source::Missing);
-    assert_eq!(l.config, Config::defaults(&flags()));
-}
-
-#[test]
-fn unreadable_path_is_a_read_error_naming_it() {
-    let dir = std::env::temp_dir();
-    let err = load(&dir, &flags()).unwrap_err();
-    assert!(matches!(err, ConfigError::Read { .. }));
-    assert!(err.to_string().contains(&dir.display().to_string()));
 }
 
 #[test]

@@ -1,19 +1,19 @@
 //! The ruleset as a plain value: what the agent wants in the kernel, and what it reads back.
 //!
-//! [`desired`] turns a validated [`Config`] and the [`PolicyFlags`] into a [`Table`] with no
+//! [`desired`] turns a validated config and the policy flags into a [`Table`] with no
 //! I/O at all. The same types describe a table decoded from the kernel (`nft::decode`), so
 //! "is the live table what we want?" is a comparison of two values ([`Table::same_policy`]),
 //! and both render to `nft list` syntax with one [`fmt::Display`] implementation (`render`).
 
-pub mod ranges;
+mod desired;
 mod render;
 
 use std::fmt;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, LINK_LOCAL_V4, LINK_LOCAL_V6, PolicyFlags};
-use ranges::RangeSet;
+pub use crate::prefix::Family;
+pub use desired::{desired, non_masquerade_prefixes};
 
 /// The one table the agent owns, in the `inet` family.
 pub const TABLE_NAME: &str = "nft-masq-agent";
@@ -39,38 +39,6 @@ pub const NAT_PROTO_RANDOM_FULLY: u32 = 0x10;
 
 /// IP protocol numbers of the transports `--to-ports` applies to, in ip-masq-agent's order.
 pub const TO_PORTS_PROTOCOLS: [u8; 3] = [6, 17, 132];
-
-/// An address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl Family {
-    /// Address width in bits.
-    pub fn bits(self) -> u8 {
-        match self {
-            Family::V4 => 32,
-            Family::V6 => 128,
-        }
-    }
-
-    /// Address length in bytes.
-    pub fn addr_len(self) -> usize {
-        usize::from(self.bits() / 8)
-    }
-
-    /// The family of a prefix.
-    pub fn of(net: &IpNet) -> Family {
-        match net {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
-        }
-    }
-}
 
 /// Table flags (`NFT_TABLE_F_*`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -199,22 +167,6 @@ pub enum Stmt {
 }
 
 impl Table {
-    /// The same table with counter values zeroed: the part that is policy.
-    pub fn policy(&self) -> Table {
-        let mut t = self.clone();
-        for chain in &mut t.chains {
-            for rule in &mut chain.rules {
-                for stmt in &mut rule.stmts {
-                    if let Stmt::Counter { packets, bytes } = stmt {
-                        *packets = 0;
-                        *bytes = 0;
-                    }
-                }
-            }
-        }
-        t
-    }
-
     /// Whether two tables enforce the same policy: equal in everything but counter values
     /// (flags included). Compares in place: no copy of a 100,000-prefix set.
     pub fn same_policy(&self, other: &Table) -> bool {
@@ -242,11 +194,6 @@ impl Table {
                 .all(|(a, b)| chain_eq(a, b))
     }
 
-    /// A set by name.
-    pub fn set(&self, name: &str) -> Option<&Set> {
-        self.sets.iter().find(|s| s.name == name)
-    }
-
     /// Total number of prefixes over all sets.
     pub fn prefix_count(&self) -> usize {
         self.sets.iter().map(|s| s.prefixes.len()).sum()
@@ -270,141 +217,6 @@ impl Table {
             }
         }
         total
-    }
-}
-
-/// The non-masquerade prefixes of one family after merging and carving out
-/// `masqueradeCIDRs`.
-pub fn non_masquerade_prefixes(config: &Config, family: Family) -> Vec<IpNet> {
-    let of_family = |n: &&IpNet| Family::of(n) == family;
-    let link_local: Option<IpNet> = match family {
-        Family::V4 if !config.masq_link_local => LINK_LOCAL_V4.parse().ok(),
-        Family::V6 if !config.masq_link_local_ipv6 => LINK_LOCAL_V6.parse().ok(),
-        _ => None,
-    };
-    let keep = RangeSet::from_nets(
-        config
-            .non_masquerade_cidrs
-            .iter()
-            .filter(of_family)
-            .chain(link_local.as_ref()),
-    );
-    let carve = RangeSet::from_nets(config.masquerade_cidrs.iter().filter(of_family));
-    keep.difference(&carve).to_prefixes(family.bits())
-}
-
-/// The table the agent wants in the kernel for this config: pure, no I/O.
-///
-/// ```text
-/// table inet nft-masq-agent {
-///     set nonmasq-v4 { type ipv4_addr; flags interval; elements = { ... } }
-///     set nonmasq-v6 { ... }                       # with --enable-ipv6
-///     chain postrouting {
-///         type nat hook postrouting priority srcnat + 10; policy accept;
-///         meta nfproto ipv6 return                 # without --enable-ipv6
-///         fib daddr type local return
-///         ip daddr @nonmasq-v4 return
-///         ip6 daddr @nonmasq-v6 return             # with --enable-ipv6
-///         meta l4proto tcp ... masquerade to :a-b  # with --to-ports
-///         counter masquerade fully-random
-///     }
-/// }
-/// ```
-pub fn desired(config: &Config, flags: &PolicyFlags, table_flags: TableFlags) -> Table {
-    let mut sets = vec![Set {
-        name: SET_V4.into(),
-        family: Family::V4,
-        prefixes: non_masquerade_prefixes(config, Family::V4),
-    }];
-    if flags.enable_ipv6 {
-        sets.push(Set {
-            name: SET_V6.into(),
-            family: Family::V6,
-            prefixes: non_masquerade_prefixes(config, Family::V6),
-        });
-    }
-
-    let rule = |stmts: Vec<Stmt>| Rule { stmts };
-    let mut rules = Vec::new();
-    if !flags.enable_ipv6 {
-        // IPv6 is not ours to touch: leave it to whatever else runs on the node.
-        rules.push(rule(vec![Stmt::Nfproto(Family::V6), Stmt::Return]));
-    }
-    // Like ip-masq-agent's `-m addrtype ! --dst-type LOCAL`: never masquerade to ourselves.
-    rules.push(rule(vec![Stmt::FibDaddrLocal, Stmt::Return]));
-    rules.push(rule(vec![
-        Stmt::DaddrInSet {
-            family: Family::V4,
-            set: SET_V4.into(),
-        },
-        Stmt::Return,
-    ]));
-    if flags.enable_ipv6 {
-        rules.push(rule(vec![
-            Stmt::DaddrInSet {
-                family: Family::V6,
-                set: SET_V6.into(),
-            },
-            Stmt::Return,
-        ]));
-    }
-
-    let nat_flags = if flags.random_fully {
-        NAT_PROTO_RANDOM_FULLY
-    } else {
-        0
-    };
-    let counter = || Stmt::Counter {
-        packets: 0,
-        bytes: 0,
-    };
-    if let Some(to_ports) = &flags.to_ports {
-        // ip-masq-agent's scheme: per protocol, range i is chosen with probability
-        // size_i / (sizes of ranges i..n), so each range is chosen in proportion to its size;
-        // the last range needs no draw.
-        for proto in TO_PORTS_PROTOCOLS {
-            let mut remaining = to_ports.size();
-            for r in to_ports.ranges() {
-                let mut stmts = vec![Stmt::L4proto(proto)];
-                if r.size() != remaining {
-                    stmts.push(Stmt::NumgenBelow {
-                        modulus: remaining,
-                        below: r.size(),
-                    });
-                }
-                remaining -= r.size();
-                stmts.push(counter());
-                stmts.push(Stmt::Masquerade {
-                    flags: nat_flags | NAT_PROTO_SPECIFIED,
-                    ports: Some((r.first, r.last)),
-                });
-                rules.push(rule(stmts));
-            }
-        }
-    }
-    rules.push(rule(vec![
-        counter(),
-        Stmt::Masquerade {
-            flags: nat_flags,
-            ports: None,
-        },
-    ]));
-
-    Table {
-        name: TABLE_NAME.into(),
-        flags: table_flags,
-        sets,
-        chains: vec![Chain {
-            name: CHAIN_NAME.into(),
-            base: Some(BaseChain {
-                kind: "nat".into(),
-                hook: HOOK_POSTROUTING,
-                priority: CHAIN_PRIORITY,
-                policy: POLICY_ACCEPT,
-            }),
-            rules,
-        }],
-        foreign: Vec::new(),
     }
 }
 

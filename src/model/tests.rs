@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::config::Config;
 use crate::config::{self, PolicyFlags};
 
 fn config(text: &str, flags: &PolicyFlags) -> Config {

@@ -7,11 +7,12 @@
 
 use ipnet::IpNet;
 
-use super::attr::{Malformed, Msg};
-use super::expr::{Expr, raise};
+use super::expr::Expr;
+use super::stmt::raise;
 use super::uapi::*;
-use crate::model::ranges::{Span, span_to_prefixes};
-use crate::model::{BaseChain, Chain, Family, Rule, Set, Table, TableFlags};
+use crate::model::{BaseChain, Chain, Rule, Set, Table, TableFlags};
+use crate::netlink::{Malformed, Msg, messages};
+use crate::prefix::{Family, Span, span_to_prefixes};
 
 /// A table as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,10 +279,7 @@ fn key_to_u128(key: &[u8]) -> u128 {
 /// start with no end runs to the top of the address space. A leading end element at 0 (nft's
 /// and our marker for older kernels) closes nothing and is skipped.
 pub fn interval_prefixes(elements: &[Element], family: Family) -> Vec<IpNet> {
-    let max = match family {
-        Family::V4 => u128::from(u32::MAX),
-        Family::V6 => u128::MAX,
-    };
+    let max = family.max();
     let mut keys: Vec<(u128, bool)> = elements
         .iter()
         .filter(|e| e.key.len() == family.addr_len())
@@ -382,7 +380,7 @@ pub fn table_from_dump(bytes: &[u8], name: &str) -> Result<Option<Table>, Malfor
     let mut sets: Vec<(SetMsg, Vec<Element>)> = Vec::new();
     let mut chains = Vec::new();
     let mut rules = Vec::new();
-    for msg in super::attr::messages(bytes) {
+    for msg in messages(bytes) {
         let msg = msg?;
         match msg.nft_msg() {
             Some(NFT_MSG_NEWTABLE) => {

@@ -7,11 +7,11 @@
 
 use std::fmt;
 
-use super::attr::{Attr, Attrs, Malformed, Writer, messages};
-use super::expr::{Expr, lower};
+use super::stmt::lower;
 use super::uapi::*;
-use crate::model::ranges::{Span, addr_to_u128};
-use crate::model::{Family, Set, Table};
+use crate::model::{Set, Table};
+use crate::netlink::Writer;
+use crate::prefix::{Family, Span, addr_to_u128};
 
 /// Keep each element list well under the 64 KiB limit of a netlink attribute length.
 const ELEMENTS_CHUNK_BYTES: usize = 60 * 1024;
@@ -156,10 +156,7 @@ fn key_bytes(v: u128, family: Family) -> ([u8; 16], usize) {
 /// notes found in another implementation). Like nft, we lead with an end element at 0 when
 /// the first prefix does not start at 0, which older kernels' interval code expects.
 pub fn interval_elements(set: &Set) -> Vec<(u128, bool)> {
-    let max = match set.family {
-        Family::V4 => u128::from(u32::MAX),
-        Family::V6 => u128::MAX,
-    };
+    let max = set.family.max();
     let mut out = Vec::with_capacity(set.prefixes.len() * 2 + 1);
     if let Some(first) = set.prefixes.first() {
         if addr_to_u128(first.network()) != 0 {
@@ -332,108 +329,6 @@ pub fn request(
     attrs(&mut w);
     w.end_msg(m);
     w.into_bytes()
-}
-
-/// Names the attribute at `offset` inside one message of ours, e.g.
-/// `NFTA_SET_ELEM_LIST_ELEMENTS[17].NFTA_SET_ELEM_KEY`, from the kernel's extended ACK.
-pub fn describe_offset(msg: &[u8], offset: usize) -> Option<String> {
-    let m = messages(msg).next()?.ok()?;
-    let kind = m.nft_msg()?;
-    // Attributes start after the nlmsghdr (16) and the nfgenmsg (4).
-    let base = NLMSG_HDRLEN + 4;
-    let mut path = Vec::new();
-    walk(m.attrs(), base, offset, kind, 0, &mut path).ok()?;
-    (!path.is_empty()).then(|| path.join("."))
-}
-
-fn walk(
-    attrs: Attrs<'_>,
-    mut pos: usize,
-    target: usize,
-    kind: u16,
-    depth: usize,
-    path: &mut Vec<String>,
-) -> Result<(), Malformed> {
-    for (index, a) in attrs.enumerate() {
-        let a: Attr<'_> = a?;
-        let total = (4 + a.data.len() + 3) & !3;
-        if target >= pos && target < pos + total {
-            let parent = path.last().cloned().unwrap_or_default();
-            path.push(attr_name(kind, depth, &parent, a.ty, index));
-            if target >= pos + 4 && looks_nested(kind, depth, a.ty) {
-                walk(a.nested(), pos + 4, target, kind, depth + 1, path)?;
-            }
-            return Ok(());
-        }
-        pos += total;
-    }
-    Ok(())
-}
-
-/// Whether the attribute at this place in one of our messages holds nested attributes.
-fn looks_nested(kind: u16, depth: usize, ty: u16) -> bool {
-    match (kind, depth) {
-        (NFT_MSG_NEWCHAIN, 0) => ty == NFTA_CHAIN_HOOK,
-        (NFT_MSG_NEWSETELEM, 0) => ty == NFTA_SET_ELEM_LIST_ELEMENTS,
-        (NFT_MSG_NEWSETELEM, 1) => true,
-        (NFT_MSG_NEWSETELEM, 2) => ty == NFTA_SET_ELEM_KEY,
-        (NFT_MSG_NEWRULE, 0) => ty == NFTA_RULE_EXPRESSIONS,
-        (NFT_MSG_NEWRULE, 1) => true,
-        (NFT_MSG_NEWRULE, 2) => ty == NFTA_EXPR_DATA,
-        _ => false,
-    }
-}
-
-fn attr_name(kind: u16, depth: usize, parent: &str, ty: u16, index: usize) -> String {
-    let name = match (kind, depth, ty) {
-        (NFT_MSG_NEWTABLE | NFT_MSG_DELTABLE, 0, NFTA_TABLE_NAME) => "NFTA_TABLE_NAME",
-        (NFT_MSG_NEWTABLE | NFT_MSG_DELTABLE, 0, NFTA_TABLE_FLAGS) => "NFTA_TABLE_FLAGS",
-        (NFT_MSG_NEWCHAIN, 0, NFTA_CHAIN_TABLE) => "NFTA_CHAIN_TABLE",
-        (NFT_MSG_NEWCHAIN, 0, NFTA_CHAIN_NAME) => "NFTA_CHAIN_NAME",
-        (NFT_MSG_NEWCHAIN, 0, NFTA_CHAIN_HOOK) => "NFTA_CHAIN_HOOK",
-        (NFT_MSG_NEWCHAIN, 0, NFTA_CHAIN_POLICY) => "NFTA_CHAIN_POLICY",
-        (NFT_MSG_NEWCHAIN, 0, NFTA_CHAIN_TYPE) => "NFTA_CHAIN_TYPE",
-        (NFT_MSG_NEWCHAIN, 1, NFTA_HOOK_HOOKNUM) => "NFTA_HOOK_HOOKNUM",
-        (NFT_MSG_NEWCHAIN, 1, NFTA_HOOK_PRIORITY) => "NFTA_HOOK_PRIORITY",
-        (NFT_MSG_NEWSET, 0, NFTA_SET_TABLE) => "NFTA_SET_TABLE",
-        (NFT_MSG_NEWSET, 0, NFTA_SET_NAME) => "NFTA_SET_NAME",
-        (NFT_MSG_NEWSET, 0, NFTA_SET_FLAGS) => "NFTA_SET_FLAGS",
-        (NFT_MSG_NEWSET, 0, NFTA_SET_KEY_TYPE) => "NFTA_SET_KEY_TYPE",
-        (NFT_MSG_NEWSET, 0, NFTA_SET_KEY_LEN) => "NFTA_SET_KEY_LEN",
-        (NFT_MSG_NEWSET, 0, NFTA_SET_ID) => "NFTA_SET_ID",
-        (NFT_MSG_NEWSETELEM, 0, NFTA_SET_ELEM_LIST_TABLE) => "NFTA_SET_ELEM_LIST_TABLE",
-        (NFT_MSG_NEWSETELEM, 0, NFTA_SET_ELEM_LIST_SET) => "NFTA_SET_ELEM_LIST_SET",
-        (NFT_MSG_NEWSETELEM, 0, NFTA_SET_ELEM_LIST_ELEMENTS) => "NFTA_SET_ELEM_LIST_ELEMENTS",
-        (NFT_MSG_NEWSETELEM, 1, _) => return format!("[{index}]"),
-        (NFT_MSG_NEWSETELEM, 2, NFTA_SET_ELEM_KEY) => "NFTA_SET_ELEM_KEY",
-        (NFT_MSG_NEWSETELEM, 2, NFTA_SET_ELEM_FLAGS) => "NFTA_SET_ELEM_FLAGS",
-        (NFT_MSG_NEWSETELEM, 3, NFTA_DATA_VALUE) => "NFTA_DATA_VALUE",
-        (NFT_MSG_NEWRULE, 0, NFTA_RULE_TABLE) => "NFTA_RULE_TABLE",
-        (NFT_MSG_NEWRULE, 0, NFTA_RULE_CHAIN) => "NFTA_RULE_CHAIN",
-        (NFT_MSG_NEWRULE, 0, NFTA_RULE_EXPRESSIONS) => "NFTA_RULE_EXPRESSIONS",
-        (NFT_MSG_NEWRULE, 1, _) => return format!("[{index}]"),
-        (NFT_MSG_NEWRULE, 2, NFTA_EXPR_NAME) => "NFTA_EXPR_NAME",
-        (NFT_MSG_NEWRULE, 2, NFTA_EXPR_DATA) => "NFTA_EXPR_DATA",
-        _ => return format!("attribute {ty} (under {parent})"),
-    };
-    name.to_string()
-}
-
-/// The expressions of a rule message we built, for tests and error text.
-pub fn rule_exprs(msg: &[u8]) -> Result<Vec<Expr>, Malformed> {
-    let m = messages(msg)
-        .next()
-        .ok_or_else(|| Malformed("empty".into()))??;
-    let mut out = Vec::new();
-    for a in m.attrs() {
-        let a = a?;
-        if a.ty == NFTA_RULE_EXPRESSIONS {
-            for e in a.nested() {
-                out.push(Expr::decode(&e?)?);
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl fmt::Display for BatchMsg {

@@ -6,11 +6,13 @@
 //! the group without blocking, for tokio.
 
 use std::io;
-use std::os::fd::OwnedFd;
 
-use super::attr::{Msg, messages};
+use tokio::io::unix::AsyncFd;
+
+use super::decode;
+use super::error::NftError;
 use super::uapi::*;
-use super::{NftError, decode, sys};
+use crate::netlink::{Msg, NetlinkSocket, Shared, messages};
 
 /// One notification, reduced to what the agent acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,93 +79,134 @@ pub struct Drained {
     pub lost: bool,
 }
 
-impl std::os::fd::AsFd for EventSocket {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl std::os::fd::AsRawFd for EventSocket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-/// A non-blocking socket subscribed to the nf_tables notification group.
+/// A socket subscribed to the nf_tables notification group, read without blocking.
 #[derive(Debug)]
 pub struct EventSocket {
-    fd: OwnedFd,
+    sock: Shared,
     buf: Vec<u8>,
 }
+
+impl std::os::fd::AsFd for EventSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+/// The [`EventSocket`] registered with tokio: the event loop awaits notifications on it.
+#[derive(Debug)]
+pub struct AsyncEventSocket {
+    fd: AsyncFd<Shared>,
+    buf: Vec<u8>,
+}
+
+/// Joins and leaves the notification group of an event socket that someone else reads.
+#[derive(Debug, Clone)]
+pub struct Membership(Shared);
+
+impl Membership {
+    /// Joins (`true`) or leaves the group. The agent leaves it during its own commits: the
+    /// kernel builds no notifications when nobody listens, which keeps a 100,000-prefix
+    /// commit from tripling in cost and from flooding the socket with our own elements.
+    pub fn subscribe(&self, on: bool) -> Result<(), NftError> {
+        self.0
+            .set_membership(NFNLGRP_NFTABLES, on)
+            .map_err(|source| NftError::Io {
+                op: if on {
+                    "NETLINK_ADD_MEMBERSHIP"
+                } else {
+                    "NETLINK_DROP_MEMBERSHIP"
+                },
+                source,
+            })
+    }
+}
+
+/// A big buffer rides out a burst of foreign element notifications; past it the kernel
+/// reports ENOBUFS and the agent does a full check.
+const EVENT_RCVBUF: usize = 8 << 20;
+/// One read: the kernel batches notifications into datagrams of up to a page or so.
+const EVENT_READ_BUF: usize = 256 * 1024;
 
 impl EventSocket {
     /// Opens the socket and joins the group.
     pub fn open() -> Result<EventSocket, NftError> {
         let io = |op| move |source| NftError::Io { op, source };
-        let fd = sys::netlink_socket(NETLINK_NETFILTER).map_err(io("socket (events)"))?;
-        sys::set_nonblocking(&fd).map_err(io("O_NONBLOCK"))?;
-        // A big buffer rides out a burst of foreign element notifications; past it the
-        // kernel reports ENOBUFS and we do a full check.
-        let size = 8 << 20;
-        if sys::set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
-            let _ = sys::set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, size);
-        }
+        let sock = NetlinkSocket::open_netfilter().map_err(io("socket (events)"))?;
+        sock.set_nonblocking().map_err(io("O_NONBLOCK"))?;
+        let _ = sock.grow_recv_buffer(EVENT_RCVBUF);
         let s = EventSocket {
-            fd,
-            buf: vec![0; 256 * 1024],
+            sock: Shared::new(sock),
+            buf: vec![0; EVENT_READ_BUF],
         };
-        s.subscribe(true)?;
+        s.membership().subscribe(true)?;
         Ok(s)
     }
 
-    /// Joins (`true`) or leaves the group. The agent leaves it during its own commits: the
-    /// kernel builds no notifications when nobody listens, which keeps a 100,000-prefix
-    /// commit from tripling in cost and from flooding this socket with our own elements.
+    /// A handle to join and leave the group while the socket itself is read elsewhere.
+    pub fn membership(&self) -> Membership {
+        Membership(self.sock.clone())
+    }
+
+    /// Joins (`true`) or leaves the group; see [`Membership::subscribe`].
     pub fn subscribe(&self, on: bool) -> Result<(), NftError> {
-        let opt = if on {
-            NETLINK_ADD_MEMBERSHIP
-        } else {
-            NETLINK_DROP_MEMBERSHIP
-        };
-        sys::set_int_opt(&self.fd, SOL_NETLINK, opt, NFNLGRP_NFTABLES as i32).map_err(|source| {
-            NftError::Io {
-                op: "NETLINK_ADD_MEMBERSHIP",
-                source,
-            }
-        })
+        self.membership().subscribe(on)
     }
 
     /// Registers the socket with the tokio reactor.
-    pub fn into_async(self) -> io::Result<tokio::io::unix::AsyncFd<EventSocket>> {
-        sys::register_async(self)
+    pub fn into_async(self) -> io::Result<AsyncEventSocket> {
+        Ok(AsyncEventSocket {
+            fd: self.sock.into_async()?,
+            buf: self.buf,
+        })
     }
 
     /// Reads everything queued, without blocking.
     pub fn drain(&mut self) -> Result<Drained, NftError> {
-        let mut out = Drained::default();
-        loop {
-            match sys::recv(&self.fd, &mut self.buf, true) {
-                Ok((0, _)) => break,
-                Ok((n, _)) => {
-                    for m in messages(&self.buf[..n]) {
-                        match m {
-                            Ok(m) => out.events.extend(classify(&m)),
-                            Err(_) => out.lost = true,
-                        }
+        drain(&self.sock, &mut self.buf)
+    }
+}
+
+impl AsyncEventSocket {
+    /// Waits for notifications, then reads everything queued.
+    pub async fn next(&mut self) -> Result<Drained, NftError> {
+        let mut guard = self.fd.readable().await.map_err(|source| NftError::Io {
+            op: "poll (events)",
+            source,
+        })?;
+        let drained = drain(guard.get_inner(), &mut self.buf);
+        // We read until EWOULDBLOCK, so readiness is really gone.
+        guard.clear_ready();
+        drained
+    }
+}
+
+/// Reads until the socket would block. Lost notifications (ENOBUFS, a truncated datagram,
+/// an unparsable message) are reported as `lost`: the agent then looks at the table itself.
+fn drain(sock: &NetlinkSocket, buf: &mut [u8]) -> Result<Drained, NftError> {
+    let mut out = Drained::default();
+    loop {
+        match sock.recv(buf, true) {
+            Ok((0, _)) => break,
+            Ok((n, truncated)) => {
+                out.lost |= truncated;
+                for m in messages(&buf[..n]) {
+                    match m {
+                        Ok(m) => out.events.extend(classify(&m)),
+                        Err(_) => out.lost = true,
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.lost = true,
-                Err(source) => {
-                    return Err(NftError::Io {
-                        op: "recvmsg (events)",
-                        source,
-                    });
-                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.lost = true,
+            Err(source) => {
+                return Err(NftError::Io {
+                    op: "recvmsg (events)",
+                    source,
+                });
             }
         }
-        Ok(out)
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -196,7 +239,7 @@ mod tests {
 
     #[test]
     fn generation_message() {
-        let mut w = super::super::attr::Writer::default();
+        let mut w = crate::netlink::Writer::default();
         let m = w.begin_msg(nft_type(NFT_MSG_NEWGEN), 0, 0, NFPROTO_UNSPEC, 0);
         w.put_u32(NFTA_GEN_ID, 42);
         w.put_u32(NFTA_GEN_PROC_PID, 1234);

@@ -1,14 +1,12 @@
-//! nf_tables expressions: the kernel's register machine, and the translation between it and
-//! the statement level of [`Stmt`].
+//! nf_tables expressions: the kernel's register machine, and their wire format.
 //!
-//! [`lower`] turns statements into the expressions nft itself would generate for them (checked
-//! against `nft --debug=netlink`); [`raise`] recognises those sequences again when reading a
-//! rule back. Anything `raise` does not recognise becomes [`Stmt::Unknown`] with a
-//! description, so a foreign or tampered rule is shown and compares unequal, never dropped.
+//! Each expression's attributes are written and read by a pair of functions that sit side by
+//! side (`emit_*` / `parse_*`), so the two directions cannot drift apart; the round-trip tests
+//! hold them to it. Expressions the agent does not model are kept by name ([`Expr::Other`]).
+//! What the expressions *mean* at the statement level is [`super::stmt`]'s job.
 
-use super::attr::{Attr, Malformed, Writer};
 use super::uapi::*;
-use crate::model::{Family, Stmt};
+use crate::netlink::{Attr, Malformed, Writer};
 
 /// The data of an `immediate` expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,12 +121,6 @@ pub enum Expr {
     },
 }
 
-fn data_value(w: &mut Writer, ty: u16, bytes: &[u8]) {
-    let n = w.begin_nest(ty);
-    w.put(NFTA_DATA_VALUE, bytes);
-    w.end_nest(n);
-}
-
 impl Expr {
     /// The kernel's name for the expression.
     pub fn name(&self) -> &str {
@@ -153,111 +145,45 @@ impl Expr {
         w.put_str(NFTA_EXPR_NAME, self.name());
         let data = w.begin_nest(NFTA_EXPR_DATA);
         match self {
-            Expr::Meta { key, dreg } => {
-                w.put_u32(NFTA_META_DREG, *dreg);
-                w.put_u32(NFTA_META_KEY, *key);
-            }
-            Expr::Cmp { sreg, op, data } => {
-                w.put_u32(NFTA_CMP_SREG, *sreg);
-                w.put_u32(NFTA_CMP_OP, *op);
-                data_value(w, NFTA_CMP_DATA, data);
-            }
+            Expr::Meta { key, dreg } => emit_meta(w, *key, *dreg),
+            Expr::Cmp { sreg, op, data } => emit_cmp(w, *sreg, *op, data),
             Expr::Payload {
                 base,
                 offset,
                 len,
                 dreg,
-            } => {
-                w.put_u32(NFTA_PAYLOAD_DREG, *dreg);
-                w.put_u32(NFTA_PAYLOAD_BASE, *base);
-                w.put_u32(NFTA_PAYLOAD_OFFSET, *offset);
-                w.put_u32(NFTA_PAYLOAD_LEN, *len);
-            }
+            } => emit_payload(w, [*dreg, *base, *offset, *len]),
             Expr::Lookup {
                 set,
                 sreg,
                 set_id,
                 flags,
-            } => {
-                w.put_str(NFTA_LOOKUP_SET, set);
-                w.put_u32(NFTA_LOOKUP_SREG, *sreg);
-                if let Some(id) = set_id {
-                    w.put_u32(NFTA_LOOKUP_SET_ID, *id);
-                }
-                if *flags != 0 {
-                    w.put_u32(NFTA_LOOKUP_FLAGS, *flags);
-                }
-            }
+            } => emit_lookup(w, set, *sreg, *set_id, *flags),
             Expr::Fib {
                 flags,
                 result,
                 dreg,
-            } => {
-                w.put_u32(NFTA_FIB_DREG, *dreg);
-                w.put_u32(NFTA_FIB_RESULT, *result);
-                w.put_u32(NFTA_FIB_FLAGS, *flags);
-            }
-            Expr::Immediate { dreg, data } => {
-                w.put_u32(NFTA_IMMEDIATE_DREG, *dreg);
-                let d = w.begin_nest(NFTA_IMMEDIATE_DATA);
-                match data {
-                    ImmData::Value(bytes) => w.put(NFTA_DATA_VALUE, bytes),
-                    ImmData::Verdict(code, chain) => {
-                        let v = w.begin_nest(NFTA_DATA_VERDICT);
-                        w.put_u32(NFTA_VERDICT_CODE, *code as u32);
-                        if let Some(c) = chain {
-                            w.put_str(NFTA_VERDICT_CHAIN, c);
-                        }
-                        w.end_nest(v);
-                    }
-                }
-                w.end_nest(d);
-            }
-            Expr::Counter { packets, bytes } => {
-                w.put_u64(NFTA_COUNTER_BYTES, *bytes);
-                w.put_u64(NFTA_COUNTER_PACKETS, *packets);
-            }
+            } => emit_fib(w, [*dreg, *result, *flags]),
+            Expr::Immediate { dreg, data } => emit_immediate(w, *dreg, data),
+            Expr::Counter { packets, bytes } => emit_counter(w, *packets, *bytes),
             Expr::Masq {
                 flags,
                 reg_min,
                 reg_max,
-            } => {
-                if *flags != 0 {
-                    w.put_u32(NFTA_MASQ_FLAGS, *flags);
-                }
-                if let Some(r) = reg_min {
-                    w.put_u32(NFTA_MASQ_REG_PROTO_MIN, *r);
-                }
-                if let Some(r) = reg_max {
-                    w.put_u32(NFTA_MASQ_REG_PROTO_MAX, *r);
-                }
-            }
+            } => emit_masq(w, *flags, *reg_min, *reg_max),
             Expr::Numgen {
                 dreg,
                 modulus,
                 kind,
                 offset,
-            } => {
-                w.put_u32(NFTA_NG_DREG, *dreg);
-                w.put_u32(NFTA_NG_MODULUS, *modulus);
-                w.put_u32(NFTA_NG_TYPE, *kind);
-                if *offset != 0 {
-                    w.put_u32(NFTA_NG_OFFSET, *offset);
-                }
-            }
+            } => emit_numgen(w, [*dreg, *modulus, *kind], *offset),
             Expr::Byteorder {
                 sreg,
                 dreg,
                 op,
                 len,
                 size,
-            } => {
-                w.put_u32(NFTA_BYTEORDER_SREG, *sreg);
-                w.put_u32(NFTA_BYTEORDER_DREG, *dreg);
-                w.put_u32(NFTA_BYTEORDER_OP, *op);
-                w.put_u32(NFTA_BYTEORDER_LEN, *len);
-                w.put_u32(NFTA_BYTEORDER_SIZE, *size);
-            }
+            } => emit_byteorder(w, [*sreg, *dreg, *op, *len, *size]),
             Expr::Other { .. } => {}
         }
         w.end_nest(data);
@@ -266,133 +192,20 @@ impl Expr {
 
     /// Decodes one `NFTA_LIST_ELEM` of a rule's expression list.
     pub fn decode(elem: &Attr<'_>) -> Result<Expr, Malformed> {
-        let mut name = None;
-        let mut data: Vec<Attr<'_>> = Vec::new();
-        for a in elem.nested() {
-            let a = a?;
-            match a.ty {
-                NFTA_EXPR_NAME => name = Some(a.str()?.to_string()),
-                NFTA_EXPR_DATA => data = a.nested().collect::<Result<_, _>>()?,
-                _ => {}
-            }
+        let f = Fields::of(elem)?;
+        match f.name.as_str() {
+            "meta" => parse_meta(&f),
+            "cmp" => parse_cmp(&f),
+            "payload" => parse_payload(&f),
+            "lookup" => parse_lookup(&f),
+            "fib" => parse_fib(&f),
+            "immediate" => parse_immediate(&f),
+            "counter" => parse_counter(&f),
+            "masq" => parse_masq(&f),
+            "numgen" => parse_numgen(&f),
+            "byteorder" => parse_byteorder(&f),
+            _ => Ok(f.other()),
         }
-        let name = name.ok_or_else(|| Malformed("expression without a name".into()))?;
-        let u32_of = |ty: u16| -> Result<Option<u32>, Malformed> {
-            data.iter()
-                .find(|a| a.ty == ty)
-                .map(|a| a.u32())
-                .transpose()
-        };
-        let need = |ty: u16| -> Result<u32, Malformed> {
-            u32_of(ty)?.ok_or_else(|| Malformed(format!("{name}: attribute {ty} missing")))
-        };
-        let find = |ty: u16| data.iter().find(|a| a.ty == ty);
-        let value_of = |a: &Attr<'_>| -> Result<Vec<u8>, Malformed> {
-            for inner in a.nested() {
-                let inner = inner?;
-                if inner.ty == NFTA_DATA_VALUE {
-                    return Ok(inner.data.to_vec());
-                }
-            }
-            Err(Malformed(format!("{name}: data without a value")))
-        };
-        Ok(match name.as_str() {
-            "meta" if find(NFTA_META_DREG).is_some() => Expr::Meta {
-                key: need(NFTA_META_KEY)?,
-                dreg: need(NFTA_META_DREG)?,
-            },
-            "cmp" => Expr::Cmp {
-                sreg: need(NFTA_CMP_SREG)?,
-                op: need(NFTA_CMP_OP)?,
-                data: match find(NFTA_CMP_DATA) {
-                    Some(a) => value_of(a)?,
-                    None => return Err(Malformed("cmp without data".into())),
-                },
-            },
-            "payload" if find(NFTA_PAYLOAD_DREG).is_some() => Expr::Payload {
-                base: need(NFTA_PAYLOAD_BASE)?,
-                offset: need(NFTA_PAYLOAD_OFFSET)?,
-                len: need(NFTA_PAYLOAD_LEN)?,
-                dreg: need(NFTA_PAYLOAD_DREG)?,
-            },
-            "lookup" => Expr::Lookup {
-                set: find(NFTA_LOOKUP_SET)
-                    .map(|a| a.str())
-                    .transpose()?
-                    .unwrap_or_default()
-                    .to_string(),
-                sreg: need(NFTA_LOOKUP_SREG)?,
-                // The id only exists inside a batch; the kernel does not report it.
-                set_id: None,
-                flags: u32_of(NFTA_LOOKUP_FLAGS)?.unwrap_or(0),
-            },
-            "fib" => Expr::Fib {
-                flags: need(NFTA_FIB_FLAGS)?,
-                result: need(NFTA_FIB_RESULT)?,
-                dreg: need(NFTA_FIB_DREG)?,
-            },
-            "immediate" => {
-                let dreg = need(NFTA_IMMEDIATE_DREG)?;
-                let d = find(NFTA_IMMEDIATE_DATA)
-                    .ok_or_else(|| Malformed("immediate without data".into()))?;
-                let mut out = None;
-                for inner in d.nested() {
-                    let inner = inner?;
-                    match inner.ty {
-                        NFTA_DATA_VALUE => out = Some(ImmData::Value(inner.data.to_vec())),
-                        NFTA_DATA_VERDICT => {
-                            let mut code = None;
-                            let mut chain = None;
-                            for v in inner.nested() {
-                                let v = v?;
-                                match v.ty {
-                                    NFTA_VERDICT_CODE => code = Some(v.u32()? as i32),
-                                    NFTA_VERDICT_CHAIN => chain = Some(v.str()?.to_string()),
-                                    _ => {}
-                                }
-                            }
-                            let code =
-                                code.ok_or_else(|| Malformed("verdict without code".into()))?;
-                            out = Some(ImmData::Verdict(code, chain));
-                        }
-                        _ => {}
-                    }
-                }
-                Expr::Immediate {
-                    dreg,
-                    data: out.ok_or_else(|| Malformed("immediate without data".into()))?,
-                }
-            }
-            "counter" => Expr::Counter {
-                bytes: find(NFTA_COUNTER_BYTES)
-                    .map(|a| a.u64())
-                    .transpose()?
-                    .unwrap_or(0),
-                packets: find(NFTA_COUNTER_PACKETS)
-                    .map(|a| a.u64())
-                    .transpose()?
-                    .unwrap_or(0),
-            },
-            "masq" => Expr::Masq {
-                flags: u32_of(NFTA_MASQ_FLAGS)?.unwrap_or(0),
-                reg_min: u32_of(NFTA_MASQ_REG_PROTO_MIN)?,
-                reg_max: u32_of(NFTA_MASQ_REG_PROTO_MAX)?,
-            },
-            "numgen" => Expr::Numgen {
-                dreg: need(NFTA_NG_DREG)?,
-                modulus: need(NFTA_NG_MODULUS)?,
-                kind: need(NFTA_NG_TYPE)?,
-                offset: u32_of(NFTA_NG_OFFSET)?.unwrap_or(0),
-            },
-            "byteorder" => Expr::Byteorder {
-                sreg: need(NFTA_BYTEORDER_SREG)?,
-                dreg: need(NFTA_BYTEORDER_DREG)?,
-                op: need(NFTA_BYTEORDER_OP)?,
-                len: need(NFTA_BYTEORDER_LEN)?,
-                size: need(NFTA_BYTEORDER_SIZE)?,
-            },
-            _ => Expr::Other { name },
-        })
     }
 
     /// A short description in the style of `nft --debug=netlink`, for unknown sequences.
@@ -464,449 +277,395 @@ fn verdict_name(code: i32) -> &'static str {
     }
 }
 
-fn nfproto_of(f: Family) -> u8 {
-    match f {
-        Family::V4 => NFPROTO_IPV4,
-        Family::V6 => NFPROTO_IPV6,
-    }
+/// The name and data attributes of one expression, with typed accessors.
+struct Fields<'a> {
+    name: String,
+    data: Vec<Attr<'a>>,
 }
 
-fn meta(key: u32) -> Expr {
-    Expr::Meta {
-        key,
-        dreg: NFT_REG_1,
+impl<'a> Fields<'a> {
+    fn of(elem: &Attr<'a>) -> Result<Fields<'a>, Malformed> {
+        let mut name = None;
+        let mut data = Vec::new();
+        for a in elem.nested() {
+            let a = a?;
+            match a.ty {
+                // Expression names are the kernel's own (ASCII); lossy keeps a bad one
+                // readable instead of failing the whole rule.
+                NFTA_EXPR_NAME => name = Some(a.str_lossy().into_owned()),
+                NFTA_EXPR_DATA => data = a.nested().collect::<Result<_, _>>()?,
+                _ => {}
+            }
+        }
+        let name = name.ok_or_else(|| Malformed("expression without a name".into()))?;
+        Ok(Fields { name, data })
     }
-}
 
-fn cmp_eq(data: Vec<u8>) -> Expr {
-    Expr::Cmp {
-        sreg: NFT_REG_1,
-        op: NFT_CMP_EQ,
-        data,
+    fn find(&self, ty: u16) -> Option<&Attr<'a>> {
+        self.data.iter().find(|a| a.ty == ty)
     }
-}
 
-/// Expressions for a rule's statements, as nft generates them for an `inet` table.
-/// `set_id` gives the batch-local id of a set by name, so lookups also work when the set is
-/// created in the same transaction.
-pub fn lower(stmts: &[Stmt], set_id: &dyn Fn(&str) -> Option<u32>) -> Vec<Expr> {
-    let mut out = Vec::with_capacity(stmts.len() * 3);
-    for stmt in stmts {
-        match stmt {
-            Stmt::Nfproto(f) => {
-                out.push(meta(NFT_META_NFPROTO));
-                out.push(cmp_eq(vec![nfproto_of(*f)]));
+    fn opt_u32(&self, ty: u16) -> Result<Option<u32>, Malformed> {
+        self.find(ty).map(Attr::u32).transpose()
+    }
+
+    fn u32(&self, ty: u16) -> Result<u32, Malformed> {
+        self.opt_u32(ty)?
+            .ok_or_else(|| Malformed(format!("{}: attribute {ty} missing", self.name)))
+    }
+
+    fn u64_or_0(&self, ty: u16) -> Result<u64, Malformed> {
+        Ok(self.find(ty).map(Attr::u64).transpose()?.unwrap_or(0))
+    }
+
+    /// The value inside an `NFTA_DATA_VALUE` nest (cmp's and immediate's data).
+    fn value(&self, ty: u16) -> Result<Vec<u8>, Malformed> {
+        let nest = self
+            .find(ty)
+            .ok_or_else(|| Malformed(format!("{} without data", self.name)))?;
+        for inner in nest.nested() {
+            let inner = inner?;
+            if inner.ty == NFTA_DATA_VALUE {
+                return Ok(inner.data.to_vec());
             }
-            Stmt::L4proto(p) => {
-                out.push(meta(NFT_META_L4PROTO));
-                out.push(cmp_eq(vec![*p]));
-            }
-            Stmt::FibDaddrLocal => {
-                out.push(Expr::Fib {
-                    flags: NFTA_FIB_F_DADDR,
-                    result: NFT_FIB_RESULT_ADDRTYPE,
-                    dreg: NFT_REG_1,
-                });
-                // The address type is compared in host byte order.
-                out.push(cmp_eq(RTN_LOCAL.to_ne_bytes().to_vec()));
-            }
-            Stmt::DaddrInSet { family, set } => {
-                // In an inet table the payload offset only means "daddr" after checking
-                // the family: nft adds this dependency implicitly, so do we.
-                out.push(meta(NFT_META_NFPROTO));
-                out.push(cmp_eq(vec![nfproto_of(*family)]));
-                let (offset, len) = match family {
-                    Family::V4 => (16, 4),
-                    Family::V6 => (24, 16),
-                };
-                out.push(Expr::Payload {
-                    base: NFT_PAYLOAD_NETWORK_HEADER,
-                    offset,
-                    len,
-                    dreg: NFT_REG_1,
-                });
-                out.push(Expr::Lookup {
-                    set: set.clone(),
-                    sreg: NFT_REG_1,
-                    set_id: set_id(set),
-                    flags: 0,
-                });
-            }
-            Stmt::NumgenBelow { modulus, below } => {
-                out.push(Expr::Numgen {
-                    dreg: NFT_REG_1,
-                    modulus: *modulus,
-                    kind: NFT_NG_RANDOM,
-                    offset: 0,
-                });
-                // cmp compares bytes (memcmp): convert the host-order number to big-endian
-                // first so "less than" means what it says, as nft does.
-                out.push(Expr::Byteorder {
-                    sreg: NFT_REG_1,
-                    dreg: NFT_REG_1,
-                    op: NFT_BYTEORDER_HTON,
-                    len: 4,
-                    size: 4,
-                });
-                out.push(Expr::Cmp {
-                    sreg: NFT_REG_1,
-                    op: NFT_CMP_LT,
-                    data: below.to_be_bytes().to_vec(),
-                });
-            }
-            Stmt::Counter { packets, bytes } => out.push(Expr::Counter {
-                packets: *packets,
-                bytes: *bytes,
-            }),
-            Stmt::Masquerade { flags, ports } => {
-                if let Some((lo, hi)) = ports {
-                    out.push(Expr::Immediate {
-                        dreg: NFT_REG_1,
-                        data: ImmData::Value(lo.to_be_bytes().to_vec()),
-                    });
-                    out.push(Expr::Immediate {
-                        dreg: NFT_REG_2,
-                        data: ImmData::Value(hi.to_be_bytes().to_vec()),
-                    });
-                    out.push(Expr::Masq {
-                        flags: *flags,
-                        reg_min: Some(NFT_REG_1),
-                        reg_max: Some(NFT_REG_2),
-                    });
-                } else {
-                    out.push(Expr::Masq {
-                        flags: *flags,
-                        reg_min: None,
-                        reg_max: None,
-                    });
-                }
-            }
-            Stmt::Return => out.push(Expr::Immediate {
-                dreg: NFT_REG_VERDICT,
-                data: ImmData::Verdict(NFT_RETURN, None),
-            }),
-            // Never produced by `desired`; nothing sensible to send.
-            Stmt::Unknown(_) => {}
+        }
+        Err(Malformed(format!("{}: data without a value", self.name)))
+    }
+
+    fn other(&self) -> Expr {
+        Expr::Other {
+            name: self.name.clone(),
         }
     }
-    out
 }
 
-const KNOWN_NAT_FLAGS: u32 = crate::model::NAT_PROTO_SPECIFIED
-    | crate::model::NAT_PROTO_RANDOM
-    | crate::model::NAT_PERSISTENT
-    | crate::model::NAT_PROTO_RANDOM_FULLY;
-
-/// Recognises the statements in a rule's expressions: the inverse of [`lower`].
-pub fn raise(exprs: &[Expr]) -> Vec<Stmt> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    let r1 = NFT_REG_1;
-    while i < exprs.len() {
-        let rest = &exprs[i..];
-        let (stmt, used) = match rest {
-            [
-                Expr::Meta {
-                    key: NFT_META_NFPROTO,
-                    dreg: a,
-                },
-                Expr::Cmp {
-                    sreg: b,
-                    op: NFT_CMP_EQ,
-                    data: proto,
-                },
-                Expr::Payload {
-                    base: NFT_PAYLOAD_NETWORK_HEADER,
-                    offset,
-                    len,
-                    dreg: c,
-                },
-                Expr::Lookup {
-                    set,
-                    sreg: d,
-                    flags: 0,
-                    ..
-                },
-                ..,
-            ] if *a == r1 && *b == r1 && *c == r1 && *d == r1 => {
-                match (proto.as_slice(), offset, len) {
-                    ([NFPROTO_IPV4], 16, 4) => (
-                        Stmt::DaddrInSet {
-                            family: Family::V4,
-                            set: set.clone(),
-                        },
-                        4,
-                    ),
-                    ([NFPROTO_IPV6], 24, 16) => (
-                        Stmt::DaddrInSet {
-                            family: Family::V6,
-                            set: set.clone(),
-                        },
-                        4,
-                    ),
-                    _ => (Stmt::Unknown(rest[0].describe()), 1),
-                }
-            }
-            [
-                Expr::Meta {
-                    key: NFT_META_NFPROTO,
-                    dreg: a,
-                },
-                Expr::Cmp {
-                    sreg: b,
-                    op: NFT_CMP_EQ,
-                    data,
-                },
-                ..,
-            ] if *a == r1 && *b == r1 => match data.as_slice() {
-                [NFPROTO_IPV4] => (Stmt::Nfproto(Family::V4), 2),
-                [NFPROTO_IPV6] => (Stmt::Nfproto(Family::V6), 2),
-                _ => (Stmt::Unknown(format!("meta nfproto {}", hex(data))), 2),
-            },
-            [
-                Expr::Meta {
-                    key: NFT_META_L4PROTO,
-                    dreg: a,
-                },
-                Expr::Cmp {
-                    sreg: b,
-                    op: NFT_CMP_EQ,
-                    data,
-                },
-                ..,
-            ] if *a == r1 && *b == r1 && data.len() == 1 => (Stmt::L4proto(data[0]), 2),
-            [
-                Expr::Fib {
-                    flags: NFTA_FIB_F_DADDR,
-                    result: NFT_FIB_RESULT_ADDRTYPE,
-                    dreg: a,
-                },
-                Expr::Cmp {
-                    sreg: b,
-                    op: NFT_CMP_EQ,
-                    data,
-                },
-                ..,
-            ] if *a == r1 && *b == r1 && data.as_slice() == RTN_LOCAL.to_ne_bytes() => {
-                (Stmt::FibDaddrLocal, 2)
-            }
-            [
-                Expr::Numgen {
-                    dreg: a,
-                    modulus,
-                    kind: NFT_NG_RANDOM,
-                    offset: 0,
-                },
-                Expr::Byteorder {
-                    sreg: b,
-                    dreg: c,
-                    op: NFT_BYTEORDER_HTON,
-                    len: 4,
-                    size: 4,
-                },
-                Expr::Cmp {
-                    sreg: d,
-                    op: NFT_CMP_LT,
-                    data,
-                },
-                ..,
-            ] if [*a, *b, *c, *d] == [r1; 4] && data.len() == 4 => (
-                Stmt::NumgenBelow {
-                    modulus: *modulus,
-                    below: u32::from_be_bytes([data[0], data[1], data[2], data[3]]),
-                },
-                3,
-            ),
-            [Expr::Counter { packets, bytes }, ..] => (
-                Stmt::Counter {
-                    packets: *packets,
-                    bytes: *bytes,
-                },
-                1,
-            ),
-            [
-                Expr::Immediate {
-                    dreg: a,
-                    data: ImmData::Value(lo),
-                },
-                Expr::Immediate {
-                    dreg: b,
-                    data: ImmData::Value(hi),
-                },
-                Expr::Masq {
-                    flags,
-                    reg_min: Some(c),
-                    reg_max: Some(d),
-                },
-                ..,
-            ] if lo.len() == 2
-                && hi.len() == 2
-                && c == a
-                && d == b
-                && flags & !KNOWN_NAT_FLAGS == 0 =>
-            {
-                (
-                    Stmt::Masquerade {
-                        flags: *flags,
-                        ports: Some((
-                            u16::from_be_bytes([lo[0], lo[1]]),
-                            u16::from_be_bytes([hi[0], hi[1]]),
-                        )),
-                    },
-                    3,
-                )
-            }
-            [
-                Expr::Masq {
-                    flags,
-                    reg_min: None,
-                    reg_max: None,
-                },
-                ..,
-            ] if flags & !KNOWN_NAT_FLAGS == 0 => (
-                Stmt::Masquerade {
-                    flags: *flags,
-                    ports: None,
-                },
-                1,
-            ),
-            [
-                Expr::Immediate {
-                    dreg: NFT_REG_VERDICT,
-                    data: ImmData::Verdict(NFT_RETURN, None),
-                },
-                ..,
-            ] => (Stmt::Return, 1),
-            [other, ..] => (Stmt::Unknown(other.describe()), 1),
-            [] => break,
-        };
-        out.push(stmt);
-        i += used;
+fn put_u32s(w: &mut Writer, attrs: &[u16], values: &[u32]) {
+    for (ty, v) in attrs.iter().zip(values) {
+        w.put_u32(*ty, *v);
     }
-    out
+}
+
+// meta: a load (with a destination register). `meta set` (a source register) is not ours.
+const META: [u16; 2] = [NFTA_META_DREG, NFTA_META_KEY];
+
+fn emit_meta(w: &mut Writer, key: u32, dreg: u32) {
+    put_u32s(w, &META, &[dreg, key]);
+}
+
+fn parse_meta(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    if f.find(NFTA_META_DREG).is_none() {
+        return Ok(f.other());
+    }
+    Ok(Expr::Meta {
+        key: f.u32(NFTA_META_KEY)?,
+        dreg: f.u32(NFTA_META_DREG)?,
+    })
+}
+
+// cmp: register, operation, and the compared bytes in an NFTA_DATA_VALUE nest.
+fn emit_cmp(w: &mut Writer, sreg: u32, op: u32, data: &[u8]) {
+    put_u32s(w, &[NFTA_CMP_SREG, NFTA_CMP_OP], &[sreg, op]);
+    let n = w.begin_nest(NFTA_CMP_DATA);
+    w.put(NFTA_DATA_VALUE, data);
+    w.end_nest(n);
+}
+
+fn parse_cmp(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    Ok(Expr::Cmp {
+        sreg: f.u32(NFTA_CMP_SREG)?,
+        op: f.u32(NFTA_CMP_OP)?,
+        data: f.value(NFTA_CMP_DATA)?,
+    })
+}
+
+// payload: a load. A payload write (`payload set`) has no destination register.
+const PAYLOAD: [u16; 4] = [
+    NFTA_PAYLOAD_DREG,
+    NFTA_PAYLOAD_BASE,
+    NFTA_PAYLOAD_OFFSET,
+    NFTA_PAYLOAD_LEN,
+];
+
+fn emit_payload(w: &mut Writer, values: [u32; 4]) {
+    put_u32s(w, &PAYLOAD, &values);
+}
+
+fn parse_payload(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    if f.find(NFTA_PAYLOAD_DREG).is_none() {
+        return Ok(f.other());
+    }
+    Ok(Expr::Payload {
+        base: f.u32(NFTA_PAYLOAD_BASE)?,
+        offset: f.u32(NFTA_PAYLOAD_OFFSET)?,
+        len: f.u32(NFTA_PAYLOAD_LEN)?,
+        dreg: f.u32(NFTA_PAYLOAD_DREG)?,
+    })
+}
+
+// lookup: the set by name (and by batch-local id when sent), the register, inversion flags.
+fn emit_lookup(w: &mut Writer, set: &str, sreg: u32, set_id: Option<u32>, flags: u32) {
+    w.put_str(NFTA_LOOKUP_SET, set);
+    w.put_u32(NFTA_LOOKUP_SREG, sreg);
+    if let Some(id) = set_id {
+        w.put_u32(NFTA_LOOKUP_SET_ID, id);
+    }
+    if flags != 0 {
+        w.put_u32(NFTA_LOOKUP_FLAGS, flags);
+    }
+}
+
+fn parse_lookup(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    Ok(Expr::Lookup {
+        set: f
+            .find(NFTA_LOOKUP_SET)
+            .map(|a| a.str_lossy().into_owned())
+            .unwrap_or_default(),
+        sreg: f.u32(NFTA_LOOKUP_SREG)?,
+        // The id only exists inside a batch; the kernel does not report it.
+        set_id: None,
+        flags: f.opt_u32(NFTA_LOOKUP_FLAGS)?.unwrap_or(0),
+    })
+}
+
+// fib
+const FIB: [u16; 3] = [NFTA_FIB_DREG, NFTA_FIB_RESULT, NFTA_FIB_FLAGS];
+
+fn emit_fib(w: &mut Writer, values: [u32; 3]) {
+    put_u32s(w, &FIB, &values);
+}
+
+fn parse_fib(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    Ok(Expr::Fib {
+        flags: f.u32(NFTA_FIB_FLAGS)?,
+        result: f.u32(NFTA_FIB_RESULT)?,
+        dreg: f.u32(NFTA_FIB_DREG)?,
+    })
+}
+
+// immediate: a value for a data register, or a verdict (with a chain for jump/goto).
+fn emit_immediate(w: &mut Writer, dreg: u32, data: &ImmData) {
+    w.put_u32(NFTA_IMMEDIATE_DREG, dreg);
+    let d = w.begin_nest(NFTA_IMMEDIATE_DATA);
+    match data {
+        ImmData::Value(bytes) => w.put(NFTA_DATA_VALUE, bytes),
+        ImmData::Verdict(code, chain) => {
+            let v = w.begin_nest(NFTA_DATA_VERDICT);
+            w.put_u32(NFTA_VERDICT_CODE, *code as u32);
+            if let Some(c) = chain {
+                w.put_str(NFTA_VERDICT_CHAIN, c);
+            }
+            w.end_nest(v);
+        }
+    }
+    w.end_nest(d);
+}
+
+fn parse_immediate(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    let dreg = f.u32(NFTA_IMMEDIATE_DREG)?;
+    let nest = f
+        .find(NFTA_IMMEDIATE_DATA)
+        .ok_or_else(|| Malformed("immediate without data".into()))?;
+    let mut data = None;
+    for inner in nest.nested() {
+        let inner = inner?;
+        match inner.ty {
+            NFTA_DATA_VALUE => data = Some(ImmData::Value(inner.data.to_vec())),
+            NFTA_DATA_VERDICT => data = Some(parse_verdict(&inner)?),
+            _ => {}
+        }
+    }
+    Ok(Expr::Immediate {
+        dreg,
+        data: data.ok_or_else(|| Malformed("immediate without data".into()))?,
+    })
+}
+
+fn parse_verdict(nest: &Attr<'_>) -> Result<ImmData, Malformed> {
+    let mut code = None;
+    let mut chain = None;
+    for v in nest.nested() {
+        let v = v?;
+        match v.ty {
+            NFTA_VERDICT_CODE => code = Some(v.u32()? as i32),
+            // A chain name is someone else's choice: never fail on it.
+            NFTA_VERDICT_CHAIN => chain = Some(v.str_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    let code = code.ok_or_else(|| Malformed("verdict without code".into()))?;
+    Ok(ImmData::Verdict(code, chain))
+}
+
+// counter: 64-bit values (absent means zero).
+fn emit_counter(w: &mut Writer, packets: u64, bytes: u64) {
+    w.put_u64(NFTA_COUNTER_BYTES, bytes);
+    w.put_u64(NFTA_COUNTER_PACKETS, packets);
+}
+
+fn parse_counter(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    Ok(Expr::Counter {
+        bytes: f.u64_or_0(NFTA_COUNTER_BYTES)?,
+        packets: f.u64_or_0(NFTA_COUNTER_PACKETS)?,
+    })
+}
+
+// masq: all optional.
+fn emit_masq(w: &mut Writer, flags: u32, reg_min: Option<u32>, reg_max: Option<u32>) {
+    if flags != 0 {
+        w.put_u32(NFTA_MASQ_FLAGS, flags);
+    }
+    if let Some(r) = reg_min {
+        w.put_u32(NFTA_MASQ_REG_PROTO_MIN, r);
+    }
+    if let Some(r) = reg_max {
+        w.put_u32(NFTA_MASQ_REG_PROTO_MAX, r);
+    }
+}
+
+fn parse_masq(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    Ok(Expr::Masq {
+        flags: f.opt_u32(NFTA_MASQ_FLAGS)?.unwrap_or(0),
+        reg_min: f.opt_u32(NFTA_MASQ_REG_PROTO_MIN)?,
+        reg_max: f.opt_u32(NFTA_MASQ_REG_PROTO_MAX)?,
+    })
+}
+
+// numgen: the offset is optional (0 when absent).
+const NUMGEN: [u16; 3] = [NFTA_NG_DREG, NFTA_NG_MODULUS, NFTA_NG_TYPE];
+
+fn emit_numgen(w: &mut Writer, values: [u32; 3], offset: u32) {
+    put_u32s(w, &NUMGEN, &values);
+    if offset != 0 {
+        w.put_u32(NFTA_NG_OFFSET, offset);
+    }
+}
+
+fn parse_numgen(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    Ok(Expr::Numgen {
+        dreg: f.u32(NFTA_NG_DREG)?,
+        modulus: f.u32(NFTA_NG_MODULUS)?,
+        kind: f.u32(NFTA_NG_TYPE)?,
+        offset: f.opt_u32(NFTA_NG_OFFSET)?.unwrap_or(0),
+    })
+}
+
+// byteorder
+const BYTEORDER: [u16; 5] = [
+    NFTA_BYTEORDER_SREG,
+    NFTA_BYTEORDER_DREG,
+    NFTA_BYTEORDER_OP,
+    NFTA_BYTEORDER_LEN,
+    NFTA_BYTEORDER_SIZE,
+];
+
+fn emit_byteorder(w: &mut Writer, values: [u32; 5]) {
+    put_u32s(w, &BYTEORDER, &values);
+}
+
+fn parse_byteorder(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    Ok(Expr::Byteorder {
+        sreg: f.u32(NFTA_BYTEORDER_SREG)?,
+        dreg: f.u32(NFTA_BYTEORDER_DREG)?,
+        op: f.u32(NFTA_BYTEORDER_OP)?,
+        len: f.u32(NFTA_BYTEORDER_LEN)?,
+        size: f.u32(NFTA_BYTEORDER_SIZE)?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED};
+    use crate::netlink::Attrs;
 
-    fn no_ids(_: &str) -> Option<u32> {
-        None
-    }
-
-    fn roundtrip(stmts: Vec<Stmt>) {
-        let exprs = lower(&stmts, &no_ids);
-        let mut w = Writer::default();
-        for e in &exprs {
-            e.encode(&mut w);
-        }
-        let bytes = w.into_bytes();
-        let decoded: Vec<Expr> = super::super::attr::Attrs::new(&bytes)
-            .map(|a| Expr::decode(&a.unwrap()).unwrap())
-            .collect();
-        assert_eq!(decoded, exprs);
-        assert_eq!(raise(&decoded), stmts);
-    }
-
-    #[test]
-    fn every_statement_round_trips() {
-        roundtrip(vec![Stmt::Nfproto(Family::V6), Stmt::Return]);
-        roundtrip(vec![Stmt::FibDaddrLocal, Stmt::Return]);
-        roundtrip(vec![
-            Stmt::DaddrInSet {
-                family: Family::V4,
-                set: "nonmasq-v4".into(),
+    /// Every variant, with every optional attribute both present and absent.
+    fn samples() -> Vec<Expr> {
+        vec![
+            Expr::Meta { key: 15, dreg: 1 },
+            Expr::Cmp {
+                sreg: 1,
+                op: 2,
+                data: vec![1, 2, 3],
             },
-            Stmt::Return,
-        ]);
-        roundtrip(vec![
-            Stmt::DaddrInSet {
-                family: Family::V6,
-                set: "nonmasq-v6".into(),
-            },
-            Stmt::Return,
-        ]);
-        roundtrip(vec![
-            Stmt::L4proto(132),
-            Stmt::NumgenBelow {
-                modulus: 61744,
-                below: 28976,
-            },
-            Stmt::Counter {
-                packets: 3,
-                bytes: 180,
-            },
-            Stmt::Masquerade {
-                flags: NAT_PROTO_RANDOM_FULLY | NAT_PROTO_SPECIFIED,
-                ports: Some((1024, 29999)),
-            },
-        ]);
-        roundtrip(vec![
-            Stmt::Counter {
-                packets: 0,
-                bytes: 0,
-            },
-            Stmt::Masquerade {
-                flags: 0,
-                ports: None,
-            },
-        ]);
-    }
-
-    #[test]
-    fn unknown_expressions_are_kept_as_unknown() {
-        let exprs = vec![
             Expr::Payload {
                 base: 1,
-                offset: 12,
+                offset: 16,
                 len: 4,
                 dreg: 1,
             },
-            Expr::Cmp {
+            Expr::Lookup {
+                set: "s".into(),
                 sreg: 1,
-                op: 0,
-                data: vec![1, 2, 3, 4],
+                set_id: None,
+                flags: 1,
             },
-            Expr::Other { name: "log".into() },
+            Expr::Fib {
+                flags: 2,
+                result: 3,
+                dreg: 1,
+            },
+            Expr::Immediate {
+                dreg: 1,
+                data: ImmData::Value(vec![4, 0]),
+            },
             Expr::Immediate {
                 dreg: 0,
-                data: ImmData::Verdict(NF_ACCEPT, None),
+                data: ImmData::Verdict(NFT_JUMP, Some("c".into())),
             },
-        ];
-        let stmts = raise(&exprs);
-        assert_eq!(stmts.len(), 4);
-        assert!(
-            stmts.iter().all(|s| matches!(s, Stmt::Unknown(_))),
-            "{stmts:?}"
-        );
-        assert_eq!(stmts[2], Stmt::Unknown("log expression".into()));
-        assert_eq!(stmts[3], Stmt::Unknown("accept".into()));
+            Expr::Counter {
+                packets: u64::MAX,
+                bytes: 7,
+            },
+            Expr::Masq {
+                flags: 0,
+                reg_min: None,
+                reg_max: None,
+            },
+            Expr::Masq {
+                flags: 0x12,
+                reg_min: Some(1),
+                reg_max: Some(2),
+            },
+            Expr::Numgen {
+                dreg: 1,
+                modulus: 9,
+                kind: 1,
+                offset: 3,
+            },
+            Expr::Byteorder {
+                sreg: 1,
+                dreg: 1,
+                op: 1,
+                len: 4,
+                size: 4,
+            },
+            Expr::Other { name: "log".into() },
+        ]
     }
 
     #[test]
-    fn matches_nft_register_layout() {
-        // `fib daddr type local return` as `nft --debug=netlink` shows it:
-        //   [ fib daddr type => reg 1 ] [ cmp eq reg 1 0x00000002 ] [ immediate reg 0 return ]
-        let e = lower(&[Stmt::FibDaddrLocal, Stmt::Return], &no_ids);
-        assert_eq!(
-            e,
-            vec![
-                Expr::Fib {
-                    flags: 2,
-                    result: 3,
-                    dreg: 1
-                },
-                Expr::Cmp {
-                    sreg: 1,
-                    op: 0,
-                    data: 2u32.to_ne_bytes().to_vec()
-                },
-                Expr::Immediate {
-                    dreg: 0,
-                    data: ImmData::Verdict(-5, None)
-                },
-            ]
-        );
+    fn emit_and_parse_agree_for_every_expression() {
+        let mut w = Writer::default();
+        for e in samples() {
+            e.encode(&mut w);
+        }
+        let bytes = w.into_bytes();
+        let back: Vec<Expr> = Attrs::new(&bytes)
+            .map(|a| Expr::decode(&a.unwrap()).unwrap())
+            .collect();
+        assert_eq!(back, samples());
+    }
+
+    #[test]
+    fn missing_required_attributes_are_errors_not_panics() {
+        let mut w = Writer::default();
+        let elem = w.begin_nest(NFTA_LIST_ELEM);
+        w.put_str(NFTA_EXPR_NAME, "fib");
+        let data = w.begin_nest(NFTA_EXPR_DATA);
+        w.put_u32(NFTA_FIB_DREG, 1);
+        w.end_nest(data);
+        w.end_nest(elem);
+        let bytes = w.into_bytes();
+        let a = Attrs::new(&bytes).next().unwrap().unwrap();
+        assert!(Expr::decode(&a).is_err());
     }
 }

@@ -6,15 +6,16 @@
 //! inside `sendmsg`, so every ACK is already queued when it returns.
 
 use std::io;
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use super::attr::{Msg, Writer, messages};
 use super::decode;
 use super::encode::{self, Batch};
+use super::error::NftError;
+use super::offsets;
 use super::uapi::*;
-use super::{NftError, sys};
 use crate::model::Table;
+use crate::netlink::ack::{self, Ack};
+use crate::netlink::{Malformed, Msg, NetlinkSocket, Writer, messages};
 
 /// Netlink receive buffer: dump replies come in skbs of at most 32 KiB.
 const RECV_BUF: usize = 64 * 1024;
@@ -22,8 +23,7 @@ const RECV_BUF: usize = 64 * 1024;
 /// The agent's command socket.
 #[derive(Debug)]
 pub struct NftSocket {
-    fd: OwnedFd,
-    port_id: u32,
+    sock: NetlinkSocket,
     seq: u32,
     sndbuf: usize,
     buf: Vec<u8>,
@@ -33,63 +33,19 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
     move |source| NftError::Io { op, source }
 }
 
-/// What the kernel said about one message of a batch.
-#[derive(Debug, Clone)]
-struct Ack {
-    seq: u32,
-    errno: i32,
-    message: Option<String>,
-    offset: Option<u32>,
-}
-
-fn parse_ack(msg: &Msg<'_>) -> Option<Ack> {
-    // struct nlmsgerr { int error; struct nlmsghdr msg; } then, with NLM_F_ACK_TLVS,
-    // attributes; with NETLINK_CAP_ACK the original payload is not echoed.
-    let p = msg.payload;
-    if p.len() < 4 + NLMSG_HDRLEN {
-        return None;
-    }
-    let error = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
-    let seq = u32::from_ne_bytes([p[12], p[13], p[14], p[15]]);
-    let mut ack = Ack {
-        seq,
-        errno: -error,
-        message: None,
-        offset: None,
-    };
-    if msg.flags & NLM_F_ACK_TLVS != 0 {
-        for a in super::attr::Attrs::new(&p[4 + NLMSG_HDRLEN..]).flatten() {
-            match a.ty {
-                NLMSGERR_ATTR_MSG => ack.message = a.str().ok().map(str::to_string),
-                // Generic netlink attributes are host order.
-                NLMSGERR_ATTR_OFFS if a.data.len() >= 4 => {
-                    ack.offset = Some(u32::from_ne_bytes([
-                        a.data[0], a.data[1], a.data[2], a.data[3],
-                    ]));
-                }
-                _ => {}
-            }
-        }
-    }
-    Some(ack)
-}
-
 impl NftSocket {
     /// Opens and configures the socket. Needs no privilege; sending a batch needs
     /// CAP_NET_ADMIN in the socket's network namespace.
     pub fn open() -> Result<NftSocket, NftError> {
-        let fd = sys::netlink_socket(NETLINK_NETFILTER).map_err(io_err("socket"))?;
-        let port_id = sys::port_id(&fd).map_err(io_err("getsockname"))?;
-        // Short ACKs (no echo of our multi-megabyte batch) and extended ACKs naming the
-        // attribute the kernel rejected. Both exist since 4.12; failures only cost detail.
-        let _ = sys::set_int_opt(&fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
-        let _ = sys::set_int_opt(&fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
-        sys::set_recv_timeout(&fd, Duration::from_secs(10)).map_err(io_err("SO_RCVTIMEO"))?;
-        let sndbuf = sys::get_int_opt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
-            .map_err(io_err("SO_SNDBUF"))? as usize;
+        let sock = NetlinkSocket::open_netfilter().map_err(io_err("socket"))?;
+        // Short ACKs: no echo of our multi-megabyte batch; extended ACKs: the kernel names
+        // the attribute it rejected.
+        sock.request_short_extended_acks();
+        sock.set_recv_timeout(Duration::from_secs(10))
+            .map_err(io_err("SO_RCVTIMEO"))?;
+        let sndbuf = sock.send_buffer().map_err(io_err("SO_SNDBUF"))?;
         Ok(NftSocket {
-            fd,
-            port_id,
+            sock,
             // Any start works; a time-derived one keeps replies of an earlier process
             // (same port id reused) from matching ours.
             seq: std::time::SystemTime::now()
@@ -103,7 +59,7 @@ impl NftSocket {
     /// The port id of this socket: the kernel stamps it on the notifications of our
     /// commits, which is how the event listener recognises them.
     pub fn port_id(&self) -> u32 {
-        self.port_id
+        self.sock.port_id()
     }
 
     /// The sequence number the next batch must start with.
@@ -116,20 +72,17 @@ impl NftSocket {
         if len + 4096 <= self.sndbuf {
             return Ok(());
         }
-        let want = (len + 64 * 1024).min(i32::MAX as usize / 2) as i32;
-        // SO_SNDBUFFORCE ignores wmem_max but needs CAP_NET_ADMIN, which commits need anyway.
-        if sys::set_int_opt(&self.fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want).is_err() {
-            sys::set_int_opt(&self.fd, libc::SOL_SOCKET, libc::SO_SNDBUF, want)
-                .map_err(io_err("SO_SNDBUF"))?;
-        }
-        self.sndbuf = sys::get_int_opt(&self.fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
-            .map_err(io_err("SO_SNDBUF"))? as usize;
+        let want = (len + 64 * 1024).min(i32::MAX as usize / 2);
+        self.sndbuf = self
+            .sock
+            .grow_send_buffer(want)
+            .map_err(io_err("SO_SNDBUF"))?;
         Ok(())
     }
 
     /// Drops anything queued from earlier exchanges (late replies after a timeout).
     fn drain(&mut self) {
-        while let Ok((n, _)) = sys::recv(&self.fd, &mut self.buf, true) {
+        while let Ok((n, _)) = self.sock.recv(&mut self.buf, true) {
             if n == 0 {
                 break;
             }
@@ -145,7 +98,10 @@ impl NftSocket {
             // The END message uses last.seq + 1.
             self.seq = last.seq.wrapping_add(2);
         }
-        let sent = sys::send(&self.fd, &batch.bytes).map_err(io_err("sendmsg (batch)"))?;
+        let sent = self
+            .sock
+            .send(&batch.bytes)
+            .map_err(io_err("sendmsg (batch)"))?;
         if sent != batch.bytes.len() {
             return Err(NftError::Io {
                 op: "sendmsg (batch)",
@@ -154,7 +110,7 @@ impl NftSocket {
         }
         let mut acks: Vec<Ack> = Vec::with_capacity(batch.msgs.len());
         loop {
-            let (n, _) = match sys::recv(&self.fd, &mut self.buf, true) {
+            let (n, _) = match self.sock.recv(&mut self.buf, true) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -167,9 +123,7 @@ impl NftSocket {
             for m in messages(&self.buf[..n]) {
                 let m = m?;
                 if m.ty == NLMSG_ERROR {
-                    if let Some(a) = parse_ack(&m) {
-                        acks.push(a);
-                    }
+                    acks.extend(ack::parse(&m));
                 }
             }
         }
@@ -182,10 +136,7 @@ impl NftSocket {
                 Some(m) => (
                     m.what.clone(),
                     bad.offset.and_then(|off| {
-                        encode::describe_offset(
-                            &batch.bytes[m.offset..m.offset + m.len],
-                            off as usize,
-                        )
+                        offsets::describe(&batch.bytes[m.offset..m.offset + m.len], off as usize)
                     }),
                 ),
                 None if bad.seq == first.wrapping_sub(1) => ("the batch".to_string(), None),
@@ -229,10 +180,12 @@ impl NftSocket {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         let req = encode::request(kind, dump, seq, family, attrs);
-        sys::send(&self.fd, &req).map_err(io_err("sendmsg (request)"))?;
+        self.sock.send(&req).map_err(io_err("sendmsg (request)"))?;
         loop {
-            let (n, truncated) =
-                sys::recv(&self.fd, &mut self.buf, false).map_err(io_err("recvmsg (reply)"))?;
+            let (n, truncated) = self
+                .sock
+                .recv(&mut self.buf, false)
+                .map_err(io_err("recvmsg (reply)"))?;
             if truncated {
                 return Err(NftError::Io {
                     op: "recvmsg (reply)",
@@ -252,9 +205,8 @@ impl NftSocket {
                 match m.ty {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let ack = parse_ack(&m).ok_or_else(|| {
-                            NftError::Malformed(super::attr::Malformed("short error".into()))
-                        })?;
+                        let ack = ack::parse(&m)
+                            .ok_or_else(|| NftError::Malformed(Malformed("short error".into())))?;
                         if ack.errno == 0 {
                             return Ok(());
                         }
@@ -287,7 +239,7 @@ impl NftSocket {
                 Ok(())
             },
         )?;
-        gen_id.ok_or(NftError::Malformed(super::attr::Malformed(
+        gen_id.ok_or(NftError::Malformed(Malformed(
             "GETGEN without NEWGEN reply".into(),
         )))
     }

@@ -1,4 +1,6 @@
-//! Interval arithmetic on addresses: merge, difference, and back to prefixes.
+//! Address prefixes and interval arithmetic on them: merge, difference, and back to
+//! prefixes. A leaf: config validation, the model, the encoder and the decoder all use it,
+//! and it uses none of them.
 //!
 //! Addresses of one family are handled as integers in a `u128` (IPv4 uses the low 32 bits),
 //! with inclusive bounds so that a range ending at the top of the address space
@@ -9,6 +11,54 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// Address width in bits.
+    pub fn bits(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    /// Address length in bytes.
+    pub fn addr_len(self) -> usize {
+        usize::from(self.bits() / 8)
+    }
+
+    /// The highest address of the family, as an integer.
+    pub fn max(self) -> u128 {
+        match self {
+            Family::V4 => u128::from(u32::MAX),
+            Family::V6 => u128::MAX,
+        }
+    }
+
+    /// The family of a prefix.
+    pub fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+
+    /// The family of an address.
+    pub fn of_addr(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
 
 /// An inclusive range of addresses of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -2,7 +2,7 @@
 //! a zero-copy reader. Header integers are host order (netlink's rule); the big-endian
 //! helpers are for nf_tables attribute payloads, which are network order.
 
-use super::uapi::{NLA_F_NESTED, NLA_TYPE_MASK, NLMSG_HDRLEN};
+use super::uapi::{NFNETLINK_V0, NFNL_SUBSYS_NFTABLES, NLA_F_NESTED, NLA_TYPE_MASK, NLMSG_HDRLEN};
 
 /// A message or attribute that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +53,7 @@ impl Writer {
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: 0 = to the kernel
         // struct nfgenmsg: family, version, res_id (big-endian)
         self.buf.push(family);
-        self.buf.push(super::uapi::NFNETLINK_V0);
+        self.buf.push(NFNETLINK_V0);
         self.buf.extend_from_slice(&res_id.to_be_bytes());
         start
     }
@@ -134,7 +134,7 @@ pub struct Msg<'a> {
 impl<'a> Msg<'a> {
     /// The nf_tables message type (low byte), when this is an nf_tables message.
     pub fn nft_msg(&self) -> Option<u16> {
-        (self.ty >> 8 == super::uapi::NFNL_SUBSYS_NFTABLES).then_some(self.ty & 0xff)
+        (self.ty >> 8 == NFNL_SUBSYS_NFTABLES).then_some(self.ty & 0xff)
     }
 
     /// The `nfgenmsg` family.
@@ -214,15 +214,27 @@ impl<'a> Attr<'a> {
         Ok(u64::from_be_bytes(b))
     }
 
-    /// A string payload, without its NUL terminator.
-    pub fn str(&self) -> Result<&'a str, Malformed> {
+    /// The payload up to its NUL terminator (or all of it).
+    fn until_nul(&self) -> &'a [u8] {
         let end = self
             .data
             .iter()
             .position(|&b| b == 0)
             .unwrap_or(self.data.len());
-        std::str::from_utf8(&self.data[..end])
+        &self.data[..end]
+    }
+
+    /// A string payload, without its NUL terminator. For names the agent wrote itself.
+    pub fn str(&self) -> Result<&'a str, Malformed> {
+        std::str::from_utf8(self.until_nul())
             .map_err(|_| Malformed(format!("attribute {} is not UTF-8", self.ty)))
+    }
+
+    /// A string payload decoded lossily: for names others chose (tables, chains, process
+    /// names), which the kernel does not require to be UTF-8 and which must never make a
+    /// read fail.
+    pub fn str_lossy(&self) -> std::borrow::Cow<'a, str> {
+        String::from_utf8_lossy(self.until_nul())
     }
 
     /// The nested attributes.

@@ -1,0 +1,181 @@
+//! The config on disk: one way to read, hash, validate and report it, used by every mode
+//! (`--once`, `--dry-run`, the daemon).
+//!
+//! The daemon re-reads the file on every hint and every resync; hashing the bytes lets it
+//! skip validating a file that did not change (100,000 entries take a noticeable fraction of
+//! a second to validate). The [`Source`] trait is what the daemon sees, so its decisions can
+//! be tested with configs held in memory.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use super::{Config, ConfigError, Loaded, PolicyFlags, validate};
+
+/// What a re-read found.
+#[derive(Debug)]
+pub enum Update {
+    /// The bytes are the same as last time: nothing to validate.
+    Unchanged,
+    /// A valid config (or no file at all: the defaults).
+    Loaded(Loaded),
+    /// The file cannot be read or is invalid; the caller keeps what it had.
+    Failed(ConfigError),
+}
+
+/// Where the daemon's config comes from.
+pub trait Source {
+    /// Reads and validates the config now, whatever was read before.
+    fn load(&mut self) -> Result<Loaded, ConfigError>;
+
+    /// Reads the config again; [`Update::Unchanged`] when its bytes did not change since the
+    /// last read.
+    fn reload(&mut self) -> Update;
+
+    /// The config's location, for the log.
+    fn describe(&self) -> String;
+}
+
+/// The config file at a path, as ip-masq-agent reads it: a missing file means defaults.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    path: PathBuf,
+    flags: PolicyFlags,
+    /// Hash of what the last read saw (`None`: never read, or it failed).
+    last: Option<u64>,
+}
+
+impl ConfigSource {
+    /// The config at `path`, validated against `flags`.
+    pub fn new(path: impl Into<PathBuf>, flags: PolicyFlags) -> ConfigSource {
+        ConfigSource {
+            path: path.into(),
+            flags,
+            last: None,
+        }
+    }
+
+    /// The path read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the bytes; `None` when there is no file.
+    fn read(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ConfigError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn validate(&self, bytes: Option<&[u8]>) -> Result<Loaded, ConfigError> {
+        match bytes {
+            None => Ok(Loaded {
+                config: Config::defaults(&self.flags),
+                notes: vec![format!(
+                    "no config file at {}: using defaults",
+                    self.path.display()
+                )],
+            }),
+            Some(bytes) => validate::parse(bytes, &self.path, &self.flags),
+        }
+    }
+}
+
+fn hash_of(bytes: &Option<Vec<u8>>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+impl Source for ConfigSource {
+    fn load(&mut self) -> Result<Loaded, ConfigError> {
+        self.last = None;
+        match self.reload() {
+            Update::Loaded(l) => Ok(l),
+            Update::Failed(e) => Err(e),
+            Update::Unchanged => unreachable!("the first read is never unchanged"),
+        }
+    }
+
+    fn reload(&mut self) -> Update {
+        let bytes = match self.read() {
+            Ok(b) => b,
+            Err(e) => {
+                self.last = None;
+                return Update::Failed(e);
+            }
+        };
+        let hash = hash_of(&bytes);
+        if self.last == Some(hash) {
+            return Update::Unchanged;
+        }
+        self.last = Some(hash);
+        match self.validate(bytes.as_deref()) {
+            Ok(l) => Update::Loaded(l),
+            Err(e) => Update::Failed(e),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nma-src-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn missing_file_means_defaults_with_a_note() {
+        let mut s = ConfigSource::new("/nonexistent/ip-masq-agent", PolicyFlags::default());
+        let l = s.load().unwrap();
+        assert_eq!(l.config, Config::defaults(&PolicyFlags::default()));
+        assert!(l.notes[0].contains("no config file at /nonexistent/ip-masq-agent"));
+    }
+
+    #[test]
+    fn unreadable_path_is_a_read_error_naming_it() {
+        let dir = scratch("unreadable");
+        let err = ConfigSource::new(&dir, PolicyFlags::default())
+            .load()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains(&dir.display().to_string()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unchanged_bytes_are_not_validated_again_and_a_change_is() {
+        let dir = scratch("reload");
+        let path = dir.join("ip-masq-agent");
+        std::fs::write(&path, "nonMasqueradeCIDRs: [10.0.0.0/8]\n").unwrap();
+        let mut s = ConfigSource::new(&path, PolicyFlags::default());
+        assert!(matches!(s.reload(), Update::Loaded(_)));
+        assert!(matches!(s.reload(), Update::Unchanged));
+        std::fs::write(&path, "nonMasqueradeCIDRs: [10.0.0.0/9]\n").unwrap();
+        let Update::Loaded(l) = s.reload() else {
+            panic!("changed file not loaded")
+        };
+        assert_eq!(
+            l.config.non_masquerade_cidrs,
+            ["10.0.0.0/9".parse().unwrap()]
+        );
+        // A bad file is reported once; load() always validates.
+        std::fs::write(&path, "nonMasqueradeCIDRs: [nope]\n").unwrap();
+        assert!(matches!(s.reload(), Update::Failed(_)));
+        assert!(matches!(s.reload(), Update::Unchanged));
+        assert!(s.load().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

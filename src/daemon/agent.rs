@@ -1,0 +1,494 @@
+//! The reconciler: what the agent does when something happens. Synchronous, and generic over
+//! the [`Kernel`] and the config [`Source`], so that every decision is unit-tested without
+//! root or files (`daemon/tests.rs`); the event loop turns wake-ups into calls here.
+//!
+//! Every event only queues work ([`Pending`]); [`Agent::work`] then does it in one place, in a
+//! fixed order and a bounded number of steps: commit (through the one [`Budget`]) before
+//! check, a check that finds a difference queues a commit, a commit that others raced queues
+//! a check. Nothing recurses, and nothing commits around the budget.
+//!
+//! Own commits are recognised by the netlink port id of the command socket, never by PID.
+//! During its own commit the agent leaves the notification group, so the kernel does not
+//! build one notification per element; generation ids read around the commit tell whether
+//! anyone else committed meanwhile, in which case a full check follows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::reconcile::{Backoff, Budget, Condition, readiness};
+use crate::config::{Config, PolicyFlags, Source, Update};
+use crate::counters::MasqCounters;
+use crate::drift::{Tracker, Verdict};
+use crate::health::Health;
+use crate::metrics::{Metrics, Reason};
+use crate::model::{self, Family, SetDiff, TABLE_NAME, Table, TableFlags};
+use crate::nft::compat::{self, OwnerMode};
+use crate::nft::events::Drained;
+use crate::nft::{CommitReport, Kernel, NftError};
+
+/// Where the agent reports: readiness, metrics, counters.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// Readiness and liveness.
+    pub health: Arc<Health>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Masquerade totals across commits.
+    pub counters: Arc<MasqCounters>,
+}
+
+/// Work queued by events, done by [`Agent::work`].
+#[derive(Debug, Default)]
+struct Pending {
+    /// Re-read the config, and why.
+    reload: Option<String>,
+    /// Commit the desired table, and why.
+    commit: Option<(Reason, String)>,
+    /// Read the live table back and compare.
+    check: Option<Reason>,
+}
+
+/// A commit put off until `at`: after a failure (backoff) or beyond the budget.
+#[derive(Debug, Clone)]
+struct Deferred {
+    at: Instant,
+    reason: Reason,
+    why: String,
+}
+
+/// The most work one event can cause before the loop looks at other events again.
+const MAX_STEPS: usize = 6;
+
+/// The reconciler's state.
+#[derive(Debug)]
+pub struct Agent<K: Kernel, S: Source> {
+    kernel: K,
+    source: S,
+    flags: PolicyFlags,
+    owner: OwnerMode,
+    out: Outputs,
+    config: Config,
+    /// The last config error, logged once until it changes.
+    config_error: Option<String>,
+    /// Set until a config validates: why the table in force is not the operator's.
+    no_good_config: Option<String>,
+    table_flags: TableFlags,
+    desired: Table,
+    /// The table last committed (or adopted): what should be live.
+    in_force: Option<Table>,
+    drift: Tracker,
+    /// A foreign change not yet repaired.
+    drift_pending: Option<String>,
+    commit_error: Option<String>,
+    budget: Budget,
+    backoff: Backoff,
+    pending: Pending,
+    deferred: Option<Deferred>,
+    resync_at: Instant,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl<K: Kernel, S: Source> Agent<K, S> {
+    /// An agent that has done nothing yet; [`Agent::start`] loads the config and commits.
+    pub fn new(
+        kernel: K,
+        source: S,
+        flags: PolicyFlags,
+        owner: OwnerMode,
+        out: Outputs,
+        now: Instant,
+    ) -> Agent<K, S> {
+        let config = Config::defaults(&flags);
+        let table_flags = owner.initial_flags();
+        let desired = model::desired(&config, &flags, table_flags);
+        let drift = Tracker::new(kernel.port_id());
+        Agent {
+            kernel,
+            source,
+            flags,
+            owner,
+            out,
+            resync_at: now + config.resync_interval,
+            config,
+            config_error: None,
+            no_good_config: None,
+            table_flags,
+            desired,
+            in_force: None,
+            drift,
+            drift_pending: None,
+            commit_error: None,
+            budget: Budget::default(),
+            backoff: Backoff::default(),
+            pending: Pending::default(),
+            deferred: None,
+        }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The table the agent keeps in force.
+    pub fn desired(&self) -> &Table {
+        &self.desired
+    }
+
+    /// When the agent next needs [`Agent::tick`]: the resync, or a deferred commit.
+    pub fn next_wake(&self) -> Instant {
+        match &self.deferred {
+            Some(d) => d.at.min(self.resync_at),
+            None => self.resync_at,
+        }
+    }
+
+    /// Whether work is left over (the step bound was reached); the loop calls
+    /// [`Agent::tick`] again at once, after looking at other events.
+    pub fn has_work(&self) -> bool {
+        self.pending.reload.is_some()
+            || self.pending.commit.is_some()
+            || self.pending.check.is_some()
+    }
+
+    /// Loads the config and commits the first table.
+    pub fn start(&mut self, now: Instant) {
+        match self.source.load() {
+            Ok(loaded) => {
+                for note in &loaded.notes {
+                    tracing::info!("{note}");
+                }
+                self.out.metrics.config_loaded(true, unix_now());
+                self.set_config(loaded.config, now);
+            }
+            Err(e) => {
+                // ip-masq-agent installs nothing for a whole resync period in this case; a
+                // node without masquerade rules loses egress, so we run the defaults, say so
+                // loudly, and stay not ready (a rollout with a broken ConfigMap stalls).
+                tracing::error!("{e}; STARTING WITH THE DEFAULT CONFIG until the file is fixed");
+                self.out.metrics.config_loaded(false, 0.0);
+                self.config_error = Some(e.to_string());
+                self.no_good_config = Some(
+                    "the config file is invalid: the defaults are in force until it is fixed"
+                        .into(),
+                );
+            }
+        }
+        self.desired = model::desired(&self.config, &self.flags, self.table_flags);
+        tracing::info!(
+            port_id = self.kernel.port_id(),
+            config = %self.source.describe(),
+            owner = ?self.owner,
+            "nft-masq-agent {} starting",
+            env!("CARGO_PKG_VERSION")
+        );
+        self.pending.commit = Some((Reason::Startup, "start-up".into()));
+        self.work(now);
+    }
+
+    /// The config may have changed (a file event, SIGHUP).
+    pub fn config_changed(&mut self, why: &str, now: Instant) {
+        self.pending.reload = Some(why.into());
+        self.work(now);
+    }
+
+    /// Notifications arrived.
+    pub fn notifications(&mut self, drained: Drained, now: Instant) {
+        if drained.lost {
+            self.out.metrics.events_lost();
+        }
+        match self.drift.observe(drained) {
+            Verdict::Nothing => {}
+            Verdict::Repair(what) => {
+                tracing::warn!("table inet {TABLE_NAME} changed under us: {what}; repairing");
+                self.pending.commit = Some((Reason::Drift, what.clone()));
+                self.drift_pending = Some(what);
+            }
+            Verdict::Check(why) => {
+                tracing::warn!("{why}; doing a full check of table inet {TABLE_NAME}");
+                self.pending.check = Some(Reason::Resync);
+            }
+        }
+        self.work(now);
+    }
+
+    /// Reading notifications failed: they may be lost.
+    pub fn notifications_failed(&mut self, err: &NftError, now: Instant) {
+        tracing::warn!("reading nftables events failed: {err}; doing a full check");
+        self.pending.check = Some(Reason::Resync);
+        self.work(now);
+    }
+
+    /// Timers: a deferred commit whose time came, the periodic resync.
+    pub fn tick(&mut self, now: Instant) {
+        if self.deferred.as_ref().is_some_and(|d| d.at <= now) {
+            if let Some(d) = self.deferred.take() {
+                self.pending.commit = Some((d.reason, d.why));
+            }
+        }
+        if now >= self.resync_at {
+            self.resync_at = now + self.config.resync_interval;
+            self.pending.reload = Some("periodic resync".into());
+            self.pending.check = Some(Reason::Resync);
+        }
+        self.work(now);
+    }
+
+    /// Does the queued work: reload, commit, check, in that order, at most [`MAX_STEPS`]
+    /// steps; then publishes readiness.
+    fn work(&mut self, now: Instant) {
+        for _ in 0..MAX_STEPS {
+            if let Some(why) = self.pending.reload.take() {
+                self.reload(&why, now);
+            } else if let Some((reason, why)) = self.pending.commit.take() {
+                self.commit_within_budget(reason, why, now);
+            } else if let Some(reason) = self.pending.check.take() {
+                self.check(reason);
+            } else {
+                break;
+            }
+        }
+        self.publish();
+    }
+
+    fn set_config(&mut self, config: Config, now: Instant) {
+        if config.resync_interval != self.config.resync_interval {
+            self.resync_at = now + config.resync_interval;
+        }
+        self.config = config;
+        self.no_good_config = None;
+    }
+
+    fn reload(&mut self, why: &str, now: Instant) {
+        match self.source.reload() {
+            Update::Unchanged => tracing::debug!("{why}: config unchanged"),
+            Update::Failed(e) => {
+                self.out.metrics.config_loaded(false, 0.0);
+                let text = e.to_string();
+                if self.config_error.as_deref() != Some(&text) {
+                    tracing::error!(
+                        "{text}; keeping the last good config ({} prefixes in force)",
+                        self.desired.prefix_count()
+                    );
+                    self.config_error = Some(text);
+                }
+            }
+            Update::Loaded(loaded) => {
+                self.out.metrics.config_loaded(true, unix_now());
+                if self.config_error.take().is_some() {
+                    tracing::info!("config {} is valid again", self.source.describe());
+                }
+                if loaded.config != self.config {
+                    for note in &loaded.notes {
+                        tracing::info!("{note}");
+                    }
+                }
+                self.set_config(loaded.config, now);
+                self.config_loaded(why);
+            }
+        }
+    }
+
+    /// A valid config is in: commit if it asks for another table.
+    fn config_loaded(&mut self, why: &str) {
+        let desired = model::desired(&self.config, &self.flags, self.table_flags);
+        // A failed first commit is retried by its own timer, with backoff; a reload only
+        // commits early when there is something new to commit.
+        let retry_pending = self.in_force.is_none() && self.deferred.is_some();
+        if !desired.same_policy(&self.desired) || (self.in_force.is_none() && !retry_pending) {
+            self.desired = desired;
+            self.deferred = None;
+            self.pending.commit = Some((Reason::Config, why.into()));
+        } else {
+            tracing::debug!("{why}: desired table unchanged");
+        }
+    }
+
+    /// Commits now if the budget allows, else defers the commit to when it does.
+    fn commit_within_budget(&mut self, reason: Reason, why: String, now: Instant) {
+        match self.budget.admit(now) {
+            Ok(()) => {
+                self.budget.spend(now);
+                self.commit(reason, &why, now);
+            }
+            Err(at) => {
+                // Someone keeps changing the table (another agent?): do not spin with it.
+                if self.deferred.is_none() {
+                    tracing::warn!(
+                        "{} commits in {:?}; the next ({why}) waits until {:?} from now (is \
+                         another agent or tool managing table inet {TABLE_NAME}?)",
+                        self.budget.spent(),
+                        super::reconcile::BUDGET_WINDOW,
+                        at.saturating_duration_since(now),
+                    );
+                }
+                self.defer(at, reason, why);
+            }
+        }
+    }
+
+    fn defer(&mut self, at: Instant, reason: Reason, why: String) {
+        match &mut self.deferred {
+            // Keep the earlier time: one deferred commit carries everything.
+            Some(d) => d.at = d.at.min(at),
+            None => self.deferred = Some(Deferred { at, reason, why }),
+        }
+    }
+
+    /// Replaces the table with `self.desired`, stepping down table flags the kernel refuses.
+    fn commit(&mut self, reason: Reason, why: &str, now: Instant) {
+        let health = self.out.health.clone();
+        let _busy = health.busy("committing");
+        let start = Instant::now();
+        if let Err(e) = self.kernel.listen(false) {
+            tracing::warn!("{e}");
+        }
+        let gen_before = self.kernel.generation().ok();
+        // Read just before the replace resets them; added to the base only if it commits.
+        let counters = self.kernel.counters(TABLE_NAME).ok().flatten();
+        let result = self.replace_stepping_down();
+        let gen_after = self.kernel.generation().ok();
+        if let Err(e) = self.kernel.listen(true) {
+            tracing::warn!("{e}");
+        }
+        let gen_now = self.kernel.generation().ok();
+        self.drift.committed(gen_now);
+        let elapsed = start.elapsed();
+        match result {
+            Ok(report) => {
+                if let Some(c) = counters {
+                    self.out.counters.fold(c);
+                }
+                self.committed(reason, why, &report, elapsed);
+                // Anyone else committing between our generation reads did so while we were
+                // not subscribed: look at the table instead of trusting the events.
+                let clean = matches!((gen_before, gen_after, gen_now),
+                    (Some(a), Some(b), Some(c)) if b == a.wrapping_add(1) && c == b);
+                if !clean {
+                    tracing::debug!(
+                        ?gen_before,
+                        ?gen_after,
+                        ?gen_now,
+                        "commits by others around ours"
+                    );
+                    self.pending.check = Some(Reason::Resync);
+                }
+            }
+            Err(e) => self.commit_failed(reason, why, &e, now),
+        }
+    }
+
+    /// One replace; on a refusal of the table flags, the next flags [`compat`] allows.
+    fn replace_stepping_down(&mut self) -> Result<CommitReport, NftError> {
+        loop {
+            let result = self.kernel.replace(&self.desired);
+            let Err(e) = &result else {
+                return result;
+            };
+            let Some(step) = compat::step_down(self.owner, self.table_flags, e) else {
+                return result;
+            };
+            let next = if step.next.0 == 0 {
+                "no ownership".to_string()
+            } else {
+                step.next.to_string()
+            };
+            tracing::warn!(
+                "the kernel refused table flags {} ({}); using {next} (--table-owner={:?})",
+                step.refused,
+                step.missing,
+                self.owner,
+            );
+            if step.ownership_lost {
+                tracing::error!(
+                    "--table-owner=on but this kernel has no table owner flag: running without \
+                     ownership"
+                );
+            }
+            self.table_flags = step.next;
+            self.desired.flags = step.next;
+        }
+    }
+
+    fn committed(&mut self, reason: Reason, why: &str, report: &CommitReport, elapsed: Duration) {
+        let v4: usize = self
+            .desired
+            .sets
+            .iter()
+            .filter(|s| s.family == Family::V4)
+            .map(|s| s.prefixes.len())
+            .sum();
+        let v6 = self.desired.prefix_count() - v4;
+        let diff = SetDiff::between(self.in_force.as_ref(), &self.desired);
+        let metrics = &self.out.metrics;
+        metrics.committed(reason, elapsed.as_secs_f64(), v4, v6, report.elements);
+        metrics.owner_mode(compat::owner_label(self.table_flags));
+        tracing::info!(
+            reason = reason.as_str(),
+            prefixes = v4 + v6,
+            elements = report.elements,
+            added = diff.added.len(),
+            removed = diff.removed.len(),
+            duration_ms = format!("{:.3}", elapsed.as_secs_f64() * 1e3),
+            "committed table inet {TABLE_NAME} ({why}): {diff}"
+        );
+        self.in_force = Some(self.desired.clone());
+        self.commit_error = None;
+        self.drift_pending = None;
+        self.backoff.succeeded();
+    }
+
+    fn commit_failed(&mut self, reason: Reason, why: &str, e: &NftError, now: Instant) {
+        self.out.metrics.commit_failed();
+        let wait = self.backoff.failed();
+        tracing::error!(
+            reason = reason.as_str(),
+            "committing table inet {TABLE_NAME} failed ({why}): {e}; retrying in {wait:?}"
+        );
+        self.commit_error = Some(e.to_string());
+        self.deferred = Some(Deferred {
+            at: now + wait,
+            reason,
+            why: "retry".into(),
+        });
+    }
+
+    /// Reads the live table and queues a commit if it is not the desired one.
+    fn check(&mut self, reason: Reason) {
+        let health = self.out.health.clone();
+        let _busy = health.busy("checking the table");
+        match self.kernel.read(TABLE_NAME) {
+            Ok(Some(live)) if live.same_policy(&self.desired) => {}
+            Ok(live) => {
+                let what = if live.is_none() {
+                    "missing"
+                } else {
+                    "different"
+                };
+                if self.in_force.is_some() {
+                    self.out.metrics.repaired_by_check();
+                }
+                self.pending.commit = Some((reason, format!("full check: live table {what}")));
+            }
+            Err(e) => tracing::warn!("reading table inet {TABLE_NAME} back failed: {e}"),
+        }
+    }
+
+    /// Publishes readiness to the probe and the metric.
+    fn publish(&self) {
+        let condition = Condition {
+            no_good_config: self.no_good_config.clone(),
+            commit_failed: self.commit_error.clone(),
+            drift: self.drift_pending.clone(),
+            nothing_in_force: self.in_force.is_none(),
+        };
+        let r = readiness(&condition);
+        self.out.metrics.set_ready(r.is_ok());
+        self.out.health.set_readiness(r);
+    }
+}

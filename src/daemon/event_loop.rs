@@ -1,0 +1,117 @@
+//! The event loop: every wake-up becomes one call on the [`Agent`]. Timing (debounce, the
+//! agent's next wake) lives here; decisions live in the agent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::RunError;
+use super::agent::Agent;
+use crate::config::Source;
+use crate::health::Pings;
+use crate::model::TABLE_NAME;
+use crate::nft::Kernel;
+use crate::nft::NftError;
+use crate::nft::events::{AsyncEventSocket, Drained};
+use crate::watch::ConfigWatch;
+
+/// The longest a burst of config events can postpone the reload.
+const MAX_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// What wakes the loop, besides signals and the agent's own timer.
+pub struct Wakers {
+    /// The nftables notification socket.
+    pub events: AsyncEventSocket,
+    /// The config directory watch.
+    pub watch: ConfigWatch,
+    /// Notified by the watch on every relevant file event.
+    pub hint: Arc<Notify>,
+    /// Liveness pings from the HTTP endpoint.
+    pub pings: Pings,
+    /// Quiet time after a config event before reading the file.
+    pub debounce: Duration,
+}
+
+/// Why the loop woke up.
+enum Wake {
+    Exit(&'static str),
+    Reload(&'static str),
+    ConfigEvent,
+    Events(Result<Drained, NftError>),
+    Timer,
+    Ping(crate::health::Ping),
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run<K: Kernel, S: Source>(
+    mut agent: Agent<K, S>,
+    mut w: Wakers,
+) -> Result<(), RunError> {
+    let sig = |kind, name: &str| signal(kind).map_err(super::setup(format!("{name} handler")));
+    let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
+
+    agent.start(std::time::Instant::now());
+    loop {
+        // Left-over work runs at once, after the other wake-ups had their turn.
+        let wake_at = if agent.has_work() {
+            Instant::now()
+        } else {
+            agent.next_wake().into()
+        };
+        let wake = tokio::select! {
+            _ = term.recv() => Wake::Exit("SIGTERM"),
+            _ = int.recv() => Wake::Exit("SIGINT"),
+            _ = hup.recv() => Wake::Reload("SIGHUP"),
+            _ = w.hint.notified() => Wake::ConfigEvent,
+            drained = w.events.next() => Wake::Events(drained),
+            _ = tokio::time::sleep_until(wake_at) => Wake::Timer,
+            Some(reply) = w.pings.recv() => Wake::Ping(reply),
+        };
+        let now = std::time::Instant::now;
+        match wake {
+            Wake::Exit(sig) => {
+                tracing::info!(
+                    "{sig}: exiting; table inet {TABLE_NAME} stays in force (use --cleanup to \
+                     remove it)"
+                );
+                return Ok(());
+            }
+            Wake::Reload(why) => agent.config_changed(why, now()),
+            Wake::ConfigEvent => {
+                debounce(&w.hint, w.debounce).await;
+                if let Err(e) = w.watch.ensure() {
+                    tracing::warn!("{e}");
+                }
+                agent.config_changed("config file changed", now());
+            }
+            Wake::Events(Ok(drained)) => agent.notifications(drained, now()),
+            Wake::Events(Err(e)) => agent.notifications_failed(&e, now()),
+            Wake::Timer => agent.tick(now()),
+            Wake::Ping(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+/// Waits until config events stop for `quiet` (at most [`MAX_DEBOUNCE`] in all), so a burst
+/// (a ConfigMap swap is several renames and deletes) causes one reload.
+async fn debounce(hint: &Notify, quiet: Duration) {
+    let end = Instant::now() + MAX_DEBOUNCE;
+    loop {
+        let quiet_until = Instant::now() + quiet;
+        tokio::select! {
+            _ = hint.notified() => {
+                if Instant::now() >= end {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(quiet_until.min(end)) => return,
+        }
+    }
+}

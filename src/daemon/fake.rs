@@ -1,0 +1,228 @@
+//! In-memory stand-ins for the kernel and the config files, for the daemon's unit tests.
+//! Both are handles to shared state, so a test keeps one copy to look at (and meddle with)
+//! what the agent owns.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::config::{ConfigError, Loaded, PolicyFlags, Source, Update};
+use crate::model::{Table, TableFlags};
+use crate::nft::uapi::NFT_MSG_NEWTABLE;
+use crate::nft::{CommitReport, Kernel, NftError, ReplaceForm};
+
+/// How a kernel version answers table flags it does not know.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelVersion {
+    /// Table flags it accepts.
+    pub flags: u32,
+    /// Its errno for an unknown flag (EINVAL before 5.12, EOPNOTSUPP after).
+    pub refusal: i32,
+}
+
+/// Linux 5.10: no owner flag; unknown flags are EINVAL.
+pub const LINUX_5_10: KernelVersion = KernelVersion {
+    flags: 0,
+    refusal: libc::EINVAL,
+};
+/// Linux 6.1: owner, no persist.
+pub const LINUX_6_1: KernelVersion = KernelVersion {
+    flags: TableFlags::OWNER,
+    refusal: libc::EOPNOTSUPP,
+};
+/// Linux 6.12: owner and persist.
+pub const LINUX_6_12: KernelVersion = KernelVersion {
+    flags: TableFlags::OWNER | TableFlags::PERSIST,
+    refusal: libc::EOPNOTSUPP,
+};
+
+/// What the fake kernel holds and has seen.
+#[derive(Debug)]
+pub struct KernelState {
+    /// The version it behaves like.
+    pub version: KernelVersion,
+    /// Our table, if it exists.
+    pub table: Option<Table>,
+    /// The ruleset generation.
+    pub generation: u32,
+    /// Every table committed, in order.
+    pub commits: Vec<Table>,
+    /// Replaces that will fail, with these errnos, before anything else is checked.
+    pub fail_next: Vec<i32>,
+    /// Whether the agent is in the notification group.
+    pub listening: bool,
+    /// Reads fail with this errno.
+    pub read_fails: Option<i32>,
+    /// Someone else commits this right after the agent's next commit (while the agent is
+    /// still out of the notification group, so only the generation tells).
+    pub race_next: Option<Option<Table>>,
+}
+
+/// A kernel in memory.
+#[derive(Debug, Clone)]
+pub struct FakeKernel(pub Rc<RefCell<KernelState>>);
+
+/// The port id of the agent's fake command socket.
+pub const PORT: u32 = 4000;
+
+impl FakeKernel {
+    /// A kernel of `version` with no table.
+    pub fn new(version: KernelVersion) -> FakeKernel {
+        FakeKernel(Rc::new(RefCell::new(KernelState {
+            version,
+            table: None,
+            generation: 1,
+            commits: Vec::new(),
+            fail_next: Vec::new(),
+            listening: true,
+            read_fails: None,
+            race_next: None,
+        })))
+    }
+
+    /// Someone else commits `table` (or deletes it with `None`): the generation moves on.
+    pub fn foreign_commit(&self, table: Option<Table>) -> u32 {
+        let mut s = self.0.borrow_mut();
+        s.table = table;
+        s.generation += 1;
+        s.generation
+    }
+
+    /// The number of commits the agent made.
+    pub fn commits(&self) -> usize {
+        self.0.borrow().commits.len()
+    }
+
+    /// The live table.
+    pub fn table(&self) -> Option<Table> {
+        self.0.borrow().table.clone()
+    }
+}
+
+fn rejected(errno: i32) -> NftError {
+    NftError::Rejected {
+        what: "NEWTABLE inet nft-masq-agent".into(),
+        kind: Some(NFT_MSG_NEWTABLE),
+        attr: None,
+        kernel_msg: None,
+        errno,
+        failed: 1,
+    }
+}
+
+impl Kernel for FakeKernel {
+    fn port_id(&self) -> u32 {
+        PORT
+    }
+
+    fn replace(&mut self, table: &Table) -> Result<CommitReport, NftError> {
+        let mut s = self.0.borrow_mut();
+        if !s.fail_next.is_empty() {
+            let errno = s.fail_next.remove(0);
+            return Err(rejected(errno));
+        }
+        if table.flags.0 & !s.version.flags != 0 {
+            return Err(rejected(s.version.refusal));
+        }
+        s.table = Some(table.clone());
+        s.commits.push(table.clone());
+        s.generation += 1;
+        if let Some(foreign) = s.race_next.take() {
+            s.table = foreign;
+            s.generation += 1;
+        }
+        Ok(CommitReport {
+            elements: table.prefix_count() * 2,
+            messages: 1,
+            bytes: 0,
+            form: ReplaceForm::AddDeleteAdd,
+        })
+    }
+
+    fn read(&mut self, _name: &str) -> Result<Option<Table>, NftError> {
+        let s = self.0.borrow();
+        match s.read_fails {
+            Some(errno) => Err(NftError::Kernel {
+                request: "GETRULE",
+                errno,
+            }),
+            None => Ok(s.table.clone()),
+        }
+    }
+
+    fn counters(&mut self, _name: &str) -> Result<Option<(u64, u64)>, NftError> {
+        Ok(self
+            .0
+            .borrow()
+            .table
+            .as_ref()
+            .map(|t| t.masquerade_counters()))
+    }
+
+    fn generation(&mut self) -> Result<u32, NftError> {
+        Ok(self.0.borrow().generation)
+    }
+
+    fn listen(&mut self, on: bool) -> Result<(), NftError> {
+        self.0.borrow_mut().listening = on;
+        Ok(())
+    }
+}
+
+/// The config file's contents, or `None` for no file.
+#[derive(Debug, Clone)]
+pub struct FakeSource {
+    /// The file's text.
+    pub text: Rc<RefCell<Option<String>>>,
+    flags: PolicyFlags,
+    last: Option<Option<String>>,
+}
+
+impl FakeSource {
+    /// A config file holding `text`.
+    pub fn new(text: Option<&str>, flags: &PolicyFlags) -> FakeSource {
+        FakeSource {
+            text: Rc::new(RefCell::new(text.map(str::to_string))),
+            flags: flags.clone(),
+            last: None,
+        }
+    }
+
+    /// Rewrites the file.
+    pub fn write(&self, text: Option<&str>) {
+        *self.text.borrow_mut() = text.map(str::to_string);
+    }
+
+    fn validate(&self, text: &Option<String>) -> Result<Loaded, ConfigError> {
+        match text {
+            None => Ok(Loaded {
+                config: crate::config::Config::defaults(&self.flags),
+                notes: Vec::new(),
+            }),
+            Some(t) => crate::config::parse_str(t, "/fake/ip-masq-agent".as_ref(), &self.flags),
+        }
+    }
+}
+
+impl Source for FakeSource {
+    fn load(&mut self) -> Result<Loaded, ConfigError> {
+        let text = self.text.borrow().clone();
+        self.last = Some(text.clone());
+        self.validate(&text)
+    }
+
+    fn reload(&mut self) -> Update {
+        let text = self.text.borrow().clone();
+        if self.last.as_ref() == Some(&text) {
+            return Update::Unchanged;
+        }
+        self.last = Some(text.clone());
+        match self.validate(&text) {
+            Ok(l) => Update::Loaded(l),
+            Err(e) => Update::Failed(e),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "/fake/ip-masq-agent".into()
+    }
+}

@@ -1,0 +1,124 @@
+//! The daemon: keeps the policy in force until stopped.
+//!
+//! - [`agent`]: the reconciler, what to do when something happens (sync, generic over the
+//!   kernel and the config source, unit-tested without root in `tests.rs`);
+//! - [`reconcile`]: its pure rules (commit budget, backoff, readiness);
+//! - [`event_loop`]: the wake-ups (signals, config watch, nftables notifications, timers,
+//!   pings) turned into calls on the agent;
+//! - this module: wiring the real sockets, watch and HTTP endpoint together.
+
+pub mod agent;
+pub mod event_loop;
+pub mod reconcile;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::config::{ConfigSource, PolicyFlags};
+use crate::counters::MasqCounters;
+use crate::health::Health;
+use crate::http::{self, Endpoints};
+use crate::metrics::Metrics;
+use crate::nft::compat::OwnerMode;
+use crate::nft::events::EventSocket;
+use crate::nft::{Netlink, NftError, NftSocket};
+use crate::watch::{ConfigWatch, WatchError};
+use agent::{Agent, Outputs};
+
+/// Daemon settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The config file.
+    pub config: PathBuf,
+    /// Policy flags.
+    pub flags: PolicyFlags,
+    /// Table ownership.
+    pub owner: OwnerMode,
+    /// Where to serve /healthz, /readyz and /metrics; `None` to not serve.
+    pub listen: Option<SocketAddr>,
+    /// Quiet time after a config event before reading the file.
+    pub debounce: Duration,
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The netlink sockets could not be opened.
+    #[error("cannot open the nf_tables netlink sockets")]
+    Netlink(#[source] NftError),
+    /// The config directory cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// The runtime, a signal handler or the HTTP listener could not be set up.
+    #[error("{what}")]
+    Setup {
+        /// What failed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn setup(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Setup { what, source }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. The table stays in force on exit.
+pub fn run(opts: Options) -> Result<(), RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(setup("cannot start the async runtime"))?;
+    rt.block_on(run_async(opts))
+}
+
+async fn run_async(opts: Options) -> Result<(), RunError> {
+    let (health, pings) = Health::new();
+    let out = Outputs {
+        health: Arc::new(health),
+        metrics: Arc::new(Metrics::new()),
+        counters: Arc::new(MasqCounters::default()),
+    };
+    if let Some(addr) = opts.listen {
+        let ep = Endpoints {
+            health: out.health.clone(),
+            metrics: out.metrics.clone(),
+            counters: out.counters.clone(),
+        };
+        http::spawn(addr, ep).map_err(setup(format!("cannot listen on {addr}")))?;
+        tracing::info!("serving /healthz, /readyz and /metrics on http://{addr}");
+    }
+
+    let sock = NftSocket::open().map_err(RunError::Netlink)?;
+    let events = EventSocket::open().map_err(RunError::Netlink)?;
+    let kernel = Netlink::new(sock, events.membership());
+    let events = events
+        .into_async()
+        .map_err(setup("registering the event socket"))?;
+    let hint = Arc::new(Notify::new());
+    let watch = ConfigWatch::new(&opts.config, hint.clone())?;
+    let source = ConfigSource::new(&opts.config, opts.flags.clone());
+    let agent = Agent::new(kernel, source, opts.flags, opts.owner, out, Instant::now());
+    event_loop::run(
+        agent,
+        event_loop::Wakers {
+            events,
+            watch,
+            hint,
+            pings,
+            debounce: opts.debounce,
+        },
+    )
+    .await
+}

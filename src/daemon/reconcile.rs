@@ -1,0 +1,213 @@
+//! The pure parts of reconciling: how often the agent may commit, how long it waits after a
+//! failure, and what it reports as its readiness. No I/O, no clock: time comes in as an
+//! argument, so every rule here is unit-tested with made-up instants.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Commits allowed in one [`BUDGET_WINDOW`] before the agent slows down.
+pub const BUDGET_COMMITS: usize = 20;
+/// The window of the commit budget.
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// Beyond the budget, at most one commit per this period.
+pub const BUDGET_SLOW_PERIOD: Duration = Duration::from_secs(1);
+
+/// One budget for every commit, whatever caused it (start-up, config, repair, full check,
+/// retry): someone who keeps changing the table (a second agent, a tool) must not make the
+/// agent spin, nor starve the rest of the node of CPU.
+///
+/// Up to [`BUDGET_COMMITS`] commits in any [`BUDGET_WINDOW`]; past that, one per
+/// [`BUDGET_SLOW_PERIOD`].
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    recent: VecDeque<Instant>,
+}
+
+impl Budget {
+    /// `Ok` if a commit may run at `now`, else the instant from which one may.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Instant> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > BUDGET_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() < BUDGET_COMMITS {
+            return Ok(());
+        }
+        match self.recent.back() {
+            Some(last) if now.saturating_duration_since(*last) < BUDGET_SLOW_PERIOD => {
+                Err(*last + BUDGET_SLOW_PERIOD)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a commit made at `now` (successful or not: both cost the kernel).
+    pub fn spend(&mut self, now: Instant) {
+        self.recent.push_back(now);
+        // Only the window and the last commit matter; keep the queue bounded whatever the
+        // clock does.
+        while self.recent.len() > BUDGET_COMMITS * 2 {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Commits made in the current window.
+    pub fn spent(&self) -> usize {
+        self.recent.len()
+    }
+}
+
+/// The first wait after a failed commit.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// The longest wait between retries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Exponential backoff for retrying a failed commit.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: BACKOFF_MIN }
+    }
+}
+
+impl Backoff {
+    /// The wait after another failure; each failure doubles the next one, up to the maximum.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    /// A commit succeeded: the next failure waits the minimum again.
+    pub fn succeeded(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+/// The agent's condition, from which readiness follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Condition {
+    /// No config file has validated since start: the defaults (or an adopted table) are in
+    /// force because of an error.
+    pub no_good_config: Option<String>,
+    /// The last commit failed, with its error.
+    pub commit_failed: Option<String>,
+    /// Someone changed the table and the repair has not happened yet.
+    pub drift: Option<String>,
+    /// Nothing has been committed (or adopted) yet.
+    pub nothing_in_force: bool,
+}
+
+/// Ready means: the table in force is the one the last good config asks for. The first
+/// reason that applies is reported, the most fundamental first.
+pub fn readiness(c: &Condition) -> Result<(), String> {
+    if let Some(why) = &c.no_good_config {
+        return Err(why.clone());
+    }
+    if let Some(e) = &c.commit_failed {
+        return Err(format!("commit failed: {e}"));
+    }
+    if let Some(what) = &c.drift {
+        return Err(format!("table changed: {what}"));
+    }
+    if c.nothing_in_force {
+        return Err("starting".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn budget_allows_a_burst_then_one_per_period() {
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        for i in 0..BUDGET_COMMITS {
+            let now = t0 + ms(i as u64);
+            assert_eq!(b.admit(now), Ok(()), "commit {i}");
+            b.spend(now);
+        }
+        let now = t0 + ms(50);
+        let last = t0 + ms(BUDGET_COMMITS as u64 - 1);
+        assert_eq!(b.admit(now), Err(last + BUDGET_SLOW_PERIOD));
+        // A second later one more is allowed, and then the next second.
+        let later = last + BUDGET_SLOW_PERIOD;
+        assert_eq!(b.admit(later), Ok(()));
+        b.spend(later);
+        assert_eq!(b.admit(later + ms(10)), Err(later + BUDGET_SLOW_PERIOD));
+    }
+
+    #[test]
+    fn budget_refills_after_the_window() {
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        for _ in 0..BUDGET_COMMITS {
+            b.spend(t0);
+        }
+        assert!(b.admit(t0 + ms(10)).is_err());
+        let after = t0 + BUDGET_WINDOW + ms(1);
+        assert_eq!(b.admit(after), Ok(()));
+        assert_eq!(b.spent(), 0);
+    }
+
+    #[test]
+    fn a_sustained_storm_is_held_to_a_bounded_rate() {
+        // Someone changes the table every millisecond for a minute.
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        let mut commits = 0;
+        for i in 0..60_000 {
+            let now = t0 + ms(i);
+            if b.admit(now).is_ok() {
+                b.spend(now);
+                commits += 1;
+            }
+        }
+        // A burst per window plus one per second: about 3 a second, never thousands.
+        assert!(commits <= 6 * BUDGET_COMMITS + 60, "{commits} commits");
+        assert!(commits >= 60, "{commits} commits");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<Duration> = (0..9).map(|_| b.failed()).collect();
+        assert_eq!(waits[..4], [ms(500), ms(1000), ms(2000), ms(4000)]);
+        assert_eq!(*waits.last().unwrap(), BACKOFF_MAX);
+        b.succeeded();
+        assert_eq!(b.failed(), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn readiness_reports_the_most_fundamental_reason() {
+        let mut c = Condition {
+            nothing_in_force: true,
+            ..Condition::default()
+        };
+        assert_eq!(readiness(&c), Err("starting".into()));
+        c.nothing_in_force = false;
+        assert_eq!(readiness(&c), Ok(()));
+        c.drift = Some("rule deleted by nft".into());
+        assert_eq!(
+            readiness(&c),
+            Err("table changed: rule deleted by nft".into())
+        );
+        c.commit_failed = Some("EPERM".into());
+        assert_eq!(readiness(&c), Err("commit failed: EPERM".into()));
+        c.no_good_config = Some("config invalid".into());
+        assert_eq!(readiness(&c), Err("config invalid".into()));
+    }
+}

@@ -1,0 +1,355 @@
+//! The reconciler's decisions, without root: a fake kernel, a config held in memory, and a
+//! clock that only moves when the test says so.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::agent::{Agent, Outputs};
+use super::fake::{self, FakeKernel, FakeSource, KernelVersion, LINUX_5_10, LINUX_6_1, LINUX_6_12};
+use super::reconcile::{BACKOFF_MIN, BUDGET_COMMITS, BUDGET_WINDOW};
+use crate::config::PolicyFlags;
+use crate::counters::MasqCounters;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::model::{TABLE_NAME, Table, TableFlags};
+use crate::nft::compat::OwnerMode;
+use crate::nft::events::{Drained, Event};
+use crate::nft::uapi::{NFPROTO_INET, NFT_MSG_DELRULE};
+
+/// The port id of "nft" run by someone else.
+const OTHER: u32 = 777;
+
+struct Harness {
+    agent: Agent<FakeKernel, FakeSource>,
+    kernel: FakeKernel,
+    source: FakeSource,
+    out: Outputs,
+    now: Instant,
+}
+
+fn outputs() -> Outputs {
+    let (health, _pings) = Health::new();
+    Outputs {
+        health: Arc::new(health),
+        metrics: Arc::new(Metrics::new()),
+        counters: Arc::new(MasqCounters::default()),
+    }
+}
+
+impl Harness {
+    fn new(version: KernelVersion, owner: OwnerMode, config: Option<&str>) -> Harness {
+        Harness::with_kernel(FakeKernel::new(version), owner, config)
+    }
+
+    fn with_kernel(kernel: FakeKernel, owner: OwnerMode, config: Option<&str>) -> Harness {
+        let flags = PolicyFlags::default();
+        let source = FakeSource::new(config, &flags);
+        let out = outputs();
+        let now = Instant::now();
+        let agent = Agent::new(
+            kernel.clone(),
+            source.clone(),
+            flags,
+            owner,
+            out.clone(),
+            now,
+        );
+        Harness {
+            agent,
+            kernel,
+            source,
+            out,
+            now,
+        }
+    }
+
+    fn start(mut self) -> Harness {
+        self.agent.start(self.now);
+        self
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.out.health.readiness()
+    }
+
+    /// Moves the clock on and lets the agent's timers fire.
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.agent.tick(self.now);
+    }
+
+    /// Someone else deletes a rule of our table: the kernel changes and notifies.
+    fn tamper(&mut self) {
+        let mut t = self.kernel.table().expect("a table to tamper with");
+        t.chains[0].rules.pop();
+        let generation = self.kernel.foreign_commit(Some(t));
+        self.agent.notifications(
+            Drained {
+                events: vec![
+                    Event::Object {
+                        kind: NFT_MSG_DELRULE,
+                        family: NFPROTO_INET,
+                        table: TABLE_NAME.into(),
+                        port_id: OTHER,
+                    },
+                    Event::Generation {
+                        id: generation,
+                        port_id: OTHER,
+                        proc_name: Some("nft".into()),
+                        pid: Some(42),
+                    },
+                ],
+                lost: false,
+            },
+            self.now,
+        );
+    }
+
+    fn live_is_desired(&self) -> bool {
+        self.kernel
+            .table()
+            .is_some_and(|t| t.same_policy(self.agent.desired()))
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        let text = self.out.metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+}
+
+fn set_of(t: &Table) -> Vec<String> {
+    t.sets[0].prefixes.iter().map(|p| p.to_string()).collect()
+}
+
+const CGNAT: &str = "nonMasqueradeCIDRs: [100.64.0.0/10]\n";
+
+#[test]
+fn start_commits_the_config_and_becomes_ready() {
+    let h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    assert_eq!(h.kernel.commits(), 1);
+    let live = h.kernel.table().unwrap();
+    assert_eq!(set_of(&live), ["100.64.0.0/10", "169.254.0.0/16"]);
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(h.metric("nft_masq_agent_ready"), 1.0);
+}
+
+#[test]
+fn bad_config_at_start_without_a_table_commits_the_defaults_not_ready_until_fixed() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some("masqueradeCIDR: []\n")).start();
+    let live = h.kernel.table().expect("the defaults are committed");
+    assert!(set_of(&live).contains(&"10.0.0.0/8".to_string()));
+    let why = h.ready().unwrap_err();
+    assert!(why.contains("config file is invalid"), "{why}");
+    assert_eq!(h.metric("nft_masq_agent_config_valid"), 0.0);
+
+    h.source.write(Some(CGNAT));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(
+        set_of(&h.kernel.table().unwrap()),
+        ["100.64.0.0/10", "169.254.0.0/16"]
+    );
+    assert_eq!(h.ready(), Ok(()));
+}
+
+#[test]
+fn a_config_that_turns_bad_keeps_the_last_good_table_and_readiness() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    h.source
+        .write(Some("nonMasqueradeCIDRs: [100.64.0.0/33]\n"));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.kernel.commits(), 1);
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "100.64.0.0/10");
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(h.metric("nft_masq_agent_config_valid"), 0.0);
+    assert_eq!(h.metric("nft_masq_agent_config_errors_total"), 1.0);
+}
+
+#[test]
+fn a_failed_commit_is_retried_with_backoff_and_not_ready_until_it_succeeds() {
+    let kernel = FakeKernel::new(LINUX_6_12);
+    kernel.0.borrow_mut().fail_next = vec![libc::EPERM, libc::EPERM];
+    let mut h = Harness::with_kernel(kernel, OwnerMode::Auto, Some(CGNAT)).start();
+    assert_eq!(h.kernel.table(), None);
+    let why = h.ready().unwrap_err();
+    assert!(why.starts_with("commit failed"), "{why}");
+    assert_eq!(h.agent.next_wake(), h.now + BACKOFF_MIN);
+
+    // Nothing happens before the backoff ends; a config reload does not jump the queue.
+    h.advance(BACKOFF_MIN - Duration::from_millis(1));
+    h.agent.config_changed("config file changed", h.now);
+    assert!(h.ready().is_err());
+    h.advance(Duration::from_millis(1));
+    // The second attempt fails too: the wait doubles.
+    assert!(h.ready().is_err());
+    assert_eq!(h.agent.next_wake(), h.now + 2 * BACKOFF_MIN);
+    h.advance(2 * BACKOFF_MIN);
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(h.kernel.commits(), 1);
+    assert_eq!(h.metric("nft_masq_agent_commit_errors_total"), 2.0);
+}
+
+#[test]
+fn a_foreign_change_is_repaired_at_once_and_readiness_follows() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    h.tamper();
+    assert!(h.live_is_desired());
+    assert_eq!(h.kernel.commits(), 2);
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(h.metric("nft_masq_agent_drift_repairs_total"), 1.0);
+}
+
+#[test]
+fn a_repair_storm_is_held_to_the_one_budget() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    // A tool deletes our rule every millisecond for three seconds.
+    for _ in 0..3000 {
+        h.now += Duration::from_millis(1);
+        h.agent.tick(h.now);
+        h.tamper();
+    }
+    let commits = h.kernel.commits();
+    // The start-up commit counts against the same budget as the repairs.
+    assert!(commits <= BUDGET_COMMITS + 3, "{commits} commits in 3 s");
+    // Meanwhile the agent says it is not ready, and why.
+    let why = h.ready().unwrap_err();
+    assert!(why.contains("table changed: rule deleted by nft"), "{why}");
+    // Once the storm ends, the deferred repair lands and the agent is ready again.
+    h.advance(BUDGET_WINDOW);
+    assert!(h.live_is_desired());
+    assert_eq!(h.ready(), Ok(()));
+}
+
+#[test]
+fn full_check_repairs_go_through_the_budget_too() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    // Changes the agent only sees by reading the table: lost notifications every time.
+    for _ in 0..200 {
+        h.now += Duration::from_millis(1);
+        let mut t = h.kernel.table().unwrap();
+        t.chains[0].rules.pop();
+        h.kernel.foreign_commit(Some(t));
+        h.agent.notifications(
+            Drained {
+                events: vec![],
+                lost: true,
+            },
+            h.now,
+        );
+    }
+    assert!(
+        h.kernel.commits() <= BUDGET_COMMITS,
+        "{}",
+        h.kernel.commits()
+    );
+    assert!(h.metric("nft_masq_agent_events_lost_total") >= 200.0);
+}
+
+#[test]
+fn lost_notifications_check_and_repair_only_what_differs() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    let lost = || Drained {
+        events: vec![],
+        lost: true,
+    };
+    h.agent.notifications(lost(), h.now);
+    assert_eq!(h.kernel.commits(), 1, "an unchanged table is left alone");
+    h.kernel.foreign_commit(None);
+    h.agent.notifications(lost(), h.now);
+    assert_eq!(h.kernel.commits(), 2);
+    assert!(h.live_is_desired());
+}
+
+#[test]
+fn own_commits_and_other_tables_cause_no_repair() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    let g = h.kernel.0.borrow().generation;
+    let ev = |table: &str, port_id, id| {
+        vec![
+            Event::Object {
+                kind: NFT_MSG_DELRULE,
+                family: NFPROTO_INET,
+                table: table.into(),
+                port_id,
+            },
+            Event::Generation {
+                id,
+                port_id,
+                proc_name: None,
+                pid: None,
+            },
+        ]
+    };
+    let mut events = ev(TABLE_NAME, fake::PORT, g + 1);
+    events.extend(ev("kube-proxy", OTHER, g + 2));
+    h.agent.notifications(
+        Drained {
+            events,
+            lost: false,
+        },
+        h.now,
+    );
+    assert_eq!(h.kernel.commits(), 1);
+}
+
+#[test]
+fn a_changed_file_is_picked_up_by_the_periodic_resync() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    h.source.write(Some(
+        "nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 5s\n",
+    ));
+    h.advance(Duration::from_secs(59));
+    assert_eq!(h.kernel.commits(), 1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "10.0.0.0/8");
+    // The new interval is in force from now.
+    assert_eq!(h.agent.next_wake(), h.now + Duration::from_secs(5));
+}
+
+#[test]
+fn table_flags_step_down_as_each_kernel_refuses_them() {
+    let none = TableFlags(0);
+    let owner = TableFlags(TableFlags::OWNER);
+    let both = TableFlags(TableFlags::OWNER | TableFlags::PERSIST);
+    for (version, mode, want, label) in [
+        (LINUX_6_12, OwnerMode::Auto, both, "owner-persist"),
+        (LINUX_6_1, OwnerMode::Auto, none, "off"),
+        (LINUX_5_10, OwnerMode::Auto, none, "off"),
+        (LINUX_6_12, OwnerMode::On, both, "owner-persist"),
+        (LINUX_6_1, OwnerMode::On, owner, "owner"),
+        (LINUX_5_10, OwnerMode::On, none, "off"),
+        (LINUX_5_10, OwnerMode::Off, none, "off"),
+    ] {
+        let h = Harness::new(version, mode, Some(CGNAT)).start();
+        let live = h
+            .kernel
+            .table()
+            .unwrap_or_else(|| panic!("{mode:?}: no table"));
+        assert_eq!(live.flags, want, "{mode:?} on {version:?}");
+        assert_eq!(h.ready(), Ok(()), "{mode:?} on {version:?}");
+        let series = format!("nft_masq_agent_table_owner{{mode=\"{label}\"}}");
+        assert_eq!(h.metric(&series), 1.0, "{mode:?} on {version:?}");
+        // Later commits use the flags learnt, with no new refusal.
+        assert_eq!(h.kernel.commits(), 1);
+    }
+}
+
+#[test]
+fn a_commit_raced_by_another_committer_is_checked_and_repaired() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    // Someone deletes our table right after our next commit, while we are out of the
+    // notification group: only the generation ids tell.
+    h.kernel.0.borrow_mut().race_next = Some(None);
+    h.source
+        .write(Some("nonMasqueradeCIDRs: [100.64.0.0/11]\n"));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(
+        h.kernel.commits(),
+        3,
+        "start-up, config, then the repair after the check"
+    );
+    assert!(h.live_is_desired());
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "100.64.0.0/11");
+    assert_eq!(h.ready(), Ok(()));
+}

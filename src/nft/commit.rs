@@ -1,0 +1,54 @@
+//! The two operations the agent performs on the kernel: replace its table atomically, and
+//! delete it. Each is one batch, sent over the command socket.
+
+use super::encode::{self, ReplaceForm};
+use super::error::NftError;
+use super::socket::NftSocket;
+use crate::model::Table;
+
+/// What one replace sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Set elements sent (interval starts and ends).
+    pub elements: usize,
+    /// Messages in the batch.
+    pub messages: usize,
+    /// Batch size in bytes.
+    pub bytes: usize,
+    /// The form that committed.
+    pub form: ReplaceForm,
+}
+
+/// Replaces the table atomically in one transaction, whether or not it exists.
+///
+/// The common form starts by adding the table, which the kernel treats as an update of an
+/// existing one and refuses (EOPNOTSUPP) if that would change its owner or persist flag. In
+/// that case the table exists with other flags, so the delete-first form is valid and used.
+pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport, NftError> {
+    let send = |sock: &mut NftSocket, form| {
+        let batch = encode::replace(table, sock.next_seq(), form);
+        sock.send_batch(&batch).map(|()| CommitReport {
+            elements: batch.elements,
+            messages: batch.msgs.len(),
+            bytes: batch.bytes.len(),
+            form,
+        })
+    };
+    match send(sock, ReplaceForm::AddDeleteAdd) {
+        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => match sock.table_info(&table.name)? {
+            Some(existing) if existing.flags != table.flags => send(sock, ReplaceForm::DeleteAdd),
+            _ => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// Deletes the table. Returns false when it did not exist.
+pub fn delete_table(sock: &mut NftSocket, name: &str) -> Result<bool, NftError> {
+    let batch = encode::delete(name, sock.next_seq());
+    match sock.send_batch(&batch) {
+        Ok(()) => Ok(true),
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

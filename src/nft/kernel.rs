@@ -1,0 +1,71 @@
+//! The seam between the daemon and the kernel: everything the reconcile loop asks of
+//! nf_tables, as a trait. [`Netlink`] implements it with the real sockets; the daemon's
+//! unit tests implement it in memory, so its decisions are tested without root.
+
+use super::commit::{self, CommitReport};
+use super::error::NftError;
+use super::events::Membership;
+use super::socket::NftSocket;
+use crate::model::Table;
+
+/// What the daemon needs from nf_tables.
+pub trait Kernel {
+    /// The netlink port id our commits carry: notifications with it are our own.
+    fn port_id(&self) -> u32;
+
+    /// Replaces `table` (by its name, in the inet family) in one transaction.
+    fn replace(&mut self, table: &Table) -> Result<CommitReport, NftError>;
+
+    /// Reads table `name` back, decoded; `None` when it does not exist.
+    fn read(&mut self, name: &str) -> Result<Option<Table>, NftError>;
+
+    /// The packet and byte counters of the masquerade rules of table `name`, if it exists.
+    fn counters(&mut self, name: &str) -> Result<Option<(u64, u64)>, NftError>;
+
+    /// The ruleset generation: it changes with every committed transaction.
+    fn generation(&mut self) -> Result<u32, NftError>;
+
+    /// Joins (`true`) or leaves the notification group. Left during our own commits.
+    fn listen(&mut self, on: bool) -> Result<(), NftError>;
+}
+
+/// The kernel through netlink: the command socket and the notification group membership of
+/// the event socket (which the event loop polls).
+#[derive(Debug)]
+pub struct Netlink {
+    sock: NftSocket,
+    membership: Membership,
+}
+
+impl Netlink {
+    /// Wraps an open command socket and the membership handle of the event socket.
+    pub fn new(sock: NftSocket, membership: Membership) -> Netlink {
+        Netlink { sock, membership }
+    }
+}
+
+impl Kernel for Netlink {
+    fn port_id(&self) -> u32 {
+        self.sock.port_id()
+    }
+
+    fn replace(&mut self, table: &Table) -> Result<CommitReport, NftError> {
+        commit::replace_table(&mut self.sock, table)
+    }
+
+    fn read(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+        self.sock.read_table(name)
+    }
+
+    fn counters(&mut self, name: &str) -> Result<Option<(u64, u64)>, NftError> {
+        Ok(self.sock.read_rules(name)?.map(|t| t.masquerade_counters()))
+    }
+
+    fn generation(&mut self) -> Result<u32, NftError> {
+        self.sock.generation()
+    }
+
+    fn listen(&mut self, on: bool) -> Result<(), NftError> {
+        self.membership.subscribe(on)
+    }
+}
