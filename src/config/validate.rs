@@ -201,35 +201,13 @@ impl Validator<'_> {
         }
         match key {
             "nonMasqueradeCIDRs" => {
-                if let Some(list) = self.cidr_list(key, value) {
-                    config.non_masquerade_cidrs = list;
-                }
+                set(&mut config.non_masquerade_cidrs, self.cidr_list(key, value))
             }
-            "masqueradeCIDRs" => {
-                if let Some(list) = self.cidr_list(key, value) {
-                    config.masquerade_cidrs = list;
-                }
-            }
-            "cidrLimit" => {
-                if let Some(n) = self.cidr_limit(value) {
-                    config.cidr_limit = n;
-                }
-            }
-            "masqLinkLocal" => {
-                if let Some(b) = self.boolean(key, value) {
-                    config.masq_link_local = b;
-                }
-            }
-            "masqLinkLocalIPv6" => {
-                if let Some(b) = self.boolean(key, value) {
-                    config.masq_link_local_ipv6 = b;
-                }
-            }
-            "resyncInterval" => {
-                if let Some(d) = self.resync_interval(value) {
-                    config.resync_interval = d;
-                }
-            }
+            "masqueradeCIDRs" => set(&mut config.masquerade_cidrs, self.cidr_list(key, value)),
+            "cidrLimit" => set(&mut config.cidr_limit, self.cidr_limit(value)),
+            "masqLinkLocal" => set(&mut config.masq_link_local, self.boolean(key, value)),
+            "masqLinkLocalIPv6" => set(&mut config.masq_link_local_ipv6, self.boolean(key, value)),
+            "resyncInterval" => set(&mut config.resync_interval, self.resync_interval(value)),
             _ => unreachable!("every known key is handled"),
         }
     }
@@ -461,6 +439,13 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
         ));
     }
     Ok(net)
+}
+
+/// Stores a validated value; `None` (a problem was reported) leaves the default.
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
 }
 
 /// The known key `name` stands for: exactly, else case-insensitively.

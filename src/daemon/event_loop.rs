@@ -8,8 +8,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::RunError;
 use super::agent::Agent;
+use super::error::{RunError, setup};
 use crate::config::Source;
 use crate::health::Pings;
 use crate::model::TABLE_NAME;
@@ -50,7 +50,7 @@ pub async fn run<K: Kernel, S: Source>(
     mut agent: Agent<K, S>,
     mut w: Wakers,
 ) -> Result<(), RunError> {
-    let sig = |kind, name: &str| signal(kind).map_err(super::setup(format!("{name} handler")));
+    let sig = |kind, name: &str| signal(kind).map_err(setup(format!("{name} handler")));
     let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
     let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
     let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;

@@ -8,6 +8,7 @@
 //! - this module: wiring the real sockets, watch and HTTP endpoint together.
 
 pub mod agent;
+pub mod error;
 pub mod event_loop;
 pub mod reconcile;
 
@@ -30,9 +31,11 @@ use crate::http::{self, Endpoints};
 use crate::metrics::Metrics;
 use crate::nft::compat::OwnerMode;
 use crate::nft::events::EventSocket;
-use crate::nft::{Netlink, NftError, NftSocket};
-use crate::watch::{ConfigWatch, WatchError};
+use crate::nft::{Netlink, NftSocket};
+use crate::watch::ConfigWatch;
 use agent::{Agent, Outputs};
+pub use error::RunError;
+use error::setup;
 
 /// Daemon settings.
 #[derive(Debug, Clone)]
@@ -47,31 +50,6 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// Quiet time after a config event before reading the file.
     pub debounce: Duration,
-}
-
-/// Errors that stop the daemon.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The netlink sockets could not be opened.
-    #[error("cannot open the nf_tables netlink sockets")]
-    Netlink(#[source] NftError),
-    /// The config directory cannot be watched.
-    #[error(transparent)]
-    Watch(#[from] WatchError),
-    /// The runtime, a signal handler or the HTTP listener could not be set up.
-    #[error("{what}")]
-    Setup {
-        /// What failed.
-        what: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn setup(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
-    let what = what.into();
-    move |source| RunError::Setup { what, source }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. The table stays in force on exit.

@@ -271,15 +271,8 @@ impl NftSocket {
             out.resize((out.len() + 3) & !3, 0);
             Ok(())
         };
-        match self.exchange(
-            NFT_MSG_GETTABLE,
-            false,
-            NFPROTO_INET,
-            |w| w.put_str(NFTA_TABLE_NAME, name),
-            &mut keep,
-        ) {
-            Err(NftError::Kernel { errno, .. }) if errno == libc::ENOENT => return Ok(None),
-            other => other?,
+        if !self.get_table(name, &mut keep)? {
+            return Ok(None);
         }
         let mut set_names = Vec::new();
         self.exchange(
@@ -390,22 +383,33 @@ impl NftSocket {
         Ok(Some(decode::assemble(table, Vec::new(), chains, rules)))
     }
 
-    /// Flags and owner of table `name`, without reading its contents.
-    pub fn table_info(&mut self, name: &str) -> Result<Option<decode::TableMsg>, NftError> {
-        let mut out = None;
+    /// Asks for table `name` of the inet family, feeding the reply to `each`; false when the
+    /// table does not exist.
+    fn get_table(
+        &mut self,
+        name: &str,
+        each: impl FnMut(&Msg<'_>) -> Result<(), NftError>,
+    ) -> Result<bool, NftError> {
         match self.exchange(
             NFT_MSG_GETTABLE,
             false,
             NFPROTO_INET,
             |w| w.put_str(NFTA_TABLE_NAME, name),
-            |m| {
-                out = Some(decode::table(m)?);
-                Ok(())
-            },
+            each,
         ) {
-            Err(NftError::Kernel { errno, .. }) if errno == libc::ENOENT => Ok(None),
+            Err(NftError::Kernel { errno, .. }) if errno == libc::ENOENT => Ok(false),
             Err(e) => Err(e),
-            Ok(()) => Ok(out),
+            Ok(()) => Ok(true),
         }
+    }
+
+    /// Flags and owner of table `name`, without reading its contents.
+    pub fn table_info(&mut self, name: &str) -> Result<Option<decode::TableMsg>, NftError> {
+        let mut out = None;
+        self.get_table(name, |m| {
+            out = Some(decode::table(m)?);
+            Ok(())
+        })?;
+        Ok(out)
     }
 }

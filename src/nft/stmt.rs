@@ -155,258 +155,100 @@ fn lower_masquerade(flags: u32, ports: Option<(u16, u16)>, out: &mut Vec<Expr>) 
     ]);
 }
 
-/// Recognises one statement at the start of a rule's remaining expressions: the statement
-/// and how many expressions it spans, or `None` if the sequence is not this statement.
-type Recognizer = fn(&[Expr]) -> Option<(Stmt, usize)>;
-
-/// Tried in order: longer sequences before their prefixes (a set lookup starts with the
-/// same `meta nfproto` comparison as a bare family match).
-const RECOGNIZERS: [Recognizer; 9] = [
-    daddr_in_set,
-    nfproto,
-    l4proto,
-    fib_daddr_local,
-    numgen_below,
-    counter,
-    masquerade_to_ports,
-    masquerade,
-    verdict_return,
-];
-
 /// Recognises the statements in a rule's expressions: the inverse of [`lower`].
+///
+/// Each statement is found in two steps: [`candidate`] reads the parameters a statement
+/// would have from the first expressions, then [`lower`] must produce exactly those
+/// expressions from it. So `raise` accepts nothing `lower` would not write, and the two
+/// directions cannot drift apart.
 pub fn raise(exprs: &[Expr]) -> Vec<Stmt> {
     let mut out = Vec::new();
     let mut rest = exprs;
     while let Some(first) = rest.first() {
-        let (stmt, used) = RECOGNIZERS
-            .iter()
-            .find_map(|recognize| recognize(rest))
-            .unwrap_or_else(|| (Stmt::Unknown(first.describe()), 1));
+        let found = candidates(rest).into_iter().find_map(|stmt| {
+            let want = lower(std::slice::from_ref(&stmt), &|_| None);
+            rest.starts_with(&want).then_some((stmt, want.len()))
+        });
+        let (stmt, used) = found.unwrap_or_else(|| (Stmt::Unknown(first.describe()), 1));
         out.push(stmt);
         rest = &rest[used..];
     }
     out
 }
 
-/// `meta load nfproto => reg 1; cmp eq reg 1 <data>`: the data compared.
-fn nfproto_cmp(exprs: &[Expr]) -> Option<&[u8]> {
+/// The statements the expressions at the start of `exprs` may stand for, longest first (a
+/// set lookup starts with the same `meta nfproto` comparison as a bare family match).
+fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
     match exprs {
-        [
-            Expr::Meta {
-                key: NFT_META_NFPROTO,
-                dreg: R1,
-            },
-            Expr::Cmp {
-                sreg: R1,
-                op: NFT_CMP_EQ,
-                data,
-            },
-            ..,
-        ] => Some(data),
-        _ => None,
-    }
-}
-
-fn daddr_in_set(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    let proto = nfproto_cmp(exprs)?;
-    let [
-        _,
-        _,
-        Expr::Payload {
-            base: NFT_PAYLOAD_NETWORK_HEADER,
-            offset,
-            len,
-            dreg: R1,
-        },
-        Expr::Lookup {
-            set,
-            sreg: R1,
-            flags: 0,
-            ..
-        },
-        ..,
-    ] = exprs
-    else {
-        return None;
-    };
-    let family = [Family::V4, Family::V6]
-        .into_iter()
-        .find(|f| proto == [nfproto_of(*f)] && (*offset, *len) == daddr_field(*f));
-    Some(match family {
-        Some(family) => (
-            Stmt::DaddrInSet {
-                family,
-                set: set.clone(),
-            },
-            4,
-        ),
-        // A lookup of something else: show the first expression, look at the rest again.
-        None => (Stmt::Unknown(exprs[0].describe()), 1),
-    })
-}
-
-fn nfproto(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    let data = nfproto_cmp(exprs)?;
-    Some(match data {
-        [NFPROTO_IPV4] => (Stmt::Nfproto(Family::V4), 2),
-        [NFPROTO_IPV6] => (Stmt::Nfproto(Family::V6), 2),
-        _ => (Stmt::Unknown(format!("meta nfproto {}", hex(data))), 2),
-    })
-}
-
-fn l4proto(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    match exprs {
-        [
-            Expr::Meta {
-                key: NFT_META_L4PROTO,
-                dreg: R1,
-            },
-            Expr::Cmp {
-                sreg: R1,
-                op: NFT_CMP_EQ,
-                data,
-            },
-            ..,
-        ] if data.len() == 1 => Some((Stmt::L4proto(data[0]), 2)),
-        _ => None,
-    }
-}
-
-fn fib_daddr_local(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    match exprs {
-        [
-            Expr::Fib {
-                flags: NFTA_FIB_F_DADDR,
-                result: NFT_FIB_RESULT_ADDRTYPE,
-                dreg: R1,
-            },
-            Expr::Cmp {
-                sreg: R1,
-                op: NFT_CMP_EQ,
-                data,
-            },
-            ..,
-        ] if data.as_slice() == RTN_LOCAL.to_ne_bytes() => Some((Stmt::FibDaddrLocal, 2)),
-        _ => None,
-    }
-}
-
-fn numgen_below(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    match exprs {
-        [
-            Expr::Numgen {
-                dreg: R1,
-                modulus,
-                kind: NFT_NG_RANDOM,
-                offset: 0,
-            },
-            Expr::Byteorder {
-                sreg: R1,
-                dreg: R1,
-                op: NFT_BYTEORDER_HTON,
-                len: 4,
-                size: 4,
-            },
-            Expr::Cmp {
-                sreg: R1,
-                op: NFT_CMP_LT,
-                data,
-            },
-            ..,
-        ] => {
-            let below = u32::from_be_bytes(data.as_slice().try_into().ok()?);
-            Some((
-                Stmt::NumgenBelow {
+        [Expr::Meta { key, .. }, Expr::Cmp { data, .. }, rest @ ..] if *key == NFT_META_NFPROTO => {
+            let Some(family) = family_of(data) else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            if let [_, Expr::Lookup { set, .. }, ..] = rest {
+                out.push(Stmt::DaddrInSet {
+                    family,
+                    set: set.clone(),
+                });
+            }
+            out.push(Stmt::Nfproto(family));
+            out
+        }
+        [Expr::Meta { key, .. }, Expr::Cmp { data, .. }, ..] if *key == NFT_META_L4PROTO => data
+            .first()
+            .map(|p| Stmt::L4proto(*p))
+            .into_iter()
+            .collect(),
+        [Expr::Fib { .. }, ..] => vec![Stmt::FibDaddrLocal],
+        [Expr::Numgen { modulus, .. }, _, Expr::Cmp { data, .. }, ..] => {
+            match <[u8; 4]>::try_from(data.as_slice()) {
+                Ok(b) => vec![Stmt::NumgenBelow {
                     modulus: *modulus,
-                    below,
-                },
-                3,
-            ))
+                    below: u32::from_be_bytes(b),
+                }],
+                Err(_) => Vec::new(),
+            }
         }
-        _ => None,
-    }
-}
-
-fn counter(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    match exprs {
-        [Expr::Counter { packets, bytes }, ..] => Some((
-            Stmt::Counter {
-                packets: *packets,
-                bytes: *bytes,
-            },
-            1,
-        )),
-        _ => None,
-    }
-}
-
-fn masquerade_to_ports(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    match exprs {
+        [Expr::Counter { packets, bytes }, ..] => vec![Stmt::Counter {
+            packets: *packets,
+            bytes: *bytes,
+        }],
         [
             Expr::Immediate {
-                dreg: a,
                 data: ImmData::Value(lo),
+                ..
             },
             Expr::Immediate {
-                dreg: b,
                 data: ImmData::Value(hi),
+                ..
             },
-            Expr::Masq {
-                flags,
-                reg_min: Some(c),
-                reg_max: Some(d),
-            },
+            Expr::Masq { flags, .. },
             ..,
-        ] if c == a && d == b && flags & !KNOWN_NAT_FLAGS == 0 => {
-            let lo = u16::from_be_bytes(lo.as_slice().try_into().ok()?);
-            let hi = u16::from_be_bytes(hi.as_slice().try_into().ok()?);
-            Some((
-                Stmt::Masquerade {
+        ] if flags & !KNOWN_NAT_FLAGS == 0 => {
+            match (
+                <[u8; 2]>::try_from(lo.as_slice()),
+                <[u8; 2]>::try_from(hi.as_slice()),
+            ) {
+                (Ok(lo), Ok(hi)) => vec![Stmt::Masquerade {
                     flags: *flags,
-                    ports: Some((lo, hi)),
-                },
-                3,
-            ))
+                    ports: Some((u16::from_be_bytes(lo), u16::from_be_bytes(hi))),
+                }],
+                _ => Vec::new(),
+            }
         }
-        _ => None,
+        [Expr::Masq { flags, .. }, ..] if flags & !KNOWN_NAT_FLAGS == 0 => vec![Stmt::Masquerade {
+            flags: *flags,
+            ports: None,
+        }],
+        [Expr::Immediate { .. }, ..] => vec![Stmt::Return],
+        _ => Vec::new(),
     }
 }
 
-fn masquerade(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    match exprs {
-        [
-            Expr::Masq {
-                flags,
-                reg_min: None,
-                reg_max: None,
-            },
-            ..,
-        ] if flags & !KNOWN_NAT_FLAGS == 0 => Some((
-            Stmt::Masquerade {
-                flags: *flags,
-                ports: None,
-            },
-            1,
-        )),
-        _ => None,
-    }
-}
-
-fn verdict_return(exprs: &[Expr]) -> Option<(Stmt, usize)> {
-    match exprs {
-        [
-            Expr::Immediate {
-                dreg: NFT_REG_VERDICT,
-                data: ImmData::Verdict(NFT_RETURN, None),
-            },
-            ..,
-        ] => Some((Stmt::Return, 1)),
-        _ => None,
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+fn family_of(nfproto: &[u8]) -> Option<Family> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .find(|f| nfproto == [nfproto_of(*f)])
 }
 
 #[cfg(test)]
@@ -521,7 +363,55 @@ mod tests {
             !stmts.iter().any(|s| matches!(s, Stmt::DaddrInSet { .. })),
             "{stmts:?}"
         );
-        assert!(matches!(stmts[0], Stmt::Unknown(_)));
+        assert!(
+            stmts.iter().any(|s| matches!(s, Stmt::Unknown(_))),
+            "{stmts:?}"
+        );
+    }
+
+    #[test]
+    fn near_misses_are_unknown_never_misread() {
+        let masq = lower(
+            &[Stmt::Masquerade {
+                flags: NAT_PROTO_SPECIFIED,
+                ports: Some((1024, 2047)),
+            }],
+            &no_ids,
+        );
+        // Registers swapped: the port range would mean something else.
+        let mut swapped = masq.clone();
+        if let Expr::Masq {
+            reg_min, reg_max, ..
+        } = &mut swapped[2]
+        {
+            std::mem::swap(reg_min, reg_max);
+        }
+        assert!(
+            !raise(&swapped)
+                .iter()
+                .any(|s| matches!(s, Stmt::Masquerade { .. }))
+        );
+        // A verdict other than return, a masquerade with an unknown flag, an odd register.
+        let odd = [
+            Expr::Immediate {
+                dreg: NFT_REG_VERDICT,
+                data: ImmData::Verdict(NF_ACCEPT, None),
+            },
+            Expr::Masq {
+                flags: 0x100,
+                reg_min: None,
+                reg_max: None,
+            },
+            Expr::Fib {
+                flags: NFTA_FIB_F_DADDR,
+                result: NFT_FIB_RESULT_ADDRTYPE,
+                dreg: 3,
+            },
+        ];
+        for e in odd {
+            let stmts = raise(std::slice::from_ref(&e));
+            assert!(matches!(stmts[..], [Stmt::Unknown(_)]), "{e:?}: {stmts:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,31 @@
+//! Why the daemon could not run. A leaf of the daemon: the wiring and the event loop both
+//! report through it.
+
+use crate::nft::NftError;
+use crate::watch::WatchError;
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The netlink sockets could not be opened.
+    #[error("cannot open the nf_tables netlink sockets")]
+    Netlink(#[source] NftError),
+    /// The config directory cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// The runtime, a signal handler or the HTTP listener could not be set up.
+    #[error("{what}")]
+    Setup {
+        /// What failed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Turns an I/O error into a [`RunError::Setup`] that says what was being set up.
+pub fn setup(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Setup { what, source }
+}
