@@ -64,6 +64,13 @@ impl Writer {
         self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
+    /// Sets `flags` in the header of the message that starts at `start`.
+    pub fn add_msg_flags(&mut self, start: usize, flags: u16) {
+        let at = start + 6;
+        let old = u16::from_ne_bytes([self.buf[at], self.buf[at + 1]]);
+        self.buf[at..at + 2].copy_from_slice(&(old | flags).to_ne_bytes());
+    }
+
     /// Appends an attribute with a raw payload, padded to 4 bytes.
     pub fn put(&mut self, ty: u16, data: &[u8]) {
         let len = 4 + data.len();

@@ -3,7 +3,11 @@
 //! The replace batch is `BEGIN, NEWTABLE, DELTABLE, NEWTABLE, sets, elements, chain, rules,
 //! END`. Adding the table first makes the delete valid whether or not it exists, so one
 //! transaction replaces the table atomically on every kernel (DESTROYTABLE would need 6.3).
-//! Every message but the batch delimiters asks for an ACK, so the sender can check each one.
+//!
+//! Only the last message asks for an ACK. The kernel reports every failing message of a batch
+//! whether or not it asked, so a successful batch of any size is answered by exactly one
+//! ACK, and the answers can never overflow the receive buffer (an ACK for each of the 300
+//! messages of a 500,000-prefix batch did, making a successful commit look failed).
 
 use std::fmt;
 
@@ -36,7 +40,8 @@ pub struct BatchMsg {
 pub struct Batch {
     /// The bytes, BEGIN to END.
     pub bytes: Vec<u8>,
-    /// The messages that expect an ACK, in order.
+    /// The nf_tables messages (all but BEGIN and END), in order; the last one asks for the
+    /// ACK.
     pub msgs: Vec<BatchMsg>,
     /// Number of set elements sent (including interval end markers).
     pub elements: usize,
@@ -77,16 +82,16 @@ impl BatchWriter {
         }
     }
 
-    /// Starts an ACKed nf_tables message in the inet family.
+    /// Starts an nf_tables message in the inet family.
     fn begin(&mut self, kind: u16, flags: u16) -> usize {
         self.begin_in(kind, flags, NFPROTO_INET)
     }
 
-    /// Starts an ACKed nf_tables message in `family`.
+    /// Starts an nf_tables message in `family`.
     fn begin_in(&mut self, kind: u16, flags: u16, family: u8) -> usize {
         self.w.begin_msg(
             nft_type(kind),
-            NLM_F_REQUEST | NLM_F_ACK | flags,
+            NLM_F_REQUEST | flags,
             self.seq,
             family,
             0,
@@ -106,6 +111,9 @@ impl BatchWriter {
     }
 
     fn finish(mut self, elements: usize) -> Batch {
+        if let Some(last) = self.msgs.last() {
+            self.w.add_msg_flags(last.offset, NLM_F_ACK);
+        }
         let m = self.w.begin_msg(
             NFNL_MSG_BATCH_END,
             NLM_F_REQUEST,

@@ -33,6 +33,70 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
     move |source| NftError::Io { op, source }
 }
 
+/// The kernel's answers to one batch.
+#[derive(Debug, Default)]
+struct Answers {
+    acks: Vec<Ack>,
+    /// Some answers were dropped (ENOBUFS).
+    overflowed: bool,
+}
+
+/// The batch's outcome from the answers: the first failure, described by message and
+/// attribute; else success if the last message's ACK came.
+fn check_acks(batch: &Batch, answers: &Answers) -> Result<(), NftError> {
+    let failures: Vec<&Ack> = answers.acks.iter().filter(|a| a.errno != 0).collect();
+    if let Some(bad) = failures.first() {
+        return Err(rejected(batch, bad, failures.len(), answers.overflowed));
+    }
+    if answers.overflowed {
+        // Only failures can overflow the buffer, but none survived to say which.
+        return Err(NftError::Rejected {
+            what: "the batch".into(),
+            kind: None,
+            attr: None,
+            kernel_msg: None,
+            errno: libc::ENOBUFS,
+            failed: 0,
+        });
+    }
+    let acked = batch
+        .msgs
+        .last()
+        .is_none_or(|last| answers.acks.iter().any(|a| a.seq == last.seq));
+    if !acked {
+        return Err(NftError::MissingAck {
+            expected: 1,
+            got: 0,
+        });
+    }
+    Ok(())
+}
+
+/// The error for a failed batch, naming the message (and attribute) the kernel refused.
+fn rejected(batch: &Batch, bad: &Ack, failed: usize, overflowed: bool) -> NftError {
+    let first = batch.msgs.first().map_or(0, |m| m.seq);
+    let msg = batch.msgs.iter().find(|m| m.seq == bad.seq);
+    let (what, attr) = match msg {
+        Some(m) => (
+            m.what.clone(),
+            bad.offset.and_then(|off| {
+                offsets::describe(&batch.bytes[m.offset..m.offset + m.len], off as usize)
+            }),
+        ),
+        None if bad.seq == first.wrapping_sub(1) => ("the batch".to_string(), None),
+        None => (format!("message with sequence number {}", bad.seq), None),
+    };
+    NftError::Rejected {
+        what,
+        kind: msg.map(|m| m.kind),
+        attr,
+        kernel_msg: bad.message.clone(),
+        errno: bad.errno,
+        // When answers were lost, more failed than were counted.
+        failed: if overflowed { failed.max(2) } else { failed },
+    }
+}
+
 impl NftSocket {
     /// Opens and configures the socket. Needs no privilege; sending a batch needs
     /// CAP_NET_ADMIN in the socket's network namespace.
@@ -89,8 +153,9 @@ impl NftSocket {
         }
     }
 
-    /// Sends a batch built with [`NftSocket::next_seq`] and checks the ACK of every message.
-    /// On error the kernel has aborted the whole transaction: nothing changed.
+    /// Sends a batch built with [`NftSocket::next_seq`] and checks the kernel's answers: an
+    /// error for any message that failed, else the one ACK of the last message. On error the
+    /// kernel has aborted the whole transaction: nothing changed.
     pub fn send_batch(&mut self, batch: &Batch) -> Result<(), NftError> {
         self.drain();
         self.ensure_sndbuf(batch.bytes.len())?;
@@ -98,73 +163,45 @@ impl NftSocket {
             // The END message uses last.seq + 1.
             self.seq = last.seq.wrapping_add(2);
         }
-        let sent = self
-            .sock
-            .send(&batch.bytes)
-            .map_err(io_err("sendmsg (batch)"))?;
-        if sent != batch.bytes.len() {
+        self.send_all(&batch.bytes, "sendmsg (batch)")?;
+        let answers = self.read_acks()?;
+        check_acks(batch, &answers)
+    }
+
+    fn send_all(&mut self, bytes: &[u8], op: &'static str) -> Result<(), NftError> {
+        let sent = self.sock.send(bytes).map_err(io_err(op))?;
+        if sent != bytes.len() {
             return Err(NftError::Io {
-                op: "sendmsg (batch)",
-                source: io::Error::other(format!("sent {sent} of {} bytes", batch.bytes.len())),
-            });
-        }
-        let mut acks: Vec<Ack> = Vec::with_capacity(batch.msgs.len());
-        loop {
-            let (n, _) = match self.sock.recv(&mut self.buf, true) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    return Err(NftError::Io {
-                        op: "recvmsg (acks)",
-                        source: e,
-                    });
-                }
-            };
-            for m in messages(&self.buf[..n]) {
-                let m = m?;
-                if m.ty == NLMSG_ERROR {
-                    acks.extend(ack::parse(&m));
-                }
-            }
-        }
-        let first = batch.msgs.first().map_or(0, |m| m.seq);
-        if let Some(bad) = acks.iter().find(|a| a.errno != 0) {
-            let failed = acks.iter().filter(|a| a.errno != 0).count();
-            let msg = batch.msgs.iter().find(|m| m.seq == bad.seq);
-            let kind = msg.map(|m| m.kind);
-            let (what, attr) = match msg {
-                Some(m) => (
-                    m.what.clone(),
-                    bad.offset.and_then(|off| {
-                        offsets::describe(&batch.bytes[m.offset..m.offset + m.len], off as usize)
-                    }),
-                ),
-                None if bad.seq == first.wrapping_sub(1) => ("the batch".to_string(), None),
-                None => (format!("message with sequence number {}", bad.seq), None),
-            };
-            return Err(NftError::Rejected {
-                what,
-                kind,
-                attr,
-                kernel_msg: bad.message.clone(),
-                errno: bad.errno,
-                failed,
-            });
-        }
-        let acked = batch
-            .msgs
-            .iter()
-            .filter(|m| acks.iter().any(|a| a.seq == m.seq))
-            .count();
-        if acked != batch.msgs.len() {
-            return Err(NftError::MissingAck {
-                expected: batch.msgs.len(),
-                got: acked,
+                op,
+                source: io::Error::other(format!("sent {sent} of {} bytes", bytes.len())),
             });
         }
         Ok(())
     }
 
+    /// Everything the kernel queued in answer to a batch (it answers inside `sendmsg`).
+    fn read_acks(&mut self) -> Result<Answers, NftError> {
+        let mut answers = Answers::default();
+        loop {
+            let n = match self.sock.recv(&mut self.buf, true) {
+                Ok((n, _)) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(answers),
+                // More answers than the buffer holds: only failures are answered unasked,
+                // so some were lost. The batch failed; the rest say which messages.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    answers.overflowed = true;
+                    continue;
+                }
+                Err(e) => return Err(io_err("recvmsg (acks)")(e)),
+            };
+            for m in messages(&self.buf[..n]) {
+                let m = m?;
+                if m.ty == NLMSG_ERROR {
+                    answers.acks.extend(ack::parse(&m));
+                }
+            }
+        }
+    }
     /// Sends one request and feeds every reply message to `each` until the kernel signals
     /// the end (NLMSG_DONE for a dump, the ACK for a get). An error reply becomes
     /// [`NftError::Kernel`].
