@@ -91,6 +91,25 @@ pub struct GenMsg {
     pub proc_name: Option<String>,
 }
 
+/// The table an nf_tables object message belongs to, as raw bytes: attribute 1 in every
+/// object message (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE,
+/// NFTA_SET_ELEM_LIST_TABLE, NFTA_OBJ_TABLE, NFTA_FLOWTABLE_TABLE). Readers filter on this
+/// before decoding anything else, so nothing in another table (a name that is not UTF-8, an
+/// expression we do not know) can make reading ours fail.
+pub fn table_of<'a>(msg: &Msg<'a>) -> Option<&'a [u8]> {
+    let a = msg.attrs().map_while(Result::ok).find(|a| a.ty == 1)?;
+    let end = a.data.iter().position(|&b| b == 0).unwrap_or(a.data.len());
+    Some(&a.data[..end])
+}
+
+/// Whether the message belongs to table `name`.
+pub fn is_of_table(msg: &Msg<'_>, name: &str) -> bool {
+    table_of(msg) == Some(name.as_bytes())
+}
+
+/// Names read from the kernel are decoded lossily: others choose them, the kernel does not
+/// require UTF-8, and a name we cannot print must not stop us reading a table.
+///
 /// Decodes a NEWTABLE/DELTABLE message.
 pub fn table(msg: &Msg<'_>) -> Result<TableMsg, Malformed> {
     let mut out = TableMsg {
@@ -101,7 +120,7 @@ pub fn table(msg: &Msg<'_>) -> Result<TableMsg, Malformed> {
     for a in msg.attrs() {
         let a = a?;
         match a.ty {
-            NFTA_TABLE_NAME => out.name = a.str()?.to_string(),
+            NFTA_TABLE_NAME => out.name = a.str_lossy().into_owned(),
             NFTA_TABLE_FLAGS => out.flags = TableFlags(a.u32()?),
             NFTA_TABLE_OWNER => out.owner = Some(a.u32()?),
             _ => {}
@@ -121,8 +140,8 @@ pub fn set(msg: &Msg<'_>) -> Result<SetMsg, Malformed> {
     for a in msg.attrs() {
         let a = a?;
         match a.ty {
-            NFTA_SET_TABLE => out.table = a.str()?.to_string(),
-            NFTA_SET_NAME => out.name = a.str()?.to_string(),
+            NFTA_SET_TABLE => out.table = a.str_lossy().into_owned(),
+            NFTA_SET_NAME => out.name = a.str_lossy().into_owned(),
             NFTA_SET_FLAGS => out.flags = a.u32()?,
             NFTA_SET_KEY_LEN => out.key_len = a.u32()?,
             _ => {}
@@ -141,8 +160,8 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
     for a in msg.attrs() {
         let a = a?;
         match a.ty {
-            NFTA_SET_ELEM_LIST_TABLE => out.table = a.str()?.to_string(),
-            NFTA_SET_ELEM_LIST_SET => out.set = a.str()?.to_string(),
+            NFTA_SET_ELEM_LIST_TABLE => out.table = a.str_lossy().into_owned(),
+            NFTA_SET_ELEM_LIST_SET => out.set = a.str_lossy().into_owned(),
             NFTA_SET_ELEM_LIST_ELEMENTS => {
                 for e in a.nested() {
                     let mut el = Element {
@@ -184,8 +203,8 @@ pub fn chain(msg: &Msg<'_>) -> Result<ChainMsg, Malformed> {
     for a in msg.attrs() {
         let a = a?;
         match a.ty {
-            NFTA_CHAIN_TABLE => table = a.str()?.to_string(),
-            NFTA_CHAIN_NAME => name = a.str()?.to_string(),
+            NFTA_CHAIN_TABLE => table = a.str_lossy().into_owned(),
+            NFTA_CHAIN_NAME => name = a.str_lossy().into_owned(),
             NFTA_CHAIN_HOOK => {
                 for h in a.nested() {
                     let h = h?;
@@ -197,7 +216,7 @@ pub fn chain(msg: &Msg<'_>) -> Result<ChainMsg, Malformed> {
                 }
             }
             NFTA_CHAIN_POLICY => policy = Some(a.u32()?),
-            NFTA_CHAIN_TYPE => kind = Some(a.str()?.to_string()),
+            NFTA_CHAIN_TYPE => kind = Some(a.str_lossy().into_owned()),
             _ => {}
         }
     }
@@ -228,8 +247,8 @@ pub fn rule(msg: &Msg<'_>) -> Result<RuleMsg, Malformed> {
     for a in msg.attrs() {
         let a = a?;
         match a.ty {
-            NFTA_RULE_TABLE => out.table = a.str()?.to_string(),
-            NFTA_RULE_CHAIN => out.chain = a.str()?.to_string(),
+            NFTA_RULE_TABLE => out.table = a.str_lossy().into_owned(),
+            NFTA_RULE_CHAIN => out.chain = a.str_lossy().into_owned(),
             NFTA_RULE_HANDLE => out.handle = a.u64()?,
             NFTA_RULE_EXPRESSIONS => {
                 for e in a.nested() {
@@ -258,7 +277,7 @@ pub fn generation(msg: &Msg<'_>) -> Result<GenMsg, Malformed> {
                 have_id = true;
             }
             NFTA_GEN_PROC_PID => out.pid = Some(a.u32()?),
-            NFTA_GEN_PROC_NAME => out.proc_name = Some(a.str()?.to_string()),
+            NFTA_GEN_PROC_NAME => out.proc_name = Some(a.str_lossy().into_owned()),
             _ => {}
         }
     }
@@ -382,39 +401,21 @@ pub fn table_from_dump(bytes: &[u8], name: &str) -> Result<Option<Table>, Malfor
     let mut rules = Vec::new();
     for msg in messages(bytes) {
         let msg = msg?;
+        // Nothing of another table is decoded: it cannot make reading ours fail.
+        if !is_of_table(&msg, name) {
+            continue;
+        }
         match msg.nft_msg() {
-            Some(NFT_MSG_NEWTABLE) => {
-                let t = table(&msg)?;
-                if t.name == name {
-                    tbl = Some(t);
-                }
-            }
-            Some(NFT_MSG_NEWSET) => {
-                let s = set(&msg)?;
-                if s.table == name {
-                    sets.push((s, Vec::new()));
-                }
-            }
+            Some(NFT_MSG_NEWTABLE) => tbl = Some(table(&msg)?),
+            Some(NFT_MSG_NEWSET) => sets.push((set(&msg)?, Vec::new())),
             Some(NFT_MSG_NEWSETELEM) => {
                 let e = elements(&msg)?;
-                if e.table == name {
-                    if let Some((_, elems)) = sets.iter_mut().find(|(s, _)| s.name == e.set) {
-                        elems.extend(e.elements);
-                    }
+                if let Some((_, elems)) = sets.iter_mut().find(|(s, _)| s.name == e.set) {
+                    elems.extend(e.elements);
                 }
             }
-            Some(NFT_MSG_NEWCHAIN) => {
-                let c = chain(&msg)?;
-                if c.table == name {
-                    chains.push(c);
-                }
-            }
-            Some(NFT_MSG_NEWRULE) => {
-                let r = rule(&msg)?;
-                if r.table == name {
-                    rules.push(r);
-                }
-            }
+            Some(NFT_MSG_NEWCHAIN) => chains.push(chain(&msg)?),
+            Some(NFT_MSG_NEWRULE) => rules.push(rule(&msg)?),
             _ => {}
         }
     }
@@ -457,6 +458,42 @@ mod tests {
             "240.0.0.0/4"
         );
         assert!(table_from_dump(DUMP, "other").unwrap().is_none());
+    }
+
+    #[test]
+    fn nothing_in_another_table_stops_reading_ours() {
+        use crate::netlink::Writer;
+        let f = flags();
+        let want = model::desired(&Config::defaults(&f), &f, Default::default());
+        let mut w = Writer::default();
+        // A chain of another table whose name is not UTF-8.
+        let m = w.begin_msg(nft_type(NFT_MSG_NEWCHAIN), 0, 0, NFPROTO_INET, 0);
+        w.put_str(NFTA_CHAIN_TABLE, "other");
+        w.put(NFTA_CHAIN_NAME, b"\xff\xfe\0");
+        w.end_msg(m);
+        // A rule of another table with an expression list that does not parse.
+        let m = w.begin_msg(nft_type(NFT_MSG_NEWRULE), 0, 0, NFPROTO_INET, 0);
+        w.put_str(NFTA_RULE_TABLE, "other");
+        w.put(NFTA_RULE_EXPRESSIONS, &[200, 0, 1, 0]);
+        w.end_msg(m);
+        let mut bytes = w.into_bytes();
+        bytes.extend_from_slice(DUMP);
+        let got = table_from_dump(&bytes, "nft-masq-agent").unwrap().unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_name_in_our_table_that_is_not_utf8_is_shown_not_fatal() {
+        use crate::netlink::Writer;
+        let mut w = Writer::default();
+        let m = w.begin_msg(nft_type(NFT_MSG_NEWCHAIN), 0, 0, NFPROTO_INET, 0);
+        w.put_str(NFTA_CHAIN_TABLE, "nft-masq-agent");
+        w.put(NFTA_CHAIN_NAME, b"ev\xffl\0");
+        w.end_msg(m);
+        let mut bytes = w.into_bytes();
+        bytes.extend_from_slice(DUMP);
+        let got = table_from_dump(&bytes, "nft-masq-agent").unwrap().unwrap();
+        assert!(got.chains.iter().any(|c| c.name == "ev\u{fffd}l"), "{got}");
     }
 
     #[test]

@@ -89,13 +89,8 @@ impl BatchWriter {
 
     /// Starts an nf_tables message in `family`.
     fn begin_in(&mut self, kind: u16, flags: u16, family: u8) -> usize {
-        self.w.begin_msg(
-            nft_type(kind),
-            NLM_F_REQUEST | flags,
-            self.seq,
-            family,
-            0,
-        )
+        self.w
+            .begin_msg(nft_type(kind), NLM_F_REQUEST | flags, self.seq, family, 0)
     }
 
     fn end(&mut self, start: usize, kind: u16, what: String) {

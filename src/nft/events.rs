@@ -53,15 +53,8 @@ pub fn classify(msg: &Msg<'_>) -> Option<Event> {
             pid: g.pid,
         });
     }
-    // In every object message the table name is attribute 1 (NFTA_TABLE_NAME,
-    // NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE,
-    // NFTA_OBJ_TABLE, NFTA_FLOWTABLE_TABLE).
-    let table = msg
-        .attrs()
-        .filter_map(Result::ok)
-        .find(|a| a.ty == 1)
-        .and_then(|a| a.str().ok())?
-        .to_string();
+    // Lossy: a table whose name is not UTF-8 is not ours, but still a change to notice.
+    let table = String::from_utf8_lossy(decode::table_of(msg)?).into_owned();
     Some(Event::Object {
         kind,
         family: msg.family(),
@@ -257,5 +250,21 @@ mod tests {
                 pid: Some(1234),
             })
         );
+    }
+
+    #[test]
+    fn a_process_name_that_is_not_utf8_still_ends_the_transaction() {
+        // `nft` started through a symlink named "\xff": the repair must not wait for a resync.
+        let mut w = crate::netlink::Writer::default();
+        let m = w.begin_msg(nft_type(NFT_MSG_NEWGEN), 0, 0, NFPROTO_UNSPEC, 0);
+        w.put_u32(NFTA_GEN_ID, 7);
+        w.put(NFTA_GEN_PROC_NAME, b"\xff\0");
+        w.end_msg(m);
+        let bytes = w.into_bytes();
+        let msg = messages(&bytes).next().unwrap().unwrap();
+        assert!(matches!(
+            classify(&msg),
+            Some(Event::Generation { id: 7, proc_name: Some(n), .. }) if n == "\u{fffd}"
+        ));
     }
 }

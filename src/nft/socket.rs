@@ -33,6 +33,27 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
     move |source| NftError::Io { op, source }
 }
 
+/// Reply messages kept back to back, re-framed as the kernel sent them, for the decoder.
+#[derive(Debug, Default)]
+struct Dump {
+    bytes: Vec<u8>,
+}
+
+impl Dump {
+    fn keep(&mut self, m: &Msg<'_>) -> Result<(), NftError> {
+        // Header (16 bytes) + payload, 4-byte aligned.
+        let len = NLMSG_HDRLEN + m.payload.len();
+        self.bytes.extend_from_slice(&(len as u32).to_ne_bytes());
+        self.bytes.extend_from_slice(&m.ty.to_ne_bytes());
+        self.bytes.extend_from_slice(&m.flags.to_ne_bytes());
+        self.bytes.extend_from_slice(&m.seq.to_ne_bytes());
+        self.bytes.extend_from_slice(&m.pid.to_ne_bytes());
+        self.bytes.extend_from_slice(m.payload);
+        self.bytes.resize((self.bytes.len() + 3) & !3, 0);
+        Ok(())
+    }
+}
+
 /// The kernel's answers to one batch.
 #[derive(Debug, Default)]
 struct Answers {
@@ -295,67 +316,63 @@ impl NftSocket {
 
     fn read_table_once(&mut self, name: &str) -> Result<Option<Vec<u8>>, NftError> {
         let gen_before = self.generation()?;
-        let mut out = Vec::new();
-        let mut keep = |m: &Msg<'_>| {
-            // Re-frame each message: header (16 bytes) + payload, 4-byte aligned.
-            let len = NLMSG_HDRLEN + m.payload.len();
-            out.extend_from_slice(&(len as u32).to_ne_bytes());
-            out.extend_from_slice(&m.ty.to_ne_bytes());
-            out.extend_from_slice(&m.flags.to_ne_bytes());
-            out.extend_from_slice(&m.seq.to_ne_bytes());
-            out.extend_from_slice(&m.pid.to_ne_bytes());
-            out.extend_from_slice(m.payload);
-            out.resize((out.len() + 3) & !3, 0);
-            Ok(())
-        };
-        if !self.get_table(name, &mut keep)? {
+        let mut dump = Dump::default();
+        if !self.get_table(name, |m| dump.keep(m))? {
             return Ok(None);
         }
-        let mut set_names = Vec::new();
-        self.exchange(
-            NFT_MSG_GETSET,
-            true,
-            NFPROTO_INET,
-            |w| w.put_str(NFTA_SET_TABLE, name),
-            |m| {
-                let s = decode::set(m)?;
-                if s.table == name {
-                    set_names.push(s.name.clone());
-                    keep(m)?;
-                }
-                Ok(())
-            },
-        )?;
-        for set in &set_names {
-            self.exchange(
-                NFT_MSG_GETSETELEM,
-                true,
-                NFPROTO_INET,
-                |w| {
-                    w.put_str(NFTA_SET_ELEM_LIST_TABLE, name);
-                    w.put_str(NFTA_SET_ELEM_LIST_SET, set);
-                },
-                &mut keep,
-            )?;
+        for set in self.dump_sets(name, &mut dump)? {
+            self.dump_elements(name, &set, &mut dump)?;
         }
-        // Chain dumps are not filtered by table on every kernel: filter here.
-        self.exchange(
-            NFT_MSG_GETCHAIN,
-            true,
-            NFPROTO_INET,
-            |_| {},
-            |m| {
-                if decode::chain(m)?.table == name {
-                    keep(m)?;
-                }
-                Ok(())
-            },
-        )?;
-        self.dump_rules(name, |m, _| keep(m))?;
+        // Chain dumps are not filtered by table on every kernel: the filter does it.
+        self.dump_of_table(NFT_MSG_GETCHAIN, name, |_| {}, |m| dump.keep(m))?;
+        self.dump_rules(name, |m| dump.keep(m))?;
         if self.generation()? != gen_before {
             return Err(NftError::Interrupted);
         }
-        Ok(Some(out))
+        Ok(Some(dump.bytes))
+    }
+
+    /// Dumps `kind` in the inet family, passing on only the messages of table `name`; the
+    /// filter looks at nothing but the table attribute.
+    fn dump_of_table(
+        &mut self,
+        kind: u16,
+        name: &str,
+        attrs: impl FnOnce(&mut Writer),
+        mut each: impl FnMut(&Msg<'_>) -> Result<(), NftError>,
+    ) -> Result<(), NftError> {
+        self.exchange(kind, true, NFPROTO_INET, attrs, |m| {
+            if decode::is_of_table(m, name) {
+                each(m)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The sets of table `name` into `dump`; returns their names as the kernel spelt them
+    /// (raw bytes: a set someone else added may have a name that is not UTF-8).
+    fn dump_sets(&mut self, name: &str, dump: &mut Dump) -> Result<Vec<Vec<u8>>, NftError> {
+        let mut names = Vec::new();
+        let attrs = |w: &mut Writer| w.put_str(NFTA_SET_TABLE, name);
+        self.dump_of_table(NFT_MSG_GETSET, name, attrs, |m| {
+            if let Some(a) = m
+                .attrs()
+                .map_while(Result::ok)
+                .find(|a| a.ty == NFTA_SET_NAME)
+            {
+                names.push(a.data.to_vec());
+            }
+            dump.keep(m)
+        })?;
+        Ok(names)
+    }
+
+    fn dump_elements(&mut self, name: &str, set: &[u8], dump: &mut Dump) -> Result<(), NftError> {
+        let attrs = |w: &mut Writer| {
+            w.put_str(NFTA_SET_ELEM_LIST_TABLE, name);
+            w.put(NFTA_SET_ELEM_LIST_SET, set);
+        };
+        self.dump_of_table(NFT_MSG_GETSETELEM, name, attrs, |m| dump.keep(m))
     }
 
     /// Reads table `name` of the inet family and decodes it.
@@ -371,29 +388,18 @@ impl NftSocket {
     fn dump_rules(
         &mut self,
         name: &str,
-        mut each: impl FnMut(&Msg<'_>, decode::RuleMsg) -> Result<(), NftError>,
+        each: impl FnMut(&Msg<'_>) -> Result<(), NftError>,
     ) -> Result<(), NftError> {
-        self.exchange(
-            NFT_MSG_GETRULE,
-            true,
-            NFPROTO_INET,
-            |w| w.put_str(NFTA_RULE_TABLE, name),
-            |m| {
-                let r = decode::rule(m)?;
-                if r.table == name {
-                    each(m, r)?;
-                }
-                Ok(())
-            },
-        )
+        let attrs = |w: &mut Writer| w.put_str(NFTA_RULE_TABLE, name);
+        self.dump_of_table(NFT_MSG_GETRULE, name, attrs, each)
     }
 
     /// The rules of table `name` (no sets): cheap enough to read on every metrics scrape.
     /// `None` when the table has no rules (or does not exist).
     pub fn read_rules(&mut self, name: &str) -> Result<Option<Table>, NftError> {
         let mut rules = Vec::new();
-        self.dump_rules(name, |_, r| {
-            rules.push(r);
+        self.dump_rules(name, |m| {
+            rules.push(decode::rule(m)?);
             Ok(())
         })?;
         if rules.is_empty() {
