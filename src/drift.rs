@@ -8,13 +8,51 @@ use crate::model::TABLE_NAME;
 use crate::nft::events::{Drained, Event};
 use crate::nft::uapi::{self, NFPROTO_INET};
 
+/// Who committed a transaction, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committer {
+    /// Process name (lossy: names are the committer's choice).
+    pub proc_name: Option<String>,
+    /// PID as the kernel sees it (the host PID in a pod).
+    pub pid: Option<u32>,
+    /// Netlink port id of the committing socket.
+    pub port_id: u32,
+}
+
+impl std::fmt::Display for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (pid {}, netlink port {})",
+            self.proc_name.as_deref().unwrap_or("?"),
+            self.pid.map_or("?".to_string(), |p| p.to_string()),
+            self.port_id
+        )
+    }
+}
+
+/// A change someone else made to our table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What changed ("rule deleted, table deleted").
+    pub what: String,
+    /// Who changed it.
+    pub by: Committer,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} by {}", self.what, self.by)
+    }
+}
+
 /// What the loop should do after a batch of notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Nothing concerns our table.
     Nothing,
-    /// Another process changed our table: re-commit. The text says what and who.
-    Repair(String),
+    /// Another process changed our table: re-commit.
+    Repair(Change),
     /// Notifications may have been lost: read the table back and compare.
     Check(&'static str),
 }
@@ -103,12 +141,14 @@ impl Tracker {
                         }
                         self.last_gen = Some(id);
                         if !self.pending.is_empty() && port_id != self.our_port {
-                            repair = Some(format!(
-                                "{} by {} (pid {}, netlink port {port_id})",
-                                self.pending.join(", "),
-                                proc_name.as_deref().unwrap_or("?"),
-                                pid.map_or("?".to_string(), |p| p.to_string()),
-                            ));
+                            repair = Some(Change {
+                                what: self.pending.join(", "),
+                                by: Committer {
+                                    proc_name,
+                                    pid,
+                                    port_id,
+                                },
+                            });
                         }
                     }
                     self.pending.clear();
@@ -169,9 +209,12 @@ mod tests {
             obj(NFT_MSG_DELRULE, TABLE_NAME, NFT),
             gen_ev(11, NFT),
         ]));
+        let Verdict::Repair(change) = v else {
+            panic!("{v:?}")
+        };
         assert_eq!(
-            v,
-            Verdict::Repair("rule deleted by nft (pid 7, netlink port 4242)".into())
+            change.to_string(),
+            "rule deleted by nft (pid 7, netlink port 4242)"
         );
         assert_eq!(t.generation(), Some(11));
     }
@@ -187,10 +230,10 @@ mod tests {
             obj(NFT_MSG_DELTABLE, TABLE_NAME, NFT),
             gen_ev(11, NFT),
         ]));
-        assert_eq!(
-            v,
-            Verdict::Repair("rule deleted, table deleted by nft (pid 7, netlink port 4242)".into())
-        );
+        let Verdict::Repair(change) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(change.what, "rule deleted, table deleted");
     }
 
     #[test]

@@ -50,7 +50,34 @@ fn label(k: &str, v: &str) -> Labels {
     vec![(k.to_string(), v.to_string())]
 }
 
-/// Every metric the agent exports. Cloning shares the underlying values.
+/// Where the table in force comes from, for the `policy_source` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySource {
+    /// A valid config file (or its absence: ip-masq-agent's defaults on purpose).
+    Config,
+    /// The defaults, because the config was invalid at start and there was no table.
+    Defaults,
+    /// The table found at start, kept because the config was invalid.
+    Adopted,
+}
+
+impl PolicySource {
+    const ALL: [PolicySource; 3] = [
+        PolicySource::Config,
+        PolicySource::Defaults,
+        PolicySource::Adopted,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PolicySource::Config => "config",
+            PolicySource::Defaults => "defaults",
+            PolicySource::Adopted => "adopted",
+        }
+    }
+}
+
+/// Every metric the agent exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -58,14 +85,17 @@ pub struct Metrics {
     commit_errors: Counter,
     commit_duration: Histogram,
     drift_repairs: Counter,
+    check_errors: Counter,
     config_errors: Counter,
     config_last_good: Gauge<f64, AtomicU64>,
     config_valid: Gauge,
+    policy_source: Family<Labels, Gauge>,
     prefixes: Family<Labels, Gauge>,
     elements: Gauge,
     masq_packets: Counter,
     masq_bytes: Counter,
     owner: Family<Labels, Gauge>,
+    contested: Gauge,
     events_lost: Counter,
     ready: Gauge,
 }
@@ -76,108 +106,94 @@ impl Default for Metrics {
     }
 }
 
+// Help texts, as Prometheus shows them.
+const HELP_COMMITS: &str = "Table commits, by reason (startup, config, drift, resync, retry)";
+const HELP_COMMIT_ERRORS: &str = "Commits the kernel refused (the previous table stayed in force)";
+const HELP_COMMIT_DURATION: &str = "Time to encode, send and acknowledge one table replace";
+const HELP_DRIFT_REPAIRS: &str = "Changes by others to the agent's table that the agent undid";
+const HELP_CHECK_ERRORS: &str = "Full checks that could not read the table back";
+const HELP_CONFIG_ERRORS: &str =
+    "Config loads that failed validation (the last good config stayed in force)";
+const HELP_CONFIG_LAST_GOOD: &str = "Unix time of the last successful config load";
+const HELP_CONFIG_VALID: &str =
+    "1 if the config file as it is now is valid, 0 if the last load failed";
+const HELP_POLICY_SOURCE: &str = "1 for where the table in force comes from: config, defaults (invalid config at start, no table) or adopted (invalid config at start, table kept)";
+const HELP_PREFIXES: &str = "Non-masquerade prefixes in force, by family";
+const HELP_ELEMENTS: &str = "Interval set elements in the committed table";
+const HELP_MASQ_PACKETS: &str =
+    "Packets (new connections) masqueraded, from the masquerade rules' counters";
+const HELP_MASQ_BYTES: &str =
+    "Bytes of the first packets of masqueraded connections, from the rules' counters";
+const HELP_OWNER: &str = "1 for the table ownership mode in force (off, owner, owner-persist)";
+const HELP_CONTESTED: &str =
+    "1 while another committer keeps changing the table (repairs cannot win: find it)";
+const HELP_EVENTS_LOST: &str =
+    "Times nftables notifications were lost (ENOBUFS) and a full check was done";
+const HELP_READY: &str = "1 when the committed table matches the last good config";
+
+/// Registers `metric` and hands it back (its clones share the value).
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
+/// Registers a new metric of the type the field wants.
+fn reg<M: prometheus_client::registry::Metric + Clone + Default>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+) -> M {
+    register(r, name, help, M::default())
+}
+
 impl Metrics {
     /// Registers every metric under the `nft_masq_agent_` prefix.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("nft_masq_agent");
-        let m = Metrics {
-            registry: Registry::default(),
-            commits: Family::default(),
-            commit_errors: Counter::default(),
-            // 100 µs to 2.5 s: a 64-prefix commit is well under a millisecond, a
-            // 100,000-prefix one a few hundred.
-            commit_duration: Histogram::new([
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5,
-            ]),
-            drift_repairs: Counter::default(),
-            config_errors: Counter::default(),
-            config_last_good: Gauge::default(),
-            config_valid: Gauge::default(),
-            prefixes: Family::default(),
-            elements: Gauge::default(),
-            masq_packets: Counter::default(),
-            masq_bytes: Counter::default(),
-            owner: Family::default(),
-            events_lost: Counter::default(),
-            ready: Gauge::default(),
-        };
-        registry.register(
-            "commits",
-            "Table commits, by reason (startup, config, drift, resync, retry)",
-            m.commits.clone(),
-        );
-        registry.register(
-            "commit_errors",
-            "Commits the kernel refused (the previous table stayed in force)",
-            m.commit_errors.clone(),
-        );
-        registry.register(
-            "commit_duration_seconds",
-            "Time to encode, send and acknowledge one table replace",
-            m.commit_duration.clone(),
-        );
-        registry.register(
-            "drift_repairs",
-            "Changes by others to the agent's table that the agent undid",
-            m.drift_repairs.clone(),
-        );
-        registry.register(
-            "config_errors",
-            "Config loads that failed validation (the last good config stayed in force)",
-            m.config_errors.clone(),
-        );
-        registry.register(
-            "config_last_good_load_timestamp_seconds",
-            "Unix time of the last successful config load",
-            m.config_last_good.clone(),
-        );
-        registry.register(
-            "config_valid",
-            "1 if the config file as it is now is valid, 0 if the last load failed",
-            m.config_valid.clone(),
-        );
-        registry.register(
-            "prefixes",
-            "Non-masquerade prefixes in force, by family",
-            m.prefixes.clone(),
-        );
-        registry.register(
-            "set_elements",
-            "Interval set elements in the committed table",
-            m.elements.clone(),
-        );
-        registry.register(
-            "masqueraded_packets",
-            "Packets (new connections) masqueraded, from the masquerade rules' counters",
-            m.masq_packets.clone(),
-        );
-        registry.register(
-            "masqueraded_bytes",
-            "Bytes of the first packets of masqueraded connections, from the rules' counters",
-            m.masq_bytes.clone(),
-        );
-        registry.register(
-            "table_owner",
-            "1 for the table ownership mode in force (off, owner, owner-persist)",
-            m.owner.clone(),
-        );
-        registry.register(
-            "events_lost",
-            "Times nftables notifications were lost (ENOBUFS) and a full check was done",
-            m.events_lost.clone(),
-        );
-        registry.register(
-            "ready",
-            "1 when the committed table matches the last good config",
-            m.ready.clone(),
-        );
-        let build: Family<Labels, Gauge> = Family::default();
+        let mut r = Registry::with_prefix("nft_masq_agent");
+        let build: Family<Labels, Gauge> = reg(&mut r, "build_info", "Build information");
         build
             .get_or_create(&label("version", env!("CARGO_PKG_VERSION")))
             .set(1);
-        registry.register("build_info", "Build information", build);
-        Metrics { registry, ..m }
+        // 100 µs to 2.5 s: a 64-prefix commit is well under a millisecond, a 100,000-prefix
+        // one a few hundred.
+        let buckets = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5,
+        ];
+        Metrics {
+            commits: reg(&mut r, "commits", HELP_COMMITS),
+            commit_errors: reg(&mut r, "commit_errors", HELP_COMMIT_ERRORS),
+            commit_duration: register(
+                &mut r,
+                "commit_duration_seconds",
+                HELP_COMMIT_DURATION,
+                Histogram::new(buckets),
+            ),
+            drift_repairs: reg(&mut r, "drift_repairs", HELP_DRIFT_REPAIRS),
+            check_errors: reg(&mut r, "check_errors", HELP_CHECK_ERRORS),
+            config_errors: reg(&mut r, "config_errors", HELP_CONFIG_ERRORS),
+            config_last_good: reg(
+                &mut r,
+                "config_last_good_load_timestamp_seconds",
+                HELP_CONFIG_LAST_GOOD,
+            ),
+            config_valid: reg(&mut r, "config_valid", HELP_CONFIG_VALID),
+            policy_source: reg(&mut r, "policy_source", HELP_POLICY_SOURCE),
+            prefixes: reg(&mut r, "prefixes", HELP_PREFIXES),
+            elements: reg(&mut r, "set_elements", HELP_ELEMENTS),
+            masq_packets: reg(&mut r, "masqueraded_packets", HELP_MASQ_PACKETS),
+            masq_bytes: reg(&mut r, "masqueraded_bytes", HELP_MASQ_BYTES),
+            owner: reg(&mut r, "table_owner", HELP_OWNER),
+            contested: reg(&mut r, "table_contested", HELP_CONTESTED),
+            events_lost: reg(&mut r, "events_lost", HELP_EVENTS_LOST),
+            ready: reg(&mut r, "ready", HELP_READY),
+            registry: r,
+        }
     }
 
     /// A commit succeeded.
@@ -217,6 +233,25 @@ impl Metrics {
             self.config_errors.inc();
             self.config_valid.set(0);
         }
+    }
+
+    /// A full check could not read the table.
+    pub fn check_failed(&self) {
+        self.check_errors.inc();
+    }
+
+    /// Sets where the table in force comes from.
+    pub fn policy_source(&self, source: PolicySource) {
+        for s in PolicySource::ALL {
+            self.policy_source
+                .get_or_create(&label("source", s.as_str()))
+                .set(i64::from(s == source));
+        }
+    }
+
+    /// Sets whether another committer keeps changing the table.
+    pub fn set_contested(&self, contested: bool) {
+        self.contested.set(i64::from(contested));
     }
 
     /// Sets the ownership mode in force.

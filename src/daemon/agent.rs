@@ -15,16 +15,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::reconcile::{Backoff, Budget, Condition, readiness};
+use super::reconcile::{
+    BACKOFF_MAX, BACKOFF_MIN, Backoff, Budget, Condition, FightWatch, LogLimit, readiness,
+};
 use crate::config::{Config, PolicyFlags, Source, Update};
 use crate::counters::MasqCounters;
-use crate::drift::{Tracker, Verdict};
+use crate::drift::{Change, Tracker, Verdict};
 use crate::health::Health;
-use crate::metrics::{Metrics, Reason};
+use crate::metrics::{Metrics, PolicySource, Reason};
 use crate::model::{self, Family, SetDiff, TABLE_NAME, Table, TableFlags};
 use crate::nft::compat::{self, OwnerMode};
 use crate::nft::events::Drained;
-use crate::nft::{CommitReport, Kernel, NftError};
+use crate::nft::uapi::NFT_MSG_NEWTABLE;
+use crate::nft::{CommitReport, Holder, Kernel, NftError};
 
 /// Where the agent reports: readiness, metrics, counters.
 #[derive(Debug, Clone)]
@@ -59,6 +62,27 @@ struct Deferred {
 /// The most work one event can cause before the loop looks at other events again.
 const MAX_STEPS: usize = 6;
 
+/// Consecutive failed checks after which the agent says it is blind (not ready).
+const BLIND_AFTER: u32 = 2;
+
+/// How often the agent looks whether another socket still owns the table. The kernel sends
+/// no notification when an owning socket closes (measured on 6.18, with and without the
+/// persist flag), so a cheap GETTABLE poll is the only prompt way to take over.
+pub const OWNER_POLL: Duration = Duration::from_millis(100);
+
+/// An error with its causes, one line: log lines must say why (`Display` of a thiserror
+/// error names only the outermost layer).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// The reconciler's state.
 #[derive(Debug)]
 pub struct Agent<K: Kernel, S: Source> {
@@ -85,6 +109,20 @@ pub struct Agent<K: Kernel, S: Source> {
     pending: Pending,
     deferred: Option<Deferred>,
     resync_at: Instant,
+    /// Where the table in force comes from.
+    policy_source: PolicySource,
+    /// Failed checks in a row, and when to try again.
+    check_failures: u32,
+    check_error: Option<String>,
+    recheck_at: Option<Instant>,
+    /// Another socket owns the table: its port id, and when to look again.
+    held_by: Option<u32>,
+    owner_poll_at: Option<Instant>,
+    fights: FightWatch,
+    drift_log: LogLimit,
+    check_log: LogLimit,
+    /// The latest time the agent was told, for readiness that depends on it.
+    now: Instant,
 }
 
 fn unix_now() -> f64 {
@@ -127,6 +165,16 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             backoff: Backoff::default(),
             pending: Pending::default(),
             deferred: None,
+            policy_source: PolicySource::Config,
+            check_failures: 0,
+            check_error: None,
+            recheck_at: None,
+            held_by: None,
+            owner_poll_at: None,
+            fights: FightWatch::default(),
+            drift_log: LogLimit::default(),
+            check_log: LogLimit::default(),
+            now,
         }
     }
 
@@ -140,12 +188,17 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         &self.desired
     }
 
-    /// When the agent next needs [`Agent::tick`]: the resync, or a deferred commit.
+    /// When the agent next needs [`Agent::tick`]: the resync, a deferred commit, a re-check,
+    /// a look at who owns the table.
     pub fn next_wake(&self) -> Instant {
-        match &self.deferred {
-            Some(d) => d.at.min(self.resync_at),
-            None => self.resync_at,
-        }
+        [
+            self.deferred.as_ref().map(|d| d.at),
+            self.recheck_at,
+            self.owner_poll_at,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.resync_at, Instant::min)
     }
 
     /// Whether work is left over (the step bound was reached); the loop calls
@@ -156,30 +209,11 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             || self.pending.check.is_some()
     }
 
-    /// Loads the config and commits the first table.
+    /// Loads the config and commits the first table. With an invalid config, a table that
+    /// already exists (a previous agent's) is kept exactly as it is; only where there is none
+    /// are the defaults committed, so a node never goes without masquerading.
     pub fn start(&mut self, now: Instant) {
-        match self.source.load() {
-            Ok(loaded) => {
-                for note in &loaded.notes {
-                    tracing::info!("{note}");
-                }
-                self.out.metrics.config_loaded(true, unix_now());
-                self.set_config(loaded.config, now);
-            }
-            Err(e) => {
-                // ip-masq-agent installs nothing for a whole resync period in this case; a
-                // node without masquerade rules loses egress, so we run the defaults, say so
-                // loudly, and stay not ready (a rollout with a broken ConfigMap stalls).
-                tracing::error!("{e}; STARTING WITH THE DEFAULT CONFIG until the file is fixed");
-                self.out.metrics.config_loaded(false, 0.0);
-                self.config_error = Some(e.to_string());
-                self.no_good_config = Some(
-                    "the config file is invalid: the defaults are in force until it is fixed"
-                        .into(),
-                );
-            }
-        }
-        self.desired = model::desired(&self.config, &self.flags, self.table_flags);
+        self.now = now;
         tracing::info!(
             port_id = self.kernel.port_id(),
             config = %self.source.describe(),
@@ -187,49 +221,137 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             "nft-masq-agent {} starting",
             env!("CARGO_PKG_VERSION")
         );
-        self.pending.commit = Some((Reason::Startup, "start-up".into()));
+        let loaded = {
+            let health = self.out.health.clone();
+            let _busy = health.busy("reading the config");
+            self.source.load()
+        };
+        match loaded {
+            Ok(loaded) => {
+                for note in &loaded.notes {
+                    tracing::info!("{note}");
+                }
+                self.out.metrics.config_loaded(true, unix_now());
+                self.set_config(loaded.config, now);
+                self.desired = model::desired(&self.config, &self.flags, self.table_flags);
+                self.pending.commit = Some((Reason::Startup, "start-up".into()));
+            }
+            Err(e) => self.start_without_config(&chain(&e)),
+        }
         self.work(now);
+    }
+
+    /// Start-up with an invalid config: adopt the live table, or commit the defaults.
+    fn start_without_config(&mut self, error: &str) {
+        self.out.metrics.config_loaded(false, 0.0);
+        self.config_error = Some(error.to_string());
+        match self.kernel.read(TABLE_NAME) {
+            Ok(Some(live)) => {
+                tracing::error!(
+                    "{error}; KEEPING TABLE inet {TABLE_NAME} AS IT IS ({} prefixes, adopted from \
+                     before this start) until the file is fixed",
+                    live.prefix_count()
+                );
+                self.no_good_config = Some(
+                    "the config file is invalid: the table found at start is kept as it is \
+                     until the file is fixed"
+                        .into(),
+                );
+                self.policy_source = PolicySource::Adopted;
+                self.desired = live.clone();
+                self.in_force = Some(live);
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!("reading table inet {TABLE_NAME} failed: {}", chain(&e));
+                }
+                // ip-masq-agent installs nothing for a whole resync period in this case; a
+                // node without masquerade rules loses egress, so we run the defaults, say
+                // so loudly, and stay not ready (a rollout with a broken ConfigMap stalls).
+                tracing::error!(
+                    "{error}; STARTING WITH THE DEFAULT CONFIG until the file is fixed"
+                );
+                self.no_good_config = Some(
+                    "the config file is invalid: the defaults are in force until it is fixed"
+                        .into(),
+                );
+                self.policy_source = PolicySource::Defaults;
+                self.desired = model::desired(&self.config, &self.flags, self.table_flags);
+                self.pending.commit = Some((Reason::Startup, "start-up".into()));
+            }
+        }
     }
 
     /// The config may have changed (a file event, SIGHUP).
     pub fn config_changed(&mut self, why: &str, now: Instant) {
+        self.now = now;
         self.pending.reload = Some(why.into());
         self.work(now);
     }
 
     /// Notifications arrived.
     pub fn notifications(&mut self, drained: Drained, now: Instant) {
+        self.now = now;
         if drained.lost {
             self.out.metrics.events_lost();
         }
+        if self.held_by.is_some() && touches_our_table(&drained) {
+            // The owner may have let go: look now rather than at the next poll.
+            self.owner_poll_at = Some(now);
+        }
         match self.drift.observe(drained) {
             Verdict::Nothing => {}
-            Verdict::Repair(what) => {
-                tracing::warn!("table inet {TABLE_NAME} changed under us: {what}; repairing");
-                self.pending.commit = Some((Reason::Drift, what.clone()));
-                self.drift_pending = Some(what);
-            }
+            Verdict::Repair(change) => self.foreign_change(change, now),
             Verdict::Check(why) => {
                 tracing::warn!("{why}; doing a full check of table inet {TABLE_NAME}");
                 self.pending.check = Some(Reason::Resync);
             }
         }
-        self.work(now);
+        self.tick(now);
+    }
+
+    /// Someone else changed our table: repair, and notice a fight.
+    fn foreign_change(&mut self, change: Change, now: Instant) {
+        self.fights.repaired(now, change.by.to_string());
+        if let Some(suppressed) = self.drift_log.admit(now) {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more such changes since the last warning)")
+            } else {
+                String::new()
+            };
+            tracing::warn!("table inet {TABLE_NAME} changed under us: {change}; repairing{more}");
+        }
+        let what = change.to_string();
+        self.pending.commit = Some((Reason::Drift, what.clone()));
+        self.drift_pending = Some(what);
     }
 
     /// Reading notifications failed: they may be lost.
     pub fn notifications_failed(&mut self, err: &NftError, now: Instant) {
-        tracing::warn!("reading nftables events failed: {err}; doing a full check");
+        tracing::warn!(
+            "reading nftables events failed: {}; doing a full check",
+            chain(err)
+        );
         self.pending.check = Some(Reason::Resync);
-        self.work(now);
+        self.tick(now);
     }
 
-    /// Timers: a deferred commit whose time came, the periodic resync.
+    /// Timers: a deferred commit whose time came, a re-check, a look at the table's owner,
+    /// the periodic resync; then the work they queued.
     pub fn tick(&mut self, now: Instant) {
+        self.now = now;
         if self.deferred.as_ref().is_some_and(|d| d.at <= now) {
             if let Some(d) = self.deferred.take() {
                 self.pending.commit = Some((d.reason, d.why));
             }
+        }
+        if self.recheck_at.is_some_and(|t| t <= now) {
+            self.recheck_at = None;
+            self.pending.check = Some(Reason::Resync);
+        }
+        if self.owner_poll_at.is_some_and(|t| t <= now) {
+            self.owner_poll_at = None;
+            self.look_at_owner(now);
         }
         if now >= self.resync_at {
             self.resync_at = now + self.config.resync_interval;
@@ -237,6 +359,28 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             self.pending.check = Some(Reason::Resync);
         }
         self.work(now);
+    }
+
+    /// While another socket owns the table: commit as soon as it does not.
+    fn look_at_owner(&mut self, now: Instant) {
+        let Some(port) = self.held_by else {
+            return;
+        };
+        match self.kernel.holder(TABLE_NAME) {
+            Ok(Holder::Owned(p)) if p == port => self.owner_poll_at = Some(now + OWNER_POLL),
+            Ok(holder) => {
+                tracing::info!(
+                    "table inet {TABLE_NAME} is no longer owned by netlink port {port} \
+                     ({holder:?}): committing"
+                );
+                self.held_by = None;
+                self.pending.commit = Some((Reason::Retry, "the table was released".into()));
+            }
+            Err(e) => {
+                tracing::debug!("looking at the table's owner failed: {}", chain(&e));
+                self.owner_poll_at = Some(now + OWNER_POLL);
+            }
+        }
     }
 
     /// Does the queued work: reload, commit, check, in that order, at most [`MAX_STEPS`]
@@ -248,7 +392,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             } else if let Some((reason, why)) = self.pending.commit.take() {
                 self.commit_within_budget(reason, why, now);
             } else if let Some(reason) = self.pending.check.take() {
-                self.check(reason);
+                self.check(reason, now);
             } else {
                 break;
             }
@@ -265,11 +409,17 @@ impl<K: Kernel, S: Source> Agent<K, S> {
     }
 
     fn reload(&mut self, why: &str, now: Instant) {
-        match self.source.reload() {
+        let update = {
+            let health = self.out.health.clone();
+            let _busy = health.busy("reading the config");
+            self.source.reload()
+        };
+        match update {
             Update::Unchanged => tracing::debug!("{why}: config unchanged"),
             Update::Failed(e) => {
                 self.out.metrics.config_loaded(false, 0.0);
-                let text = e.to_string();
+                // The cause is part of the text, so a change of cause is logged too.
+                let text = chain(&e);
                 if self.config_error.as_deref() != Some(&text) {
                     tracing::error!(
                         "{text}; keeping the last good config ({} prefixes in force)",
@@ -289,6 +439,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                     }
                 }
                 self.set_config(loaded.config, now);
+                self.policy_source = PolicySource::Config;
                 self.config_loaded(why);
             }
         }
@@ -445,12 +596,25 @@ impl<K: Kernel, S: Source> Agent<K, S> {
 
     fn commit_failed(&mut self, reason: Reason, why: &str, e: &NftError, now: Instant) {
         self.out.metrics.commit_failed();
+        if let Some(port) = self.held_by_other(e) {
+            if self.held_by != Some(port) {
+                tracing::warn!(
+                    "table inet {TABLE_NAME} is owned by another netlink socket (port {port}, \
+                     another agent?); taking it over as soon as it lets go"
+                );
+            }
+            self.held_by = Some(port);
+            self.owner_poll_at = Some(now + OWNER_POLL);
+            self.commit_error = None;
+            return;
+        }
         let wait = self.backoff.failed();
         tracing::error!(
             reason = reason.as_str(),
-            "committing table inet {TABLE_NAME} failed ({why}): {e}; retrying in {wait:?}"
+            "committing table inet {TABLE_NAME} failed ({why}): {}; retrying in {wait:?}",
+            chain(e)
         );
-        self.commit_error = Some(e.to_string());
+        self.commit_error = Some(chain(e));
         self.deferred = Some(Deferred {
             at: now + wait,
             reason,
@@ -458,13 +622,35 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         });
     }
 
+    /// The port id of the socket that owns the table, when that is why `e` refused our
+    /// commit (EPERM on our NEWTABLE, while we do have the privilege).
+    fn held_by_other(&mut self, e: &NftError) -> Option<u32> {
+        let NftError::Rejected {
+            kind: Some(NFT_MSG_NEWTABLE),
+            errno: libc::EPERM,
+            ..
+        } = e
+        else {
+            return None;
+        };
+        match self.kernel.holder(TABLE_NAME) {
+            Ok(Holder::Owned(port)) if port != self.kernel.port_id() => Some(port),
+            _ => None,
+        }
+    }
+
     /// Reads the live table and queues a commit if it is not the desired one.
-    fn check(&mut self, reason: Reason) {
+    fn check(&mut self, reason: Reason, now: Instant) {
         let health = self.out.health.clone();
         let _busy = health.busy("checking the table");
-        match self.kernel.read(TABLE_NAME) {
-            Ok(Some(live)) if live.same_policy(&self.desired) => {}
+        let live = self.kernel.read(TABLE_NAME);
+        drop(_busy);
+        match live {
             Ok(live) => {
+                self.check_ok();
+                if live.as_ref().is_some_and(|l| l.same_policy(&self.desired)) {
+                    return;
+                }
                 let what = if live.is_none() {
                     "missing"
                 } else {
@@ -475,20 +661,59 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                 }
                 self.pending.commit = Some((reason, format!("full check: live table {what}")));
             }
-            Err(e) => tracing::warn!("reading table inet {TABLE_NAME} back failed: {e}"),
+            Err(e) => self.check_failed(&e, now),
         }
+    }
+
+    fn check_ok(&mut self) {
+        if self.check_error.take().is_some() {
+            tracing::info!("table inet {TABLE_NAME} can be read back again");
+        }
+        self.check_failures = 0;
+    }
+
+    /// A check that fails is tried again soon (1 s, doubling up to the resync interval);
+    /// from the second failure in a row the agent says it is blind: it cannot see drift.
+    fn check_failed(&mut self, e: &NftError, now: Instant) {
+        self.out.metrics.check_failed();
+        self.check_failures = self.check_failures.saturating_add(1);
+        let text = chain(e);
+        if self.check_log.admit(now).is_some() {
+            tracing::warn!("reading table inet {TABLE_NAME} back failed: {text}");
+        }
+        if self.check_failures >= BLIND_AFTER {
+            self.check_error = Some(text);
+        }
+        let wait = BACKOFF_MIN * 2u32.saturating_pow(self.check_failures.min(16));
+        self.recheck_at = Some(now + wait.min(self.config.resync_interval).min(BACKOFF_MAX));
     }
 
     /// Publishes readiness to the probe and the metric.
     fn publish(&self) {
+        let contested = self.fights.fight(self.now);
         let condition = Condition {
             no_good_config: self.no_good_config.clone(),
             commit_failed: self.commit_error.clone(),
             drift: self.drift_pending.clone(),
+            contested: contested.clone(),
+            held_by_other: self.held_by.map(|p| format!("netlink port {p}")),
+            blind: self.check_error.clone(),
             nothing_in_force: self.in_force.is_none(),
         };
         let r = readiness(&condition);
-        self.out.metrics.set_ready(r.is_ok());
+        let metrics = &self.out.metrics;
+        metrics.set_ready(r.is_ok());
+        metrics.set_contested(contested.is_some());
+        metrics.policy_source(self.policy_source);
         self.out.health.set_readiness(r);
     }
+}
+
+/// Whether any notification concerns our table.
+fn touches_our_table(d: &Drained) -> bool {
+    use crate::nft::events::Event;
+    d.lost
+        || d.events
+            .iter()
+            .any(|e| matches!(e, Event::Object { table, .. } if table == TABLE_NAME))
 }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use crate::config::{ConfigError, Loaded, PolicyFlags, Source, Update};
 use crate::model::{Table, TableFlags};
 use crate::nft::uapi::NFT_MSG_NEWTABLE;
-use crate::nft::{CommitReport, Kernel, NftError, ReplaceForm};
+use crate::nft::{CommitReport, Holder, Kernel, NftError, ReplaceForm};
 
 /// How a kernel version answers table flags it does not know.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +52,8 @@ pub struct KernelState {
     pub listening: bool,
     /// Reads fail with this errno.
     pub read_fails: Option<i32>,
+    /// The port id of a socket that owns the table (refusing everyone else's commits).
+    pub owned_by: Option<u32>,
     /// Someone else commits this right after the agent's next commit (while the agent is
     /// still out of the notification group, so only the generation tells).
     pub race_next: Option<Option<Table>>,
@@ -76,6 +78,7 @@ impl FakeKernel {
             listening: true,
             read_fails: None,
             race_next: None,
+            owned_by: None,
         })))
     }
 
@@ -119,6 +122,9 @@ impl Kernel for FakeKernel {
         if !s.fail_next.is_empty() {
             let errno = s.fail_next.remove(0);
             return Err(rejected(errno));
+        }
+        if s.owned_by.is_some_and(|p| p != PORT) {
+            return Err(rejected(libc::EPERM));
         }
         if table.flags.0 & !s.version.flags != 0 {
             return Err(rejected(s.version.refusal));
@@ -165,6 +171,15 @@ impl Kernel for FakeKernel {
     fn listen(&mut self, on: bool) -> Result<(), NftError> {
         self.0.borrow_mut().listening = on;
         Ok(())
+    }
+
+    fn holder(&mut self, _name: &str) -> Result<Holder, NftError> {
+        let s = self.0.borrow();
+        Ok(match (&s.table, s.owned_by) {
+            (None, _) => Holder::Absent,
+            (Some(_), Some(port)) => Holder::Owned(port),
+            (Some(_), None) => Holder::Free,
+        })
     }
 }
 

@@ -91,6 +91,92 @@ impl Backoff {
     }
 }
 
+/// How many warnings of one kind are logged per [`LOG_WINDOW`] before they are counted
+/// instead.
+pub const LOG_BURST: usize = 5;
+/// The window of the log limit.
+pub const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Rate limit for a repeated warning (a tamper storm would write hundreds a second): at
+/// most [`LOG_BURST`] per [`LOG_WINDOW`], then a count of what was suppressed when the next
+/// one is logged.
+#[derive(Debug, Clone, Default)]
+pub struct LogLimit {
+    window_start: Option<Instant>,
+    logged: usize,
+    suppressed: usize,
+}
+
+impl LogLimit {
+    /// `Some(n)` to log now, `n` being how many were suppressed since the last one logged;
+    /// `None` to suppress this one.
+    pub fn admit(&mut self, now: Instant) -> Option<usize> {
+        let new_window = self
+            .window_start
+            .is_none_or(|s| now.saturating_duration_since(s) >= LOG_WINDOW);
+        if new_window {
+            self.window_start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < LOG_BURST {
+            self.logged += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+/// Repairs in [`FIGHT_WINDOW`] that mean someone is fighting us for the table.
+pub const FIGHT_REPAIRS: usize = 5;
+/// The window of fight detection.
+pub const FIGHT_WINDOW: Duration = Duration::from_secs(10);
+/// Quiet time after which a fight is over.
+pub const FIGHT_CALM: Duration = Duration::from_secs(30);
+
+/// Notices another committer that keeps undoing our table (a second agent with ownership
+/// off, a tool): repairs alone cannot win that, so the agent says so and stops calling
+/// itself ready.
+#[derive(Debug, Clone, Default)]
+pub struct FightWatch {
+    repairs: VecDeque<Instant>,
+    last_opponent: Option<String>,
+}
+
+impl FightWatch {
+    /// Records a repair of a change made by `opponent`.
+    pub fn repaired(&mut self, now: Instant, opponent: String) {
+        self.repairs.push_back(now);
+        while self.repairs.len() > FIGHT_REPAIRS * 4 {
+            self.repairs.pop_front();
+        }
+        self.last_opponent = Some(opponent);
+    }
+
+    /// The fight in progress at `now`, described, if any: [`FIGHT_REPAIRS`] repairs within
+    /// [`FIGHT_WINDOW`], and the last less than [`FIGHT_CALM`] ago.
+    pub fn fight(&self, now: Instant) -> Option<String> {
+        let last = *self.repairs.back()?;
+        if now.saturating_duration_since(last) >= FIGHT_CALM {
+            return None;
+        }
+        let in_window = self
+            .repairs
+            .iter()
+            .filter(|t| last.saturating_duration_since(**t) <= FIGHT_WINDOW)
+            .count();
+        (in_window >= FIGHT_REPAIRS).then(|| {
+            format!(
+                "another committer keeps changing the table: {in_window} repairs in {:?}, last \
+                 against {}",
+                FIGHT_WINDOW,
+                self.last_opponent.as_deref().unwrap_or("?")
+            )
+        })
+    }
+}
+
 /// The agent's condition, from which readiness follows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Condition {
@@ -101,6 +187,12 @@ pub struct Condition {
     pub commit_failed: Option<String>,
     /// Someone changed the table and the repair has not happened yet.
     pub drift: Option<String>,
+    /// Someone keeps changing the table.
+    pub contested: Option<String>,
+    /// Another socket owns the table, so the agent cannot commit.
+    pub held_by_other: Option<String>,
+    /// Reading the table back failed several times in a row: the agent cannot see drift.
+    pub blind: Option<String>,
     /// Nothing has been committed (or adopted) yet.
     pub nothing_in_force: bool,
 }
@@ -111,8 +203,17 @@ pub fn readiness(c: &Condition) -> Result<(), String> {
     if let Some(why) = &c.no_good_config {
         return Err(why.clone());
     }
+    if let Some(who) = &c.held_by_other {
+        return Err(format!("table owned by another process ({who})"));
+    }
     if let Some(e) = &c.commit_failed {
         return Err(format!("commit failed: {e}"));
+    }
+    if let Some(why) = &c.contested {
+        return Err(format!("table contested: {why}"));
+    }
+    if let Some(e) = &c.blind {
+        return Err(format!("cannot read the table back: {e}"));
     }
     if let Some(what) = &c.drift {
         return Err(format!("table changed: {what}"));
@@ -189,6 +290,44 @@ mod tests {
         assert_eq!(*waits.last().unwrap(), BACKOFF_MAX);
         b.succeeded();
         assert_eq!(b.failed(), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn a_warning_storm_is_limited_and_the_suppressed_counted() {
+        let t0 = Instant::now();
+        let mut l = LogLimit::default();
+        let admitted: Vec<Option<usize>> = (0..8).map(|i| l.admit(t0 + ms(i))).collect();
+        assert_eq!(admitted[..LOG_BURST], [Some(0); LOG_BURST]);
+        assert!(admitted[LOG_BURST..].iter().all(Option::is_none));
+        // The next window logs again and reports what it held back.
+        assert_eq!(l.admit(t0 + LOG_WINDOW), Some(3));
+        assert_eq!(l.admit(t0 + LOG_WINDOW + ms(1)), Some(0));
+    }
+
+    #[test]
+    fn a_fight_is_noticed_and_ends_after_a_calm() {
+        let t0 = Instant::now();
+        let mut f = FightWatch::default();
+        for i in 0..FIGHT_REPAIRS as u64 - 1 {
+            f.repaired(
+                t0 + ms(i * 100),
+                "nft-masq-agent (pid 9, netlink port 7)".into(),
+            );
+        }
+        assert_eq!(f.fight(t0 + ms(500)), None, "a few repairs are not a fight");
+        f.repaired(
+            t0 + ms(600),
+            "nft-masq-agent (pid 9, netlink port 7)".into(),
+        );
+        let why = f.fight(t0 + ms(700)).unwrap();
+        assert!(why.contains("5 repairs") && why.contains("port 7"), "{why}");
+        assert_eq!(f.fight(t0 + ms(600) + FIGHT_CALM), None);
+        // Repairs spread out over minutes are no fight either.
+        let mut slow = FightWatch::default();
+        for i in 0..20 {
+            slow.repaired(t0 + Duration::from_secs(i * 20), "nft".into());
+        }
+        assert_eq!(slow.fight(t0 + Duration::from_secs(381)), None);
     }
 
     #[test]

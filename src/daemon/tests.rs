@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::agent::OWNER_POLL;
 use super::agent::{Agent, Outputs};
 use super::fake::{self, FakeKernel, FakeSource, KernelVersion, LINUX_5_10, LINUX_6_1, LINUX_6_12};
-use super::reconcile::{BACKOFF_MIN, BUDGET_COMMITS, BUDGET_WINDOW};
+use super::reconcile::{BACKOFF_MIN, BUDGET_COMMITS, BUDGET_WINDOW, FIGHT_CALM};
 use crate::config::PolicyFlags;
 use crate::counters::MasqCounters;
 use crate::health::Health;
@@ -212,13 +213,17 @@ fn a_repair_storm_is_held_to_the_one_budget() {
     let commits = h.kernel.commits();
     // The start-up commit counts against the same budget as the repairs.
     assert!(commits <= BUDGET_COMMITS + 3, "{commits} commits in 3 s");
-    // Meanwhile the agent says it is not ready, and why.
+    // Meanwhile the agent says it is not ready, who it is fighting, and the metric shows it.
     let why = h.ready().unwrap_err();
-    assert!(why.contains("table changed: rule deleted by nft"), "{why}");
-    // Once the storm ends, the deferred repair lands and the agent is ready again.
+    assert!(why.starts_with("table contested"), "{why}");
+    assert!(why.contains("nft (pid 42, netlink port 777)"), "{why}");
+    assert_eq!(h.metric("nft_masq_agent_table_contested"), 1.0);
+    // Once the storm ends, the deferred repair lands; after a calm the fight is over.
     h.advance(BUDGET_WINDOW);
     assert!(h.live_is_desired());
+    h.advance(FIGHT_CALM);
     assert_eq!(h.ready(), Ok(()));
+    assert_eq!(h.metric("nft_masq_agent_table_contested"), 0.0);
 }
 
 #[test]
@@ -351,5 +356,85 @@ fn a_commit_raced_by_another_committer_is_checked_and_repaired() {
     );
     assert!(h.live_is_desired());
     assert_eq!(set_of(&h.kernel.table().unwrap())[0], "100.64.0.0/11");
+    assert_eq!(h.ready(), Ok(()));
+}
+
+#[test]
+fn bad_config_at_start_with_a_table_keeps_it_exactly_until_fixed() {
+    // Agent A committed 100.64.0.0/10 and exited; the ConfigMap then got a typo.
+    let good = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    let before = good.kernel.table().unwrap();
+    let mut h = Harness::with_kernel(
+        good.kernel.clone(),
+        OwnerMode::Off,
+        Some("masqueradeCIDR: []\n"),
+    )
+    .start();
+    assert_eq!(h.kernel.commits(), 1, "agent B commits nothing");
+    assert_eq!(h.kernel.table(), Some(before.clone()));
+    let why = h.ready().unwrap_err();
+    assert!(why.contains("table found at start is kept"), "{why}");
+    assert_eq!(
+        h.metric("nft_masq_agent_policy_source{source=\"adopted\"}"),
+        1.0
+    );
+    assert_eq!(h.metric("nft_masq_agent_config_valid"), 0.0);
+    // The adopted table is defended like a committed one.
+    h.tamper();
+    assert_eq!(h.kernel.table().unwrap().chains, before.chains);
+    // Once the file validates, it is committed and the agent is ready.
+    h.source.write(Some("nonMasqueradeCIDRs: [10.0.0.0/8]\n"));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "10.0.0.0/8");
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(
+        h.metric("nft_masq_agent_policy_source{source=\"config\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn failing_checks_are_retried_soon_and_make_the_agent_not_ready() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    h.kernel.0.borrow_mut().read_fails = Some(libc::EIO);
+    h.advance(Duration::from_secs(60)); // the periodic full check
+    assert_eq!(h.ready(), Ok(()), "one failure is not blindness yet");
+    assert!(h.agent.next_wake() <= h.now + Duration::from_secs(1));
+    h.advance(Duration::from_secs(1));
+    let why = h.ready().unwrap_err();
+    assert!(why.starts_with("cannot read the table back"), "{why}");
+    assert_eq!(h.metric("nft_masq_agent_check_errors_total"), 2.0);
+    // Reading works again (and the table was deleted meanwhile): repaired, ready.
+    h.kernel.0.borrow_mut().read_fails = None;
+    h.kernel.foreign_commit(None);
+    h.advance(Duration::from_secs(2));
+    assert!(h.live_is_desired());
+    assert_eq!(h.ready(), Ok(()));
+}
+
+#[test]
+fn a_table_owned_by_another_socket_is_taken_over_when_released() {
+    let kernel = FakeKernel::new(LINUX_6_12);
+    let other = Harness::with_kernel(kernel.clone(), OwnerMode::On, Some(CGNAT)).start();
+    kernel.0.borrow_mut().owned_by = Some(999);
+    let mut h = Harness::with_kernel(
+        kernel,
+        OwnerMode::On,
+        Some("nonMasqueradeCIDRs: [10.0.0.0/8]\n"),
+    )
+    .start();
+    drop(other);
+    let why = h.ready().unwrap_err();
+    assert!(
+        why.contains("owned by another process (netlink port 999)"),
+        "{why}"
+    );
+    assert_eq!(h.agent.next_wake(), h.now + OWNER_POLL);
+    h.advance(OWNER_POLL);
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "100.64.0.0/10");
+    // The owner exits: the kernel says nothing, the next look finds the table free.
+    h.kernel.0.borrow_mut().owned_by = None;
+    h.advance(OWNER_POLL);
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "10.0.0.0/8");
     assert_eq!(h.ready(), Ok(()));
 }

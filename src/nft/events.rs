@@ -173,8 +173,28 @@ impl AsyncEventSocket {
     }
 }
 
+/// The most distinct events one drain keeps; past it the rest count as lost (and the agent
+/// does a full check), so a flood of notifications cannot grow the agent's memory.
+pub const MAX_EVENTS: usize = 4096;
+
+impl Drained {
+    /// Adds an event, folding a repeat of the previous one (a 100,000-element commit
+    /// notifies once per element: one event says the same).
+    fn push(&mut self, ev: Event) {
+        if self.events.last() == Some(&ev) {
+            return;
+        }
+        if self.events.len() >= MAX_EVENTS {
+            self.lost = true;
+            return;
+        }
+        self.events.push(ev);
+    }
+}
+
 /// Reads until the socket would block. Lost notifications (ENOBUFS, a truncated datagram,
-/// an unparsable message) are reported as `lost`: the agent then looks at the table itself.
+/// an unparsable message, more than [`MAX_EVENTS`]) are reported as `lost`: the agent then
+/// looks at the table itself.
 fn drain(sock: &NetlinkSocket, buf: &mut [u8]) -> Result<Drained, NftError> {
     let mut out = Drained::default();
     loop {
@@ -184,7 +204,11 @@ fn drain(sock: &NetlinkSocket, buf: &mut [u8]) -> Result<Drained, NftError> {
                 out.lost |= truncated;
                 for m in messages(&buf[..n]) {
                     match m {
-                        Ok(m) => out.events.extend(classify(&m)),
+                        Ok(m) => {
+                            if let Some(ev) = classify(&m) {
+                                out.push(ev);
+                            }
+                        }
                         Err(_) => out.lost = true,
                     }
                 }
@@ -208,6 +232,26 @@ mod tests {
     use crate::config::{Config, PolicyFlags};
     use crate::model::{self, TableFlags};
     use crate::nft::encode;
+
+    #[test]
+    fn a_flood_of_notifications_is_folded_and_bounded() {
+        let ev = |table: &str| Event::Object {
+            kind: NFT_MSG_NEWSETELEM,
+            family: NFPROTO_INET,
+            table: table.into(),
+            port_id: 9,
+        };
+        let mut d = Drained::default();
+        for _ in 0..100_000 {
+            d.push(ev("kube-proxy"));
+        }
+        assert_eq!((d.events.len(), d.lost), (1, false));
+        for i in 0..MAX_EVENTS * 2 {
+            d.push(ev(&format!("t{i}")));
+        }
+        assert_eq!(d.events.len(), MAX_EVENTS);
+        assert!(d.lost, "what was dropped is reported as lost");
+    }
 
     #[test]
     fn object_messages_name_their_table() {

@@ -6,7 +6,18 @@ use super::commit::{self, CommitReport};
 use super::error::NftError;
 use super::events::Membership;
 use super::socket::NftSocket;
-use crate::model::Table;
+use crate::model::{Table, TableFlags};
+
+/// Who holds a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// The table does not exist.
+    Absent,
+    /// It exists and no socket owns it.
+    Free,
+    /// The socket with this port id owns it (`NFT_TABLE_F_OWNER`).
+    Owned(u32),
+}
 
 /// What the daemon needs from nf_tables.
 pub trait Kernel {
@@ -27,6 +38,9 @@ pub trait Kernel {
 
     /// Joins (`true`) or leaves the notification group. Left during our own commits.
     fn listen(&mut self, on: bool) -> Result<(), NftError>;
+
+    /// Who holds table `name`, without reading its contents.
+    fn holder(&mut self, name: &str) -> Result<Holder, NftError>;
 }
 
 /// The kernel through netlink: the command socket and the notification group membership of
@@ -67,5 +81,15 @@ impl Kernel for Netlink {
 
     fn listen(&mut self, on: bool) -> Result<(), NftError> {
         self.membership.subscribe(on)
+    }
+
+    fn holder(&mut self, name: &str) -> Result<Holder, NftError> {
+        Ok(match self.sock.table_info(name)? {
+            None => Holder::Absent,
+            Some(t) => match t.owner {
+                Some(port) if t.flags.has(TableFlags::OWNER) => Holder::Owned(port),
+                _ => Holder::Free,
+            },
+        })
     }
 }

@@ -24,5 +24,5 @@ pub mod uapi;
 pub use commit::{CommitReport, delete_table, replace_table};
 pub use encode::ReplaceForm;
 pub use error::NftError;
-pub use kernel::{Kernel, Netlink};
+pub use kernel::{Holder, Kernel, Netlink};
 pub use socket::NftSocket;
