@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use nft_masq_agent::config::duration::parse_go_duration;
-use nft_masq_agent::config::{DEFAULT_CONFIG_PATH, PolicyFlags, ports::PortRanges};
+use nft_masq_agent::config::{
+    DEFAULT_CONFIG_PATH, DEFAULT_MAX_PREFIXES, PolicyFlags, ports::PortRanges,
+};
 use nft_masq_agent::daemon::Options;
 use nft_masq_agent::nft::compat::OwnerMode;
 
@@ -58,6 +60,14 @@ pub struct Cli {
     /// proportion to its size, e.g. "1024-29999,32768-65535" (as ip-masq-agent).
     #[arg(long, value_name = "RANGES")]
     pub to_ports: Option<PortRanges>,
+
+    /// The most prefixes one commit may hold, after merging and carving out (a few
+    /// `masqueradeCIDRs` holes in a wide range can make many). Beyond it the config is
+    /// refused like any invalid one, and the config file may be at most 64 bytes per prefix
+    /// of this (at least 1 MiB). The default fits the DaemonSet's 64 MiB memory limit with a
+    /// quarter to spare; raise both together.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PREFIXES)]
+    pub max_prefixes: usize,
 
     /// Table ownership: `auto` claims the table with the kernel's owner flag only where the
     /// persist flag also exists (Linux 6.9+), so nobody else can change it and it survives the
@@ -184,6 +194,7 @@ impl Cli {
             enable_ipv6: self.enable_ipv6,
             random_fully: self.random_fully,
             to_ports: self.to_ports.clone(),
+            max_prefixes: self.max_prefixes,
         }
     }
 }

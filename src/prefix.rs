@@ -161,6 +161,11 @@ impl RangeSet {
         RangeSet { spans: out }
     }
 
+    /// How many prefixes [`RangeSet::to_prefixes`] would make, without making them.
+    pub fn prefix_count(&self, bits: u8) -> usize {
+        self.spans.iter().map(|s| span_prefix_count(*s, bits)).sum()
+    }
+
     /// The set as the fewest prefixes that cover it exactly, in address order.
     /// `bits` is the address width: 32 for IPv4, 128 for IPv6.
     pub fn to_prefixes(&self, bits: u8) -> Vec<IpNet> {
@@ -172,8 +177,20 @@ impl RangeSet {
     }
 }
 
+/// How many prefixes [`span_to_prefixes`] makes of `span`.
+pub fn span_prefix_count(span: Span, bits: u8) -> usize {
+    let mut n = 0;
+    walk_prefixes(span, bits, |_, _| n += 1);
+    n
+}
+
 /// Splits one span into the fewest aligned prefixes.
 pub fn span_to_prefixes(span: Span, bits: u8, out: &mut Vec<IpNet>) {
+    walk_prefixes(span, bits, |lo, len| out.push(make_net(lo, len, bits)));
+}
+
+/// Calls `each(first address, prefix length)` for the fewest aligned prefixes of `span`.
+fn walk_prefixes(span: Span, bits: u8, mut each: impl FnMut(u128, u8)) {
     let mut lo = span.lo;
     loop {
         // The largest block aligned at `lo`...
@@ -190,7 +207,7 @@ pub fn span_to_prefixes(span: Span, bits: u8, out: &mut Vec<IpNet>) {
             127 - (room + 1).leading_zeros()
         };
         let k = align.min(fit);
-        out.push(make_net(lo, bits - k as u8, bits));
+        each(lo, bits - k as u8);
         let last = if k == 128 {
             u128::MAX
         } else {

@@ -60,6 +60,24 @@ pub const KNOWN_KEYS: [&str; 6] = [
 pub const DEFAULT_CIDR_LIMIT: usize = 64;
 /// Default `resyncInterval`, as ip-masq-agent.
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// The shortest `resyncInterval`: each resync reads the whole table back, so a smaller one
+/// would keep the agent (and the kernel) busy doing nothing useful.
+pub const MIN_RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default `--max-prefixes`: the most prefixes one commit may hold after merging and
+/// carving out. The DaemonSet's 64 MiB memory limit covers the agent's peak at this size
+/// with a quarter to spare (measured by `cargo bench --bench commit -- --memory`; see
+/// docs/design.md, "Limits and failure modes").
+pub const DEFAULT_MAX_PREFIXES: usize = 150_000;
+
+/// Config bytes allowed per prefix of `--max-prefixes` (a `- 2001:db8:1234:5678::/64` entry
+/// with its indentation and comment room), and the least any cap allows.
+pub const CONFIG_BYTES_PER_PREFIX: u64 = 64;
+/// The smallest config size cap, whatever `--max-prefixes` says.
+pub const MIN_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The most problems one error lists; the rest are counted.
+pub const MAX_PROBLEMS: usize = 100;
 
 /// Command-line options that shape the policy; they mirror ip-masq-agent's flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +91,18 @@ pub struct PolicyFlags {
     pub random_fully: bool,
     /// `--to-ports`: restrict TCP/UDP/SCTP source ports to these ranges.
     pub to_ports: Option<PortRanges>,
+    /// `--max-prefixes`: the most prefixes a commit may hold.
+    pub max_prefixes: usize,
+}
+
+impl PolicyFlags {
+    /// The largest config file read: [`CONFIG_BYTES_PER_PREFIX`] per prefix of
+    /// `--max-prefixes`, at least [`MIN_CONFIG_BYTES`].
+    pub fn max_config_bytes(&self) -> u64 {
+        (self.max_prefixes as u64)
+            .saturating_mul(CONFIG_BYTES_PER_PREFIX)
+            .max(MIN_CONFIG_BYTES)
+    }
 }
 
 impl Default for PolicyFlags {
@@ -82,6 +112,7 @@ impl Default for PolicyFlags {
             enable_ipv6: false,
             random_fully: true,
             to_ports: None,
+            max_prefixes: DEFAULT_MAX_PREFIXES,
         }
     }
 }
@@ -206,6 +237,27 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The path is not a regular file (a directory, a FIFO, a device): never read, since a
+    /// FIFO would block the agent and a device could feed it without end.
+    #[error("config path {path} is {kind}, not a regular file")]
+    NotAFile {
+        /// The config path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The file is larger than the agent reads.
+    #[error(
+        "config file {path} is larger than {max} bytes (the limit follows --max-prefixes: \
+         {per} bytes per prefix, at least 1 MiB)",
+        per = CONFIG_BYTES_PER_PREFIX
+    )]
+    TooLarge {
+        /// The config path.
+        path: PathBuf,
+        /// The limit.
+        max: u64,
+    },
     /// The file was read and has one or more problems; all of them are listed.
     #[error("invalid config file {path}: {}", ProblemList { path, problems })]
     Invalid {
@@ -236,8 +288,8 @@ impl ConfigError {
     /// The individual problems (empty for a read error).
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ConfigError::Read { .. } => &[],
             ConfigError::Invalid { problems, .. } => problems,
+            _ => &[],
         }
     }
 }

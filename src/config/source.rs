@@ -59,16 +59,11 @@ impl ConfigSource {
         &self.path
     }
 
-    /// Reads the bytes; `None` when there is no file.
+    /// Reads the bytes; `None` when there is no file. Bounded: only a regular file is read
+    /// (a FIFO would block, a device could feed bytes without end), it is opened without
+    /// blocking, and at most [`PolicyFlags::max_config_bytes`] are read.
     fn read(&self) -> Result<Option<Vec<u8>>, ConfigError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ConfigError::Read {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        read_bounded(&self.path, self.flags.max_config_bytes())
     }
 
     fn validate(&self, bytes: Option<&[u8]>) -> Result<Loaded, ConfigError> {
@@ -83,6 +78,62 @@ impl ConfigSource {
             Some(bytes) => validate::parse(bytes, &self.path, &self.flags),
         }
     }
+}
+
+/// Reads a regular file of at most `max` bytes; `None` when it does not exist.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    // What was opened (symlinks followed), not what the path said a moment before.
+    let ty = file.metadata().map_err(read_err)?.file_type();
+    let kind = if ty.is_file() {
+        None
+    } else if ty.is_dir() {
+        Some("a directory")
+    } else if ty.is_fifo() {
+        Some("a FIFO")
+    } else if ty.is_char_device() {
+        Some("a character device")
+    } else if ty.is_block_device() {
+        Some("a block device")
+    } else if ty.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(kind) = kind {
+        return Err(ConfigError::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    let mut bytes = Vec::new();
+    // One byte more than allowed tells a file at the limit from one over it, whatever its
+    // size said (it may grow while we read).
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            max,
+        });
+    }
+    Ok(Some(bytes))
 }
 
 fn hash_of(bytes: &Option<Vec<u8>>) -> u64 {
@@ -152,6 +203,35 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
         assert!(err.to_string().contains(&dir.display().to_string()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_only_up_to_the_cap() {
+        let dir = scratch("bounds");
+        // A FIFO with no writer: opening it must not block, and it is refused.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let err = read_bounded(&fifo, 1024).unwrap_err();
+        assert!(
+            err.to_string().contains("is a FIFO, not a regular file"),
+            "{err}"
+        );
+        // A device that never ends, reached through a symlink.
+        let zero = dir.join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let err = read_bounded(&zero, 1024).unwrap_err();
+        assert!(err.to_string().contains("character device"), "{err}");
+        // A directory.
+        let err = read_bounded(&dir, 1024).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        // The cap, exactly.
+        let f = dir.join("f");
+        std::fs::write(&f, vec![b'#'; 1024]).unwrap();
+        assert_eq!(read_bounded(&f, 1024).unwrap().unwrap().len(), 1024);
+        let err = read_bounded(&f, 1023).unwrap_err();
+        assert!(err.to_string().contains("larger than 1023 bytes"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -15,7 +15,10 @@ use ipnet::IpNet;
 use serde_yaml_ng::Value;
 
 use super::duration::parse_go_duration;
-use super::{Config, ConfigError, KNOWN_KEYS, Loaded, PolicyFlags, Problem};
+use super::{
+    Config, ConfigError, KNOWN_KEYS, Loaded, MAX_PROBLEMS, MIN_RESYNC_INTERVAL, PolicyFlags,
+    Problem,
+};
 use crate::prefix::{Family, Span};
 
 /// Validates the bytes of one config file; `path` is only used in messages.
@@ -49,9 +52,17 @@ pub fn parse_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Loaded,
     let mut v = Validator {
         flags,
         problems: Vec::new(),
+        more_problems: 0,
         notes: Vec::new(),
     };
     let config = v.document(untag(&doc));
+    if v.more_problems > 0 {
+        v.problems.push(Problem {
+            key: "…".into(),
+            value: None,
+            message: format!("and {} more problems like these", v.more_problems),
+        });
+    }
     if v.problems.is_empty() {
         Ok(Loaded {
             config,
@@ -103,6 +114,7 @@ fn kind(v: &Value) -> &'static str {
 struct Validator<'a> {
     flags: &'a PolicyFlags,
     problems: Vec<Problem>,
+    more_problems: usize,
     notes: Vec<String>,
 }
 
@@ -113,11 +125,21 @@ impl Validator<'_> {
         value: Option<&Value>,
         message: impl Into<String>,
     ) {
-        self.problems.push(Problem {
+        self.push(Problem {
             key: key.into(),
             value: value.map(show),
             message: message.into(),
         });
+    }
+
+    /// Records a problem; past [`MAX_PROBLEMS`] only counts it (a 100,000-entry list of bad
+    /// values must not become a 100,000-line log message).
+    fn push(&mut self, p: Problem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        } else {
+            self.more_problems += 1;
+        }
     }
 
     /// The whole document: resolve the keys, apply each value over the defaults, check the
@@ -212,14 +234,48 @@ impl Validator<'_> {
         }
     }
 
-    /// `cidrLimit` bounds each list (the default list too, as ip-masq-agent).
+    /// `cidrLimit` bounds each list (the default list too, as ip-masq-agent);
+    /// `--max-prefixes` bounds what they make together.
     fn check_limits(&mut self, config: &Config) {
+        self.check_cidr_limit(config);
+        if self.problems.is_empty() {
+            self.check_prefix_cap(config);
+        }
+    }
+
+    /// Carving `masqueradeCIDRs` holes into wide ranges multiplies prefixes (20,000 /32
+    /// holes made 336,000): the cap is on the result, counted without building it.
+    fn check_prefix_cap(&mut self, config: &Config) {
+        let families: &[Family] = if self.flags.enable_ipv6 {
+            &[Family::V4, Family::V6]
+        } else {
+            &[Family::V4]
+        };
+        let count: usize = families
+            .iter()
+            .map(|f| config.non_masquerade_ranges(*f).prefix_count(f.bits()))
+            .sum();
+        if count > self.flags.max_prefixes {
+            self.push(Problem {
+                key: "(resulting table)".into(),
+                value: Some(format!("({count} prefixes)")),
+                message: format!(
+                    "the lists make {count} prefixes after merging and carving out \
+                     masqueradeCIDRs, more than --max-prefixes ({}); raise --max-prefixes (and \
+                     the DaemonSet's memory limit, see docs/operations.md) if this is intended",
+                    self.flags.max_prefixes
+                ),
+            });
+        }
+    }
+
+    fn check_cidr_limit(&mut self, config: &Config) {
         for (key, list) in [
             ("nonMasqueradeCIDRs", &config.non_masquerade_cidrs),
             ("masqueradeCIDRs", &config.masquerade_cidrs),
         ] {
             if list.len() > config.cidr_limit {
-                self.problems.push(Problem {
+                self.push(Problem {
                     key: key.into(),
                     value: Some(format!("({} entries)", list.len())),
                     message: format!(
@@ -335,8 +391,15 @@ impl Validator<'_> {
             return None;
         };
         match parse_go_duration(s) {
-            Ok(d) if d.negative || d.magnitude.is_zero() => {
-                self.problem("resyncInterval", Some(value), "must be positive");
+            Ok(d) if d.negative || d.magnitude < MIN_RESYNC_INTERVAL => {
+                self.problem(
+                    "resyncInterval",
+                    Some(value),
+                    format!(
+                        "must be at least {MIN_RESYNC_INTERVAL:?}: every resync reads the whole \
+                         table back"
+                    ),
+                );
                 None
             }
             Ok(d) => Some(d.magnitude),

@@ -434,6 +434,7 @@ mod tests {
             enable_ipv6: true,
             random_fully: true,
             to_ports: Some("1024-29999,32768-65535".parse().unwrap()),
+            ..PolicyFlags::default()
         }
     }
 
