@@ -13,5 +13,6 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod nft;
+pub mod privilege;
 pub mod run;
 pub mod watch;

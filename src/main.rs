@@ -32,6 +32,10 @@ fn load(cli: &cli::Cli, flags: &PolicyFlags) -> Result<config::Loaded> {
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
     let flags = cli.policy_flags()?;
+    // Every mode but --dry-run talks to nf_tables: without CAP_NET_ADMIN, say why, up front.
+    if cli.mode() != cli::Mode::DryRun {
+        nft_masq_agent::privilege::require_net_admin()?;
+    }
     match cli.mode() {
         cli::Mode::DryRun => {
             let loaded = load(&cli, &flags)?;
