@@ -12,6 +12,18 @@
 # Engine, also through cri-dockerd) need the root variant: deploy/components/run-as-root.
 # docs/operations.md ("Privileges") has the details and the way to check a node.
 #
+# The builder must keep extended attributes: the file capability is the binary's
+# security.capability attribute, and it reaches the image only if COPY --from carries it into
+# the layer (as a SCHILY.xattr record of the layer's tar).
+#   - BuildKit (`docker build` on Docker 23+, `docker buildx build`): keeps it.
+#   - buildah and podman: keep it (deploy/test-image builds with buildah and checks the layer).
+#   - kaniko: drops it (GoogleContainerTools/kaniko#2866).
+#   - Docker's legacy builder (Docker before 23, or DOCKER_BUILDKIT=0): dropped it
+#     (moby/moby#38132).
+# An image without it starts, but without CAP_NET_ADMIN: the agent exits at once with an error
+# naming this cause. Build with a builder that keeps it, or deploy with
+# deploy/components/run-as-root, which needs no file capability.
+#
 # Build from source (pulls the Rust image):
 #   docker build -t nft-masq-agent:0.1.0 .
 # Build around a binary built and setcap'd beforehand, pulling nothing (deploy/test-image):
@@ -57,9 +69,8 @@ LABEL org.opencontainers.image.title="nft-masq-agent" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="scratch"
-# The file capability travels as the security.capability attribute of the file in the layer.
-# buildah keeps it through COPY (deploy/test-image checks); check other builders' output with
-# the command in docs/operations.md ("Privileges").
+# The file capability travels as the security.capability attribute of the file in the layer:
+# see the builders above; check another builder's output with docs/operations.md ("Privileges").
 COPY --from=binary /out/nft-masq-agent /nft-masq-agent
 # Container logs are never a terminal: plain text, no colour codes.
 ENV NO_COLOR=1

@@ -12,6 +12,7 @@
 //! - [`drift`]: what notifications mean for our table;
 //! - [`health`], [`metrics`], [`counters`], [`http`]: what the agent reports and serves;
 //! - [`watch`]: the config directory watch;
+//! - [`privilege`]: whether CAP_NET_ADMIN is effective, and the explanation when not;
 //! - [`daemon`]: the reconciler and its event loop.
 
 pub mod config;
@@ -25,4 +26,5 @@ pub mod model;
 pub mod netlink;
 pub mod nft;
 pub mod prefix;
+pub mod privilege;
 pub mod watch;

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
+    // Every mode but --dry-run talks to nf_tables: without CAP_NET_ADMIN, say why, up front.
+    if cli.mode() != cli::Mode::DryRun {
+        nft_masq_agent::privilege::require_net_admin()?;
+    }
     match cli.mode() {
         cli::Mode::DryRun => {
             print!("{}", desired(&cli)?);
