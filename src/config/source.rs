@@ -196,13 +196,18 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_path_is_a_read_error_naming_it() {
+    fn unreadable_path_is_a_read_error_naming_it_with_its_cause() {
         let dir = scratch("unreadable");
-        let err = ConfigSource::new(&dir, PolicyFlags::default())
+        // A symlink loop: root can read anything else.
+        let path = dir.join("ip-masq-agent");
+        std::os::unix::fs::symlink(&path, &path).unwrap();
+        let err = ConfigSource::new(&path, PolicyFlags::default())
             .load()
             .unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
-        assert!(err.to_string().contains(&dir.display().to_string()));
+        assert!(err.to_string().contains(&path.display().to_string()));
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(cause.contains("symbolic links"), "{cause}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -241,19 +241,20 @@ fn cidr_limit_counts_v4_and_v6_and_applies_to_the_default_list() {
 }
 
 #[test]
-fn resync_interval_must_be_a_positive_go_duration() {
+fn resync_interval_must_be_a_go_duration_of_at_least_a_second() {
     assert_eq!(
-        ok("resyncInterval: 500ms").resync_interval,
-        Duration::from_millis(500)
+        ok("resyncInterval: 1s").resync_interval,
+        Duration::from_secs(1)
     );
-    assert_eq!(
-        problems("resyncInterval: 0s", &flags()),
-        ["resyncInterval = \"0s\": must be positive"]
-    );
-    assert_eq!(
-        problems("resyncInterval: -5s", &flags()),
-        ["resyncInterval = \"-5s\": must be positive"]
-    );
+    for bad in ["0s", "-5s", "1ns", "999ms"] {
+        assert_eq!(
+            problems(&format!("resyncInterval: {bad}"), &flags()),
+            [format!(
+                "resyncInterval = \"{bad}\": must be at least 1s: every resync reads the whole \
+                 table back"
+            )]
+        );
+    }
     assert!(problems("resyncInterval: 5 minutes", &flags())[0].contains("unknown unit"));
 }
 
@@ -349,4 +350,56 @@ fn built_in_lists_parse() {
     {
         assert!(parse_cidr(s).is_ok(), "{s}");
     }
+}
+
+#[test]
+fn the_resulting_prefixes_are_capped_not_just_the_entries() {
+    // 200 /32 holes carved into 10.0.0.0/8 make thousands of prefixes from 201 entries.
+    let holes: Vec<String> = (0..200)
+        .map(|i| format!("10.{}.{}.1/32", i / 100, i % 100))
+        .collect();
+    let text = format!(
+        "cidrLimit: 1000\nnonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [{}]\n",
+        holes.join(", ")
+    );
+    // What the model makes of it, counted independently of the validator.
+    let unlimited = PolicyFlags {
+        max_prefixes: usize::MAX,
+        ..flags()
+    };
+    let c = parse_str(&text, Path::new("/cfg"), &unlimited)
+        .unwrap()
+        .config;
+    let made = crate::model::non_masquerade_prefixes(&c, crate::prefix::Family::V4).len();
+    assert!(made > 1000, "{made}");
+    let small = PolicyFlags {
+        max_prefixes: 1000,
+        ..flags()
+    };
+    let p = problems(&text, &small);
+    assert_eq!(p.len(), 1, "{p:?}");
+    let want = format!("(resulting table) = ({made} prefixes): the lists make {made} prefixes");
+    assert!(p[0].starts_with(&want), "{}", p[0]);
+    assert!(p[0].contains("more than --max-prefixes (1000)"), "{}", p[0]);
+    // A cap of exactly that many accepts it.
+    let exact = PolicyFlags {
+        max_prefixes: made,
+        ..flags()
+    };
+    assert!(parse_str(&text, Path::new("/cfg"), &exact).is_ok());
+}
+
+#[test]
+fn a_flood_of_problems_is_listed_up_to_a_limit_and_counted() {
+    let entries: Vec<String> = (0..1000).map(|i| format!("bad{i}")).collect();
+    let text = format!(
+        "cidrLimit: 5000\nnonMasqueradeCIDRs: [{}]\n",
+        entries.join(", ")
+    );
+    let p = problems(&text, &flags());
+    assert_eq!(p.len(), MAX_PROBLEMS + 1);
+    assert_eq!(
+        p.last().unwrap(),
+        &format!("…: and {} more problems like these", 1000 - MAX_PROBLEMS)
+    );
 }
