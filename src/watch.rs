@@ -1,20 +1,32 @@
-//! Watches the config file's directory with inotify and turns every change into a hint.
+//! Watches the config files' directories with inotify and turns every change into a hint.
 //!
 //! Kubernetes updates a ConfigMap volume by writing a new timestamped directory and renaming
 //! a `..data` symlink over the old one; the file we read is a symlink through `..data`. A
 //! watch on the file itself would follow the old inode and miss the swap, so we watch the
 //! directory: the rename, a plain rewrite, a create, a delete and a rename of the file all
-//! show up there. The directory may not exist yet (an optional ConfigMap): then the nearest
-//! existing ancestor is watched until it appears, and the watch moves down to it.
+//! show up there. A config path may also be a directory of files (`ip-masq*`), or reached
+//! through a symlinked directory (`cur -> v1`, switched with `mv -T`): the directory holding
+//! each such symlink is watched too, so a switch is seen and the watch follows it. A
+//! directory that does not exist yet (an optional ConfigMap) is waited for by watching the
+//! nearest existing ancestor.
 //!
-//! Events are only hints: the loop re-reads the file and commits only if the desired ruleset
-//! changed, so spurious or duplicate events cost a read and a comparison.
+//! The kernel drops a watch when its directory is deleted, even if a new directory takes the
+//! same path (and, on ext4, the same inode number) at once: a removal of a watched directory
+//! marks the watch dropped, and [`ConfigWatch::ensure`] re-arms it whatever the inode says.
+//! [`ConfigWatch::rearm`] re-arms everything unconditionally; the daemon calls it at every
+//! resync, so no lost watch outlives a resync period.
+//!
+//! Events are only hints: the loop re-reads the files and commits only if the desired
+//! ruleset changed, so spurious or duplicate events cost a read and a comparison.
 
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
 /// Errors of the watcher.
@@ -26,61 +38,168 @@ pub struct WatchError {
     source: notify::Error,
 }
 
-/// The directory watch.
+/// The file names in a config directory that can make up the config: the names of files a
+/// directory config path holds start with this (ip-masq-agent-v2's convention).
+pub const DIR_FILE_PREFIX: &str = "ip-masq";
+
+/// Which names in a watched directory matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Names {
+    /// One name (a config file, or a symlink on the way to a config directory).
+    Exactly(OsString),
+    /// Every name starting with [`DIR_FILE_PREFIX`] (a config directory).
+    ConfigFiles,
+}
+
+/// One directory to watch, and which names in it matter. kubelet's `..data` machinery
+/// (`..data`, `..data_tmp`, `..<timestamp>`) always matters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The directory, absolute (inotify events carry absolute paths).
+    pub dir: PathBuf,
+    /// The names that matter in it.
+    pub names: Names,
+}
+
+impl Target {
+    /// Whether an event on `path` can change the config.
+    pub fn relevant(&self, path: &Path) -> bool {
+        if path == self.dir {
+            return true;
+        }
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if parent == self.dir => {
+                name.to_string_lossy().starts_with("..")
+                    || match &self.names {
+                        Names::Exactly(n) => name == n,
+                        Names::ConfigFiles => name.to_string_lossy().starts_with(DIR_FILE_PREFIX),
+                    }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The path made absolute without resolving symlinks, so that events (which carry the path
+/// the watch was given) can be matched against it.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The directory holding `config`, absolute.
+pub fn config_dir(config: &Path) -> PathBuf {
+    match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => absolute(p),
+        _ => absolute(Path::new(".")),
+    }
+}
+
+/// The targets for these config paths as the file system is now: each file's directory, each
+/// directory itself, and the directory of every symlink on the way to either.
+pub fn plan(configs: &[PathBuf]) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
+    let mut add = |t: Target| {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    };
+    for config in configs {
+        let config = absolute(config);
+        let (dir, names) = if config.is_dir() {
+            (config.clone(), Names::ConfigFiles)
+        } else {
+            let name = config.file_name().unwrap_or(OsStr::new("")).to_os_string();
+            (config_dir(&config), Names::Exactly(name))
+        };
+        for link in symlinks_on_the_way(&dir) {
+            if let (Some(parent), Some(name)) = (link.parent(), link.file_name()) {
+                add(Target {
+                    dir: parent.to_path_buf(),
+                    names: Names::Exactly(name.to_os_string()),
+                });
+            }
+        }
+        add(Target { dir, names });
+    }
+    out
+}
+
+/// The paths that are symlinks among `dir` and its ancestors.
+fn symlinks_on_the_way(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut at = PathBuf::new();
+    for c in dir.components() {
+        at.push(c);
+        if matches!(c, Component::Normal(_))
+            && std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            out.push(at.clone());
+        }
+    }
+    out
+}
+
+/// The (device, inode) a path resolves to: a symlink switched to another directory, or a
+/// directory replaced, changes it.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The nearest existing directory at or above `dir`.
+fn nearest_existing(dir: &Path) -> PathBuf {
+    let mut at = dir.to_path_buf();
+    while identity(&at).is_none() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p.to_path_buf(),
+            _ => return PathBuf::from("/"),
+        }
+    }
+    at
+}
+
+/// Whether the event is the kernel dropping a watched directory's watch: the directory
+/// itself deleted or moved away.
+fn drops_a_watch(ev: &Event, armed: &[PathBuf]) -> bool {
+    let self_event = matches!(
+        ev.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+    );
+    self_event && ev.paths.iter().any(|p| armed.contains(p))
+}
+
+/// The state the inotify thread's callback reads.
+#[derive(Debug, Default)]
+struct Shared {
+    targets: RwLock<Vec<Target>>,
+    armed: RwLock<Vec<PathBuf>>,
+    dropped: AtomicBool,
+}
+
+/// The directory watches.
 pub struct ConfigWatch {
     watcher: RecommendedWatcher,
-    dir: PathBuf,
-    /// The watched path and its (device, inode), to notice a deleted and recreated dir.
-    watched: Option<(PathBuf, (u64, u64))>,
+    configs: Vec<PathBuf>,
+    shared: Arc<Shared>,
+    /// What is watched now, and what each path resolved to when armed.
+    armed: Vec<(PathBuf, Option<(u64, u64)>)>,
 }
 
 impl std::fmt::Debug for ConfigWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigWatch")
-            .field("dir", &self.dir)
-            .field("watched", &self.watched)
+            .field("configs", &self.configs)
+            .field("armed", &self.armed)
             .finish()
     }
 }
 
-/// The directory holding `config`, absolute: inotify events carry absolute paths, so a
-/// relative directory would never match them.
-pub fn config_dir(config: &Path) -> PathBuf {
-    let dir = match config.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::path::absolute(&dir).unwrap_or(dir)
-}
-
-/// Whether an event on `path` can change the config: the file itself, kubelet's `..data`
-/// machinery (`..data`, `..data_tmp`, `..<timestamp>`), the directory, or a directory on
-/// the way to it (while it does not exist yet). Other files in the directory (other keys
-/// of the ConfigMap, anything an operator keeps there) are ignored.
-fn relevant_path(path: &Path, dir: &Path, file_name: Option<&std::ffi::OsStr>) -> bool {
-    if dir.starts_with(path) {
-        return true;
-    }
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) if parent == dir => {
-            Some(name) == file_name || name.to_string_lossy().starts_with("..")
-        }
-        _ => false,
-    }
-}
-
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
 impl ConfigWatch {
-    /// Starts watching for changes to `config`; each relevant event calls `hint.notify_one()`.
-    pub fn new(config: &Path, hint: Arc<Notify>) -> Result<ConfigWatch, WatchError> {
-        let dir = config_dir(config);
-        let filter_dir = dir.clone();
-        let file_name = config.file_name().map(|n| n.to_os_string());
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            use notify::event::{AccessKind, AccessMode};
+    /// Starts watching for changes to the config paths (files or directories); each relevant
+    /// event calls `hint.notify_one()`.
+    pub fn new(configs: &[PathBuf], hint: Arc<Notify>) -> Result<ConfigWatch, WatchError> {
+        let shared = Arc::new(Shared::default());
+        let seen = shared.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
             let relevant = match &res {
                 // Access events (open, read, close-without-write) change nothing.
                 Ok(ev)
@@ -96,11 +215,21 @@ impl ConfigWatch {
                     false
                 }
                 Ok(ev) => {
+                    if seen
+                        .armed
+                        .read()
+                        .is_ok_and(|armed| drops_a_watch(ev, &armed))
+                    {
+                        seen.dropped.store(true, Ordering::SeqCst);
+                    }
                     ev.paths.is_empty()
-                        || ev
-                            .paths
-                            .iter()
-                            .any(|p| relevant_path(p, &filter_dir, file_name.as_deref()))
+                        || seen.targets.read().is_ok_and(|targets| {
+                            ev.paths.iter().any(|p| {
+                                targets
+                                    .iter()
+                                    .any(|t| t.relevant(p) || t.dir.starts_with(p))
+                            })
+                        })
                 }
                 // An overflowed queue: we may have missed something, so look.
                 Err(_) => true,
@@ -110,65 +239,103 @@ impl ConfigWatch {
             }
         })
         .map_err(|source| WatchError {
-            path: dir.clone(),
+            path: configs.first().cloned().unwrap_or_default(),
             source,
         })?;
         let mut w = ConfigWatch {
             watcher,
-            dir,
-            watched: None,
+            configs: configs.to_vec(),
+            shared,
+            armed: Vec::new(),
         };
         w.ensure()?;
         Ok(w)
     }
 
-    /// The path currently watched: the config directory, or an ancestor while it is absent.
-    pub fn watched(&self) -> Option<&Path> {
-        self.watched.as_ref().map(|(p, _)| p.as_path())
+    /// The paths watched now.
+    pub fn watched(&self) -> Vec<PathBuf> {
+        self.armed.iter().map(|(p, _)| p.clone()).collect()
     }
 
-    /// Points the watch at the config directory if it exists (again), else at the nearest
-    /// existing ancestor. Called after every hint; cheap when nothing moved.
+    /// Points the watches where the config paths lead now; cheap when nothing moved. Called
+    /// after every hint.
     pub fn ensure(&mut self) -> Result<(), WatchError> {
-        // Twice at most: if the directory appeared while we armed a watch on its parent,
-        // the second pass moves the watch down to it.
+        let force = self.shared.dropped.swap(false, Ordering::SeqCst);
+        self.arm(force)
+    }
+
+    /// Re-arms every watch whatever it looks like (the daemon does it at every resync: a
+    /// watch the kernel dropped without our noticing is back within one period).
+    pub fn rearm(&mut self) -> Result<(), WatchError> {
+        self.shared.dropped.store(false, Ordering::SeqCst);
+        self.arm(true)
+    }
+
+    fn arm(&mut self, force: bool) -> Result<(), WatchError> {
+        // Twice at most: a directory that appeared while we armed a watch on its parent
+        // moves the watch down on the second pass.
         for _ in 0..2 {
-            if self.ensure_once()? {
-                return Ok(());
+            let targets = plan(&self.configs);
+            let want: Vec<PathBuf> =
+                targets
+                    .iter()
+                    .map(|t| nearest_existing(&t.dir))
+                    .fold(Vec::new(), |mut v, p| {
+                        if !v.contains(&p) {
+                            v.push(p);
+                        }
+                        v
+                    });
+            if let Ok(mut t) = self.shared.targets.write() {
+                *t = targets;
+            }
+            let moved = self.arm_paths(&want, force)?;
+            if !moved {
+                break;
             }
         }
         Ok(())
     }
 
-    /// Arms the watch; true when it sits on the config directory itself or nothing moved.
-    fn ensure_once(&mut self) -> Result<bool, WatchError> {
-        let mut target = self.dir.clone();
-        while identity(&target).is_none() {
-            match target.parent() {
-                Some(p) if !p.as_os_str().is_empty() => target = p.to_path_buf(),
-                _ => {
-                    target = PathBuf::from("/");
-                    break;
+    /// Watches exactly `want`; returns whether anything changed.
+    fn arm_paths(&mut self, want: &[PathBuf], force: bool) -> Result<bool, WatchError> {
+        let mut changed = false;
+        // Drop watches no longer wanted.
+        let mut kept = Vec::new();
+        for (path, id) in std::mem::take(&mut self.armed) {
+            if want.contains(&path) {
+                kept.push((path, id));
+            } else {
+                let _ = self.watcher.unwatch(&path);
+                changed = true;
+            }
+        }
+        self.armed = kept;
+        for path in want {
+            let id = identity(path);
+            let current = self.armed.iter().position(|(p, _)| p == path);
+            if let Some(i) = current {
+                if !force && self.armed[i].1 == id {
+                    continue;
                 }
+                // The kernel may have dropped it already (a deleted directory): ignore.
+                let _ = self.watcher.unwatch(path);
+                self.armed.remove(i);
             }
+            self.watcher
+                .watch(path, RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError {
+                    path: path.clone(),
+                    source,
+                })?;
+            tracing::debug!(path = %path.display(), "watching for config changes");
+            self.armed.push((path.clone(), id));
+            changed = true;
         }
-        let id = identity(&target).unwrap_or((0, 0));
-        if let Some((path, old)) = &self.watched {
-            if *path == target && *old == id {
-                return Ok(true);
-            }
-            let _ = self.watcher.unwatch(path);
+        if let Ok(mut a) = self.shared.armed.write() {
+            *a = self.armed.iter().map(|(p, _)| p.clone()).collect();
         }
-        self.watcher
-            .watch(&target, RecursiveMode::NonRecursive)
-            .map_err(|source| WatchError {
-                path: target.clone(),
-                source,
-            })?;
-        tracing::debug!(path = %target.display(), "watching for config changes");
-        let on_dir = target == self.dir;
-        self.watched = Some((target, id));
-        Ok(on_dir || identity(&self.dir).is_none())
+        Ok(changed)
     }
 }
 
@@ -176,19 +343,24 @@ impl ConfigWatch {
 mod tests {
     use super::*;
 
+    fn file_target(dir: &str, name: &str) -> Target {
+        Target {
+            dir: dir.into(),
+            names: Names::Exactly(name.into()),
+        }
+    }
+
     #[test]
     fn only_config_relevant_paths_count() {
-        let dir = Path::new("/etc/config");
-        let f = Some(std::ffi::OsStr::new("ip-masq-agent"));
+        let t = file_target("/etc/config", "ip-masq-agent");
         for p in [
             "/etc/config/ip-masq-agent",
             "/etc/config/..data",
             "/etc/config/..data_tmp",
             "/etc/config/..2026_11_25_12_00_00.123",
             "/etc/config",
-            "/etc",
         ] {
-            assert!(relevant_path(Path::new(p), dir, f), "{p}");
+            assert!(t.relevant(Path::new(p)), "{p}");
         }
         for p in [
             "/etc/config/agent.log",
@@ -196,7 +368,50 @@ mod tests {
             "/etc/passwd",
             "/var/x",
         ] {
-            assert!(!relevant_path(Path::new(p), dir, f), "{p}");
+            assert!(!t.relevant(Path::new(p)), "{p}");
         }
+        let d = Target {
+            dir: "/etc/config".into(),
+            names: Names::ConfigFiles,
+        };
+        assert!(d.relevant(Path::new("/etc/config/ip-masq-agent-reconciled")));
+        assert!(!d.relevant(Path::new("/etc/config/kube-proxy")));
+    }
+
+    #[test]
+    fn symlinks_on_the_way_are_watched_where_they_live() {
+        let root = std::env::temp_dir().join(format!("nma-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("v1")).unwrap();
+        std::os::unix::fs::symlink("v1", root.join("cur")).unwrap();
+        let targets = plan(&[root.join("cur/ip-masq-agent")]);
+        assert!(targets.contains(&Target {
+            dir: root.clone(),
+            names: Names::Exactly("cur".into())
+        }));
+        assert!(targets.contains(&file_target(
+            root.join("cur").to_str().unwrap(),
+            "ip-masq-agent"
+        )));
+        // A directory config path watches itself for its ip-masq* files.
+        assert_eq!(
+            plan(&[root.join("v1")]),
+            [Target {
+                dir: root.join("v1"),
+                names: Names::ConfigFiles
+            }]
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_deleted_watched_directory_drops_its_watch() {
+        let armed = vec![PathBuf::from("/etc/config")];
+        let gone = Event::new(EventKind::Remove(notify::event::RemoveKind::Folder))
+            .add_path("/etc/config".into());
+        assert!(drops_a_watch(&gone, &armed));
+        let file_gone = Event::new(EventKind::Remove(notify::event::RemoveKind::File))
+            .add_path("/etc/config/ip-masq-agent".into());
+        assert!(!drops_a_watch(&file_gone, &armed));
     }
 }

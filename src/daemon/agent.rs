@@ -201,6 +201,11 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         .fold(self.resync_at, Instant::min)
     }
 
+    /// Whether the periodic resync is due at `now`.
+    pub fn resync_due(&self, now: Instant) -> bool {
+        now >= self.resync_at
+    }
+
     /// Whether work is left over (the step bound was reached); the loop calls
     /// [`Agent::tick`] again at once, after looking at other events.
     pub fn has_work(&self) -> bool {

@@ -91,7 +91,15 @@ pub async fn run<K: Kernel, S: Source>(
             }
             Wake::Events(Ok(drained)) => agent.notifications(drained, now()),
             Wake::Events(Err(e)) => agent.notifications_failed(&e, now()),
-            Wake::Timer => agent.tick(now()),
+            Wake::Timer => {
+                if agent.resync_due(now()) {
+                    // A watch the kernel dropped unnoticed is back within one period.
+                    if let Err(e) = w.watch.rearm() {
+                        tracing::warn!("{e}");
+                    }
+                }
+                agent.tick(now());
+            }
             Wake::Ping(reply) => {
                 let _ = reply.send(());
             }

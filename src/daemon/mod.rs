@@ -85,7 +85,7 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         .into_async()
         .map_err(setup("registering the event socket"))?;
     let hint = Arc::new(Notify::new());
-    let watch = ConfigWatch::new(&opts.config, hint.clone())?;
+    let watch = ConfigWatch::new(std::slice::from_ref(&opts.config), hint.clone())?;
     let source = ConfigSource::new(&opts.config, opts.flags.clone());
     let agent = Agent::new(kernel, source, opts.flags, opts.owner, out, Instant::now());
     event_loop::run(
