@@ -94,13 +94,12 @@ fn main() -> anyhow::Result<()> {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
         let mut config = Config::defaults(&flags);
-        config.non_masquerade_cidrs = prefixes(n);
+        config.non_masquerade_cidrs = nft_masq_agent::config::entries(prefixes(n));
         config.masq_link_local = true;
-        config.cidr_limit = n;
         let table = model::desired(&config, &flags, TableFlags::default());
         let path = std::env::temp_dir().join(format!("nma-bench-{}-{n}.nft", std::process::id()));
         std::fs::write(&path, table.to_string())?;
-        let ipt_text = ip_masq_agent_text(&config.non_masquerade_cidrs);
+        let ipt_text = ip_masq_agent_text(&prefixes(n));
 
         // The agent alone: encode + send + every ACK, replacing an existing table.
         nft::replace_table(&mut sock, &table)?;

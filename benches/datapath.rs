@@ -141,8 +141,7 @@ impl Mode {
 fn install(mode: Mode, node: &Netns, n: usize) {
     let flags = PolicyFlags::default();
     let mut config = Config::defaults(&flags);
-    config.non_masquerade_cidrs = prefixes(n);
-    config.cidr_limit = n;
+    config.non_masquerade_cidrs = nft_masq_agent::config::entries(prefixes(n));
     match mode {
         Mode::None => {}
         Mode::Agent => {
@@ -159,7 +158,7 @@ fn install(mode: Mode, node: &Netns, n: usize) {
                 "iptables-legacy"
             };
             // The chain, plus the POSTROUTING jump ip-masq-agent ensures once.
-            let text = ip_masq_agent_text(&config.non_masquerade_cidrs).replacen(
+            let text = ip_masq_agent_text(&prefixes(n)).replacen(
                 ":IP-MASQ-AGENT - [0:0]\n",
                 ":IP-MASQ-AGENT - [0:0]\n-A POSTROUTING -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n",
                 1,

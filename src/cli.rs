@@ -18,9 +18,11 @@ use nft_masq_agent::nft::compat::OwnerMode;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
-    /// Config file (YAML or JSON, ip-masq-agent's keys); a missing file means defaults.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
-    pub config: PathBuf,
+    /// Config file (YAML or JSON, ip-masq-agent's keys), or a directory whose `ip-masq*`
+    /// files are merged (ip-masq-agent-v2's layout). Repeat to merge several; lists are
+    /// unioned. No file at all means the defaults.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH, action = ArgAction::Append)]
+    pub config: Vec<PathBuf>,
 
     /// Validate the config, commit the table once and exit. On an invalid config exit
     /// non-zero and leave the existing table exactly as it is.

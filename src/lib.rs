@@ -3,7 +3,7 @@
 //!
 //! Layers, each using only those below it:
 //!
-//! - [`prefix`]: address prefixes and interval arithmetic (a leaf);
+//! - [`prefix`], [`ifname`]: address prefixes, interface names, interval arithmetic (leaves);
 //! - [`config`]: ip-masq-agent's file, validated into a `Config` ([`config::source`] reads it);
 //! - [`model`]: the desired table as a value, and its `nft` rendering;
 //! - [`netlink`]: netfilter netlink framing and the socket;
@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod drift;
 pub mod health;
 pub mod http;
+pub mod ifname;
 pub mod metrics;
 pub mod model;
 pub mod netlink;

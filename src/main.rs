@@ -45,7 +45,8 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
 /// The table the config asks for, validated the one way every mode uses.
 fn desired(cli: &cli::Cli) -> Result<Table> {
     let flags = cli.policy_flags();
-    let Loaded { config, notes } = ConfigSource::new(&cli.config, flags.clone()).load()?;
+    let Loaded { config, notes } =
+        ConfigSource::with_paths(cli.config.clone(), flags.clone()).load()?;
     for note in &notes {
         tracing::info!("{note}");
     }

@@ -29,6 +29,8 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
+use crate::config::DIR_FILE_PREFIX;
+
 /// Errors of the watcher.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {path} for config changes")]
@@ -37,10 +39,6 @@ pub struct WatchError {
     #[source]
     source: notify::Error,
 }
-
-/// The file names in a config directory that can make up the config: the names of files a
-/// directory config path holds start with this (ip-masq-agent-v2's convention).
-pub const DIR_FILE_PREFIX: &str = "ip-masq";
 
 /// Which names in a watched directory matter.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -69,8 +69,7 @@ fn large_tables_read_back_exactly() {
             ..PolicyFlags::default()
         };
         let mut c = Config::defaults(&f);
-        c.cidr_limit = 30_000;
-        c.non_masquerade_cidrs = (0..20_000u32)
+        let nets: Vec<ipnet::IpNet> = (0..20_000u32)
             .map(|i| {
                 format!("11.{}.{}.0/24", i / 128, (i % 128) * 2)
                     .parse()
@@ -79,6 +78,7 @@ fn large_tables_read_back_exactly() {
             .chain((0..5_000u32).map(|i| format!("fd00:{:x}::/32", i * 2).parse().unwrap()))
             .chain(["240.0.0.0/4".parse().unwrap(), "ff00::/8".parse().unwrap()])
             .collect();
+        c.non_masquerade_cidrs = nft_masq_agent::config::entries(nets);
         let t = model::desired(&c, &f, TableFlags::default());
         let report = nft::replace_table(&mut sock, &t).unwrap();
         assert!(report.messages > 10, "{report:?}");

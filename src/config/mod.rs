@@ -6,6 +6,7 @@
 //! - [`source`]: the files on disk, read, hashed and validated (the only I/O here).
 
 pub mod duration;
+pub mod merge;
 pub mod ports;
 pub mod source;
 pub mod validate;
@@ -19,8 +20,15 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use std::net::IpAddr;
+
+pub use crate::ifname::Interface;
 use crate::prefix::{Family, RangeSet};
 use ports::PortRanges;
+
+/// The file names in a config directory that make up the config: every regular file whose
+/// name starts with this (ip-masq-agent-v2's convention).
+pub const DIR_FILE_PREFIX: &str = "ip-masq";
 
 /// Where ip-masq-agent (and we, by default) read the config: a ConfigMap volume.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/config/ip-masq-agent";
@@ -46,10 +54,14 @@ pub const OTHER_RESERVED_RANGES: [&str; 8] = [
     "240.0.0.0/4",     // RFC 5735 former class E
 ];
 
-/// The keys ip-masq-agent knows, plus our extension `masqueradeCIDRs`.
-pub const KNOWN_KEYS: [&str; 6] = [
+/// The keys ip-masq-agent knows, plus our extensions `masqueradeCIDRs`, `sourceCIDRs`,
+/// `egressInterfaces` and `snatTo`.
+pub const KNOWN_KEYS: [&str; 9] = [
     "nonMasqueradeCIDRs",
     "masqueradeCIDRs",
+    "sourceCIDRs",
+    "egressInterfaces",
+    "snatTo",
     "cidrLimit",
     "masqLinkLocal",
     "masqLinkLocalIPv6",
@@ -117,15 +129,98 @@ impl Default for PolicyFlags {
     }
 }
 
-/// A validated configuration. Every field is in force; defaults are already applied.
+/// Where a configured value came from, for log notes, `--explain` and the annotations of
+/// `--dump` / `--dry-run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A config file: its index in [`Config::files`], and the list index in its key.
+    File {
+        /// Index into [`Config::files`].
+        file: usize,
+        /// Index in the file's list.
+        index: usize,
+    },
+    /// ip-masq-agent's default list (no file set the key).
+    Default,
+    /// `--nomasq-all-reserved-ranges`'s additions to the default list.
+    ReservedRanges,
+}
+
+/// A configured value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<T> {
+    /// The value.
+    pub value: T,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// A `snatTo` entry: one address, or an inclusive range of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SnatTarget {
+    /// First address.
+    pub first: IpAddr,
+    /// Last address (equal to `first` for one address).
+    pub last: IpAddr,
+}
+
+impl SnatTarget {
+    /// The family of the addresses.
+    pub fn family(&self) -> Family {
+        Family::of_addr(&self.first)
+    }
+}
+
+impl fmt::Display for SnatTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// The config keys, as one file states them; `None` is a key the file does not set (absent
+/// or null). Several files merge into one [`Config`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `nonMasqueradeCIDRs`.
+    pub non_masquerade_cidrs: Option<Vec<IpNet>>,
+    /// `masqueradeCIDRs`.
+    pub masquerade_cidrs: Option<Vec<IpNet>>,
+    /// `sourceCIDRs`.
+    pub source_cidrs: Option<Vec<IpNet>>,
+    /// `egressInterfaces`.
+    pub egress_interfaces: Option<Vec<Interface>>,
+    /// `snatTo`: at most one entry per family.
+    pub snat_to: Option<Vec<SnatTarget>>,
+    /// `cidrLimit`: bounds this file's lists.
+    pub cidr_limit: Option<usize>,
+    /// `masqLinkLocal`.
+    pub masq_link_local: Option<bool>,
+    /// `masqLinkLocalIPv6`.
+    pub masq_link_local_ipv6: Option<bool>,
+    /// `resyncInterval`.
+    pub resync_interval: Option<Duration>,
+}
+
+/// A validated configuration, merged from every file. Every field is in force; defaults are
+/// already applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The files it was read from, in merge order (empty: no file, the defaults).
+    pub files: Vec<PathBuf>,
     /// Destinations not to masquerade, as given (valid, host bits clear), in file order.
-    pub non_masquerade_cidrs: Vec<IpNet>,
+    pub non_masquerade_cidrs: Vec<Entry<IpNet>>,
     /// Destinations always masqueraded, carved out of the non-masquerade ranges.
-    pub masquerade_cidrs: Vec<IpNet>,
-    /// The most entries either list may hold.
-    pub cidr_limit: usize,
+    pub masquerade_cidrs: Vec<Entry<IpNet>>,
+    /// Sources considered for translation; empty: every source.
+    pub source_cidrs: Vec<Entry<IpNet>>,
+    /// Egress interfaces translated on; empty: every interface.
+    pub egress_interfaces: Vec<Entry<Interface>>,
+    /// Addresses to SNAT to instead of masquerading, at most one per family.
+    pub snat_to: Vec<Entry<SnatTarget>>,
     /// Masquerade 169.254.0.0/16 too.
     pub masq_link_local: bool,
     /// Masquerade fe80::/10 too.
@@ -140,17 +235,51 @@ fn net(s: &str) -> IpNet {
         .unwrap_or_else(|_| panic!("bad built-in CIDR {s}"))
 }
 
+/// Entries for values given in code (tests, benchmarks): as if from one file, in order.
+pub fn entries<T>(values: impl IntoIterator<Item = T>) -> Vec<Entry<T>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| Entry {
+            value,
+            origin: Origin::File { file: 0, index },
+        })
+        .collect()
+}
+
+/// The values of a list of entries.
+pub fn values<T>(list: &[Entry<T>]) -> impl Iterator<Item = &T> {
+    list.iter().map(|e| &e.value)
+}
+
 impl Config {
-    /// The configuration used when the file is missing, empty or only comments.
-    pub fn defaults(flags: &PolicyFlags) -> Config {
-        let mut non_masq: Vec<IpNet> = RFC1918_RANGES.iter().map(|s| net(s)).collect();
+    /// ip-masq-agent's default `nonMasqueradeCIDRs`, with their origins.
+    pub fn default_non_masquerade(flags: &PolicyFlags) -> Vec<Entry<IpNet>> {
+        let mut list: Vec<Entry<IpNet>> = RFC1918_RANGES
+            .iter()
+            .map(|s| Entry {
+                value: net(s),
+                origin: Origin::Default,
+            })
+            .collect();
         if flags.nomasq_all_reserved_ranges {
-            non_masq.extend(OTHER_RESERVED_RANGES.iter().map(|s| net(s)));
+            list.extend(OTHER_RESERVED_RANGES.iter().map(|s| Entry {
+                value: net(s),
+                origin: Origin::ReservedRanges,
+            }));
         }
+        list
+    }
+
+    /// The configuration used when no file exists, or it is empty or only comments.
+    pub fn defaults(flags: &PolicyFlags) -> Config {
         Config {
-            non_masquerade_cidrs: non_masq,
+            files: Vec::new(),
+            non_masquerade_cidrs: Config::default_non_masquerade(flags),
             masquerade_cidrs: Vec::new(),
-            cidr_limit: DEFAULT_CIDR_LIMIT,
+            source_cidrs: Vec::new(),
+            egress_interfaces: Vec::new(),
+            snat_to: Vec::new(),
             masq_link_local: false,
             masq_link_local_ipv6: false,
             resync_interval: DEFAULT_RESYNC_INTERVAL,
@@ -173,8 +302,7 @@ impl Config {
     pub fn exempt_ranges(&self, family: Family) -> RangeSet {
         let link_local = self.link_local_exempt(family);
         RangeSet::from_nets(
-            self.non_masquerade_cidrs
-                .iter()
+            values(&self.non_masquerade_cidrs)
                 .filter(|n| Family::of(n) == family)
                 .chain(link_local.as_ref()),
         )
@@ -182,17 +310,36 @@ impl Config {
 
     /// The `masqueradeCIDRs` of `family`, merged: carved out of the exempt ranges.
     pub fn carved_ranges(&self, family: Family) -> RangeSet {
-        RangeSet::from_nets(
-            self.masquerade_cidrs
-                .iter()
-                .filter(|n| Family::of(n) == family),
-        )
+        RangeSet::from_nets(values(&self.masquerade_cidrs).filter(|n| Family::of(n) == family))
     }
 
     /// The destinations of `family` not to masquerade: exempt minus carved.
     pub fn non_masquerade_ranges(&self, family: Family) -> RangeSet {
         self.exempt_ranges(family)
             .difference(&self.carved_ranges(family))
+    }
+
+    /// The sources of `family` considered for translation, merged; `None` when every source
+    /// is (no `sourceCIDRs`).
+    pub fn source_ranges(&self, family: Family) -> Option<RangeSet> {
+        (!self.source_cidrs.is_empty()).then(|| {
+            RangeSet::from_nets(values(&self.source_cidrs).filter(|n| Family::of(n) == family))
+        })
+    }
+
+    /// The SNAT target of `family`, if one is configured.
+    pub fn snat_for(&self, family: Family) -> Option<SnatTarget> {
+        values(&self.snat_to)
+            .find(|t| t.family() == family)
+            .copied()
+    }
+
+    /// The file an origin names.
+    pub fn file_of(&self, origin: Origin) -> Option<&Path> {
+        match origin {
+            Origin::File { file, .. } => self.files.get(file).map(PathBuf::as_path),
+            _ => None,
+        }
     }
 }
 
@@ -258,6 +405,41 @@ pub enum ConfigError {
         /// The limit.
         max: u64,
     },
+    /// A config directory holds more files than the agent reads.
+    #[error("config directory {path} holds {count} ip-masq* files; at most {max} are read")]
+    TooManyFiles {
+        /// The directory.
+        path: PathBuf,
+        /// How many it holds.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Two files set a key that must agree to different values.
+    #[error(
+        "{key} is set to different values in {first} ({first_value}) and {second} \
+         ({second_value}); set it in one file, or to the same value"
+    )]
+    Conflict {
+        /// The key.
+        key: &'static str,
+        /// The file that set it first.
+        first: PathBuf,
+        /// Its value there.
+        first_value: String,
+        /// The file that sets it differently.
+        second: PathBuf,
+        /// Its value there.
+        second_value: String,
+    },
+    /// The files are each valid, but what they make together is not.
+    #[error("invalid config (merged from {}): {}", Paths(paths), ProblemList { path: Path::new("merged"), problems })]
+    Merged {
+        /// The files merged.
+        paths: Vec<PathBuf>,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
     /// The file was read and has one or more problems; all of them are listed.
     #[error("invalid config file {path}: {}", ProblemList { path, problems })]
     Invalid {
@@ -266,6 +448,15 @@ pub enum ConfigError {
         /// Every problem found.
         problems: Vec<Problem>,
     },
+}
+
+struct Paths<'a>(&'a [PathBuf]);
+
+impl fmt::Display for Paths<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.0.iter().map(|p| p.display().to_string()).collect();
+        f.write_str(&names.join(", "))
+    }
 }
 
 struct ProblemList<'a> {
@@ -288,7 +479,9 @@ impl ConfigError {
     /// The individual problems (empty for a read error).
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Invalid { problems, .. } | ConfigError::Merged { problems, .. } => {
+                problems
+            }
             _ => &[],
         }
     }

@@ -9,7 +9,8 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use super::{Config, ConfigError, Loaded, PolicyFlags, validate};
+use super::merge::merge;
+use super::{Config, ConfigError, DIR_FILE_PREFIX, Loaded, PolicyFlags, validate};
 
 /// What a re-read found.
 #[derive(Debug)]
@@ -35,49 +36,118 @@ pub trait Source {
     fn describe(&self) -> String;
 }
 
-/// The config file at a path, as ip-masq-agent reads it: a missing file means defaults.
+/// The most config files one directory may hold.
+pub const MAX_DIR_FILES: usize = 64;
+
+/// The config files at some paths, as ip-masq-agent reads one (a missing file means the
+/// defaults) and ip-masq-agent-v2 reads a directory (every regular file whose name starts
+/// with `ip-masq`, in name order), merged.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     flags: PolicyFlags,
     /// Hash of what the last read saw (`None`: never read, or it failed).
     last: Option<u64>,
 }
 
 impl ConfigSource {
-    /// The config at `path`, validated against `flags`.
+    /// The config at one path (a file or a directory), validated against `flags`.
     pub fn new(path: impl Into<PathBuf>, flags: PolicyFlags) -> ConfigSource {
+        ConfigSource::with_paths(vec![path.into()], flags)
+    }
+
+    /// The config at several paths, merged in order.
+    pub fn with_paths(paths: Vec<PathBuf>, flags: PolicyFlags) -> ConfigSource {
         ConfigSource {
-            path: path.into(),
+            paths,
             flags,
             last: None,
         }
     }
 
-    /// The path read.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The paths given.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
     }
 
-    /// Reads the bytes; `None` when there is no file. Bounded: only a regular file is read
-    /// (a FIFO would block, a device could feed bytes without end), it is opened without
-    /// blocking, and at most [`PolicyFlags::max_config_bytes`] are read.
-    fn read(&self) -> Result<Option<Vec<u8>>, ConfigError> {
-        read_bounded(&self.path, self.flags.max_config_bytes())
+    /// The files the paths stand for now: a file path as it is, a directory's `ip-masq*`
+    /// regular files in name order.
+    fn files(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        let mut out = Vec::new();
+        for path in &self.paths {
+            if path.is_dir() {
+                out.extend(dir_files(path)?);
+            } else {
+                out.push(path.clone());
+            }
+        }
+        Ok(out)
     }
 
-    fn validate(&self, bytes: Option<&[u8]>) -> Result<Loaded, ConfigError> {
-        match bytes {
-            None => Ok(Loaded {
+    /// Reads every file that exists, within one size budget for them all.
+    fn read(&self) -> Result<Vec<(PathBuf, Vec<u8>)>, ConfigError> {
+        let mut budget = self.flags.max_config_bytes();
+        let mut out = Vec::new();
+        for path in self.files()? {
+            if let Some(bytes) = read_bounded(&path, budget)? {
+                budget -= bytes.len() as u64;
+                out.push((path, bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    fn validate(&self, files: &[(PathBuf, Vec<u8>)]) -> Result<Loaded, ConfigError> {
+        if files.is_empty() {
+            return Ok(Loaded {
                 config: Config::defaults(&self.flags),
                 notes: vec![format!(
                     "no config file at {}: using defaults",
-                    self.path.display()
+                    self.describe()
                 )],
-            }),
-            Some(bytes) => validate::parse(bytes, &self.path, &self.flags),
+            });
         }
+        let mut parsed = Vec::with_capacity(files.len());
+        for (path, bytes) in files {
+            parsed.push((
+                path.clone(),
+                validate::parse_file(bytes, path, &self.flags)?,
+            ));
+        }
+        merge(parsed, &self.flags)
     }
+}
+
+/// The `ip-masq*` regular files of a directory, in name order (kubelet's `..data` machinery
+/// and anything else there is not config).
+fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(DIR_FILE_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        // Followed: a ConfigMap's files are symlinks through `..data`.
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        out.push(path);
+    }
+    if out.len() > MAX_DIR_FILES {
+        return Err(ConfigError::TooManyFiles {
+            path: dir.to_path_buf(),
+            count: out.len(),
+            max: MAX_DIR_FILES,
+        });
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Reads a regular file of at most `max` bytes; `None` when it does not exist.
@@ -136,9 +206,9 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, ConfigErro
     Ok(Some(bytes))
 }
 
-fn hash_of(bytes: &Option<Vec<u8>>) -> u64 {
+fn hash_of(files: &[(PathBuf, Vec<u8>)]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
+    files.hash(&mut h);
     h.finish()
 }
 
@@ -153,26 +223,27 @@ impl Source for ConfigSource {
     }
 
     fn reload(&mut self) -> Update {
-        let bytes = match self.read() {
-            Ok(b) => b,
+        let files = match self.read() {
+            Ok(f) => f,
             Err(e) => {
                 self.last = None;
                 return Update::Failed(e);
             }
         };
-        let hash = hash_of(&bytes);
+        let hash = hash_of(&files);
         if self.last == Some(hash) {
             return Update::Unchanged;
         }
         self.last = Some(hash);
-        match self.validate(bytes.as_deref()) {
+        match self.validate(&files) {
             Ok(l) => Update::Loaded(l),
             Err(e) => Update::Failed(e),
         }
     }
 
     fn describe(&self) -> String {
-        self.path.display().to_string()
+        let names: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        names.join(", ")
     }
 }
 
@@ -192,6 +263,7 @@ mod tests {
         let mut s = ConfigSource::new("/nonexistent/ip-masq-agent", PolicyFlags::default());
         let l = s.load().unwrap();
         assert_eq!(l.config, Config::defaults(&PolicyFlags::default()));
+        assert!(l.config.files.is_empty());
         assert!(l.notes[0].contains("no config file at /nonexistent/ip-masq-agent"));
     }
 
@@ -253,8 +325,10 @@ mod tests {
             panic!("changed file not loaded")
         };
         assert_eq!(
-            l.config.non_masquerade_cidrs,
-            ["10.0.0.0/9".parse().unwrap()]
+            crate::config::values(&l.config.non_masquerade_cidrs)
+                .copied()
+                .collect::<Vec<_>>(),
+            ["10.0.0.0/9".parse::<ipnet::IpNet>().unwrap()]
         );
         // A bad file is reported once; load() always validates.
         std::fs::write(&path, "nonMasqueradeCIDRs: [nope]\n").unwrap();

@@ -1,4 +1,7 @@
 use super::*;
+use std::path::PathBuf;
+
+use crate::config::{Entry, Origin, merge, validate, values};
 
 fn flags() -> PolicyFlags {
     PolicyFlags::default()
@@ -26,6 +29,19 @@ fn problems(text: &str, flags: &PolicyFlags) -> Vec<String> {
     }
 }
 
+/// The values of a list, without origins.
+fn vals(list: &[Entry<IpNet>]) -> Vec<IpNet> {
+    values(list).copied().collect()
+}
+
+/// A parsed config compared with the defaults: only the files it was read from differ.
+fn without_files(c: Config) -> Config {
+    Config {
+        files: Vec::new(),
+        ..c
+    }
+}
+
 fn nets(list: &[&str]) -> Vec<IpNet> {
     list.iter().map(|s| s.parse().unwrap()).collect()
 }
@@ -34,14 +50,22 @@ fn nets(list: &[&str]) -> Vec<IpNet> {
 fn empty_and_comment_only_files_mean_defaults() {
     for text in ["", "\n\n", "# only a comment\n# and another\n", "---\n"] {
         let l = parse(text).unwrap();
-        assert_eq!(l.config, Config::defaults(&flags()), "{text:?}");
+        assert_eq!(
+            without_files(l.config),
+            Config::defaults(&flags()),
+            "{text:?}"
+        );
     }
     let d = Config::defaults(&flags());
     assert_eq!(
-        d.non_masquerade_cidrs,
+        vals(&d.non_masquerade_cidrs),
         nets(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
     );
-    assert_eq!(d.cidr_limit, 64);
+    assert!(
+        d.non_masquerade_cidrs
+            .iter()
+            .all(|e| e.origin == Origin::Default)
+    );
     assert!(!d.masq_link_local && !d.masq_link_local_ipv6);
     assert_eq!(d.resync_interval, Duration::from_secs(60));
 }
@@ -54,17 +78,12 @@ fn reserved_ranges_flag_extends_the_default_only() {
     };
     let d = Config::defaults(&f);
     assert_eq!(d.non_masquerade_cidrs.len(), 11);
-    assert!(
-        d.non_masquerade_cidrs
-            .contains(&"240.0.0.0/4".parse().unwrap())
-    );
-    assert!(
-        d.non_masquerade_cidrs
-            .contains(&"100.64.0.0/10".parse().unwrap())
-    );
+    assert!(vals(&d.non_masquerade_cidrs).contains(&"240.0.0.0/4".parse().unwrap()));
+    assert!(vals(&d.non_masquerade_cidrs).contains(&"100.64.0.0/10".parse().unwrap()));
+    assert_eq!(d.non_masquerade_cidrs[10].origin, Origin::ReservedRanges);
     // An explicit list wins over the flag, as in ip-masq-agent.
     let l = parse_str("nonMasqueradeCIDRs: [10.0.0.0/8]", Path::new("/c"), &f).unwrap();
-    assert_eq!(l.config.non_masquerade_cidrs, nets(&["10.0.0.0/8"]));
+    assert_eq!(vals(&l.config.non_masquerade_cidrs), nets(&["10.0.0.0/8"]));
 }
 
 #[test]
@@ -74,12 +93,11 @@ fn ip_masq_agent_yaml_example() {
                 resyncInterval: 1m30s\ncidrLimit: 10\n",
     );
     assert_eq!(
-        c.non_masquerade_cidrs,
+        vals(&c.non_masquerade_cidrs),
         nets(&["10.0.0.0/8", "100.64.0.0/10"])
     );
     assert!(c.masq_link_local);
     assert_eq!(c.resync_interval, Duration::from_secs(90));
-    assert_eq!(c.cidr_limit, 10);
 }
 
 #[test]
@@ -88,8 +106,8 @@ fn json_is_accepted() {
         r#"{"nonMasqueradeCIDRs": ["192.168.0.0/16"], "masqLinkLocalIPv6": false,
                   "masqueradeCIDRs": ["192.168.7.0/24"]}"#,
     );
-    assert_eq!(c.non_masquerade_cidrs, nets(&["192.168.0.0/16"]));
-    assert_eq!(c.masquerade_cidrs, nets(&["192.168.7.0/24"]));
+    assert_eq!(vals(&c.non_masquerade_cidrs), nets(&["192.168.0.0/16"]));
+    assert_eq!(vals(&c.masquerade_cidrs), nets(&["192.168.7.0/24"]));
 }
 
 #[test]
@@ -116,8 +134,7 @@ fn yaml_1_1_booleans_are_accepted_like_ip_masq_agent() {
 #[test]
 fn keys_match_case_insensitively_with_a_note() {
     let l = parse("CidrLimit: 5\nnonmasqueradecidrs: [10.0.0.0/8]").unwrap();
-    assert_eq!(l.config.cidr_limit, 5);
-    assert_eq!(l.config.non_masquerade_cidrs, nets(&["10.0.0.0/8"]));
+    assert_eq!(vals(&l.config.non_masquerade_cidrs), nets(&["10.0.0.0/8"]));
     assert!(
         l.notes
             .iter()
@@ -198,7 +215,7 @@ fn ipv6_prefix_length_and_host_bits() {
     assert!(p[0].contains("out of range for IPv6 (0-128)"), "{p:?}");
     assert!(p[1].contains("fd00::/64"), "{p:?}");
     let c = parse_str("nonMasqueradeCIDRs: ['fd00::/8']", Path::new("/c"), &v6()).unwrap();
-    assert_eq!(c.config.non_masquerade_cidrs, nets(&["fd00::/8"]));
+    assert_eq!(vals(&c.config.non_masquerade_cidrs), nets(&["fd00::/8"]));
 }
 
 #[test]
@@ -402,4 +419,196 @@ fn a_flood_of_problems_is_listed_up_to_a_limit_and_counted() {
         p.last().unwrap(),
         &format!("…: and {} more problems like these", 1000 - MAX_PROBLEMS)
     );
+}
+
+#[test]
+fn new_keys_parse_with_their_defaults_absent() {
+    let c = parse_str(
+        "sourceCIDRs: [10.244.0.0/16]\negressInterfaces: ['eth*', ens5]\n\
+         snatTo: ['198.51.100.10-198.51.100.20', '2001:db8::1']\n",
+        Path::new("/c"),
+        &v6(),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(vals(&c.source_cidrs), nets(&["10.244.0.0/16"]));
+    let names: Vec<String> = values(&c.egress_interfaces)
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(names, ["eth*", "ens5"]);
+    let snat: Vec<String> = values(&c.snat_to).map(|t| t.to_string()).collect();
+    assert_eq!(snat, ["198.51.100.10-198.51.100.20", "2001:db8::1"]);
+    // Absent keys: every source, every interface, masquerade.
+    let d = ok("nonMasqueradeCIDRs: [10.0.0.0/8]");
+    assert!(d.source_cidrs.is_empty() && d.egress_interfaces.is_empty() && d.snat_to.is_empty());
+}
+
+#[test]
+fn snat_to_errors_name_the_entry() {
+    let p = problems(
+        "snatTo: [192.0.2.1, 192.0.2.2, '192.0.2.9-192.0.2.1', '192.0.2.1-2001:db8::1', nope, \
+         0.0.0.0, 224.0.0.1]",
+        &v6(),
+    );
+    assert_eq!(
+        p,
+        [
+            "snatTo[1] = \"192.0.2.2\": a second IPv4 entry (snatTo[0] is one): at most one \
+             address or range per family",
+            "snatTo[2] = \"192.0.2.9-192.0.2.1\": the range is empty: 192.0.2.9 comes after \
+             192.0.2.1",
+            "snatTo[3] = \"192.0.2.1-2001:db8::1\": a range must be within one family (IPv4 or \
+             IPv6)",
+            "snatTo[4] = \"nope\": \"nope\" is not an IP address (write an address or A-B)",
+            "snatTo[5] = \"0.0.0.0\": 0.0.0.0 cannot be a source address",
+            "snatTo[6] = \"224.0.0.1\": 224.0.0.1 cannot be a source address",
+        ]
+    );
+    assert_eq!(
+        problems("snatTo: ['2001:db8::1']", &flags()),
+        [
+            "snatTo[0] = \"2001:db8::1\": IPv6 address, but IPv6 is not enabled (start the agent \
+          with --enable-ipv6)"
+        ]
+    );
+    assert!(problems("snatTo: 192.0.2.1", &flags())[0].contains("expected a list"));
+}
+
+#[test]
+fn source_cidrs_and_interfaces_errors_name_the_entry() {
+    let p = problems(
+        "sourceCIDRs: [10.244.0.1/16, 'fd00::/8']\negressInterfaces: ['*', 'a/b', \
+         'veth1234567890abc', 7]\n",
+        &flags(),
+    );
+    assert_eq!(p.len(), 6, "{p:?}");
+    assert!(
+        p[0].starts_with("sourceCIDRs[0] = \"10.244.0.1/16\": host bits"),
+        "{p:?}"
+    );
+    assert!(p[1].starts_with("sourceCIDRs[1] = \"fd00::/8\": IPv6 CIDR, but IPv6 is not"));
+    assert!(
+        p[2].starts_with("egressInterfaces[0] = \"*\": a wildcard needs"),
+        "{p:?}"
+    );
+    assert!(p[3].starts_with("egressInterfaces[1] = \"a/b\": interface names cannot contain"));
+    assert!(p[4].starts_with("egressInterfaces[2] = \"veth1234567890abc\": 17 bytes"));
+    assert!(p[5].starts_with("egressInterfaces[3] = 7: expected an interface name string"));
+    // cidrLimit bounds these lists too.
+    let p = problems(
+        "cidrLimit: 1\nsourceCIDRs: [10.0.0.0/8, 11.0.0.0/8]\nnonMasqueradeCIDRs: []",
+        &flags(),
+    );
+    assert_eq!(
+        p,
+        [
+            "sourceCIDRs = (2 entries): more entries than cidrLimit (1); raise cidrLimit if this is \
+          intended"
+        ]
+    );
+}
+
+fn parsed(text: &str, flags: &PolicyFlags) -> validate::Parsed {
+    validate::parse_file_str(text, Path::new("/x"), flags).unwrap()
+}
+
+#[test]
+fn files_merge_like_ip_masq_agent_v2() {
+    let f = flags();
+    let files = vec![
+        (
+            PathBuf::from("/etc/config/ip-masq-agent"),
+            parsed(
+                "nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 30s\nsnatTo: [192.0.2.1]\n",
+                &f,
+            ),
+        ),
+        (
+            PathBuf::from("/etc/config/ip-masq-agent-reconciled"),
+            parsed(
+                "nonMasqueradeCIDRs: [100.64.0.0/10, 10.0.0.0/8]\nmasqLinkLocal: true\n\
+                 resyncInterval: 5m\nsnatTo: [192.0.2.1]\n",
+                &f,
+            ),
+        ),
+    ];
+    let l = merge::merge(files, &f).unwrap();
+    let c = l.config;
+    assert_eq!(
+        vals(&c.non_masquerade_cidrs),
+        nets(&["10.0.0.0/8", "100.64.0.0/10", "10.0.0.0/8"])
+    );
+    assert_eq!(
+        c.non_masquerade_cidrs[1].origin,
+        Origin::File { file: 1, index: 0 }
+    );
+    assert!(c.masq_link_local, "OR'd");
+    assert_eq!(c.resync_interval, Duration::from_secs(30), "the smallest");
+    assert_eq!(c.snat_to.len(), 1, "the same value twice is one");
+    // The repeated entry is noted with both files.
+    assert!(
+        l.notes.iter().any(|n| n.contains("of /etc/config/ip-masq-agent-reconciled 10.0.0.0/8 repeats nonMasqueradeCIDRs[0] of /etc/config/ip-masq-agent")),
+        "{:?}",
+        l.notes
+    );
+}
+
+#[test]
+fn a_key_no_file_sets_keeps_its_default() {
+    let f = flags();
+    let files = vec![
+        (PathBuf::from("/a"), parsed("masqLinkLocal: true\n", &f)),
+        (
+            PathBuf::from("/b"),
+            parsed("sourceCIDRs: [10.244.0.0/16]\n", &f),
+        ),
+    ];
+    let c = merge::merge(files, &f).unwrap().config;
+    assert_eq!(
+        vals(&c.non_masquerade_cidrs),
+        nets(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+    );
+}
+
+#[test]
+fn different_snat_to_in_two_files_is_an_error_naming_both() {
+    let f = flags();
+    let files = vec![
+        (
+            PathBuf::from("/etc/config/ip-masq-agent"),
+            parsed("snatTo: [192.0.2.1]\n", &f),
+        ),
+        (
+            PathBuf::from("/etc/config/ip-masq-agent-reconciled"),
+            parsed("snatTo: [192.0.2.2]\n", &f),
+        ),
+    ];
+    let e = merge::merge(files, &f).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "snatTo is set to different values in /etc/config/ip-masq-agent (192.0.2.1) and \
+         /etc/config/ip-masq-agent-reconciled (192.0.2.2); set it in one file, or to the same \
+         value"
+    );
+}
+
+#[test]
+fn the_prefix_cap_applies_to_the_merged_files() {
+    let f = PolicyFlags {
+        max_prefixes: 3,
+        ..flags()
+    };
+    let files = vec![
+        (
+            PathBuf::from("/a"),
+            parsed("nonMasqueradeCIDRs: [10.0.0.0/8]\n", &f),
+        ),
+        (
+            PathBuf::from("/b"),
+            parsed("nonMasqueradeCIDRs: [12.0.0.0/8, 14.0.0.0/8]\n", &f),
+        ),
+    ];
+    let e = merge::merge(files, &f).unwrap_err().to_string();
+    assert!(e.starts_with("invalid config (merged from /a, /b)"), "{e}");
+    assert!(e.contains("(4 prefixes)"), "{e}");
 }

@@ -1,4 +1,5 @@
-//! Validation: config bytes into a [`Config`], strictly, collecting every problem. Pure.
+//! Validation: one config file's bytes into a [`FileConfig`], strictly, collecting every
+//! problem; [`super::merge`] then makes one [`super::Config`] of the files. Pure.
 //!
 //! Two steps, as the habit "parse, then validate into new types" asks: the file is read as a
 //! generic YAML tree (JSON is YAML), then every key is checked by hand, collecting *every*
@@ -15,16 +16,39 @@ use ipnet::IpNet;
 use serde_yaml_ng::Value;
 
 use super::duration::parse_go_duration;
+use super::merge::merge;
 use super::{
-    Config, ConfigError, KNOWN_KEYS, Loaded, MAX_PROBLEMS, MIN_RESYNC_INTERVAL, PolicyFlags,
-    Problem,
+    Config, ConfigError, DEFAULT_CIDR_LIMIT, FileConfig, Interface, KNOWN_KEYS, Loaded,
+    MAX_PROBLEMS, MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatTarget,
 };
-use crate::prefix::{Family, Span};
+use crate::prefix::Family;
 
-/// Validates the bytes of one config file; `path` is only used in messages.
+/// What one file says, validated but not merged, with notes for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// The keys the file sets.
+    pub config: FileConfig,
+    /// Notes about the file itself (keys matched case-insensitively).
+    pub notes: Vec<String>,
+}
+
+/// Validates the bytes of one config file into the whole config (defaults for what it does
+/// not set); `path` is only used in messages.
 pub fn parse(bytes: &[u8], path: &Path, flags: &PolicyFlags) -> Result<Loaded, ConfigError> {
+    let parsed = parse_file(bytes, path, flags)?;
+    merge(vec![(path.to_path_buf(), parsed)], flags)
+}
+
+/// Validates config text into the whole config; `path` is only used in messages.
+pub fn parse_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Loaded, ConfigError> {
+    let parsed = parse_file_str(text, path, flags)?;
+    merge(vec![(path.to_path_buf(), parsed)], flags)
+}
+
+/// Validates the bytes of one file, on its own.
+pub fn parse_file(bytes: &[u8], path: &Path, flags: &PolicyFlags) -> Result<Parsed, ConfigError> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => parse_str(text, path, flags),
+        Ok(text) => parse_file_str(text, path, flags),
         Err(_) => Err(ConfigError::Invalid {
             path: path.to_path_buf(),
             problems: vec![Problem {
@@ -36,8 +60,8 @@ pub fn parse(bytes: &[u8], path: &Path, flags: &PolicyFlags) -> Result<Loaded, C
     }
 }
 
-/// Validates config text; `path` is only used in messages.
-pub fn parse_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Loaded, ConfigError> {
+/// Validates the text of one file, on its own.
+pub fn parse_file_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Parsed, ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
@@ -64,7 +88,7 @@ pub fn parse_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Loaded,
         });
     }
     if v.problems.is_empty() {
-        Ok(Loaded {
+        Ok(Parsed {
             config,
             notes: v.notes,
         })
@@ -142,12 +166,12 @@ impl Validator<'_> {
         }
     }
 
-    /// The whole document: resolve the keys, apply each value over the defaults, check the
-    /// limits, then (only for a valid file) note what the operator should know.
-    fn document(&mut self, doc: &Value) -> Config {
-        let mut config = Config::defaults(self.flags);
+    /// The whole document: resolve the keys, validate each value, check the limits.
+    fn document(&mut self, doc: &Value) -> FileConfig {
+        let mut config = FileConfig::default();
         let map = match doc {
-            // An empty or comment-only file parses as null: defaults, like ip-masq-agent.
+            // An empty or comment-only file parses as null: it sets nothing, like
+            // ip-masq-agent's (the defaults then apply).
             Value::Null => return config,
             Value::Mapping(m) => m,
             other => {
@@ -162,12 +186,7 @@ impl Validator<'_> {
         for (key, value) in self.resolve_keys(map) {
             self.apply(&mut config, key, untag(value));
         }
-        self.check_limits(&config);
-        if self.problems.is_empty() {
-            self.overlap_notes("nonMasqueradeCIDRs", &config.non_masquerade_cidrs);
-            self.overlap_notes("masqueradeCIDRs", &config.masquerade_cidrs);
-            self.no_effect_notes(&config);
-        }
+        self.check_cidr_limit(&config);
         config
     }
 
@@ -215,116 +234,151 @@ impl Validator<'_> {
         entries
     }
 
-    /// Validates one key's value into `config`; a problem leaves the default in place.
-    fn apply(&mut self, config: &mut Config, key: &'static str, value: &Value) {
+    /// Validates one key's value into `config`; a problem leaves the key unset.
+    fn apply(&mut self, config: &mut FileConfig, key: &'static str, value: &Value) {
         if value.is_null() {
             // ip-masq-agent (Go encoding/json) leaves the default in place for null.
             return;
         }
         match key {
-            "nonMasqueradeCIDRs" => {
-                set(&mut config.non_masquerade_cidrs, self.cidr_list(key, value))
-            }
-            "masqueradeCIDRs" => set(&mut config.masquerade_cidrs, self.cidr_list(key, value)),
-            "cidrLimit" => set(&mut config.cidr_limit, self.cidr_limit(value)),
-            "masqLinkLocal" => set(&mut config.masq_link_local, self.boolean(key, value)),
-            "masqLinkLocalIPv6" => set(&mut config.masq_link_local_ipv6, self.boolean(key, value)),
-            "resyncInterval" => set(&mut config.resync_interval, self.resync_interval(value)),
+            "nonMasqueradeCIDRs" => config.non_masquerade_cidrs = self.cidr_list(key, value),
+            "masqueradeCIDRs" => config.masquerade_cidrs = self.cidr_list(key, value),
+            "sourceCIDRs" => config.source_cidrs = self.cidr_list(key, value),
+            "egressInterfaces" => config.egress_interfaces = self.interfaces(value),
+            "snatTo" => config.snat_to = self.snat_targets(value),
+            "cidrLimit" => config.cidr_limit = self.cidr_limit(value),
+            "masqLinkLocal" => config.masq_link_local = self.boolean(key, value),
+            "masqLinkLocalIPv6" => config.masq_link_local_ipv6 = self.boolean(key, value),
+            "resyncInterval" => config.resync_interval = self.resync_interval(value),
             _ => unreachable!("every known key is handled"),
         }
     }
 
-    /// `cidrLimit` bounds each list (the default list too, as ip-masq-agent);
-    /// `--max-prefixes` bounds what they make together.
-    fn check_limits(&mut self, config: &Config) {
-        self.check_cidr_limit(config);
-        if self.problems.is_empty() {
-            self.check_prefix_cap(config);
-        }
-    }
-
-    /// Carving `masqueradeCIDRs` holes into wide ranges multiplies prefixes (20,000 /32
-    /// holes made 336,000): the cap is on the result, counted without building it.
-    fn check_prefix_cap(&mut self, config: &Config) {
-        let families: &[Family] = if self.flags.enable_ipv6 {
-            &[Family::V4, Family::V6]
-        } else {
-            &[Family::V4]
-        };
-        let count: usize = families
-            .iter()
-            .map(|f| config.non_masquerade_ranges(*f).prefix_count(f.bits()))
-            .sum();
-        if count > self.flags.max_prefixes {
-            self.push(Problem {
-                key: "(resulting table)".into(),
-                value: Some(format!("({count} prefixes)")),
-                message: format!(
-                    "the lists make {count} prefixes after merging and carving out \
-                     masqueradeCIDRs, more than --max-prefixes ({}); raise --max-prefixes (and \
-                     the DaemonSet's memory limit, see docs/operations.md) if this is intended",
-                    self.flags.max_prefixes
-                ),
-            });
-        }
-    }
-
-    fn check_cidr_limit(&mut self, config: &Config) {
-        for (key, list) in [
-            ("nonMasqueradeCIDRs", &config.non_masquerade_cidrs),
-            ("masqueradeCIDRs", &config.masquerade_cidrs),
-        ] {
-            if list.len() > config.cidr_limit {
+    /// `cidrLimit` bounds each list of the file (and ip-masq-agent's default list, when the
+    /// file leaves `nonMasqueradeCIDRs` to it, as ip-masq-agent does).
+    fn check_cidr_limit(&mut self, config: &FileConfig) {
+        let limit = config.cidr_limit.unwrap_or(DEFAULT_CIDR_LIMIT);
+        let default_len = Config::default_non_masquerade(self.flags).len();
+        let lens = [
+            (
+                "nonMasqueradeCIDRs",
+                config
+                    .non_masquerade_cidrs
+                    .as_ref()
+                    .map_or(default_len, Vec::len),
+            ),
+            (
+                "masqueradeCIDRs",
+                config.masquerade_cidrs.as_ref().map_or(0, Vec::len),
+            ),
+            (
+                "sourceCIDRs",
+                config.source_cidrs.as_ref().map_or(0, Vec::len),
+            ),
+            (
+                "egressInterfaces",
+                config.egress_interfaces.as_ref().map_or(0, Vec::len),
+            ),
+        ];
+        for (key, len) in lens {
+            if len > limit {
                 self.push(Problem {
                     key: key.into(),
-                    value: Some(format!("({} entries)", list.len())),
+                    value: Some(format!("({len} entries)")),
                     message: format!(
-                        "more entries than cidrLimit ({}); raise cidrLimit if this is intended",
-                        config.cidr_limit
+                        "more entries than cidrLimit ({limit}); raise cidrLimit if this is \
+                         intended"
                     ),
                 });
             }
         }
     }
 
-    fn cidr_list(&mut self, key: &str, value: &Value) -> Option<Vec<IpNet>> {
+    /// A list of strings, each validated by `parse`; the whole list, or `None` on problems.
+    fn list<T>(
+        &mut self,
+        key: &str,
+        value: &Value,
+        what: &str,
+        mut parse: impl FnMut(&mut Self, &str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
         let Value::Sequence(items) = value else {
             self.problem(
                 key,
                 Some(value),
-                format!("expected a list of CIDR strings, got {}", kind(value)),
+                format!("expected a list of {what} strings, got {}", kind(value)),
             );
             return None;
         };
-        let before = self.problems.len();
+        let before = self.problems.len() + self.more_problems;
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let at = format!("{key}[{i}]");
             let Value::String(s) = untag(item) else {
+                let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
                 self.problem(
                     at,
                     Some(item),
-                    format!("expected a CIDR string, got {}", kind(item)),
+                    format!("expected {article} {what} string, got {}", kind(item)),
                 );
                 continue;
             };
-            match parse_cidr(s) {
-                Ok(net) => {
-                    if net.addr().is_ipv6() && !self.flags.enable_ipv6 {
-                        self.problem(
-                            at,
-                            Some(item),
-                            "IPv6 CIDR, but IPv6 is not enabled (start the agent with \
-                             --enable-ipv6)",
-                        );
-                    } else {
-                        out.push(net);
-                    }
-                }
+            match parse(self, s) {
+                Ok(v) => out.push(v),
                 Err(msg) => self.problem(at, Some(item), msg),
             }
         }
-        (self.problems.len() == before).then_some(out)
+        (self.problems.len() + self.more_problems == before).then_some(out)
+    }
+
+    fn cidr_list(&mut self, key: &str, value: &Value) -> Option<Vec<IpNet>> {
+        self.list(key, value, "CIDR", |v, s| {
+            let net = parse_cidr(s)?;
+            v.family_enabled(Family::of(&net), "IPv6 CIDR")?;
+            Ok(net)
+        })
+    }
+
+    /// IPv6 needs `--enable-ipv6`; the error says so.
+    fn family_enabled(&self, family: Family, what: &str) -> Result<(), String> {
+        if family == Family::V6 && !self.flags.enable_ipv6 {
+            return Err(format!(
+                "{what}, but IPv6 is not enabled (start the agent with --enable-ipv6)"
+            ));
+        }
+        Ok(())
+    }
+
+    fn interfaces(&mut self, value: &Value) -> Option<Vec<Interface>> {
+        self.list("egressInterfaces", value, "interface name", |_, s| {
+            s.parse()
+        })
+    }
+
+    /// `snatTo`: an address or an inclusive range `A-B` per entry, at most one per family.
+    fn snat_targets(&mut self, value: &Value) -> Option<Vec<SnatTarget>> {
+        let mut seen: Vec<(Family, usize)> = Vec::new();
+        let mut index = 0;
+        self.list("snatTo", value, "address or address range", |v, s| {
+            let at = index;
+            index += 1;
+            let target = parse_snat_target(s)?;
+            let family = target.family();
+            v.family_enabled(family, "IPv6 address")?;
+            if let Some((_, first)) = seen.iter().find(|(f, _)| *f == family) {
+                return Err(format!(
+                    "a second {} entry (snatTo[{first}] is one): at most one address or range \
+                     per family",
+                    family_name(family)
+                ));
+            }
+            seen.push((family, at));
+            Ok(target)
+        })
     }
 
     fn cidr_limit(&mut self, value: &Value) -> Option<usize> {
@@ -409,65 +463,6 @@ impl Validator<'_> {
             }
         }
     }
-
-    /// Notes entries that lie inside (or repeat) an earlier-sorted entry of the same list;
-    /// the model merges them, so they change nothing, but the operator should know.
-    fn overlap_notes(&mut self, key: &str, list: &[IpNet]) {
-        let mut idx: Vec<(u8, Span, usize)> = list
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (u8::from(n.addr().is_ipv6()), Span::of(n), i))
-            .collect();
-        idx.sort_by_key(|(fam, span, i)| (*fam, span.lo, std::cmp::Reverse(span.hi), *i));
-        let mut notes = Vec::new();
-        let mut cover: Option<(u8, Span, usize)> = None;
-        for (fam, span, i) in idx {
-            match cover {
-                Some((cf, c, ci)) if cf == fam && span.hi <= c.hi => {
-                    let what = if span == c { "repeats" } else { "lies inside" };
-                    notes.push(format!(
-                        "{key}[{i}] {} {what} {key}[{ci}] {}; merged",
-                        list[i], list[ci]
-                    ));
-                }
-                _ => cover = Some((fam, span, i)),
-            }
-        }
-        self.push_capped(notes);
-    }
-
-    /// Notes `masqueradeCIDRs` entries that do not intersect any non-masquerade range.
-    fn no_effect_notes(&mut self, config: &Config) {
-        if config.masquerade_cidrs.is_empty() {
-            return;
-        }
-        let v4 = config.exempt_ranges(Family::V4);
-        let v6 = config.exempt_ranges(Family::V6);
-        let mut notes = Vec::new();
-        for (i, n) in config.masquerade_cidrs.iter().enumerate() {
-            let set = match Family::of(n) {
-                Family::V4 => &v4,
-                Family::V6 => &v6,
-            };
-            if !set.intersects(Span::of(n)) {
-                notes.push(format!(
-                    "masqueradeCIDRs[{i}] {n} is outside every non-masquerade range, so it \
-                     changes nothing (those destinations are masqueraded anyway)"
-                ));
-            }
-        }
-        self.push_capped(notes);
-    }
-
-    fn push_capped(&mut self, mut notes: Vec<String>) {
-        const MAX: usize = 20;
-        if notes.len() > MAX {
-            let more = notes.len() - MAX;
-            notes.truncate(MAX);
-            notes.push(format!("… and {more} more like these"));
-        }
-        self.notes.extend(notes);
-    }
 }
 
 /// Parses one CIDR as ip-masq-agent's `validateCIDR` does (Go's `net.ParseCIDR` plus the
@@ -504,11 +499,44 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-/// Stores a validated value; `None` (a problem was reported) leaves the default.
-fn set<T>(field: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *field = v;
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
     }
+}
+
+/// Parses a `snatTo` entry: `A` or `A-B`, one family, A <= B, and addresses a packet can
+/// carry as its source.
+pub fn parse_snat_target(s: &str) -> Result<SnatTarget, String> {
+    let addr = |a: &str| -> Result<IpAddr, String> {
+        let a = a.trim();
+        let ip: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address (write an address or A-B)"))?;
+        let unusable = match ip {
+            IpAddr::V4(v4) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
+            IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+        };
+        if unusable {
+            return Err(format!("{ip} cannot be a source address"));
+        }
+        Ok(ip)
+    };
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (addr(a)?, addr(b)?),
+        None => {
+            let a = addr(s)?;
+            (a, a)
+        }
+    };
+    if first.is_ipv4() != last.is_ipv4() {
+        return Err("a range must be within one family (IPv4 or IPv6)".into());
+    }
+    if first > last {
+        return Err(format!("the range is empty: {first} comes after {last}"));
+    }
+    Ok(SnatTarget { first, last })
 }
 
 /// The known key `name` stands for: exactly, else case-insensitively.

@@ -40,8 +40,8 @@ use error::setup;
 /// Daemon settings.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The config file.
-    pub config: PathBuf,
+    /// The config files or directories, merged in order.
+    pub config: Vec<PathBuf>,
     /// Policy flags.
     pub flags: PolicyFlags,
     /// Table ownership.
@@ -85,8 +85,8 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         .into_async()
         .map_err(setup("registering the event socket"))?;
     let hint = Arc::new(Notify::new());
-    let watch = ConfigWatch::new(std::slice::from_ref(&opts.config), hint.clone())?;
-    let source = ConfigSource::new(&opts.config, opts.flags.clone());
+    let watch = ConfigWatch::new(&opts.config, hint.clone())?;
+    let source = ConfigSource::with_paths(opts.config.clone(), opts.flags.clone());
     let agent = Agent::new(kernel, source, opts.flags, opts.owner, out, Instant::now());
     event_loop::run(
         agent,

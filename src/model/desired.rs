@@ -3,11 +3,12 @@
 use ipnet::IpNet;
 
 use super::{
-    BaseChain, CHAIN_NAME, CHAIN_PRIORITY, Chain, HOOK_POSTROUTING, NAT_PROTO_RANDOM_FULLY,
-    NAT_PROTO_SPECIFIED, POLICY_ACCEPT, Rule, SET_V4, SET_V6, Set, Stmt, TABLE_NAME,
-    TO_PORTS_PROTOCOLS, Table, TableFlags,
+    BaseChain, CHAIN_NAME, CHAIN_PRIORITY, Chain, HOOK_POSTROUTING, Interface,
+    NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED, NameSet, POLICY_ACCEPT, Rule, SET_EGRESS,
+    SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Stmt, TABLE_NAME, TO_PORTS_PROTOCOLS, Table,
+    TableFlags,
 };
-use crate::config::{Config, PolicyFlags};
+use crate::config::{Config, PolicyFlags, SnatTarget, values};
 use crate::prefix::Family;
 
 /// The non-masquerade prefixes of one family: `nonMasqueradeCIDRs` and link-local merged,
@@ -24,14 +25,18 @@ pub fn non_masquerade_prefixes(config: &Config, family: Family) -> Vec<IpNet> {
 /// table inet nft-masq-agent {
 ///     set nonmasq-v4 { type ipv4_addr; flags interval; elements = { ... } }
 ///     set nonmasq-v6 { ... }                       # with --enable-ipv6
+///     set sources-v4 { ... }                       # with sourceCIDRs (and -v6)
+///     set egress-interfaces { type ifname; ... }   # with egressInterfaces
 ///     chain postrouting {
 ///         type nat hook postrouting priority srcnat + 10; policy accept;
 ///         meta nfproto ipv6 return                 # without --enable-ipv6
+///         ip saddr != @sources-v4 return           # with sourceCIDRs
+///         oifname != @egress-interfaces return     # with egressInterfaces
 ///         fib daddr type local return
 ///         ip daddr @nonmasq-v4 return
 ///         ip6 daddr @nonmasq-v6 return             # with --enable-ipv6
 ///         meta l4proto tcp ... masquerade to :a-b  # with --to-ports
-///         counter masquerade fully-random
+///         counter masquerade fully-random          # or, per family, snat to snatTo
 ///     }
 /// }
 /// ```
@@ -40,10 +45,11 @@ pub fn desired(config: &Config, flags: &PolicyFlags, table_flags: TableFlags) ->
         name: TABLE_NAME.into(),
         flags: table_flags,
         sets: sets(config, flags),
+        name_sets: name_sets(config),
         chains: vec![Chain {
             name: CHAIN_NAME.into(),
             base: Some(nat_postrouting()),
-            rules: rules(flags),
+            rules: rules(config, flags),
         }],
         foreign: Vec::new(),
     }
@@ -65,16 +71,55 @@ fn set_name(family: Family) -> &'static str {
     }
 }
 
-/// One interval set of non-masquerade prefixes per managed family.
+fn source_set_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => SET_SRC_V4,
+        Family::V6 => SET_SRC_V6,
+    }
+}
+
+/// One interval set of non-masquerade prefixes per managed family, and one of the sources
+/// considered per managed family when `sourceCIDRs` is set.
 fn sets(config: &Config, flags: &PolicyFlags) -> Vec<Set> {
-    families(flags)
+    let mut sets: Vec<Set> = families(flags)
         .iter()
         .map(|&family| Set {
             name: set_name(family).into(),
             family,
             prefixes: non_masquerade_prefixes(config, family),
         })
-        .collect()
+        .collect();
+    for &family in families(flags) {
+        if let Some(sources) = config.source_ranges(family) {
+            sets.push(Set {
+                name: source_set_name(family).into(),
+                family,
+                prefixes: sources.to_prefixes(family.bits()),
+            });
+        }
+    }
+    sets
+}
+
+/// The egress interface names, when `egressInterfaces` is set: none contained in another
+/// (the kernel refuses overlapping intervals; `eth*` already holds `eth0`), sorted by key.
+fn name_sets(config: &Config) -> Vec<NameSet> {
+    if config.egress_interfaces.is_empty() {
+        return Vec::new();
+    }
+    let mut names: Vec<&Interface> = values(&config.egress_interfaces).collect();
+    names.sort_by_key(|n| (n.span().lo, std::cmp::Reverse(n.span().hi)));
+    let mut kept: Vec<Interface> = Vec::with_capacity(names.len());
+    for n in names {
+        let covered = kept.last().is_some_and(|k| n.span().hi <= k.span().hi);
+        if !covered {
+            kept.push(n.clone());
+        }
+    }
+    vec![NameSet {
+        name: SET_EGRESS.into(),
+        names: kept,
+    }]
 }
 
 fn nat_postrouting() -> BaseChain {
@@ -86,13 +131,14 @@ fn nat_postrouting() -> BaseChain {
     }
 }
 
-/// The rules in evaluation order: what to leave alone, then what to masquerade.
-fn rules(flags: &PolicyFlags) -> Vec<Rule> {
+/// The rules in evaluation order: what to leave alone, then what to translate.
+fn rules(config: &Config, flags: &PolicyFlags) -> Vec<Rule> {
     let mut rules = Vec::new();
     if !flags.enable_ipv6 {
         // IPv6 is not ours to touch: leave it to whatever else runs on the node.
         rules.push(rule([Stmt::Nfproto(Family::V6), Stmt::Return]));
     }
+    rules.extend(scope_rules(config, flags));
     // Like ip-masq-agent's `-m addrtype ! --dst-type LOCAL`: never masquerade to ourselves.
     rules.push(rule([Stmt::FibDaddrLocal, Stmt::Return]));
     for &family in families(flags) {
@@ -104,8 +150,33 @@ fn rules(flags: &PolicyFlags) -> Vec<Rule> {
             Stmt::Return,
         ]));
     }
-    rules.extend(to_ports_rules(flags));
-    rules.push(rule([counter(), masquerade(flags, None)]));
+    rules.extend(translation_rules(config, flags));
+    rules
+}
+
+/// `sourceCIDRs` and `egressInterfaces`: packets outside the scope leave the chain
+/// untouched. One set lookup each, whatever the list sizes.
+fn scope_rules(config: &Config, flags: &PolicyFlags) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    if !config.source_cidrs.is_empty() {
+        for &family in families(flags) {
+            rules.push(rule([
+                Stmt::SaddrNotInSet {
+                    family,
+                    set: source_set_name(family).into(),
+                },
+                Stmt::Return,
+            ]));
+        }
+    }
+    if !config.egress_interfaces.is_empty() {
+        rules.push(rule([
+            Stmt::OifnameNotInSet {
+                set: SET_EGRESS.into(),
+            },
+            Stmt::Return,
+        ]));
+    }
     rules
 }
 
@@ -122,46 +193,82 @@ fn counter() -> Stmt {
     }
 }
 
-fn masquerade(flags: &PolicyFlags, ports: Option<(u16, u16)>) -> Stmt {
-    let random = if flags.random_fully {
-        NAT_PROTO_RANDOM_FULLY
-    } else {
-        0
-    };
-    let specified = if ports.is_some() {
-        NAT_PROTO_SPECIFIED
-    } else {
-        0
-    };
-    Stmt::Masquerade {
-        flags: random | specified,
-        ports,
+/// How a translated packet gets its source: the node's address, or a `snatTo` target.
+#[derive(Clone, Copy)]
+enum Translation {
+    Masquerade,
+    Snat(SnatTarget),
+}
+
+impl Translation {
+    fn stmt(self, flags: &PolicyFlags, ports: Option<(u16, u16)>) -> Stmt {
+        let random = if flags.random_fully {
+            NAT_PROTO_RANDOM_FULLY
+        } else {
+            0
+        };
+        let specified = if ports.is_some() {
+            NAT_PROTO_SPECIFIED
+        } else {
+            0
+        };
+        let flags = random | specified;
+        match self {
+            Translation::Masquerade => Stmt::Masquerade { flags, ports },
+            Translation::Snat(t) => Stmt::Snat {
+                family: t.family(),
+                first: t.first,
+                last: t.last,
+                flags,
+                ports,
+            },
+        }
     }
 }
 
-/// `--to-ports`, ip-masq-agent's scheme: per protocol, range i is chosen with probability
-/// size_i / (sizes of ranges i..n), so each range is chosen in proportion to its size; the
-/// last range needs no draw.
-fn to_ports_rules(flags: &PolicyFlags) -> Vec<Rule> {
-    let Some(to_ports) = &flags.to_ports else {
-        return Vec::new();
-    };
+/// The translating rules. Without `snatTo` one set serves both families (masquerade needs no
+/// family); with it, each managed family gets its own, prefixed with `meta nfproto`.
+fn translation_rules(config: &Config, flags: &PolicyFlags) -> Vec<Rule> {
+    if config.snat_to.is_empty() {
+        return translate(flags, Translation::Masquerade, &[]);
+    }
     let mut rules = Vec::new();
-    for proto in TO_PORTS_PROTOCOLS {
-        let mut remaining = to_ports.size();
-        for r in to_ports.ranges() {
-            let mut stmts = vec![Stmt::L4proto(proto)];
-            if r.size() != remaining {
-                stmts.push(Stmt::NumgenBelow {
-                    modulus: remaining,
-                    below: r.size(),
-                });
+    for &family in families(flags) {
+        let how = config
+            .snat_for(family)
+            .map_or(Translation::Masquerade, Translation::Snat);
+        rules.extend(translate(flags, how, &[Stmt::Nfproto(family)]));
+    }
+    rules
+}
+
+/// `--to-ports` rules (ip-masq-agent's scheme: per protocol, range i is chosen with
+/// probability size_i / (sizes of ranges i..n), so each range is chosen in proportion to its
+/// size; the last range needs no draw), then the catch-all, each starting with `prefix`.
+fn translate(flags: &PolicyFlags, how: Translation, prefix: &[Stmt]) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    if let Some(to_ports) = &flags.to_ports {
+        for proto in TO_PORTS_PROTOCOLS {
+            let mut remaining = to_ports.size();
+            for r in to_ports.ranges() {
+                let mut stmts = prefix.to_vec();
+                stmts.push(Stmt::L4proto(proto));
+                if r.size() != remaining {
+                    stmts.push(Stmt::NumgenBelow {
+                        modulus: remaining,
+                        below: r.size(),
+                    });
+                }
+                remaining -= r.size();
+                stmts.push(counter());
+                stmts.push(how.stmt(flags, Some((r.first, r.last))));
+                rules.push(Rule { stmts });
             }
-            remaining -= r.size();
-            stmts.push(counter());
-            stmts.push(masquerade(flags, Some((r.first, r.last))));
-            rules.push(Rule { stmts });
         }
     }
+    let mut stmts = prefix.to_vec();
+    stmts.push(counter());
+    stmts.push(how.stmt(flags, None));
+    rules.push(Rule { stmts });
     rules
 }

@@ -10,8 +10,11 @@ mod render;
 
 use std::fmt;
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
+pub use crate::ifname::Interface;
 pub use crate::prefix::Family;
 pub use desired::{desired, non_masquerade_prefixes};
 
@@ -21,6 +24,12 @@ pub const TABLE_NAME: &str = "nft-masq-agent";
 pub const SET_V4: &str = "nonmasq-v4";
 /// The set of IPv6 destinations not to masquerade (only with `--enable-ipv6`).
 pub const SET_V6: &str = "nonmasq-v6";
+/// The set of IPv4 sources considered for translation (`sourceCIDRs`).
+pub const SET_SRC_V4: &str = "sources-v4";
+/// The set of IPv6 sources considered for translation.
+pub const SET_SRC_V6: &str = "sources-v6";
+/// The set of egress interface names translated on (`egressInterfaces`).
+pub const SET_EGRESS: &str = "egress-interfaces";
 /// The base chain.
 pub const CHAIN_NAME: &str = "postrouting";
 /// `srcnat` (100) + 10: after iptables' nat POSTROUTING chains, so that kube-proxy's and a
@@ -65,8 +74,10 @@ pub struct Table {
     pub name: String,
     /// Table flags.
     pub flags: TableFlags,
-    /// Named sets, in order.
+    /// Named address sets, in order.
     pub sets: Vec<Set>,
+    /// Named interface-name sets, in order.
+    pub name_sets: Vec<NameSet>,
     /// Chains, in order.
     pub chains: Vec<Chain>,
     /// Objects read back from the kernel that the model cannot express (a set of another
@@ -84,6 +95,15 @@ pub struct Set {
     pub family: Family,
     /// Sorted, disjoint prefixes.
     pub prefixes: Vec<IpNet>,
+}
+
+/// A named interval set of interface names (nft's `ifname` type), for `oifname` matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameSet {
+    /// Set name.
+    pub name: String,
+    /// Names and prefix wildcards, none contained in another, sorted by key.
+    pub names: Vec<Interface>,
 }
 
 /// The hook a base chain is attached to.
@@ -139,6 +159,18 @@ pub enum Stmt {
         /// Set name.
         set: String,
     },
+    /// `ip saddr != @set` / `ip6 saddr != @set`: the source is not in the set.
+    SaddrNotInSet {
+        /// Address family of the lookup.
+        family: Family,
+        /// Set name.
+        set: String,
+    },
+    /// `oifname != @set`: the egress interface's name is not in the set.
+    OifnameNotInSet {
+        /// Set name.
+        set: String,
+    },
     /// `numgen random mod <modulus> < <below>`: true with probability below/modulus.
     NumgenBelow {
         /// Modulus.
@@ -155,6 +187,19 @@ pub enum Stmt {
     },
     /// `masquerade [to :first-last] [flags]`.
     Masquerade {
+        /// `NF_NAT_RANGE_*` flags.
+        flags: u32,
+        /// Source port range, when restricted.
+        ports: Option<(u16, u16)>,
+    },
+    /// `snat ip|ip6 to <first>[-<last>][:<ports>] [flags]`.
+    Snat {
+        /// The family of the addresses.
+        family: Family,
+        /// First address of the range (the only one for a single address).
+        first: IpAddr,
+        /// Last address of the range.
+        last: IpAddr,
         /// `NF_NAT_RANGE_*` flags.
         flags: u32,
         /// Source port range, when restricted.
@@ -185,6 +230,7 @@ impl Table {
         self.name == other.name
             && self.flags == other.flags
             && self.sets == other.sets
+            && self.name_sets == other.name_sets
             && self.foreign == other.foreign
             && self.chains.len() == other.chains.len()
             && self
@@ -199,19 +245,20 @@ impl Table {
         self.sets.iter().map(|s| s.prefixes.len()).sum()
     }
 
-    /// Sum of the packet and byte counters of the rules that masquerade.
+    /// Sum of the packet and byte counters of the rules that translate (masquerade or SNAT).
     pub fn masquerade_counters(&self) -> (u64, u64) {
         let mut total = (0, 0);
         for rule in self.chains.iter().flat_map(|c| &c.rules) {
             if rule
                 .stmts
                 .iter()
-                .any(|s| matches!(s, Stmt::Masquerade { .. }))
+                .any(|s| matches!(s, Stmt::Masquerade { .. } | Stmt::Snat { .. }))
             {
                 for s in &rule.stmts {
                     if let Stmt::Counter { packets, bytes } = s {
-                        total.0 += packets;
-                        total.1 += bytes;
+                        // Counters come from the kernel: never trust them not to overflow.
+                        total.0 = packets.saturating_add(total.0);
+                        total.1 = bytes.saturating_add(total.1);
                     }
                 }
             }

@@ -7,9 +7,11 @@
 
 use std::fmt::{self, Display, Formatter, Write as _};
 
+use std::net::IpAddr;
+
 use super::{
-    BaseChain, Chain, Family, NAT_PERSISTENT, NAT_PROTO_RANDOM, NAT_PROTO_RANDOM_FULLY, Rule, Set,
-    Stmt, Table, TableFlags,
+    BaseChain, Chain, Family, NAT_PERSISTENT, NAT_PROTO_RANDOM, NAT_PROTO_RANDOM_FULLY, NameSet,
+    Rule, Set, Stmt, Table, TableFlags,
 };
 
 /// A name as nft wants it: bare when it is a plain identifier, quoted otherwise.
@@ -72,6 +74,13 @@ impl Display for Table {
             first = false;
             write!(f, "{set}")?;
         }
+        for set in &self.name_sets {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{set}")?;
+        }
         for chain in &self.chains {
             if !first {
                 writeln!(f)?;
@@ -104,6 +113,71 @@ impl Display for Set {
         }
         writeln!(f, "\t}}")
     }
+}
+
+impl Display for NameSet {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\tset {} {{", Name(&self.name))?;
+        writeln!(f, "\t\ttype ifname")?;
+        writeln!(f, "\t\tflags interval")?;
+        if !self.names.is_empty() {
+            writeln!(f, "\t\telements = {{")?;
+            for n in &self.names {
+                // Names never hold a quote (the kernel's rules and ours refuse it).
+                writeln!(f, "\t\t\t\"{n}\",")?;
+            }
+            writeln!(f, "\t\t}}")?;
+        }
+        writeln!(f, "\t}}")
+    }
+}
+
+fn proto(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+/// nft's NAT flag words, space-prefixed (`fully-random`, ...), or nothing.
+fn nat_flags(flags: u32) -> String {
+    let mut names = Vec::new();
+    if flags & NAT_PROTO_RANDOM != 0 {
+        names.push("random");
+    }
+    if flags & NAT_PROTO_RANDOM_FULLY != 0 {
+        names.push("fully-random");
+    }
+    if flags & NAT_PERSISTENT != 0 {
+        names.push("persistent");
+    }
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", names.join(","))
+    }
+}
+
+fn ports(p: Option<(u16, u16)>) -> String {
+    match p {
+        Some((a, b)) if a == b => format!(":{a}"),
+        Some((a, b)) => format!(":{a}-{b}"),
+        None => String::new(),
+    }
+}
+
+/// `snat` targets as nft writes them: IPv6 addresses in brackets when a port follows.
+fn snat_to(first: IpAddr, last: IpAddr, p: Option<(u16, u16)>) -> String {
+    let addr = |a: IpAddr| match (a, p) {
+        (IpAddr::V6(a), Some(_)) => format!("[{a}]"),
+        _ => a.to_string(),
+    };
+    let range = if first == last {
+        addr(first)
+    } else {
+        format!("{}-{}", addr(first), addr(last))
+    };
+    format!("{range}{}", ports(p))
 }
 
 fn hook_name(hook: u32) -> Option<&'static str> {
@@ -198,42 +272,38 @@ impl Display for Stmt {
             },
             Stmt::FibDaddrLocal => f.write_str("fib daddr type local"),
             Stmt::DaddrInSet { family, set } => {
-                let proto = match family {
-                    Family::V4 => "ip",
-                    Family::V6 => "ip6",
-                };
-                write!(f, "{proto} daddr @{}", Name(set))
+                write!(f, "{} daddr @{}", proto(*family), Name(set))
             }
+            Stmt::SaddrNotInSet { family, set } => {
+                write!(f, "{} saddr != @{}", proto(*family), Name(set))
+            }
+            Stmt::OifnameNotInSet { set } => write!(f, "oifname != @{}", Name(set)),
             Stmt::NumgenBelow { modulus, below } => {
                 write!(f, "numgen random mod {modulus} < {below}")
             }
             Stmt::Counter { packets, bytes } => {
                 write!(f, "counter packets {packets} bytes {bytes}")
             }
-            Stmt::Masquerade { flags, ports } => {
-                f.write_str("masquerade")?;
-                if let Some((a, b)) = ports {
-                    if a == b {
-                        write!(f, " to :{a}")?;
-                    } else {
-                        write!(f, " to :{a}-{b}")?;
-                    }
-                }
-                let mut names = Vec::new();
-                if flags & NAT_PROTO_RANDOM != 0 {
-                    names.push("random");
-                }
-                if flags & NAT_PROTO_RANDOM_FULLY != 0 {
-                    names.push("fully-random");
-                }
-                if flags & NAT_PERSISTENT != 0 {
-                    names.push("persistent");
-                }
-                if !names.is_empty() {
-                    write!(f, " {}", names.join(","))?;
-                }
-                Ok(())
+            Stmt::Masquerade { flags, ports: p } => {
+                let to = match p {
+                    Some(_) => format!(" to {}", ports(*p)),
+                    None => String::new(),
+                };
+                write!(f, "masquerade{to}{}", nat_flags(*flags))
             }
+            Stmt::Snat {
+                family,
+                first,
+                last,
+                flags,
+                ports: p,
+            } => write!(
+                f,
+                "snat {} to {}{}",
+                proto(*family),
+                snat_to(*first, *last, *p),
+                nat_flags(*flags)
+            ),
             Stmt::Return => f.write_str("return"),
             Stmt::Unknown(what) => write!(f, "[{what}]"),
         }

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use super::expr::Expr;
 use super::stmt::raise;
 use super::uapi::*;
-use crate::model::{BaseChain, Chain, Rule, Set, Table, TableFlags};
+use crate::model::{BaseChain, Chain, Interface, NameSet, Rule, Set, Table, TableFlags};
 use crate::netlink::{Malformed, Msg, messages};
 use crate::prefix::{Family, Span, span_to_prefixes};
 
@@ -36,6 +36,8 @@ pub struct SetMsg {
     pub flags: u32,
     /// Key length in bytes.
     pub key_len: u32,
+    /// Key data type (nft's: `ipv4_addr` 7, `ipv6_addr` 8, `ifname` 41).
+    pub key_type: u32,
 }
 
 /// A chain as the kernel reports it.
@@ -136,6 +138,7 @@ pub fn set(msg: &Msg<'_>) -> Result<SetMsg, Malformed> {
         name: String::new(),
         flags: 0,
         key_len: 0,
+        key_type: 0,
     };
     for a in msg.attrs() {
         let a = a?;
@@ -144,6 +147,7 @@ pub fn set(msg: &Msg<'_>) -> Result<SetMsg, Malformed> {
             NFTA_SET_NAME => out.name = a.str_lossy().into_owned(),
             NFTA_SET_FLAGS => out.flags = a.u32()?,
             NFTA_SET_KEY_LEN => out.key_len = a.u32()?,
+            NFTA_SET_KEY_TYPE => out.key_type = a.u32()?,
             _ => {}
         }
     }
@@ -291,17 +295,16 @@ fn key_to_u128(key: &[u8]) -> u128 {
     key.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
 }
 
-/// Turns interval elements back into prefixes.
+/// Turns interval elements back into spans of keys of `key_len` bytes.
 ///
 /// Elements are sorted by key (an end before a start at the same key, which is where two
 /// adjacent ranges meet); a start opens a range, the next end closes it one below its key, a
-/// start with no end runs to the top of the address space. A leading end element at 0 (nft's
-/// and our marker for older kernels) closes nothing and is skipped.
-pub fn interval_prefixes(elements: &[Element], family: Family) -> Vec<IpNet> {
-    let max = family.max();
+/// start with no end runs to the top of the key space (`max`). A leading end element at 0
+/// (nft's and our marker for older kernels) closes nothing and is skipped.
+pub fn interval_spans(elements: &[Element], key_len: usize, max: u128) -> Vec<Span> {
     let mut keys: Vec<(u128, bool)> = elements
         .iter()
-        .filter(|e| e.key.len() == family.addr_len())
+        .filter(|e| e.key.len() == key_len)
         .map(|e| {
             (
                 key_to_u128(&e.key),
@@ -318,20 +321,85 @@ pub fn interval_prefixes(elements: &[Element], family: Family) -> Vec<IpNet> {
             if let Some(lo) = open {
                 // Two starts in a row: the first range runs up to the second.
                 if key > lo {
-                    span_to_prefixes(Span { lo, hi: key - 1 }, family.bits(), &mut out);
+                    out.push(Span { lo, hi: key - 1 });
                 }
             }
             open = Some(key);
         } else if let Some(lo) = open.take() {
             if key > lo {
-                span_to_prefixes(Span { lo, hi: key - 1 }, family.bits(), &mut out);
+                out.push(Span { lo, hi: key - 1 });
             }
         }
     }
     if let Some(lo) = open {
-        span_to_prefixes(Span { lo, hi: max }, family.bits(), &mut out);
+        out.push(Span { lo, hi: max });
     }
     out
+}
+
+/// Turns interval elements back into prefixes.
+pub fn interval_prefixes(elements: &[Element], family: Family) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for span in interval_spans(elements, family.addr_len(), family.max()) {
+        span_to_prefixes(span, family.bits(), &mut out);
+    }
+    out
+}
+
+/// What a set read back is: an address set, a name set, or something the model has no
+/// words for (described).
+enum SetKind {
+    Addrs(Set),
+    Names(NameSet),
+    Foreign(String),
+}
+
+fn set_kind(s: SetMsg, elems: &[Element]) -> SetKind {
+    let family = match (s.key_type, s.key_len) {
+        (NFT_TYPE_IPADDR, 4) => Some(Family::V4),
+        (NFT_TYPE_IP6ADDR, 16) => Some(Family::V6),
+        (NFT_TYPE_IFNAME, IFNAMSIZ) => None,
+        (ty, len) => {
+            return SetKind::Foreign(format!(
+                "set {} of key type {ty} with {len}-byte keys and {} elements",
+                s.name,
+                elems.len()
+            ));
+        }
+    };
+    if s.flags & (NFT_SET_MAP | NFT_SET_ANONYMOUS) != 0 || s.flags & NFT_SET_INTERVAL == 0 {
+        return SetKind::Foreign(format!(
+            "set {} with flags 0x{:x} (expected an interval set)",
+            s.name, s.flags
+        ));
+    }
+    let Some(family) = family else {
+        return names(s.name, elems);
+    };
+    SetKind::Addrs(Set {
+        prefixes: interval_prefixes(elems, family),
+        name: s.name,
+        family,
+    })
+}
+
+/// An interface-name set: each span must be a name or a prefix wildcard.
+fn names(name: String, elems: &[Element]) -> SetKind {
+    let spans = interval_spans(elems, IFNAMSIZ as usize, u128::MAX);
+    let mut names = Vec::with_capacity(spans.len());
+    for span in spans {
+        match Interface::from_span(span) {
+            Some(n) => names.push(n),
+            None => {
+                return SetKind::Foreign(format!(
+                    "set {name} holds a range of interface names no name or wildcard makes \
+                     (0x{:032x}-0x{:032x})",
+                    span.lo, span.hi
+                ));
+            }
+        }
+    }
+    SetKind::Names(NameSet { name, names })
 }
 
 /// Builds the model of a table from its decoded parts. Sets keep the kernel's order; rules
@@ -344,31 +412,13 @@ pub fn assemble(
 ) -> Table {
     let mut foreign = Vec::new();
     let mut model_sets = Vec::new();
+    let mut name_sets = Vec::new();
     for (s, elems) in sets {
-        let family = match s.key_len {
-            4 => Family::V4,
-            16 => Family::V6,
-            other => {
-                foreign.push(format!(
-                    "set {} with {other}-byte keys and {} elements",
-                    s.name,
-                    elems.len()
-                ));
-                continue;
-            }
-        };
-        if s.flags & (NFT_SET_MAP | NFT_SET_ANONYMOUS) != 0 || s.flags & NFT_SET_INTERVAL == 0 {
-            foreign.push(format!(
-                "set {} with flags 0x{:x} (expected an interval set)",
-                s.name, s.flags
-            ));
-            continue;
+        match set_kind(s, &elems) {
+            SetKind::Addrs(set) => model_sets.push(set),
+            SetKind::Names(set) => name_sets.push(set),
+            SetKind::Foreign(what) => foreign.push(what),
         }
-        model_sets.push(Set {
-            prefixes: interval_prefixes(&elems, family),
-            name: s.name,
-            family,
-        });
     }
     let mut model_chains: Vec<Chain> = chains.into_iter().map(|c| c.chain).collect();
     for r in rules {
@@ -386,6 +436,7 @@ pub fn assemble(
         name: table.name,
         flags: table.flags,
         sets: model_sets,
+        name_sets,
         chains: model_chains,
         foreign,
     }
@@ -461,6 +512,28 @@ mod tests {
         assert!(table_from_dump(DUMP, "other").unwrap().is_none());
     }
 
+    /// The table of `--enable-ipv6 --to-ports 1024-29999,32768-65535` with sourceCIDRs,
+    /// egressInterfaces ("eth*", eth0, wlan0) and snatTo (an IPv4 range and one IPv6 address)
+    /// as kernel 6.18 reports it: its NAT expressions carry NF_NAT_RANGE_MAP_IPS and an
+    /// address-max register equal to the min one, neither of which nft or we send.
+    const SCOPES: &[u8] = include_bytes!("../../tests/fixtures/dump-scopes-snat.bin");
+
+    #[test]
+    fn scopes_and_snat_read_back_as_committed() {
+        let f = flags();
+        let text = "nonMasqueradeCIDRs: [10.0.0.0/8]\n\
+                    sourceCIDRs: [10.244.0.0/16, 'fd00:10:244::/48']\n\
+                    egressInterfaces: ['eth*', eth0, wlan0]\n\
+                    snatTo: [198.51.100.10-198.51.100.20, '2001:db8:ffff::10']\n";
+        let c = crate::config::parse_str(text, "/c".as_ref(), &f)
+            .unwrap()
+            .config;
+        let want = model::desired(&c, &f, Default::default());
+        let got = table_from_dump(SCOPES, "nft-masq-agent").unwrap().unwrap();
+        assert!(got.same_policy(&want), "read back:\n{got}\nwanted:\n{want}");
+        assert_eq!(got.name_sets[0].names.len(), 2, "eth0 is inside eth*");
+    }
+
     #[test]
     fn nothing_in_another_table_stops_reading_ours() {
         use crate::netlink::Writer;
@@ -508,7 +581,7 @@ mod tests {
         assert_eq!(got.sets[0].prefixes[0].to_string(), "8.8.8.0/24");
         assert_eq!(
             got.foreign,
-            ["set ports with 2-byte keys and 0 elements".to_string()]
+            ["set ports of key type 13 with 2-byte keys and 0 elements".to_string()]
         );
         let last = got.chains[0].rules.last().unwrap();
         assert!(

@@ -13,9 +13,9 @@ use std::fmt;
 
 use super::stmt::lower;
 use super::uapi::*;
-use crate::model::{Set, Table};
+use crate::model::{Interface, NameSet, Set, Table};
 use crate::netlink::Writer;
-use crate::prefix::{Family, Span, addr_to_u128};
+use crate::prefix::{Family, Span};
 
 /// Keep each element list well under the 64 KiB limit of a netlink attribute length.
 const ELEMENTS_CHUNK_BYTES: usize = 60 * 1024;
@@ -141,33 +141,29 @@ impl BatchWriter {
     }
 }
 
-/// Bytes of the big-endian key for an address integer of a family.
-fn key_bytes(v: u128, family: Family) -> ([u8; 16], usize) {
-    let mut out = [0u8; 16];
-    match family {
-        Family::V4 => out[..4].copy_from_slice(&(v as u32).to_be_bytes()),
-        Family::V6 => out.copy_from_slice(&v.to_be_bytes()),
-    }
-    (out, family.addr_len())
+/// The big-endian key of `len` bytes for a key integer.
+fn key_bytes(v: u128, len: usize) -> Vec<u8> {
+    v.to_be_bytes()[16 - len..].to_vec()
 }
 
 /// The interval elements of a set: `(key, is_end)` in ascending order.
-///
-/// A prefix [first, last] becomes a start element `first` and an end element `last + 1`
-/// flagged `NFT_SET_ELEM_INTERVAL_END`. A prefix ending at the top of the address space has
-/// no `last + 1` and gets no end element (computing it would overflow: the bug the design
-/// notes found in another implementation). Like nft, we lead with an end element at 0 when
-/// the first prefix does not start at 0, which older kernels' interval code expects.
 pub fn interval_elements(set: &Set) -> Vec<(u128, bool)> {
-    let max = set.family.max();
-    let mut out = Vec::with_capacity(set.prefixes.len() * 2 + 1);
-    if let Some(first) = set.prefixes.first() {
-        if addr_to_u128(first.network()) != 0 {
+    span_elements(set.prefixes.iter().map(Span::of), set.family.max())
+}
+
+/// The interval elements of sorted, disjoint spans whose keys go up to `max`.
+///
+/// A span [first, last] becomes a start element `first` and an end element `last + 1`
+/// flagged `NFT_SET_ELEM_INTERVAL_END`. A span ending at the top of the key space has no
+/// `last + 1` and gets no end element (computing it would overflow: the bug the design
+/// notes found in another implementation). Like nft, we lead with an end element at 0 when
+/// the first span does not start at 0, which older kernels' interval code expects.
+pub fn span_elements(spans: impl ExactSizeIterator<Item = Span>, max: u128) -> Vec<(u128, bool)> {
+    let mut out = Vec::with_capacity(spans.len() * 2 + 1);
+    for (i, span) in spans.enumerate() {
+        if i == 0 && span.lo != 0 {
             out.push((0, true));
         }
-    }
-    for p in &set.prefixes {
-        let span = Span::of(p);
         out.push((span.lo, false));
         if span.hi < max {
             out.push((span.hi + 1, true));
@@ -176,35 +172,62 @@ pub fn interval_elements(set: &Set) -> Vec<(u128, bool)> {
     out
 }
 
-fn set_messages(bw: &mut BatchWriter, table: &str, set: &Set, id: u32) -> usize {
+/// What the encoder needs of a set: its name, key type and length, and its elements.
+struct SetSpec<'a> {
+    name: &'a str,
+    key_type: u32,
+    key_len: usize,
+    elements: Vec<(u128, bool)>,
+}
+
+impl<'a> SetSpec<'a> {
+    fn addrs(set: &'a Set) -> SetSpec<'a> {
+        let key_type = match set.family {
+            Family::V4 => NFT_TYPE_IPADDR,
+            Family::V6 => NFT_TYPE_IP6ADDR,
+        };
+        SetSpec {
+            name: &set.name,
+            key_type,
+            key_len: set.family.addr_len(),
+            elements: interval_elements(set),
+        }
+    }
+
+    fn names(set: &'a NameSet) -> SetSpec<'a> {
+        SetSpec {
+            name: &set.name,
+            key_type: NFT_TYPE_IFNAME,
+            key_len: IFNAMSIZ as usize,
+            elements: span_elements(set.names.iter().map(Interface::span), u128::MAX),
+        }
+    }
+}
+
+fn set_messages(bw: &mut BatchWriter, table: &str, set: &SetSpec<'_>, id: u32) -> usize {
     let m = bw.begin(NFT_MSG_NEWSET, NLM_F_CREATE);
     bw.w.put_str(NFTA_SET_TABLE, table);
-    bw.w.put_str(NFTA_SET_NAME, &set.name);
+    bw.w.put_str(NFTA_SET_NAME, set.name);
     bw.w.put_u32(NFTA_SET_FLAGS, NFT_SET_INTERVAL);
-    let (key_type, key_len) = match set.family {
-        Family::V4 => (NFT_TYPE_IPADDR, 4),
-        Family::V6 => (NFT_TYPE_IP6ADDR, 16),
-    };
-    bw.w.put_u32(NFTA_SET_KEY_TYPE, key_type);
-    bw.w.put_u32(NFTA_SET_KEY_LEN, key_len);
+    bw.w.put_u32(NFTA_SET_KEY_TYPE, set.key_type);
+    bw.w.put_u32(NFTA_SET_KEY_LEN, set.key_len as u32);
     bw.w.put_u32(NFTA_SET_ID, id);
     bw.end(m, NFT_MSG_NEWSET, format!("NEWSET {}", set.name));
 
-    let elems = interval_elements(set);
+    let elems = &set.elements;
     let total = elems.len();
     let mut i = 0;
     while i < total {
         let first = i;
         let m = bw.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
         bw.w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
-        bw.w.put_str(NFTA_SET_ELEM_LIST_SET, &set.name);
+        bw.w.put_str(NFTA_SET_ELEM_LIST_SET, set.name);
         let list = bw.w.begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS);
         while i < total && bw.w.len() - list < ELEMENTS_CHUNK_BYTES {
             let (key, is_end) = elems[i];
             let e = bw.w.begin_nest(NFTA_LIST_ELEM);
             let k = bw.w.begin_nest(NFTA_SET_ELEM_KEY);
-            let (bytes, len) = key_bytes(key, set.family);
-            bw.w.put(NFTA_DATA_VALUE, &bytes[..len]);
+            bw.w.put(NFTA_DATA_VALUE, &key_bytes(key, set.key_len));
             bw.w.end_nest(k);
             if is_end {
                 bw.w.put_u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
@@ -247,13 +270,18 @@ pub fn replace(table: &Table, seq: u32, form: ReplaceForm) -> Batch {
     bw.table(NFT_MSG_DELTABLE, name, None);
     bw.table(NFT_MSG_NEWTABLE, name, flags);
 
+    let specs: Vec<SetSpec<'_>> = table
+        .sets
+        .iter()
+        .map(SetSpec::addrs)
+        .chain(table.name_sets.iter().map(SetSpec::names))
+        .collect();
     let mut elements = 0;
-    for (i, set) in table.sets.iter().enumerate() {
+    for (i, set) in specs.iter().enumerate() {
         elements += set_messages(&mut bw, name, set, i as u32 + 1);
     }
     let set_id = |set: &str| {
-        table
-            .sets
+        specs
             .iter()
             .position(|s| s.name == set)
             .map(|i| i as u32 + 1)

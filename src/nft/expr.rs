@@ -90,6 +90,23 @@ pub enum Expr {
         /// Register holding the last port.
         reg_max: Option<u32>,
     },
+    /// `nat <type> <family> addr_min reg .. [addr_max reg ..] [proto_min reg .. proto_max reg ..]`.
+    Nat {
+        /// `NFT_NAT_SNAT` / `NFT_NAT_DNAT`.
+        kind: u32,
+        /// `NFPROTO_*` of the addresses.
+        family: u32,
+        /// Register holding the first address.
+        reg_addr_min: Option<u32>,
+        /// Register holding the last address.
+        reg_addr_max: Option<u32>,
+        /// Register holding the first port.
+        reg_proto_min: Option<u32>,
+        /// Register holding the last port.
+        reg_proto_max: Option<u32>,
+        /// `NF_NAT_RANGE_*` flags.
+        flags: u32,
+    },
     /// `numgen reg = <type> mod <modulus> offset <offset>`.
     Numgen {
         /// Destination register.
@@ -133,6 +150,7 @@ impl Expr {
             Expr::Immediate { .. } => "immediate",
             Expr::Counter { .. } => "counter",
             Expr::Masq { .. } => "masq",
+            Expr::Nat { .. } => "nat",
             Expr::Numgen { .. } => "numgen",
             Expr::Byteorder { .. } => "byteorder",
             Expr::Other { name } => name,
@@ -171,6 +189,20 @@ impl Expr {
                 reg_min,
                 reg_max,
             } => emit_masq(w, *flags, *reg_min, *reg_max),
+            Expr::Nat {
+                kind,
+                family,
+                reg_addr_min,
+                reg_addr_max,
+                reg_proto_min,
+                reg_proto_max,
+                flags,
+            } => emit_nat(
+                w,
+                [*kind, *family],
+                [*reg_addr_min, *reg_addr_max, *reg_proto_min, *reg_proto_max],
+                *flags,
+            ),
             Expr::Numgen {
                 dreg,
                 modulus,
@@ -202,6 +234,7 @@ impl Expr {
             "immediate" => parse_immediate(&f),
             "counter" => parse_counter(&f),
             "masq" => parse_masq(&f),
+            "nat" => parse_nat(&f),
             "numgen" => parse_numgen(&f),
             "byteorder" => parse_byteorder(&f),
             _ => Ok(f.other()),
@@ -246,6 +279,12 @@ impl Expr {
                 reg_min,
                 reg_max,
             } => format!("masq flags 0x{flags:x} proto regs {reg_min:?}-{reg_max:?}"),
+            Expr::Nat {
+                kind,
+                family,
+                flags,
+                ..
+            } => format!("nat type {kind} family {family} flags 0x{flags:x}"),
             Expr::Numgen {
                 dreg,
                 modulus,
@@ -530,6 +569,51 @@ fn parse_masq(f: &Fields<'_>) -> Result<Expr, Malformed> {
     })
 }
 
+// nat: type and family, then optional registers and flags.
+const NAT_REGS: [u16; 4] = [
+    NFTA_NAT_REG_ADDR_MIN,
+    NFTA_NAT_REG_ADDR_MAX,
+    NFTA_NAT_REG_PROTO_MIN,
+    NFTA_NAT_REG_PROTO_MAX,
+];
+
+fn emit_nat(w: &mut Writer, kind_family: [u32; 2], regs: [Option<u32>; 4], flags: u32) {
+    put_u32s(w, &[NFTA_NAT_TYPE, NFTA_NAT_FAMILY], &kind_family);
+    for (ty, reg) in NAT_REGS.iter().zip(regs) {
+        if let Some(r) = reg {
+            w.put_u32(*ty, r);
+        }
+    }
+    if flags != 0 {
+        w.put_u32(NFTA_NAT_FLAGS, flags);
+    }
+}
+
+/// `NF_NAT_RANGE_MAP_IPS`: the kernel sets it itself when an address register is given, and
+/// reports it back; nft neither sends nor shows it.
+const NAT_MAP_IPS: u32 = 0x1;
+
+fn parse_nat(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    let reg_addr_min = f.opt_u32(NFTA_NAT_REG_ADDR_MIN)?;
+    let mut flags = f.opt_u32(NFTA_NAT_FLAGS)?.unwrap_or(0);
+    if reg_addr_min.is_some() {
+        flags &= !NAT_MAP_IPS;
+    }
+    // Without a last address the kernel uses the first one's register, and says so.
+    let reg_addr_max = f
+        .opt_u32(NFTA_NAT_REG_ADDR_MAX)?
+        .filter(|r| Some(*r) != reg_addr_min);
+    Ok(Expr::Nat {
+        kind: f.u32(NFTA_NAT_TYPE)?,
+        family: f.u32(NFTA_NAT_FAMILY)?,
+        reg_addr_min,
+        reg_addr_max,
+        reg_proto_min: f.opt_u32(NFTA_NAT_REG_PROTO_MIN)?,
+        reg_proto_max: f.opt_u32(NFTA_NAT_REG_PROTO_MAX)?,
+        flags,
+    })
+}
+
 // numgen: the offset is optional (0 when absent).
 const NUMGEN: [u16; 3] = [NFTA_NG_DREG, NFTA_NG_MODULUS, NFTA_NG_TYPE];
 
@@ -624,6 +708,15 @@ mod tests {
                 flags: 0x12,
                 reg_min: Some(1),
                 reg_max: Some(2),
+            },
+            Expr::Nat {
+                kind: 0,
+                family: 2,
+                reg_addr_min: Some(1),
+                reg_addr_max: None,
+                reg_proto_min: Some(2),
+                reg_proto_max: Some(3),
+                flags: 0x12,
             },
             Expr::Numgen {
                 dreg: 1,

@@ -6,6 +6,8 @@
 //! rule back. Anything `raise` does not recognise becomes [`Stmt::Unknown`] with a
 //! description, so a foreign or tampered rule is shown and compares unequal, never dropped.
 
+use std::net::IpAddr;
+
 use super::expr::{Expr, ImmData};
 use super::uapi::*;
 use crate::model::Stmt;
@@ -47,6 +49,48 @@ fn daddr_field(family: Family) -> (u32, u32) {
     }
 }
 
+/// Where a family's source address sits in the network header: (offset, length).
+fn saddr_field(family: Family) -> (u32, u32) {
+    match family {
+        Family::V4 => (12, 4),
+        Family::V6 => (8, 16),
+    }
+}
+
+/// `<family> <field> [!=] @set`: in an inet table the payload offset only means the address
+/// after checking the family; nft adds this dependency implicitly, so do we.
+fn addr_lookup(
+    family: Family,
+    (offset, len): (u32, u32),
+    set: &str,
+    flags: u32,
+    set_id: &dyn Fn(&str) -> Option<u32>,
+) -> [Expr; 4] {
+    [
+        meta(NFT_META_NFPROTO),
+        cmp_eq(vec![nfproto_of(family)]),
+        Expr::Payload {
+            base: NFT_PAYLOAD_NETWORK_HEADER,
+            offset,
+            len,
+            dreg: R1,
+        },
+        Expr::Lookup {
+            set: set.into(),
+            sreg: R1,
+            set_id: set_id(set),
+            flags,
+        },
+    ]
+}
+
+fn addr_bytes(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 /// Expressions for a rule's statements, as nft generates them for an `inet` table.
 /// `set_id` gives the batch-local id of a set by name, so lookups also work when the set is
 /// created in the same transaction.
@@ -72,26 +116,21 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
             cmp_eq(RTN_LOCAL.to_ne_bytes().to_vec()),
         ]),
         Stmt::DaddrInSet { family, set } => {
-            // In an inet table the payload offset only means "daddr" after checking the
-            // family: nft adds this dependency implicitly, so do we.
-            let (offset, len) = daddr_field(*family);
-            out.extend([
-                meta(NFT_META_NFPROTO),
-                cmp_eq(vec![nfproto_of(*family)]),
-                Expr::Payload {
-                    base: NFT_PAYLOAD_NETWORK_HEADER,
-                    offset,
-                    len,
-                    dreg: R1,
-                },
-                Expr::Lookup {
-                    set: set.clone(),
-                    sreg: R1,
-                    set_id: set_id(set),
-                    flags: 0,
-                },
-            ]);
+            out.extend(addr_lookup(*family, daddr_field(*family), set, 0, set_id));
         }
+        Stmt::SaddrNotInSet { family, set } => {
+            let inv = NFT_LOOKUP_F_INV;
+            out.extend(addr_lookup(*family, saddr_field(*family), set, inv, set_id));
+        }
+        Stmt::OifnameNotInSet { set } => out.extend([
+            meta(NFT_META_OIFNAME),
+            Expr::Lookup {
+                set: set.clone(),
+                sreg: R1,
+                set_id: set_id(set),
+                flags: NFT_LOOKUP_F_INV,
+            },
+        ]),
         // cmp compares bytes (memcmp): the host-order number is converted to big-endian
         // first so "less than" means what it says, as nft does.
         Stmt::NumgenBelow { modulus, below } => out.extend([
@@ -119,6 +158,13 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
             bytes: *bytes,
         }),
         Stmt::Masquerade { flags, ports } => lower_masquerade(*flags, *ports, out),
+        Stmt::Snat {
+            family,
+            first,
+            last,
+            flags,
+            ports,
+        } => lower_snat(*family, (*first, *last), *flags, *ports, out),
         Stmt::Return => out.push(Expr::Immediate {
             dreg: NFT_REG_VERDICT,
             data: ImmData::Verdict(NFT_RETURN, None),
@@ -153,6 +199,44 @@ fn lower_masquerade(flags: u32, ports: Option<(u16, u16)>, out: &mut Vec<Expr>) 
             reg_max: Some(NFT_REG_2),
         },
     ]);
+}
+
+/// `snat ip|ip6 to first[-last][:ports]`: nft loads the addresses, then the ports, into
+/// consecutive registers from 1, and names them in the `nat` expression.
+fn lower_snat(
+    family: Family,
+    (first, last): (IpAddr, IpAddr),
+    flags: u32,
+    ports: Option<(u16, u16)>,
+    out: &mut Vec<Expr>,
+) {
+    let mut reg = R1;
+    let mut load = |data: Vec<u8>, out: &mut Vec<Expr>| {
+        out.push(Expr::Immediate {
+            dreg: reg,
+            data: ImmData::Value(data),
+        });
+        reg += 1;
+        reg - 1
+    };
+    let addr_min = load(addr_bytes(first), out);
+    let addr_max = (last != first).then(|| load(addr_bytes(last), out));
+    let (proto_min, proto_max) = match ports {
+        Some((lo, hi)) => (
+            Some(load(lo.to_be_bytes().to_vec(), out)),
+            Some(load(hi.to_be_bytes().to_vec(), out)),
+        ),
+        None => (None, None),
+    };
+    out.push(Expr::Nat {
+        kind: NFT_NAT_SNAT,
+        family: u32::from(nfproto_of(family)),
+        reg_addr_min: Some(addr_min),
+        reg_addr_max: addr_max,
+        reg_proto_min: proto_min,
+        reg_proto_max: proto_max,
+        flags,
+    });
 }
 
 /// Recognises the statements in a rule's expressions: the inverse of [`lower`].
@@ -190,6 +274,10 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
                     family,
                     set: set.clone(),
                 });
+                out.push(Stmt::SaddrNotInSet {
+                    family,
+                    set: set.clone(),
+                });
             }
             out.push(Stmt::Nfproto(family));
             out
@@ -199,6 +287,9 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
             .map(|p| Stmt::L4proto(*p))
             .into_iter()
             .collect(),
+        [Expr::Meta { key, .. }, Expr::Lookup { set, .. }, ..] if *key == NFT_META_OIFNAME => {
+            vec![Stmt::OifnameNotInSet { set: set.clone() }]
+        }
         [Expr::Fib { .. }, ..] => vec![Stmt::FibDaddrLocal],
         [Expr::Numgen { modulus, .. }, _, Expr::Cmp { data, .. }, ..] => {
             match <[u8; 4]>::try_from(data.as_slice()) {
@@ -240,9 +331,68 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
             flags: *flags,
             ports: None,
         }],
-        [Expr::Immediate { .. }, ..] => vec![Stmt::Return],
+        [Expr::Immediate { .. }, ..] => snat_candidate(exprs)
+            .into_iter()
+            .chain([Stmt::Return])
+            .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The `snat` a run of immediates followed by a `nat` expression may be: the values of the
+/// registers the `nat` names (lowering then checks they are exactly where nft puts them).
+fn snat_candidate(exprs: &[Expr]) -> Option<Stmt> {
+    let loads = exprs
+        .iter()
+        .take_while(|e| matches!(e, Expr::Immediate { dreg, data: ImmData::Value(_) } if *dreg != NFT_REG_VERDICT))
+        .count();
+    let Some(Expr::Nat {
+        kind: NFT_NAT_SNAT,
+        family,
+        reg_addr_min: Some(amin),
+        reg_addr_max,
+        reg_proto_min,
+        reg_proto_max,
+        flags,
+    }) = exprs.get(loads)
+    else {
+        return None;
+    };
+    let value = |reg: u32| {
+        exprs[..loads].iter().find_map(|e| match e {
+            Expr::Immediate {
+                dreg,
+                data: ImmData::Value(v),
+            } if *dreg == reg => Some(v.as_slice()),
+            _ => None,
+        })
+    };
+    let family = family_of(&[u8::try_from(*family).ok()?])?;
+    let addr = |reg: u32| -> Option<IpAddr> {
+        let v = value(reg)?;
+        match family {
+            Family::V4 => Some(IpAddr::from(<[u8; 4]>::try_from(v).ok()?)),
+            Family::V6 => Some(IpAddr::from(<[u8; 16]>::try_from(v).ok()?)),
+        }
+    };
+    let port = |reg: u32| Some(u16::from_be_bytes(value(reg)?.try_into().ok()?));
+    let first = addr(*amin)?;
+    let last = match reg_addr_max {
+        Some(r) => addr(*r)?,
+        None => first,
+    };
+    let ports = match (reg_proto_min, reg_proto_max) {
+        (Some(a), Some(b)) => Some((port(*a)?, port(*b)?)),
+        (None, None) => None,
+        _ => return None,
+    };
+    (flags & !KNOWN_NAT_FLAGS == 0).then_some(Stmt::Snat {
+        family,
+        first,
+        last,
+        flags: *flags,
+        ports,
+    })
 }
 
 fn family_of(nfproto: &[u8]) -> Option<Family> {
@@ -313,6 +463,88 @@ mod tests {
                 ports: None,
             },
         ]);
+        for (family, set) in [(Family::V4, "sources-v4"), (Family::V6, "sources-v6")] {
+            roundtrip(vec![
+                Stmt::SaddrNotInSet {
+                    family,
+                    set: set.into(),
+                },
+                Stmt::Return,
+            ]);
+        }
+        roundtrip(vec![
+            Stmt::OifnameNotInSet {
+                set: "egress-interfaces".into(),
+            },
+            Stmt::Return,
+        ]);
+        let v4 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        for (first, last, ports) in [
+            ("192.0.2.10", "192.0.2.10", None),
+            ("192.0.2.10", "192.0.2.20", None),
+            ("192.0.2.10", "192.0.2.10", Some((1024, 29999))),
+            ("192.0.2.10", "192.0.2.20", Some((1024, 2000))),
+            ("2001:db8::10", "2001:db8::20", Some((1024, 2000))),
+            ("2001:db8::10", "2001:db8::10", None),
+        ] {
+            let (first, last) = (v4(first), v4(last));
+            roundtrip(vec![
+                Stmt::Nfproto(Family::of_addr(&first)),
+                Stmt::Counter {
+                    packets: 0,
+                    bytes: 0,
+                },
+                Stmt::Snat {
+                    family: Family::of_addr(&first),
+                    first,
+                    last,
+                    flags: NAT_PROTO_RANDOM_FULLY
+                        | if ports.is_some() {
+                            NAT_PROTO_SPECIFIED
+                        } else {
+                            0
+                        },
+                    ports,
+                },
+            ]);
+        }
+    }
+
+    #[test]
+    fn snat_matches_nft_register_layout() {
+        // `snat ip to 192.0.2.10-192.0.2.20:1024-2000` as `nft --debug=netlink` shows it:
+        //   [ immediate reg 1 0x0a0200c0 ] [ immediate reg 2 0x140200c0 ]
+        //   [ immediate reg 3 0x00000004 ] [ immediate reg 4 0x0000d007 ]
+        //   [ nat snat ip addr_min reg 1 addr_max reg 2 proto_min reg 3 proto_max reg 4 flags 0x2 ]
+        let e = lower(
+            &[Stmt::Snat {
+                family: Family::V4,
+                first: "192.0.2.10".parse().unwrap(),
+                last: "192.0.2.20".parse().unwrap(),
+                flags: NAT_PROTO_SPECIFIED,
+                ports: Some((1024, 2000)),
+            }],
+            &no_ids,
+        );
+        assert_eq!(
+            e.last().unwrap(),
+            &Expr::Nat {
+                kind: NFT_NAT_SNAT,
+                family: u32::from(NFPROTO_IPV4),
+                reg_addr_min: Some(1),
+                reg_addr_max: Some(2),
+                reg_proto_min: Some(3),
+                reg_proto_max: Some(4),
+                flags: NAT_PROTO_SPECIFIED,
+            }
+        );
+        assert_eq!(
+            e[3],
+            Expr::Immediate {
+                dreg: 4,
+                data: ImmData::Value(vec![0x07, 0xd0])
+            }
+        );
     }
 
     #[test]

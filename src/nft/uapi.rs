@@ -85,6 +85,10 @@ pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 // `nft list` prints addresses.
 pub const NFT_TYPE_IPADDR: u32 = 7;
 pub const NFT_TYPE_IP6ADDR: u32 = 8;
+/// nft's `ifname` datatype (an IFNAMSIZ-byte string).
+pub const NFT_TYPE_IFNAME: u32 = 41;
+/// IFNAMSIZ.
+pub const IFNAMSIZ: u32 = 16;
 
 // enum nft_data_attributes / nft_verdict_attributes
 pub const NFTA_DATA_VALUE: u16 = 1;
@@ -105,6 +109,8 @@ pub const NFT_RETURN: i32 = -5;
 pub const NFT_REG_VERDICT: u32 = 0;
 pub const NFT_REG_1: u32 = 1;
 pub const NFT_REG_2: u32 = 2;
+pub const NFT_REG_3: u32 = 3;
+pub const NFT_REG_4: u32 = 4;
 
 // Expressions.
 pub const NFTA_IMMEDIATE_DREG: u16 = 1;
@@ -118,6 +124,7 @@ pub const NFTA_LOOKUP_SET: u16 = 1;
 pub const NFTA_LOOKUP_SREG: u16 = 2;
 pub const NFTA_LOOKUP_SET_ID: u16 = 4;
 pub const NFTA_LOOKUP_FLAGS: u16 = 5;
+pub const NFT_LOOKUP_F_INV: u32 = 1;
 pub const NFTA_PAYLOAD_DREG: u16 = 1;
 pub const NFTA_PAYLOAD_BASE: u16 = 2;
 pub const NFTA_PAYLOAD_OFFSET: u16 = 3;
@@ -127,11 +134,20 @@ pub const NFTA_META_DREG: u16 = 1;
 pub const NFTA_META_KEY: u16 = 2;
 pub const NFT_META_NFPROTO: u32 = 15;
 pub const NFT_META_L4PROTO: u32 = 16;
+pub const NFT_META_OIFNAME: u32 = 7;
 pub const NFTA_COUNTER_BYTES: u16 = 1;
 pub const NFTA_COUNTER_PACKETS: u16 = 2;
 pub const NFTA_MASQ_FLAGS: u16 = 1;
 pub const NFTA_MASQ_REG_PROTO_MIN: u16 = 2;
 pub const NFTA_MASQ_REG_PROTO_MAX: u16 = 3;
+pub const NFTA_NAT_TYPE: u16 = 1;
+pub const NFTA_NAT_FAMILY: u16 = 2;
+pub const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+pub const NFTA_NAT_REG_ADDR_MAX: u16 = 4;
+pub const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+pub const NFTA_NAT_REG_PROTO_MAX: u16 = 6;
+pub const NFTA_NAT_FLAGS: u16 = 7;
+pub const NFT_NAT_SNAT: u32 = 0;
 pub const NFTA_FIB_DREG: u16 = 1;
 pub const NFTA_FIB_RESULT: u16 = 2;
 pub const NFTA_FIB_FLAGS: u16 = 3;
