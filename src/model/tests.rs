@@ -230,3 +230,77 @@ fn set_diff_lists_changes() {
     );
     assert_eq!(SetDiff::between(None, &a).added.len(), 4);
 }
+
+#[test]
+fn source_and_interface_scopes_come_before_any_decision() {
+    let f = PolicyFlags {
+        enable_ipv6: true,
+        ..PolicyFlags::default()
+    };
+    let t = desired(
+        &config(
+            "sourceCIDRs: [10.244.0.0/16, 10.244.5.0/24]\negressInterfaces: [eth0, 'eth*', ens5]\n",
+            &f,
+        ),
+        &f,
+        TableFlags::default(),
+    );
+    let src4 = t.sets.iter().find(|s| s.name == SET_SRC_V4).unwrap();
+    assert_eq!(strs(&src4.prefixes), ["10.244.0.0/16"], "merged");
+    let src6 = t.sets.iter().find(|s| s.name == SET_SRC_V6).unwrap();
+    assert!(src6.prefixes.is_empty(), "no IPv6 source is considered");
+    let names: Vec<String> = t.name_sets[0].names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        names,
+        ["ens5", "eth*"],
+        "eth0 is inside eth*; sorted by key"
+    );
+    let rules: Vec<String> = t.chains[0].rules.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        rules[..4],
+        [
+            "ip saddr != @sources-v4 return",
+            "ip6 saddr != @sources-v6 return",
+            "oifname != @egress-interfaces return",
+            "fib daddr type local return"
+        ]
+    );
+    snapshot("scopes", &t);
+}
+
+#[test]
+fn snat_to_replaces_masquerade_per_family() {
+    let f = PolicyFlags {
+        enable_ipv6: true,
+        to_ports: Some("1024-29999,32768-65535".parse().unwrap()),
+        ..PolicyFlags::default()
+    };
+    let t = desired(
+        &config("snatTo: ['198.51.100.10-198.51.100.20']\n", &f),
+        &f,
+        TableFlags::default(),
+    );
+    let rules: Vec<String> = t.chains[0].rules.iter().map(|r| r.to_string()).collect();
+    let last = rules.len() - 1;
+    assert_eq!(
+        rules[last - 7],
+        "meta nfproto ipv4 counter packets 0 bytes 0 snat ip to 198.51.100.10-198.51.100.20 \
+         fully-random"
+    );
+    // IPv6 has no snatTo entry: it is masqueraded, with the same port ranges.
+    assert_eq!(
+        rules[last],
+        "meta nfproto ipv6 counter packets 0 bytes 0 masquerade fully-random"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("snat ip to 198.51.100.10-198.51.100.20:1024-29999 fully-random"))
+    );
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r.contains("ip6") && r.contains("snat"))
+    );
+    snapshot("snat", &t);
+}

@@ -89,7 +89,8 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-fn ip(args: &[&str]) {
+/// Runs `ip` with `args`; panics on failure.
+pub fn ip(args: &[&str]) {
     run(Command::new("ip").args(args));
 }
 
@@ -359,6 +360,15 @@ impl Topology {
     /// Sends one UDP datagram from the pod to `dst` and returns the source the remote saw,
     /// or `None` if nothing arrived within a second.
     pub fn probe(&self, dst: IpAddr) -> Option<SocketAddr> {
+        let any: IpAddr = match dst {
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        self.probe_from(any, dst)
+    }
+
+    /// Like [`Topology::probe`], from the pod's address `src` (one it holds).
+    pub fn probe_from(&self, src: IpAddr, dst: IpAddr) -> Option<SocketAddr> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let port = 20000 + (n % 20000) as u16;
         let any: IpAddr = match dst {
@@ -372,7 +382,7 @@ impl Topology {
         // A fresh socket, hence a fresh source port and a new conntrack flow.
         let tx = self
             .pod
-            .enter(|| UdpSocket::bind((any, 0)))
+            .enter(|| UdpSocket::bind((src, 0)))
             .expect("bind sender");
         let token = format!("nma-probe-{}-{n}", std::process::id());
         let deadline = Instant::now() + Duration::from_secs(1);

@@ -1,0 +1,305 @@
+//! The policy keys beyond ip-masq-agent, with real packets: `snatTo`, `sourceCIDRs`,
+//! `egressInterfaces`, and several config files merged. Needs root; every namespace is the
+//! test's own (see tests/common).
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Agent, NODE4, POD4, Topology, ip, require_root, wait_until};
+
+/// Generous bound for things that are not about time (a loaded 2-core machine).
+const T: Duration = Duration::from_secs(10);
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The source the remote saw for a datagram from the pod to `dst`.
+fn seen(t: &Topology, dst: &str) -> SocketAddr {
+    t.probe(addr(dst))
+        .unwrap_or_else(|| panic!("probe to {dst} never arrived"))
+}
+
+fn start(t: &Topology, configs: &[&Path], args: &[&str]) -> Agent {
+    let mut all: Vec<String> = Vec::new();
+    for c in configs {
+        all.push("--config".into());
+        all.push(c.display().to_string());
+    }
+    all.extend(["--metrics-address", "off"].iter().map(|s| s.to_string()));
+    all.extend(args.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = all.iter().map(String::as_str).collect();
+    let agent = t.spawn_agent(&argv);
+    assert!(
+        agent.wait_log("committed table", T),
+        "agent did not commit:\n{}",
+        agent.log()
+    );
+    agent
+}
+
+#[test]
+fn snat_to_a_chosen_address_and_port_range() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("snat");
+    // A secondary address on the node's egress interface: what traffic should leave with.
+    ip(&[
+        "-n",
+        &t.node.name,
+        "addr",
+        "add",
+        "198.51.100.50/24",
+        "dev",
+        "eth0",
+    ]);
+    let cfg = t.config("c", "snatTo: [198.51.100.50]\n");
+    t.apply(&cfg, &[]);
+    let from = seen(&t, "11.22.33.44");
+    assert_eq!(
+        from.ip(),
+        addr("198.51.100.50"),
+        "SNAT to the chosen address"
+    );
+    // Non-masquerade decisions still hold.
+    assert_eq!(seen(&t, "10.20.0.5").ip(), IpAddr::from(POD4));
+    // With --to-ports the chosen port ranges apply to the SNAT too.
+    t.apply(&cfg, &["--to-ports", "2000-2099"]);
+    for _ in 0..5 {
+        let from = seen(&t, "11.22.33.44");
+        assert_eq!(from.ip(), addr("198.51.100.50"));
+        assert!((2000..=2099).contains(&from.port()), "port {}", from.port());
+    }
+}
+
+#[test]
+fn snat_to_a_range_and_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("snat6");
+    for a in ["198.51.100.50/24", "198.51.100.51/24"] {
+        ip(&["-n", &t.node.name, "addr", "add", a, "dev", "eth0"]);
+    }
+    ip(&[
+        "-n",
+        &t.node.name,
+        "addr",
+        "add",
+        "2001:db8:ffff::50/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let cfg = t.config(
+        "c",
+        "snatTo: ['198.51.100.50-198.51.100.51', '2001:db8:ffff::50']\n",
+    );
+    t.apply(&cfg, &["--enable-ipv6"]);
+    let v4 = seen(&t, "11.22.33.44").ip();
+    assert!(
+        [addr("198.51.100.50"), addr("198.51.100.51")].contains(&v4),
+        "{v4}"
+    );
+    assert_eq!(seen(&t, "2001:db8:5::5").ip(), addr("2001:db8:ffff::50"));
+}
+
+#[test]
+fn only_sources_in_source_cidrs_are_translated() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("src");
+    // A second source on the pod side, outside sourceCIDRs (like a load balancer's or the
+    // host's own traffic through the bridge).
+    ip(&[
+        "-n",
+        &t.pod.name,
+        "addr",
+        "add",
+        "10.244.1.3/24",
+        "dev",
+        "eth0",
+    ]);
+    let cfg = t.config("c", "sourceCIDRs: [10.244.1.2/32]\n");
+    t.apply(&cfg, &[]);
+    let inside = t.probe_from(POD4.into(), addr("11.22.33.44")).unwrap();
+    assert_eq!(
+        inside.ip(),
+        IpAddr::from(NODE4),
+        "a pod inside is translated"
+    );
+    let outside = t
+        .probe_from(addr("10.244.1.3"), addr("11.22.33.44"))
+        .unwrap();
+    assert_eq!(
+        outside.ip(),
+        addr("10.244.1.3"),
+        "a source outside is left alone"
+    );
+}
+
+/// A second link from the node to the remote, `eth1`, and the route to `dst` through it.
+fn second_link(t: &Topology, dst: &str) {
+    let (node, remote) = (t.node.name.as_str(), t.remote.name.as_str());
+    ip(&[
+        "-n", node, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", remote,
+    ]);
+    ip(&["-n", node, "addr", "add", "192.0.2.1/24", "dev", "eth1"]);
+    ip(&["-n", remote, "addr", "add", "192.0.2.2/24", "dev", "eth1"]);
+    ip(&["-n", node, "link", "set", "eth1", "up"]);
+    ip(&["-n", remote, "link", "set", "eth1", "up"]);
+    t.remote.sysctl("net.ipv4.conf.eth1.rp_filter", "0");
+    ip(&[
+        "-n",
+        node,
+        "route",
+        "add",
+        &format!("{dst}/32"),
+        "via",
+        "192.0.2.2",
+        "dev",
+        "eth1",
+    ]);
+}
+
+#[test]
+fn only_listed_egress_interfaces_translate_even_ones_created_later() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("oif");
+    let cfg = t.config("c", "egressInterfaces: ['eth1']\n");
+    // The agent starts before eth1 exists: names are matched, not indexes.
+    let _agent = start(&t, &[&cfg], &["--table-owner", "off"]);
+    assert_eq!(
+        seen(&t, "11.22.33.44").ip(),
+        IpAddr::from(POD4),
+        "eth0 is not listed: untranslated"
+    );
+    second_link(&t, "11.22.33.44");
+    assert_eq!(
+        seen(&t, "11.22.33.44").ip(),
+        addr("192.0.2.1"),
+        "through eth1, created after the start: masqueraded to eth1's address"
+    );
+    assert_eq!(seen(&t, "100.64.0.5").ip(), IpAddr::from(POD4));
+    // A wildcard covers both.
+    std::fs::write(&cfg, "egressInterfaces: ['eth*']\n").unwrap();
+    assert!(wait_until(T, || seen(&t, "100.64.0.5").ip() == IpAddr::from(NODE4)));
+    assert_eq!(seen(&t, "11.22.33.44").ip(), addr("192.0.2.1"));
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_directory_of_config_files_is_merged_and_followed() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("merge");
+    let dir = t.dir.join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    // ip-masq-agent-v2's layout: the user's file and the provider's.
+    write(&dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    write(
+        &dir,
+        "ip-masq-agent-reconciled",
+        "nonMasqueradeCIDRs: [100.64.0.0/10]\n",
+    );
+    write(&dir, "other-key", "nonMasqueradeCIDRs: [11.0.0.0/8]\n"); // not ip-masq*: ignored
+    let agent = start(&t, &[&dir], &["--table-owner", "off"]);
+    t.expect(
+        &["11.22.33.44", "192.168.0.5"],
+        &["10.20.0.5", "100.64.0.5"],
+    );
+
+    // A third file appears: the union changes within the usual reload time.
+    let start = Instant::now();
+    write(
+        &dir,
+        "ip-masq-agent-extra",
+        "nonMasqueradeCIDRs: [192.168.0.0/16]\n",
+    );
+    assert!(wait_until(T, || !t.masqueraded("192.168.0.5")));
+    eprintln!("third file live after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Conflicting snatTo: refused, naming both files; the last good table stays.
+    let before = t.nft_table().unwrap();
+    write(
+        &dir,
+        "ip-masq-agent",
+        "nonMasqueradeCIDRs: [10.0.0.0/8]\nsnatTo: [198.51.100.60]\n",
+    );
+    write(
+        &dir,
+        "ip-masq-agent-reconciled",
+        "nonMasqueradeCIDRs: [100.64.0.0/10]\nsnatTo: [198.51.100.61]\n",
+    );
+    assert!(
+        agent.wait_log("snatTo is set to different values in", T),
+        "{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(
+        log.contains(&dir.join("ip-masq-agent").display().to_string()),
+        "{log}"
+    );
+    assert!(
+        log.contains(&dir.join("ip-masq-agent-reconciled").display().to_string()),
+        "{log}"
+    );
+    assert_eq!(
+        t.nft_table().unwrap(),
+        before,
+        "the last good merged table stays"
+    );
+    t.expect(
+        &["11.22.33.44"],
+        &["10.20.0.5", "100.64.0.5", "192.168.0.5"],
+    );
+}
+
+#[test]
+fn several_config_flags_are_merged() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("multi");
+    let a = t.config("a", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    let b = t.config(
+        "b",
+        "nonMasqueradeCIDRs: [100.64.0.0/10]\nmasqLinkLocal: true\n",
+    );
+    let out = t
+        .agent()
+        .args(["--once", "--config"])
+        .arg(&a)
+        .arg("--config")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.expect(
+        &["11.22.33.44", "169.254.0.5"],
+        &["10.20.0.5", "100.64.0.5"],
+    );
+}
