@@ -10,6 +10,7 @@ pub mod merge;
 pub mod ports;
 pub mod source;
 pub mod validate;
+pub mod yaml;
 
 pub use source::{ConfigSource, Source, Update};
 pub use validate::{parse, parse_cidr, parse_str};

@@ -13,10 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde_yaml_ng::Value;
 
 use super::duration::parse_go_duration;
 use super::merge::merge;
+use super::yaml::{self, Node as Value};
 use super::{
     Config, ConfigError, DEFAULT_CIDR_LIMIT, FileConfig, Interface, KNOWN_KEYS, Loaded,
     MAX_PROBLEMS, MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatTarget,
@@ -66,7 +66,7 @@ pub fn parse_file_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Pa
         path: path.to_path_buf(),
         problems,
     };
-    let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+    let doc = yaml::parse(text, &yaml::LIMITS).map_err(|e| {
         invalid(vec![Problem {
             key: "(document)".into(),
             value: None,
@@ -99,7 +99,7 @@ pub fn parse_file_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Pa
 
 fn untag(v: &Value) -> &Value {
     match v {
-        Value::Tagged(t) => untag(&t.value),
+        Value::Tagged(_, v) => untag(v),
         other => other,
     }
 }
@@ -109,17 +109,18 @@ fn show(v: &Value) -> String {
     match untag(v) {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("{s:?}"),
-        Value::Sequence(items) => {
+        Value::Int(n) => n.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Str(s) => format!("{s:?}"),
+        Value::Seq(items) => {
             let mut parts: Vec<String> = items.iter().take(4).map(show).collect();
             if items.len() > 4 {
                 parts.push(format!("… {} more", items.len() - 4));
             }
             format!("[{}]", parts.join(", "))
         }
-        Value::Mapping(m) => format!("{{mapping with {} keys}}", m.len()),
-        Value::Tagged(_) => "(tagged value)".into(),
+        Value::Map(m) => format!("{{mapping with {} keys}}", m.len()),
+        Value::Tagged(..) => "(tagged value)".into(),
     }
 }
 
@@ -127,11 +128,11 @@ fn kind(v: &Value) -> &'static str {
     match untag(v) {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
+        Value::Int(_) | Value::Float(_) => "a number",
+        Value::Str(_) => "a string",
+        Value::Seq(_) => "a list",
+        Value::Map(_) => "a mapping",
+        Value::Tagged(..) => "a tagged value",
     }
 }
 
@@ -173,7 +174,7 @@ impl Validator<'_> {
             // An empty or comment-only file parses as null: it sets nothing, like
             // ip-masq-agent's (the defaults then apply).
             Value::Null => return config,
-            Value::Mapping(m) => m,
+            Value::Map(m) => m,
             other => {
                 self.problem(
                     "(document)",
@@ -193,15 +194,12 @@ impl Validator<'_> {
     /// Matches each key to a known one: exactly, else case-insensitively (Go's encoding/json
     /// matches field names that way, so ip-masq-agent accepts `CidrLimit`), else it is
     /// unknown and reported with a hint. A key given twice is reported too.
-    fn resolve_keys<'v>(
-        &mut self,
-        map: &'v serde_yaml_ng::Mapping,
-    ) -> Vec<(&'static str, &'v Value)> {
+    fn resolve_keys<'v>(&mut self, map: &'v [(Value, Value)]) -> Vec<(&'static str, &'v Value)> {
         let mut seen: Vec<(&'static str, String)> = Vec::new();
         let mut entries = Vec::new();
         for (k, value) in map {
             let name = match untag(k) {
-                Value::String(s) => s.clone(),
+                Value::Str(s) => s.clone(),
                 other => {
                     self.problem("(document)", Some(other), "keys must be strings");
                     continue;
@@ -215,11 +213,12 @@ impl Validator<'_> {
                 continue;
             };
             if let Some((_, first)) = seen.iter().find(|(k, _)| *k == known) {
-                self.problem(
-                    name.clone(),
-                    Some(value),
-                    format!("{known} is given twice (as {first} and {name})"),
-                );
+                let message = if *first == name {
+                    format!("{known} is given twice")
+                } else {
+                    format!("{known} is given twice (as {first} and {name})")
+                };
+                self.problem(name.clone(), Some(value), message);
                 continue;
             }
             if known != name {
@@ -236,7 +235,7 @@ impl Validator<'_> {
 
     /// Validates one key's value into `config`; a problem leaves the key unset.
     fn apply(&mut self, config: &mut FileConfig, key: &'static str, value: &Value) {
-        if value.is_null() {
+        if matches!(value, Value::Null) {
             // ip-masq-agent (Go encoding/json) leaves the default in place for null.
             return;
         }
@@ -302,7 +301,7 @@ impl Validator<'_> {
         what: &str,
         mut parse: impl FnMut(&mut Self, &str) -> Result<T, String>,
     ) -> Option<Vec<T>> {
-        let Value::Sequence(items) = value else {
+        let Value::Seq(items) = value else {
             self.problem(
                 key,
                 Some(value),
@@ -314,7 +313,7 @@ impl Validator<'_> {
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let at = format!("{key}[{i}]");
-            let Value::String(s) = untag(item) else {
+            let Value::Str(s) = untag(item) else {
                 let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
                     "an"
                 } else {
@@ -382,25 +381,22 @@ impl Validator<'_> {
     }
 
     fn cidr_limit(&mut self, value: &Value) -> Option<usize> {
-        let n = match value {
-            Value::Number(n) => n,
+        match value {
+            Value::Int(n) if *n >= 0 => Some(usize::try_from(*n).unwrap_or(usize::MAX)),
+            Value::Int(_) => {
+                self.problem("cidrLimit", Some(value), "must not be negative");
+                None
+            }
+            Value::Float(_) => {
+                self.problem("cidrLimit", Some(value), "expected a whole number");
+                None
+            }
             other => {
                 self.problem(
                     "cidrLimit",
                     Some(other),
                     format!("expected a whole number, got {}", kind(other)),
                 );
-                return None;
-            }
-        };
-        match (n.as_u64(), n.as_i64()) {
-            (Some(u), _) => Some(usize::try_from(u).unwrap_or(usize::MAX)),
-            (None, Some(_)) => {
-                self.problem("cidrLimit", Some(value), "must not be negative");
-                None
-            }
-            _ => {
-                self.problem("cidrLimit", Some(value), "expected a whole number");
                 None
             }
         }
@@ -411,7 +407,7 @@ impl Validator<'_> {
             Value::Bool(b) => Some(*b),
             // ip-masq-agent reads YAML 1.1 (go-yaml v2), where yes/no/on/off are booleans;
             // our YAML 1.2 parser sees strings, so accept those spellings for compatibility.
-            Value::String(s) => match s.as_str() {
+            Value::Str(s) => match s.as_str() {
                 "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True"
                 | "TRUE" => Some(true),
                 "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
@@ -433,7 +429,7 @@ impl Validator<'_> {
     }
 
     fn resync_interval(&mut self, value: &Value) -> Option<Duration> {
-        let Value::String(s) = value else {
+        let Value::Str(s) = value else {
             self.problem(
                 "resyncInterval",
                 Some(value),
