@@ -1,7 +1,7 @@
 //! Command-line flags. ip-masq-agent's policy flags keep their names and meaning; every value
 //! is parsed into its type by clap, so a bad one is reported like any other usage error.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +40,25 @@ pub struct Cli {
     /// Delete the agent's table and exit.
     #[arg(long, group = "mode")]
     pub cleanup: bool,
+
+    /// Say whether packets to DESTINATION are translated and why: the config entries
+    /// responsible, whether the table in the kernel is in force, and NAT rules of other
+    /// components that translate the packet before ours. Reading the kernel needs
+    /// CAP_NET_ADMIN (without it, the config's answer alone).
+    #[arg(long, group = "mode", value_name = "DESTINATION")]
+    pub explain: Option<IpAddr>,
+
+    /// With --explain: the packet's source address.
+    #[arg(long, value_name = "ADDRESS", requires = "explain")]
+    pub source: Option<IpAddr>,
+
+    /// With --explain: the interface the packet leaves through.
+    #[arg(long, value_name = "NAME", requires = "explain")]
+    pub out_interface: Option<String>,
+
+    /// With --explain: text for people, or one JSON object.
+    #[arg(long, value_enum, default_value_t = Output::Text, requires = "explain")]
+    pub output: Output,
 
     /// Also exempt every IPv4 range reserved by RFCs (100.64.0.0/10, 192.0.0.0/24,
     /// 192.0.2.0/24, 192.88.99.0/24, 198.18.0.0/15, 198.51.100.0/24, 203.0.113.0/24,
@@ -138,6 +157,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d.magnitude)
 }
 
+/// `--explain`'s output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Short text, the decision first.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -160,6 +188,8 @@ pub enum Mode {
     DryRun,
     /// Delete the table.
     Cleanup,
+    /// Explain a destination.
+    Explain,
 }
 
 impl Cli {
@@ -173,6 +203,8 @@ impl Cli {
             Mode::DryRun
         } else if self.cleanup {
             Mode::Cleanup
+        } else if self.explain.is_some() {
+            Mode::Explain
         } else {
             Mode::Daemon
         }

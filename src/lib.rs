@@ -16,9 +16,11 @@
 //! - [`daemon`]: the reconciler and its event loop.
 
 pub mod config;
+pub mod conflict;
 pub mod counters;
 pub mod daemon;
 pub mod drift;
+pub mod explain;
 pub mod health;
 pub mod http;
 pub mod ifname;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use nft_masq_agent::config::{ConfigSource, Loaded, Source};
+use nft_masq_agent::config::{Config, ConfigSource, Loaded, Source};
+use nft_masq_agent::conflict;
+use nft_masq_agent::explain::{Question, TableState};
 use nft_masq_agent::model::{self, TABLE_NAME, Table, TableFlags};
 use nft_masq_agent::nft::{self, NftSocket};
 
@@ -23,8 +25,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: cli::Cli) -> Result<ExitCode> {
-    // Every mode but --dry-run talks to nf_tables: without CAP_NET_ADMIN, say why, up front.
-    if cli.mode() != cli::Mode::DryRun {
+    // Every mode but --dry-run and --explain (which reads the kernel only if it may) talks to
+    // nf_tables: without CAP_NET_ADMIN, say why, up front.
+    if !matches!(cli.mode(), cli::Mode::DryRun | cli::Mode::Explain) {
         nft_masq_agent::privilege::require_net_admin()?;
     }
     match cli.mode() {
@@ -35,6 +38,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
         cli::Mode::Once => once(&cli),
         cli::Mode::Dump => dump(),
         cli::Mode::Cleanup => cleanup(),
+        cli::Mode::Explain => explain(&cli),
         cli::Mode::Daemon => {
             nft_masq_agent::daemon::run(cli.daemon_options())?;
             Ok(ExitCode::SUCCESS)
@@ -42,15 +46,97 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     }
 }
 
-/// The table the config asks for, validated the one way every mode uses.
-fn desired(cli: &cli::Cli) -> Result<Table> {
-    let flags = cli.policy_flags();
+/// The config, validated the one way every mode uses.
+fn config(cli: &cli::Cli) -> Result<Config> {
     let Loaded { config, notes } =
-        ConfigSource::with_paths(cli.config.clone(), flags.clone()).load()?;
+        ConfigSource::with_paths(cli.config.clone(), cli.policy_flags()).load()?;
     for note in &notes {
         tracing::info!("{note}");
     }
-    Ok(model::desired(&config, &flags, TableFlags::default()))
+    Ok(config)
+}
+
+/// The table the config asks for.
+fn desired(cli: &cli::Cli) -> Result<Table> {
+    Ok(model::desired(
+        &config(cli)?,
+        &cli.policy_flags(),
+        TableFlags::default(),
+    ))
+}
+
+/// Whether `addr` is an address of this node: binding to it succeeds exactly then, unless
+/// the namespace binds anything (its loopback down, `ip_nonlocal_bind`): a documentation
+/// address that is never local tells which.
+fn is_local(addr: std::net::IpAddr) -> Option<bool> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+    let canary: IpAddr = match addr {
+        IpAddr::V4(_) => Ipv4Addr::new(192, 0, 2, 254).into(),
+        IpAddr::V6(_) => Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0xfe).into(),
+    };
+    if UdpSocket::bind((canary, 0)).is_ok() {
+        return None;
+    }
+    Some(UdpSocket::bind((addr, 0)).is_ok())
+}
+
+/// `--explain`: the config's decision, then what the kernel holds (if it may be read).
+fn explain(cli: &cli::Cli) -> Result<ExitCode> {
+    let config = config(cli)?;
+    let flags = cli.policy_flags();
+    let dst = cli.explain.context("--explain needs a destination")?;
+    let question = Question {
+        destination: dst,
+        source: cli.source,
+        out_interface: cli.out_interface.clone(),
+        local: is_local(dst),
+    };
+    let mut want = model::desired(&config, &flags, TableFlags::default());
+    let (table, conflicts) = match NftSocket::open().and_then(|mut s| {
+        let live = s.read_table(TABLE_NAME)?;
+        let others = s.read_nat_tables(TABLE_NAME)?;
+        Ok((live, others))
+    }) {
+        Ok((live, others)) => {
+            let state = match live {
+                None => (TableState::Absent, None),
+                Some(live) => {
+                    want.flags = live.flags;
+                    if live.same_policy(&want) {
+                        (TableState::InForce, None)
+                    } else {
+                        (
+                            TableState::Differs,
+                            Some("compare --dump with --dry-run".into()),
+                        )
+                    }
+                }
+            };
+            let probe = conflict::Probe {
+                src: question.source,
+                dst,
+                oif: question.out_interface.clone(),
+                dst_local: question.local,
+            };
+            (state, conflict::analyze_all(&others, &probe))
+        }
+        Err(e) => (
+            (
+                TableState::NotRead,
+                Some(format!("{e:#} (reading the kernel needs CAP_NET_ADMIN)")),
+            ),
+            Vec::new(),
+        ),
+    };
+    let notes = nft::legacy::note(&nft::legacy::legacy_nat_tables())
+        .into_iter()
+        .collect();
+    let e = nft_masq_agent::explain::explain(&config, &flags, &question, table, conflicts, notes);
+    match cli.output {
+        cli::Output::Text => print!("{}", e.text()),
+        cli::Output::Json => println!("{}", serde_json::to_string_pretty(&e)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open() -> Result<NftSocket> {

@@ -131,6 +131,31 @@ pub enum Expr {
         /// Element size.
         size: u32,
     },
+    /// `bitwise reg = (reg & mask) ^ xor` (the boolean form; shifts are `Other`).
+    Bitwise {
+        /// Source register.
+        sreg: u32,
+        /// Destination register.
+        dreg: u32,
+        /// Length in bytes.
+        len: u32,
+        /// The AND mask.
+        mask: Vec<u8>,
+        /// The XOR value.
+        xor: Vec<u8>,
+    },
+    /// An x_tables match or target run through nft_compat (what iptables-nft writes for
+    /// `-m addrtype`, `-j MASQUERADE`, `-j SNAT`, ...).
+    Compat {
+        /// `true` for a target, `false` for a match.
+        target: bool,
+        /// Its name (`MASQUERADE`, `addrtype`).
+        name: String,
+        /// Its revision.
+        rev: u32,
+        /// Its x_tables info struct, host order.
+        info: Vec<u8>,
+    },
     /// An expression the agent does not model; kept by name.
     Other {
         /// The expression's name (`log`, `ct`, ...).
@@ -153,6 +178,9 @@ impl Expr {
             Expr::Nat { .. } => "nat",
             Expr::Numgen { .. } => "numgen",
             Expr::Byteorder { .. } => "byteorder",
+            Expr::Bitwise { .. } => "bitwise",
+            Expr::Compat { target: true, .. } => "target",
+            Expr::Compat { target: false, .. } => "match",
             Expr::Other { name } => name,
         }
     }
@@ -216,6 +244,16 @@ impl Expr {
                 len,
                 size,
             } => emit_byteorder(w, [*sreg, *dreg, *op, *len, *size]),
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                len,
+                mask,
+                xor,
+            } => emit_bitwise(w, [*sreg, *dreg, *len], mask, xor),
+            Expr::Compat {
+                name, rev, info, ..
+            } => emit_compat(w, name, *rev, info),
             Expr::Other { .. } => {}
         }
         w.end_nest(data);
@@ -237,6 +275,9 @@ impl Expr {
             "nat" => parse_nat(&f),
             "numgen" => parse_numgen(&f),
             "byteorder" => parse_byteorder(&f),
+            "bitwise" => parse_bitwise(&f),
+            "match" => parse_compat(&f, false),
+            "target" => parse_compat(&f, true),
             _ => Ok(f.other()),
         }
     }
@@ -294,9 +335,79 @@ impl Expr {
             Expr::Byteorder { sreg, dreg, op, .. } => {
                 format!("byteorder op {op} reg {sreg} => reg {dreg}")
             }
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                mask,
+                xor,
+                ..
+            } => format!(
+                "bitwise reg {dreg} = (reg {sreg} & 0x{}) ^ 0x{}",
+                hex(mask),
+                hex(xor)
+            ),
+            Expr::Compat {
+                target, name, rev, ..
+            } => {
+                let kind = if *target { "target" } else { "match" };
+                format!("{kind} name {name} rev {rev}")
+            }
             Expr::Other { name } => format!("{name} expression"),
         }
     }
+}
+
+// bitwise: the boolean form (mask and xor, both NFTA_DATA_VALUE nests).
+fn emit_bitwise(w: &mut Writer, regs_len: [u32; 3], mask: &[u8], xor: &[u8]) {
+    put_u32s(
+        w,
+        &[NFTA_BITWISE_SREG, NFTA_BITWISE_DREG, NFTA_BITWISE_LEN],
+        &regs_len,
+    );
+    for (ty, data) in [(NFTA_BITWISE_MASK, mask), (NFTA_BITWISE_XOR, xor)] {
+        let n = w.begin_nest(ty);
+        w.put(NFTA_DATA_VALUE, data);
+        w.end_nest(n);
+    }
+}
+
+fn parse_bitwise(f: &Fields<'_>) -> Result<Expr, Malformed> {
+    // A shift (NFTA_BITWISE_OP / DATA) has no mask: not the form we evaluate.
+    if f.find(NFTA_BITWISE_MASK).is_none() {
+        return Ok(f.other());
+    }
+    Ok(Expr::Bitwise {
+        sreg: f.u32(NFTA_BITWISE_SREG)?,
+        dreg: f.u32(NFTA_BITWISE_DREG)?,
+        len: f.u32(NFTA_BITWISE_LEN)?,
+        mask: f.value(NFTA_BITWISE_MASK)?,
+        xor: f.value(NFTA_BITWISE_XOR)?,
+    })
+}
+
+// match / target (nft_compat): name, revision, the x_tables info bytes. The attribute
+// numbers are the same for both.
+fn emit_compat(w: &mut Writer, name: &str, rev: u32, info: &[u8]) {
+    w.put_str(NFTA_MATCH_NAME, name);
+    w.put_u32(NFTA_MATCH_REV, rev);
+    w.put(NFTA_MATCH_INFO, info);
+}
+
+fn parse_compat(f: &Fields<'_>, target: bool) -> Result<Expr, Malformed> {
+    let (name_ty, rev_ty, info_ty) = if target {
+        (NFTA_TARGET_NAME, NFTA_TARGET_REV, NFTA_TARGET_INFO)
+    } else {
+        (NFTA_MATCH_NAME, NFTA_MATCH_REV, NFTA_MATCH_INFO)
+    };
+    Ok(Expr::Compat {
+        target,
+        name: f
+            .find(name_ty)
+            .map(|a| a.str_lossy().into_owned())
+            .unwrap_or_default(),
+        rev: f.opt_u32(rev_ty)?.unwrap_or(0),
+        info: f.find(info_ty).map(|a| a.data.to_vec()).unwrap_or_default(),
+    })
 }
 
 fn hex(b: &[u8]) -> String {
@@ -730,6 +841,25 @@ mod tests {
                 op: 1,
                 len: 4,
                 size: 4,
+            },
+            Expr::Bitwise {
+                sreg: 1,
+                dreg: 1,
+                len: 4,
+                mask: vec![0xff, 0xf0, 0, 0],
+                xor: vec![0; 4],
+            },
+            Expr::Compat {
+                target: false,
+                name: "addrtype".into(),
+                rev: 1,
+                info: vec![0, 0, 2, 0, 2, 0, 0, 0],
+            },
+            Expr::Compat {
+                target: true,
+                name: "MASQUERADE".into(),
+                rev: 0,
+                info: vec![1, 0, 0, 0],
             },
             Expr::Other { name: "log".into() },
         ]

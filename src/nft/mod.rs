@@ -3,7 +3,8 @@
 //! Pure and byte-tested: [`expr`] (the wire format of expressions), [`stmt`] (statements to
 //! expressions and back), [`encode`] (a table into one batch), [`decode`] (kernel messages
 //! into the model), [`offsets`] (the kernel's error offsets into attribute names) and
-//! [`compat`] (which table flags each kernel accepts). I/O: [`socket`] (the command socket:
+//! [`compat`] (which table flags each kernel accepts), [`ruleset`] (the other NAT tables, as
+//! read for the conflict analysis). I/O: [`socket`] (the command socket:
 //! batches, ACKs, reads), [`events`] (the notification group) and [`commit`] (replace and
 //! delete). [`kernel`] is the seam the daemon talks to: a trait with the netlink
 //! implementation, so the daemon's decisions are testable without root.
@@ -16,7 +17,9 @@ pub mod error;
 pub mod events;
 pub mod expr;
 pub mod kernel;
+pub mod legacy;
 pub mod offsets;
+pub mod ruleset;
 pub mod socket;
 pub mod stmt;
 pub mod uapi;
