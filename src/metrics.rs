@@ -96,6 +96,7 @@ pub struct Metrics {
     masq_bytes: Counter,
     owner: Family<Labels, Gauge>,
     contested: Gauge,
+    conflicts: Gauge,
     events_lost: Counter,
     ready: Gauge,
 }
@@ -125,6 +126,7 @@ const HELP_MASQ_PACKETS: &str =
 const HELP_MASQ_BYTES: &str =
     "Bytes of the first packets of masqueraded connections, from the rules' counters";
 const HELP_OWNER: &str = "1 for the table ownership mode in force (off, owner, owner-persist)";
+const HELP_CONFLICTS: &str = "NAT rules of other components that translate before ours and would override a non-masquerade decision (rules for marked packets only, such as kube-proxy's, are not counted)";
 const HELP_CONTESTED: &str =
     "1 while another committer keeps changing the table (repairs cannot win: find it)";
 const HELP_EVENTS_LOST: &str =
@@ -190,6 +192,7 @@ impl Metrics {
             masq_bytes: reg(&mut r, "masqueraded_bytes", HELP_MASQ_BYTES),
             owner: reg(&mut r, "table_owner", HELP_OWNER),
             contested: reg(&mut r, "table_contested", HELP_CONTESTED),
+            conflicts: reg(&mut r, "conflicting_nat_rules", HELP_CONFLICTS),
             events_lost: reg(&mut r, "events_lost", HELP_EVENTS_LOST),
             ready: reg(&mut r, "ready", HELP_READY),
             registry: r,
@@ -252,6 +255,11 @@ impl Metrics {
     /// Sets whether another committer keeps changing the table.
     pub fn set_contested(&self, contested: bool) {
         self.contested.set(i64::from(contested));
+    }
+
+    /// Sets how many other NAT rules override our non-masquerade decisions.
+    pub fn set_conflicts(&self, n: usize) {
+        self.conflicts.set(n as i64);
     }
 
     /// Sets the ownership mode in force.

@@ -123,6 +123,8 @@ pub struct Agent<K: Kernel, S: Source> {
     check_log: LogLimit,
     /// The latest time the agent was told, for readiness that depends on it.
     now: Instant,
+    /// Other NAT rules that override our decisions, as last reported (family, table, handle).
+    conflicts: Option<Vec<(String, String, u64)>>,
 }
 
 fn unix_now() -> f64 {
@@ -175,6 +177,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             drift_log: LogLimit::default(),
             check_log: LogLimit::default(),
             now,
+            conflicts: None,
         }
     }
 
@@ -243,7 +246,11 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             }
             Err(e) => self.start_without_config(&chain(&e)),
         }
+        if let Some(note) = crate::nft::legacy::note(&crate::nft::legacy::legacy_nat_tables()) {
+            tracing::warn!("{note}");
+        }
         self.work(now);
+        self.look_for_conflicts();
     }
 
     /// Start-up with an invalid config: adopt the live table, or commit the defaults.
@@ -653,6 +660,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         match live {
             Ok(live) => {
                 self.check_ok();
+                self.look_for_conflicts();
                 if live.as_ref().is_some_and(|l| l.same_policy(&self.desired)) {
                     return;
                 }
@@ -693,6 +701,55 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         self.recheck_at = Some(now + wait.min(self.config.resync_interval).min(BACKOFF_MAX));
     }
 
+    /// Other components' NAT rules that run before ours and would translate destinations
+    /// our table exempts: warned about when the set changes, counted in a gauge. Rules for
+    /// marked packets only (kube-proxy's) are expected and not counted.
+    fn look_for_conflicts(&mut self) {
+        let tables = match self.kernel.nat_tables(TABLE_NAME) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!("reading the other NAT tables failed: {}", chain(&e));
+                return;
+            }
+        };
+        let mut found: Vec<crate::conflict::Finding> = Vec::new();
+        for probe in sample_probes(&self.desired, &self.config) {
+            for f in crate::conflict::conflicts(&crate::conflict::analyze(&tables, &probe)) {
+                if !found
+                    .iter()
+                    .any(|g| g.family == f.family && g.table == f.table && g.handle == f.handle)
+                {
+                    found.push(f.clone());
+                }
+            }
+        }
+        let keys: Vec<(String, String, u64)> = found
+            .iter()
+            .map(|f| (f.family.to_string(), f.table.clone(), f.handle))
+            .collect();
+        if self.conflicts.as_ref() != Some(&keys) {
+            for f in &found {
+                tracing::warn!(
+                    "NAT rule {} {} chain {} (priority {}, handle {}) translates before ours \
+                     and overrides non-masquerade decisions ({}): {}; find its owner \
+                     (`nft-masq-agent --explain <destination>` shows which destinations)",
+                    f.family,
+                    f.table,
+                    f.chain,
+                    f.priority,
+                    f.handle,
+                    f.verdict,
+                    f.rule
+                );
+            }
+            if found.is_empty() && self.conflicts.as_ref().is_some_and(|c| !c.is_empty()) {
+                tracing::info!("no other NAT rule overrides our decisions any more");
+            }
+            self.conflicts = Some(keys);
+        }
+        self.out.metrics.set_conflicts(found.len());
+    }
+
     /// Publishes readiness to the probe and the metric.
     fn publish(&self) {
         let contested = self.fights.fight(self.now);
@@ -722,3 +779,30 @@ fn touches_our_table(d: &Drained) -> bool {
             .iter()
             .any(|e| matches!(e, Event::Object { table, .. } if table == TABLE_NAME))
 }
+
+/// The packets to ask other NAT rules about: the first address of each exempt prefix of our
+/// table (at most [`MAX_SAMPLES`] per family), from a source in scope.
+fn sample_probes(table: &Table, config: &Config) -> Vec<crate::conflict::Probe> {
+    let mut out = Vec::new();
+    for set in table
+        .sets
+        .iter()
+        .filter(|s| s.name == crate::model::SET_V4 || s.name == crate::model::SET_V6)
+    {
+        let src = crate::config::values(&config.source_cidrs)
+            .find(|n| Family::of(n) == set.family)
+            .map(|n| n.network());
+        for p in set.prefixes.iter().take(MAX_SAMPLES) {
+            out.push(crate::conflict::Probe {
+                src,
+                dst: p.network(),
+                oif: None,
+                dst_local: Some(false),
+            });
+        }
+    }
+    out
+}
+
+/// Exempt prefixes sampled per family: enough for any real config, bounded for a huge one.
+const MAX_SAMPLES: usize = 256;

@@ -54,6 +54,8 @@ pub struct KernelState {
     pub read_fails: Option<i32>,
     /// The port id of a socket that owns the table (refusing everyone else's commits).
     pub owned_by: Option<u32>,
+    /// Other components' NAT tables.
+    pub nat_tables: Vec<crate::nft::ruleset::ForeignTable>,
     /// Someone else commits this right after the agent's next commit (while the agent is
     /// still out of the notification group, so only the generation tells).
     pub race_next: Option<Option<Table>>,
@@ -79,6 +81,7 @@ impl FakeKernel {
             read_fails: None,
             race_next: None,
             owned_by: None,
+            nat_tables: Vec::new(),
         })))
     }
 
@@ -171,6 +174,13 @@ impl Kernel for FakeKernel {
     fn listen(&mut self, on: bool) -> Result<(), NftError> {
         self.0.borrow_mut().listening = on;
         Ok(())
+    }
+
+    fn nat_tables(
+        &mut self,
+        _ours: &str,
+    ) -> Result<Vec<crate::nft::ruleset::ForeignTable>, NftError> {
+        Ok(self.0.borrow().nat_tables.clone())
     }
 
     fn holder(&mut self, _name: &str) -> Result<Holder, NftError> {

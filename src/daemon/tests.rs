@@ -438,3 +438,76 @@ fn a_table_owned_by_another_socket_is_taken_over_when_released() {
     assert_eq!(set_of(&h.kernel.table().unwrap())[0], "10.0.0.0/8");
     assert_eq!(h.ready(), Ok(()));
 }
+
+/// kubenet's rule as a native nft rule: `ip daddr != 10.0.0.0/8 masquerade`, priority srcnat.
+fn kubenet() -> crate::nft::ruleset::ForeignTable {
+    use crate::model::{BaseChain, Chain, HOOK_POSTROUTING};
+    use crate::nft::decode::{ChainMsg, RuleMsg};
+    use crate::nft::expr::Expr;
+    use crate::nft::uapi::*;
+    crate::nft::ruleset::ForeignTable {
+        family: NFPROTO_IPV4,
+        name: "nat".into(),
+        chains: vec![ChainMsg {
+            table: "nat".into(),
+            chain: Chain {
+                name: "POSTROUTING".into(),
+                base: Some(BaseChain {
+                    kind: "nat".into(),
+                    hook: HOOK_POSTROUTING,
+                    priority: 100,
+                    policy: 1,
+                }),
+                rules: Vec::new(),
+            },
+        }],
+        rules: vec![RuleMsg {
+            table: "nat".into(),
+            chain: "POSTROUTING".into(),
+            handle: 2,
+            exprs: vec![
+                Expr::Payload {
+                    base: NFT_PAYLOAD_NETWORK_HEADER,
+                    offset: 16,
+                    len: 1,
+                    dreg: 1,
+                },
+                Expr::Cmp {
+                    sreg: 1,
+                    op: NFT_CMP_NEQ,
+                    data: vec![10],
+                },
+                Expr::Masq {
+                    flags: 0,
+                    reg_min: None,
+                    reg_max: None,
+                },
+            ],
+        }],
+        sets: Vec::new(),
+    }
+}
+
+#[test]
+fn other_nat_rules_that_override_exempt_ranges_are_counted() {
+    let kernel = FakeKernel::new(LINUX_6_12);
+    kernel.0.borrow_mut().nat_tables = vec![kubenet()];
+    // Only 10/8 exempt (link-local masqueraded): kubenet's rule never masquerades it.
+    let mut h = Harness::with_kernel(
+        kernel,
+        OwnerMode::Off,
+        Some("nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n"),
+    )
+    .start();
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 0.0);
+    // 192.168/16 exempt too: kubenet's rule masquerades it first.
+    h.source.write(Some(
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\nmasqLinkLocal: true\n",
+    ));
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 1.0);
+    // The rule goes away: seen at the next full check.
+    h.kernel.0.borrow_mut().nat_tables.clear();
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 0.0);
+}

@@ -5,6 +5,7 @@
 use super::commit::{self, CommitReport};
 use super::error::NftError;
 use super::events::Membership;
+use super::ruleset::ForeignTable;
 use super::socket::NftSocket;
 use crate::model::{Table, TableFlags};
 
@@ -41,6 +42,9 @@ pub trait Kernel {
 
     /// Who holds table `name`, without reading its contents.
     fn holder(&mut self, name: &str) -> Result<Holder, NftError>;
+
+    /// The other tables with NAT chains at the postrouting hook (`ours` left out).
+    fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError>;
 }
 
 /// The kernel through netlink: the command socket and the notification group membership of
@@ -81,6 +85,10 @@ impl Kernel for Netlink {
 
     fn listen(&mut self, on: bool) -> Result<(), NftError> {
         self.membership.subscribe(on)
+    }
+
+    fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError> {
+        self.sock.read_nat_tables(ours)
     }
 
     fn holder(&mut self, name: &str) -> Result<Holder, NftError> {
