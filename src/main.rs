@@ -32,11 +32,13 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     }
     match cli.mode() {
         cli::Mode::DryRun => {
-            print!("{}", desired(&cli)?);
+            let config = config(&cli)?;
+            let table = model::desired(&config, &cli.policy_flags(), TableFlags::default());
+            print!("{}", table.render(Some(&model::annotate(&table, &config))));
             Ok(ExitCode::SUCCESS)
         }
         cli::Mode::Once => once(&cli),
-        cli::Mode::Dump => dump(),
+        cli::Mode::Dump => dump(&cli),
         cli::Mode::Cleanup => cleanup(),
         cli::Mode::Explain => explain(&cli),
         cli::Mode::Daemon => {
@@ -159,13 +161,22 @@ fn once(cli: &cli::Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn dump() -> Result<ExitCode> {
+/// `--dump`: the live table as the kernel reports it, each element tied to the config
+/// entries it comes from when the config can be read.
+fn dump(cli: &cli::Cli) -> Result<ExitCode> {
     let table = open()?
         .read_table(TABLE_NAME)
         .with_context(|| format!("reading table inet {TABLE_NAME}"))?;
     match table {
         Some(table) => {
-            print!("{table}");
+            let notes = match config(cli) {
+                Ok(config) => Some(model::annotate(&table, &config)),
+                Err(e) => {
+                    eprintln!("nft-masq-agent: no element comments: {e:#}");
+                    None
+                }
+            };
+            print!("{}", table.render(notes.as_ref()));
             Ok(ExitCode::SUCCESS)
         }
         None => {

@@ -196,15 +196,20 @@ fn dump_matches_dry_run_and_nft_accepts_it() {
         .arg(&cfg)
         .args(args))
     .stdout;
-    let dump = run(t.agent().arg("--dump")).stdout;
+    // With the same config, --dump annotates the elements it read from the kernel the way
+    // --dry-run annotates the ones it would write.
+    let dump = run(t.agent().arg("--dump").arg("--config").arg(&cfg).args(args)).stdout;
     assert_eq!(
         String::from_utf8_lossy(&dump),
         String::from_utf8_lossy(&dry)
     );
+    assert!(String::from_utf8_lossy(&dump).contains("\t# nonMasqueradeCIDRs[0] 10.0.0.0/8\n"));
     // After traffic the dump shows the counters.
     t.expect(&["11.22.33.44"], &[]);
     let dump = String::from_utf8(run(t.agent().arg("--dump")).stdout).unwrap();
     assert!(dump.contains("counter packets 1 bytes"), "{dump}");
+    // Without the config's flags the elements it does not explain say so.
+    assert!(dump.contains("fd00::/8,\t# not from the config"), "{dump}");
     // nft parses it back (check mode: nothing is committed).
     let out = t.node.nft_stdin(&["-c", "-f", "-"], &dump);
     assert!(

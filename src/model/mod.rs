@@ -5,6 +5,7 @@
 //! "is the live table what we want?" is a comparison of two values ([`Table::same_policy`]),
 //! and both render to `nft list` syntax with one [`fmt::Display`] implementation (`render`).
 
+pub mod annotate;
 mod desired;
 mod render;
 
@@ -16,6 +17,7 @@ use ipnet::IpNet;
 
 pub use crate::ifname::Interface;
 pub use crate::prefix::Family;
+pub use annotate::{Annotations, annotate};
 pub use desired::{desired, non_masquerade_prefixes};
 
 /// The one table the agent owns, in the `inet` family.

@@ -10,8 +10,8 @@ use std::fmt::{self, Display, Formatter, Write as _};
 use std::net::IpAddr;
 
 use super::{
-    BaseChain, Chain, Family, NAT_PERSISTENT, NAT_PROTO_RANDOM, NAT_PROTO_RANDOM_FULLY, NameSet,
-    Rule, Set, Stmt, Table, TableFlags,
+    Annotations, BaseChain, Chain, Family, NAT_PERSISTENT, NAT_PROTO_RANDOM,
+    NAT_PROTO_RANDOM_FULLY, NameSet, Rule, Set, Stmt, Table, TableFlags,
 };
 
 /// A name as nft wants it: bare when it is a plain identifier, quoted otherwise.
@@ -56,32 +56,56 @@ impl Display for TableFlags {
     }
 }
 
+impl Table {
+    /// The `nft list` rendering, with a `#` comment per set element from `notes`.
+    pub fn render(&self, notes: Option<&Annotations>) -> String {
+        Rendered { table: self, notes }.to_string()
+    }
+}
+
+/// A table with optional element comments.
+struct Rendered<'a> {
+    table: &'a Table,
+    notes: Option<&'a Annotations>,
+}
+
 impl Display for Table {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        writeln!(f, "table inet {} {{", Name(&self.name))?;
-        if self.flags.0 != 0 {
-            // A comment: nft 1.0.6 cannot parse `flags owner` / `flags persist` back.
-            writeln!(f, "\t# flags {}", self.flags)?;
+        Rendered {
+            table: self,
+            notes: None,
         }
-        for what in &self.foreign {
+        .fmt(f)
+    }
+}
+
+impl Display for Rendered<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let (t, notes) = (self.table, self.notes);
+        writeln!(f, "table inet {} {{", Name(&t.name))?;
+        if t.flags.0 != 0 {
+            // A comment: nft 1.0.6 cannot parse `flags owner` / `flags persist` back.
+            writeln!(f, "\t# flags {}", t.flags)?;
+        }
+        for what in &t.foreign {
             writeln!(f, "\t# not understood by nft-masq-agent: {what}")?;
         }
         let mut first = true;
-        for set in &self.sets {
+        for set in &t.sets {
             if !first {
                 writeln!(f)?;
             }
             first = false;
-            write!(f, "{set}")?;
+            set.write(f, notes)?;
         }
-        for set in &self.name_sets {
+        for set in &t.name_sets {
             if !first {
                 writeln!(f)?;
             }
             first = false;
-            write!(f, "{set}")?;
+            set.write(f, notes)?;
         }
-        for chain in &self.chains {
+        for chain in &t.chains {
             if !first {
                 writeln!(f)?;
             }
@@ -92,8 +116,20 @@ impl Display for Table {
     }
 }
 
-impl Display for Set {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+/// One element line, with its comment if there is one.
+fn element(body: &mut String, value: &dyn Display, note: Option<&str>) {
+    match note {
+        Some(n) => {
+            let _ = writeln!(body, "\t\t\t{value},\t# {n}");
+        }
+        None => {
+            let _ = writeln!(body, "\t\t\t{value},");
+        }
+    }
+}
+
+impl Set {
+    fn write(&self, f: &mut Formatter<'_>, notes: Option<&Annotations>) -> fmt::Result {
         let key = match self.family {
             Family::V4 => "ipv4_addr",
             Family::V6 => "ipv6_addr",
@@ -105,8 +141,8 @@ impl Display for Set {
             // One element per line: long sets stay readable and diffable.
             let mut body = String::with_capacity(self.prefixes.len() * 20);
             body.push_str("\t\telements = {\n");
-            for p in &self.prefixes {
-                let _ = writeln!(body, "\t\t\t{p},");
+            for (i, p) in self.prefixes.iter().enumerate() {
+                element(&mut body, p, notes.and_then(|n| n.of(&self.name, i)));
             }
             body.push_str("\t\t}\n");
             f.write_str(&body)?;
@@ -115,18 +151,20 @@ impl Display for Set {
     }
 }
 
-impl Display for NameSet {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+impl NameSet {
+    fn write(&self, f: &mut Formatter<'_>, notes: Option<&Annotations>) -> fmt::Result {
         writeln!(f, "\tset {} {{", Name(&self.name))?;
         writeln!(f, "\t\ttype ifname")?;
         writeln!(f, "\t\tflags interval")?;
         if !self.names.is_empty() {
-            writeln!(f, "\t\telements = {{")?;
-            for n in &self.names {
+            let mut body = String::from("\t\telements = {\n");
+            for (i, n) in self.names.iter().enumerate() {
                 // Names never hold a quote (the kernel's rules and ours refuse it).
-                writeln!(f, "\t\t\t\"{n}\",")?;
+                let quoted = format!("\"{n}\"");
+                element(&mut body, &quoted, notes.and_then(|a| a.of(&self.name, i)));
             }
-            writeln!(f, "\t\t}}")?;
+            body.push_str("\t\t}\n");
+            f.write_str(&body)?;
         }
         writeln!(f, "\t}}")
     }

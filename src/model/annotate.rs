@@ -1,0 +1,302 @@
+//! Where each set element of a table comes from, as `#` comments for `--dry-run` and
+//! `--dump`. Pure.
+//!
+//! The set difference that keeps the data path one lookup also hides the operator's own
+//! entries: `nonMasqueradeCIDRs: [10.40.0.0/14]` with `masqueradeCIDRs: [10.41.0.0/24]`
+//! becomes nine prefixes and neither configured one. Each element is tied back to the
+//! entries that cover it, and to the carve-out next to it when one split it there, so the
+//! table can be checked against the config by eye. The elements come from the table given,
+//! so `--dump` annotates what the kernel holds (an element no entry covers says so).
+
+use std::collections::{BTreeSet, HashMap};
+
+use ipnet::IpNet;
+
+use super::{Family, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Table};
+use crate::config::merge::label;
+use crate::config::{Config, Entry, Interface, Origin};
+use crate::prefix::Span;
+
+/// Labels shown per element (the rest are counted).
+const MAX_LABELS: usize = 3;
+
+/// A comment for each element of each set, by set name, in element order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// Set name -> one comment per element (empty: no comment).
+    pub elements: HashMap<String, Vec<String>>,
+}
+
+impl Annotations {
+    /// The comment for element `i` of set `set`, if any.
+    pub fn of(&self, set: &str, i: usize) -> Option<&str> {
+        self.elements
+            .get(set)
+            .and_then(|v| v.get(i))
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// A configured range and how to name it.
+struct Source {
+    span: Span,
+    label: String,
+}
+
+fn sources(config: &Config, key: &str, list: &[Entry<IpNet>], family: Family) -> Vec<Source> {
+    list.iter()
+        .filter(|e| Family::of(&e.value) == family)
+        .map(|e| Source {
+            span: Span::of(&e.value),
+            label: format!("{} {}", label(config, key, e.origin), e.value),
+        })
+        .collect()
+}
+
+/// Annotations for every set of `table` that the agent writes.
+pub fn annotate(table: &Table, config: &Config) -> Annotations {
+    let mut out = Annotations::default();
+    for set in &table.sets {
+        let notes = match set.name.as_str() {
+            SET_V4 | SET_V6 => exempt(set, config),
+            SET_SRC_V4 | SET_SRC_V6 => covered(
+                &set.prefixes,
+                &sources(config, "sourceCIDRs", &config.source_cidrs, set.family),
+                &[],
+            ),
+            _ => continue,
+        };
+        out.elements.insert(set.name.clone(), notes);
+    }
+    for set in &table.name_sets {
+        if set.name == SET_EGRESS {
+            out.elements.insert(set.name.clone(), names(set, config));
+        }
+    }
+    out
+}
+
+/// A non-masquerade set: `nonMasqueradeCIDRs` and link-local cover, `masqueradeCIDRs` cut.
+fn exempt(set: &Set, config: &Config) -> Vec<String> {
+    let family = set.family;
+    let mut cover = sources(
+        config,
+        "nonMasqueradeCIDRs",
+        &config.non_masquerade_cidrs,
+        family,
+    );
+    if let Some(ll) = config.link_local_exempt(family) {
+        let key = match family {
+            Family::V4 => "masqLinkLocal",
+            Family::V6 => "masqLinkLocalIPv6",
+        };
+        cover.push(Source {
+            span: Span::of(&ll),
+            label: format!("link-local {ll} ({key}: false)"),
+        });
+    }
+    let cuts = sources(config, "masqueradeCIDRs", &config.masquerade_cidrs, family);
+    covered(&set.prefixes, &cover, &cuts)
+}
+
+/// For each element (sorted, disjoint), the covering sources, and the cuts right next to
+/// it. A sweep over both lists, sorted: O((elements + sources) log sources).
+fn covered(elements: &[IpNet], cover: &[Source], cuts: &[Source]) -> Vec<String> {
+    let mut by_lo: Vec<usize> = (0..cover.len()).collect();
+    by_lo.sort_by_key(|&i| cover[i].span.lo);
+    let mut cut_spans: Vec<(Span, usize)> =
+        cuts.iter().enumerate().map(|(i, c)| (c.span, i)).collect();
+    cut_spans.sort();
+    // Active sources: lo at or below the element's end, keyed by (hi, index) to evict those
+    // that end before the element starts.
+    let mut active: BTreeSet<(u128, usize)> = BTreeSet::new();
+    let mut next = 0;
+    let mut out = Vec::with_capacity(elements.len());
+    for el in elements {
+        let span = Span::of(el);
+        while next < by_lo.len() && cover[by_lo[next]].span.lo <= span.hi {
+            let i = by_lo[next];
+            active.insert((cover[i].span.hi, i));
+            next += 1;
+        }
+        while active.first().is_some_and(|(hi, _)| *hi < span.lo) {
+            active.pop_first();
+        }
+        let mut labels: Vec<&str> = active
+            .iter()
+            .take(MAX_LABELS)
+            .map(|(_, i)| cover[*i].label.as_str())
+            .collect();
+        let more = active.len().saturating_sub(MAX_LABELS);
+        let mut note = if labels.is_empty() {
+            "not from the config".to_string()
+        } else {
+            labels.sort_unstable();
+            let mut s = labels.join("; ");
+            if more > 0 {
+                s.push_str(&format!("; and {more} more"));
+            }
+            s
+        };
+        for (_, i) in adjacent_cuts(&cut_spans, span) {
+            note.push_str(&format!("; cut by {}", cuts[i].label));
+        }
+        out.push(note);
+    }
+    out
+}
+
+/// The cuts that end right before or start right after `span`: the holes that split it
+/// from its neighbours.
+fn adjacent_cuts(cuts: &[(Span, usize)], span: Span) -> Vec<(Span, usize)> {
+    let mut out = Vec::new();
+    if span.lo > 0 {
+        let before = span.lo - 1;
+        let i = cuts.partition_point(|(c, _)| c.lo <= before);
+        if let Some((c, idx)) = i.checked_sub(1).map(|j| cuts[j]) {
+            if c.hi == before {
+                out.push((c, idx));
+            }
+        }
+    }
+    if let Some(after) = span.hi.checked_add(1) {
+        let i = cuts.partition_point(|(c, _)| c.lo < after);
+        if let Some(&(c, idx)) = cuts.get(i) {
+            if c.lo == after {
+                out.push((c, idx));
+            }
+        }
+    }
+    out.truncate(MAX_LABELS);
+    out
+}
+
+/// An interface set: the `egressInterfaces` entries each name matches or comes from.
+fn names(set: &NameSet, config: &Config) -> Vec<String> {
+    set.names
+        .iter()
+        .map(|n| {
+            let span = n.span();
+            let from: Vec<String> = config
+                .egress_interfaces
+                .iter()
+                .filter(|e| {
+                    let s = e.value.span();
+                    s.lo <= span.hi && span.lo <= s.hi
+                })
+                .take(MAX_LABELS)
+                .map(|e| entry_label(config, "egressInterfaces", e.origin, &e.value))
+                .collect();
+            if from.is_empty() {
+                "not from the config".into()
+            } else {
+                from.join("; ")
+            }
+        })
+        .collect()
+}
+
+fn entry_label(config: &Config, key: &str, origin: Origin, value: &Interface) -> String {
+    format!("{} {value}", label(config, key, origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PolicyFlags;
+    use crate::model::{TableFlags, desired};
+
+    fn config(text: &str) -> Config {
+        crate::config::parse_str(
+            text,
+            "/etc/config/ip-masq-agent".as_ref(),
+            &PolicyFlags::default(),
+        )
+        .unwrap()
+        .config
+    }
+
+    #[test]
+    fn carved_pieces_name_their_entry_and_the_hole() {
+        let c = config("nonMasqueradeCIDRs: [10.40.0.0/14]\nmasqueradeCIDRs: [10.41.0.0/24]\n");
+        let t = desired(&c, &PolicyFlags::default(), TableFlags::default());
+        let a = annotate(&t, &c);
+        let set = &t.sets[0];
+        let notes: Vec<(String, &str)> = set
+            .prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.to_string(), a.of(SET_V4, i).unwrap()))
+            .collect();
+        assert_eq!(
+            notes[0],
+            (
+                "10.40.0.0/16".into(),
+                "nonMasqueradeCIDRs[0] 10.40.0.0/14; cut by masqueradeCIDRs[0] 10.41.0.0/24"
+            )
+        );
+        assert_eq!(
+            notes[1],
+            (
+                "10.41.1.0/24".into(),
+                "nonMasqueradeCIDRs[0] 10.40.0.0/14; cut by masqueradeCIDRs[0] 10.41.0.0/24"
+            )
+        );
+        assert_eq!(notes[2].1, "nonMasqueradeCIDRs[0] 10.40.0.0/14");
+        let ll = set
+            .prefixes
+            .iter()
+            .position(|p| p.to_string() == "169.254.0.0/16")
+            .unwrap();
+        assert_eq!(
+            a.of(SET_V4, ll),
+            Some("link-local 169.254.0.0/16 (masqLinkLocal: false)")
+        );
+        // The rendering carries them as comments nft ignores.
+        let text = t.render(Some(&a));
+        assert!(
+            text.contains("\t\t\t10.41.1.0/24,\t# nonMasqueradeCIDRs[0] 10.40.0.0/14; cut by"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn defaults_and_foreign_elements_say_where_they_come_from() {
+        let c = Config::defaults(&PolicyFlags::default());
+        let mut t = desired(&c, &PolicyFlags::default(), TableFlags::default());
+        // An element someone added (as --dump would read it: sets come back sorted).
+        t.sets[0].prefixes.insert(0, "8.8.8.0/24".parse().unwrap());
+        let a = annotate(&t, &c);
+        assert_eq!(a.of(SET_V4, 0), Some("not from the config"));
+        assert!(
+            a.of(SET_V4, 1)
+                .unwrap()
+                .contains("(ip-masq-agent's default)")
+        );
+    }
+
+    #[test]
+    fn a_large_table_is_annotated_in_linear_time() {
+        let mut text = String::from("cidrLimit: 100000\nnonMasqueradeCIDRs:\n");
+        for i in 0..50_000u32 {
+            let a = 0x0b00_0000 + i * 512;
+            text.push_str(&format!(
+                "  - {}.{}.{}.0/24\n",
+                a >> 24,
+                (a >> 16) & 255,
+                (a >> 8) & 255
+            ));
+        }
+        let c = config(&text);
+        let t = desired(&c, &PolicyFlags::default(), TableFlags::default());
+        let start = std::time::Instant::now();
+        let a = annotate(&t, &c);
+        assert_eq!(a.elements[SET_V4].len(), t.sets[0].prefixes.len());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
