@@ -90,7 +90,33 @@ fn family_name(f: u8) -> &'static str {
 
 /// Every translating rule of the NAT postrouting chains that run before ours and see the
 /// packet's family, with its answer for the packet, in evaluation order.
+///
+/// A pod's packet carries no mark, so the packet is first walked unmarked; then with an
+/// unknown mark, to find the rules only a marked packet reaches (kube-proxy marks the service
+/// traffic it wants masqueraded): those are reported as conditional.
 pub fn analyze(tables: &[ForeignTable], probe: &Probe) -> Vec<Finding> {
+    let mut out = pass(tables, probe, Some(0));
+    for f in pass(tables, probe, None) {
+        let applies = |a: &Answer| matches!(a, Answer::Yes | Answer::CannotTell(_));
+        let known = out
+            .iter()
+            .any(|g| g.table == f.table && g.handle == f.handle && applies(&g.answer));
+        if let (false, Answer::Yes | Answer::CannotTell(_)) = (known, &f.answer) {
+            let depends = match &f.answer {
+                Answer::CannotTell(w) => w.clone(),
+                _ => vec![MARK.into()],
+            };
+            out.push(Finding {
+                answer: Answer::Conditional(depends),
+                ..f
+            });
+        }
+    }
+    out
+}
+
+/// One walk of every base chain with the packet's mark known (or not).
+fn pass(tables: &[ForeignTable], probe: &Probe, mark: Option<u32>) -> Vec<Finding> {
     let mut bases: Vec<(&ForeignTable, &str, i32)> = Vec::new();
     for t in tables {
         let sees = match t.family {
@@ -116,28 +142,42 @@ pub fn analyze(tables: &[ForeignTable], probe: &Probe) -> Vec<Finding> {
         let mut walk = Walk {
             table,
             probe,
+            mark,
             base: chain,
             priority: prio,
             out: &mut out,
         };
-        walk.chain(chain, &[], 0);
+        // How the packet leaves the base chain does not matter here: what it met does.
+        let _ = walk.chain(chain, &[], 0);
     }
     out
 }
 
-/// Whether the packet's way through a chain ends it, continues, or may do either.
-enum Flow {
-    /// Certain to leave the chain (return, accept, a translation, ...).
-    Left,
-    /// Certain to go on to the next rule.
-    Continues,
-    /// Leaves the chain only under these unknown conditions.
-    Maybe(Vec<String>),
+/// What a rule does with the packet it sees.
+enum Kind {
+    /// It goes on to the next rule.
+    Next,
+    /// It ends the current chain: back to the chain that jumped here.
+    Return,
+    /// It ends the base chain (a translation, accept, drop).
+    Terminal,
+}
+
+/// When a chain ends the base chain for the packet.
+enum Exit {
+    /// Never: the packet comes back to the caller.
+    Never,
+    /// Always.
+    Always,
+    /// Under these unknown conditions.
+    When(Vec<String>),
 }
 
 struct Walk<'a> {
     table: &'a ForeignTable,
     probe: &'a Probe,
+    /// The packet's mark, when this walk assumes one.
+    mark: Option<u32>,
     base: &'a str,
     priority: i32,
     out: &'a mut Vec<Finding>,
@@ -147,11 +187,11 @@ struct Walk<'a> {
 const MAX_JUMPS: usize = 16;
 
 impl Walk<'_> {
-    /// Walks `chain` with the unknowns the way there depends on; whether the packet always
-    /// leaves it through some rule (true) or may come back out of it.
-    fn chain(&mut self, chain: &str, path: &[String], depth: usize) -> bool {
+    /// Walks `chain` with the unknowns the way there depends on; when the packet leaves
+    /// the base chain through it.
+    fn chain(&mut self, chain: &str, path: &[String], depth: usize) -> Exit {
         if depth > MAX_JUMPS {
-            return false;
+            return Exit::Never;
         }
         let rules: Vec<&RuleMsg> = self
             .table
@@ -159,47 +199,58 @@ impl Walk<'_> {
             .iter()
             .filter(|r| r.chain == chain)
             .collect();
-        let mut path = path.to_vec();
+        // Conditions under which an earlier rule took the packet away from later ones, and
+        // those under which it left the base chain.
+        let mut gated: Vec<String> = Vec::new();
+        let mut left: Vec<String> = Vec::new();
         for rule in rules {
-            match self.rule(rule, &path, depth) {
-                Flow::Left => return true,
-                Flow::Continues => {}
-                Flow::Maybe(what) => {
-                    // Later rules see the packet only when this one did not take it.
-                    for w in what {
-                        if !path.contains(&w) {
-                            path.push(w);
-                        }
-                    }
+            let mut full = path.to_vec();
+            extend(&mut full, &gated);
+            let (kind, when) = self.rule(rule, &full, depth);
+            match kind {
+                Kind::Next => {}
+                Kind::Terminal if when.is_empty() => {
+                    return if gated.is_empty() {
+                        Exit::Always
+                    } else {
+                        Exit::When(gated)
+                    };
                 }
+                Kind::Return if when.is_empty() => break,
+                Kind::Terminal => {
+                    extend(&mut left, &when);
+                    extend(&mut gated, &when);
+                }
+                Kind::Return => extend(&mut gated, &when),
             }
         }
-        false
+        if left.is_empty() {
+            Exit::Never
+        } else {
+            Exit::When(left)
+        }
     }
 
-    fn rule(&mut self, rule: &RuleMsg, path: &[String], depth: usize) -> Flow {
+    /// What the rule does, and under which unknown conditions (none: surely, if reached).
+    fn rule(&mut self, rule: &RuleMsg, path: &[String], depth: usize) -> (Kind, Vec<String>) {
         let mut regs = Regs::default();
         let mut unknown: Vec<String> = Vec::new();
         for e in &rule.exprs {
-            match step(e, &mut regs, self.probe, self.table) {
+            match step(e, &mut regs, self.probe, self.mark, self.table) {
                 Step::Next => {}
-                Step::Fails => return Flow::Continues,
-                Step::Unknown(what) => {
-                    if !unknown.contains(&what) {
-                        unknown.push(what);
-                    }
-                }
+                Step::Fails => return (Kind::Next, Vec::new()),
+                Step::Unknown(what) => extend(&mut unknown, &[what]),
                 Step::Verdict(code, target) => {
                     return self.verdict(code, target, path, unknown, depth);
                 }
                 Step::Translates(how) => {
                     // Anything after the translation (a counter) does not change the answer.
                     self.found(rule, how, path, &unknown);
-                    return conditional_flow(unknown);
+                    return (Kind::Terminal, unknown);
                 }
             }
         }
-        Flow::Continues
+        (Kind::Next, Vec::new())
     }
 
     fn verdict(
@@ -209,20 +260,27 @@ impl Walk<'_> {
         path: &[String],
         unknown: Vec<String>,
         depth: usize,
-    ) -> Flow {
+    ) -> (Kind, Vec<String>) {
         match (code, target) {
             (NFT_JUMP | NFT_GOTO, Some(chain)) => {
                 let mut inner = path.to_vec();
-                inner.extend(unknown.iter().cloned());
-                let leaves = self.chain(&chain, &inner, depth + 1);
-                if code == NFT_GOTO || leaves {
-                    conditional_flow(unknown)
-                } else {
-                    Flow::Continues
+                extend(&mut inner, &unknown);
+                let exit = self.chain(&chain, &inner, depth + 1);
+                match (exit, code) {
+                    (Exit::Always, _) => (Kind::Terminal, unknown),
+                    (Exit::When(w), _) => {
+                        let mut all = unknown;
+                        extend(&mut all, &w);
+                        (Kind::Terminal, all)
+                    }
+                    // Back from a goto: the chain that did the goto ends too.
+                    (Exit::Never, NFT_GOTO) => (Kind::Return, unknown),
+                    (Exit::Never, _) => (Kind::Next, Vec::new()),
                 }
             }
-            (NFT_CONTINUE, _) => Flow::Continues,
-            _ => conditional_flow(unknown),
+            (NFT_CONTINUE, _) => (Kind::Next, Vec::new()),
+            (NFT_RETURN, _) => (Kind::Return, unknown),
+            _ => (Kind::Terminal, unknown),
         }
     }
 
@@ -235,8 +293,6 @@ impl Walk<'_> {
         }
         let answer = if depends.is_empty() {
             Answer::Yes
-        } else if depends.iter().all(|d| d == MARK) {
-            Answer::Conditional(depends)
         } else {
             Answer::CannotTell(depends)
         };
@@ -275,11 +331,12 @@ impl Walk<'_> {
     }
 }
 
-fn conditional_flow(unknown: Vec<String>) -> Flow {
-    if unknown.is_empty() {
-        Flow::Left
-    } else {
-        Flow::Maybe(unknown)
+/// Adds the conditions of `more` not already in `to`.
+fn extend(to: &mut Vec<String>, more: &[String]) {
+    for m in more {
+        if !to.contains(m) {
+            to.push(m.clone());
+        }
     }
 }
 
@@ -363,7 +420,7 @@ fn header(probe: &Probe, offset: u32, len: u32) -> Result<Vec<u8>, String> {
     }
 }
 
-fn meta(key: u32, probe: &Probe) -> Result<Vec<u8>, String> {
+fn meta(key: u32, probe: &Probe, mark: Option<u32>) -> Result<Vec<u8>, String> {
     match key {
         NFT_META_NFPROTO => Ok(vec![nfproto(probe.family())]),
         NFT_META_OIFNAME => {
@@ -372,7 +429,9 @@ fn meta(key: u32, probe: &Probe) -> Result<Vec<u8>, String> {
             buf.resize(IFNAMSIZ as usize, 0);
             Ok(buf)
         }
-        NFT_META_MARK => Err(MARK.into()),
+        NFT_META_MARK => mark
+            .map(|m| m.to_ne_bytes().to_vec())
+            .ok_or_else(|| MARK.into()),
         NFT_META_IIFNAME => Err("the input interface".into()),
         NFT_META_L4PROTO => Err("the transport protocol".into()),
         other => Err(format!("meta key {other}")),
@@ -436,6 +495,25 @@ fn addrtype(info: &[u8], probe: &Probe) -> Step {
     }
 }
 
+/// x_tables `mark` (revision 1): `struct { u32 mark, mask; u8 invert; }`, host order.
+fn mark_match(info: &[u8], mark: Option<u32>) -> Step {
+    let word = |i: usize| {
+        info.get(i..i + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (Some(want), Some(mask), Some(invert)) = (word(0), word(4), info.get(8)) else {
+        return Step::Unknown("an x_tables mark match".into());
+    };
+    let Some(m) = mark else {
+        return Step::Unknown(MARK.into());
+    };
+    if ((m & mask) == want) != (*invert != 0) {
+        Step::Next
+    } else {
+        Step::Fails
+    }
+}
+
 /// The address an x_tables SNAT target (revision 0, `nf_nat_ipv4_multi_range_compat`)
 /// translates to, for the report.
 fn snat_target(info: &[u8]) -> String {
@@ -449,9 +527,9 @@ fn snat_target(info: &[u8]) -> String {
 }
 
 /// One expression: how the rule goes on.
-fn step(e: &Expr, regs: &mut Regs, probe: &Probe, table: &ForeignTable) -> Step {
+fn step(e: &Expr, regs: &mut Regs, probe: &Probe, mark: Option<u32>, table: &ForeignTable) -> Step {
     match e {
-        Expr::Meta { key, dreg } => regs.set(*dreg, meta(*key, probe)),
+        Expr::Meta { key, dreg } => regs.set(*dreg, meta(*key, probe, mark)),
         Expr::Payload {
             base,
             offset,
@@ -568,7 +646,7 @@ fn step(e: &Expr, regs: &mut Regs, probe: &Probe, table: &ForeignTable) -> Step 
         } => match name.as_str() {
             "comment" => {}
             "addrtype" => return addrtype(info, probe),
-            "mark" => return Step::Unknown(MARK.into()),
+            "mark" => return mark_match(info, mark),
             other => return Step::Unknown(format!("an x_tables {other} match")),
         },
         Expr::Counter { .. } => {}
@@ -630,6 +708,7 @@ pub fn analyze_all(tables: &[ForeignTable], probe: &Probe) -> Vec<Finding> {
                     let mut w = Walk {
                         table: t,
                         probe,
+                        mark: Some(0),
                         base: &r.chain,
                         priority: prio,
                         out: &mut found,
@@ -852,6 +931,24 @@ mod tests {
             f[0].answer,
             Answer::CannotTell(vec!["whether the destination is local".into()])
         );
+    }
+
+    #[test]
+    fn a_return_in_a_jumped_chain_comes_back_to_the_caller() {
+        // kube-proxy's jump first (as it inserts it), kubenet's rule after it.
+        let mut t = kubelet_kubenet_kube_proxy();
+        t.rules.swap(0, 1);
+        let t = [t];
+        let f = analyze(&t, &probe("192.168.0.5"));
+        assert_eq!(
+            answers(&f),
+            [
+                (2, Answer::Yes),
+                (7, Answer::Conditional(vec![MARK.into()]))
+            ],
+            "unmarked packets return from KUBE-POSTROUTING and meet kubenet's rule"
+        );
+        assert_eq!(conflicts(&f).count(), 1);
     }
 
     #[test]
