@@ -9,6 +9,7 @@
 //! - [`netlink`]: netfilter netlink framing and the socket;
 //! - [`nft`]: nf_tables: encoding, decoding, commits, reads, notifications, and the
 //!   [`nft::Kernel`] seam;
+//! - [`conntrack`]: ctnetlink: dump conntrack entries, delete those a policy change affects;
 //! - [`drift`]: what notifications mean for our table;
 //! - [`health`], [`metrics`], [`counters`], [`http`]: what the agent reports and serves;
 //! - [`watch`]: the config directory watch;
@@ -16,6 +17,7 @@
 //! - [`daemon`]: the reconciler and its event loop.
 
 pub mod config;
+pub mod conntrack;
 pub mod counters;
 pub mod daemon;
 pub mod drift;
