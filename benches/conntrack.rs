@@ -2,7 +2,7 @@
 //! entries (created through ctnetlink, UDP and TCP, as a busy node's table looks), of which
 //! M are affected (UDP to one destination); measured:
 //! - reconcile (dump + select + delete of the M), the one call the daemon makes;
-//! - reconcile when nothing is affected (dump + select);
+//! - reconcile when nothing is affected (dump + select), for IPv4 and for both families;
 //! - the dump alone, and the delete of M alone;
 //! - for reference, `conntrack -L` (conntrack-tools) listing the same table, when installed;
 //! - the process's peak resident memory during reconcile.
@@ -117,7 +117,8 @@ fn main() -> anyhow::Result<()> {
     let hit = affected(n_affected);
     let is_affected = |f: &Flow| f.original.dst == IpAddr::from(TARGET);
 
-    let (mut full, mut none, mut dump, mut delete) = (vec![], vec![], vec![], vec![]);
+    let (mut full, mut none, mut dual, mut dump, mut delete) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let (mut rss_before, mut peak) = (0, 0);
     for _ in 0..runs {
         conn.create(&hit, TIMEOUT_SECS)?;
@@ -141,6 +142,12 @@ fn main() -> anyhow::Result<()> {
             false
         })?;
         none.push(t0.elapsed());
+        anyhow::ensure!(r.examined == entries as u64 && r.deleted == 0, "{r:?}");
+
+        let t0 = Instant::now();
+        let both = [Family::V4, Family::V6];
+        let r = conntrack::reconcile(&mut conn, &both, Protocols::Connectionless, |_| false)?;
+        dual.push(t0.elapsed());
         anyhow::ensure!(r.examined == entries as u64 && r.deleted == 0, "{r:?}");
 
         let t0 = Instant::now();
@@ -175,9 +182,10 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(r.deleted == n_affected as u64, "{r:?}");
     }
 
-    let (full, none, dump, delete) = (
+    let (full, none, dual, dump, delete) = (
         Stats::of(full),
         Stats::of(none),
+        Stats::of(dual),
         Stats::of(dump),
         Stats::of(delete),
     );
@@ -195,6 +203,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "| reconcile, nothing affected (dump + select) | {} | |",
         none.ms()
+    );
+    println!(
+        "| reconcile, nothing affected, IPv4 and IPv6 (one dump) | {} | |",
+        dual.ms()
     );
     println!(
         "| dump alone | {} | {:.0} entries/s |",
@@ -224,6 +236,7 @@ fn main() -> anyhow::Result<()> {
     println!();
     record(&format!("conntrack.reconcile.{entries}"), full.median);
     record(&format!("conntrack.reconcile_none.{entries}"), none.median);
+    record(&format!("conntrack.reconcile_dual.{entries}"), dual.median);
     record(&format!("conntrack.dump.{entries}"), dump.median);
     record(&format!("conntrack.delete.{n_affected}"), delete.median);
     record_value("conntrack.rss_peak", peak as f64 / 1024.0);

@@ -88,8 +88,9 @@ pub struct Report {
 /// `affected` is true, and deletes them (at most [`MAX_DELETIONS`]).
 ///
 /// The predicate sees each entry as the kernel reported it; `affected` is typically "the
-/// original destination lies in a range whose decision changed". All dumps finish before the
-/// first delete: deleting under a running dump can make the kernel skip entries. A dump the
+/// original destination lies in a range whose decision changed". Both families are read in
+/// one dump (the kernel walks its whole table for any dump). The dump is read to its end
+/// before the first delete, so the table does not change under it by our hand; one the
 /// kernel reports interrupted is repeated, up to [`DUMP_ATTEMPTS`] times, with a fresh
 /// selection. Errors are failures of the whole call (socket, dump); individual entries the
 /// kernel would not delete are counted in the report.
@@ -101,48 +102,50 @@ pub fn reconcile(
 ) -> Result<Report, ConntrackError> {
     let start = Instant::now();
     let mut report = Report::default();
+    let both = families.contains(&Family::V4) && families.contains(&Family::V6);
+    let Some(&first) = families.first() else {
+        return Ok(report);
+    };
     let mut selected: Vec<Flow> = Vec::new();
-    let mut done: Vec<Family> = Vec::new();
-    for &family in families {
-        if done.contains(&family) {
-            continue;
-        }
-        done.push(family);
-        let keep_from = selected.len();
-        let mut attempt = 1;
-        loop {
-            let (mut matched, mut deferred) = (0u64, 0u64);
-            let dumped = conn.dump(family, |flow| {
-                if !protocols.includes(flow.protocol) || !affected(flow) {
-                    return;
-                }
-                matched += 1;
-                if selected.len() < MAX_DELETIONS {
-                    selected.push(*flow);
-                } else {
-                    deferred += 1;
-                }
-            });
-            match dumped {
-                Ok(stats) => {
-                    report.examined += stats.flows;
-                    report.undecodable += stats.undecodable;
-                    report.matched += matched;
-                    report.deferred += deferred;
-                    break;
-                }
-                Err(ConntrackError::Interrupted { request, .. }) => {
-                    selected.truncate(keep_from);
-                    if attempt == DUMP_ATTEMPTS {
-                        return Err(ConntrackError::Interrupted {
-                            request,
-                            attempts: attempt,
-                        });
-                    }
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
+    let mut attempt = 1;
+    loop {
+        selected.clear();
+        let (mut matched, mut deferred) = (0u64, 0u64);
+        let mut select = |flow: &Flow| {
+            if !protocols.includes(flow.protocol) || !affected(flow) {
+                return;
             }
+            matched += 1;
+            if selected.len() < MAX_DELETIONS {
+                selected.push(*flow);
+            } else {
+                deferred += 1;
+            }
+        };
+        // One dump serves both families: the kernel walks its whole table either way.
+        let dumped = if both {
+            conn.dump_all(&mut select)
+        } else {
+            conn.dump(first, &mut select)
+        };
+        match dumped {
+            Ok(stats) => {
+                report.examined = stats.flows;
+                report.undecodable = stats.undecodable;
+                report.matched = matched;
+                report.deferred = deferred;
+                break;
+            }
+            Err(ConntrackError::Interrupted { request, .. }) => {
+                if attempt == DUMP_ATTEMPTS {
+                    return Err(ConntrackError::Interrupted {
+                        request,
+                        attempts: attempt,
+                    });
+                }
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
     let deleted = conn.delete(&selected)?;

@@ -274,15 +274,16 @@ pub fn af(family: Family) -> u8 {
     }
 }
 
-/// The request for a dump of every conntrack entry of `family` (all zones). The family in
-/// the `nfgenmsg` makes the kernel filter by layer 3 protocol.
-pub fn dump_request(family: Family, seq: u32) -> Vec<u8> {
+/// The request for a dump of every conntrack entry (all zones) of `family`, or of both
+/// families with `None`. The family in the `nfgenmsg` makes the kernel filter by layer 3
+/// protocol; `AF_UNSPEC` asks for all, in one walk of the table.
+pub fn dump_request(family: Option<Family>, seq: u32) -> Vec<u8> {
     let mut w = Writer::with_capacity(20);
     let m = w.begin_msg(
         ct_type(IPCTNL_MSG_CT_GET),
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        af(family),
+        family.map_or(AF_UNSPEC, af),
         0,
     );
     w.end_msg(m);

@@ -88,10 +88,11 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ConntrackError {
     move |source| ConntrackError::Io { op, source }
 }
 
-fn dump_name(family: Family) -> &'static str {
+fn dump_name(family: Option<Family>) -> &'static str {
     match family {
-        Family::V4 => "the IPv4 conntrack dump",
-        Family::V6 => "the IPv6 conntrack dump",
+        Some(Family::V4) => "the IPv4 conntrack dump",
+        Some(Family::V6) => "the IPv6 conntrack dump",
+        None => "the conntrack dump",
     }
 }
 
@@ -154,6 +155,21 @@ impl Conntrack {
     pub fn dump(
         &mut self,
         family: Family,
+        each: impl FnMut(&Flow),
+    ) -> Result<DumpStats, ConntrackError> {
+        self.dump_families(Some(family), each)
+    }
+
+    /// Like [`Conntrack::dump`], for the entries of both families in one dump. The kernel
+    /// keeps one table for all families and walks all of it for any dump, so this costs
+    /// what one family's dump costs.
+    pub fn dump_all(&mut self, each: impl FnMut(&Flow)) -> Result<DumpStats, ConntrackError> {
+        self.dump_families(None, each)
+    }
+
+    fn dump_families(
+        &mut self,
+        family: Option<Family>,
         mut each: impl FnMut(&Flow),
     ) -> Result<DumpStats, ConntrackError> {
         let mut stats = DumpStats::default();
@@ -171,7 +187,7 @@ impl Conntrack {
     /// for the decoder's fixtures (`tests/fixtures/conntrack-*.bin`).
     pub fn dump_raw(&mut self, family: Family) -> Result<Vec<u8>, ConntrackError> {
         let mut out = Vec::new();
-        self.dump_messages(family, |m| {
+        self.dump_messages(Some(family), |m| {
             let len = NLMSG_HDRLEN + m.payload.len();
             out.extend_from_slice(&(len as u32).to_ne_bytes());
             out.extend_from_slice(&m.ty.to_ne_bytes());
@@ -186,7 +202,7 @@ impl Conntrack {
 
     fn dump_messages(
         &mut self,
-        family: Family,
+        family: Option<Family>,
         each: impl FnMut(&Msg<'_>),
     ) -> Result<(), ConntrackError> {
         self.ready()?;
@@ -198,7 +214,7 @@ impl Conntrack {
 
     fn dump_once(
         &mut self,
-        family: Family,
+        family: Option<Family>,
         mut each: impl FnMut(&Msg<'_>),
     ) -> Result<(), ConntrackError> {
         let request = dump_name(family);

@@ -13,6 +13,7 @@
 pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 
 // linux/socket.h: the nfgenmsg family of a request selects the table's layer 3 protocol.
+pub const AF_UNSPEC: u8 = 0;
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 

@@ -107,7 +107,7 @@ fn entries_round_trip_through_the_create_encoder() {
 
 #[test]
 fn dump_request_bytes() {
-    let bytes = dump_request(Family::V6, 0x0a0b0c0d);
+    let bytes = dump_request(Some(Family::V6), 0x0a0b0c0d);
     let mut want = Vec::new();
     want.extend_from_slice(&20u32.to_ne_bytes());
     want.extend_from_slice(&0x0101u16.to_ne_bytes()); // CTNETLINK << 8 | CT_GET
@@ -116,7 +116,8 @@ fn dump_request_bytes() {
     want.extend_from_slice(&0u32.to_ne_bytes());
     want.extend_from_slice(&[10, 0, 0, 0]); // AF_INET6, version 0, res_id 0
     assert_eq!(bytes, want);
-    assert_eq!(dump_request(Family::V4, 1)[16], AF_INET);
+    assert_eq!(dump_request(Some(Family::V4), 1)[16], AF_INET);
+    assert_eq!(dump_request(None, 1)[16], AF_UNSPEC);
 }
 
 #[test]
