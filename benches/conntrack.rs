@@ -91,6 +91,22 @@ fn rss_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time this process has used (user + system), from `/proc/self/stat` (clock ticks of
+/// 10 ms): the benchmark's cost apart from waiting for a CPU on a busy machine.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime and stime are the
+    // 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// Resets the peak (`VmHWM`) to the current resident size (`clear_refs` value 5, Linux 4.0+).
 fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -120,15 +136,17 @@ fn main() -> anyhow::Result<()> {
     let (mut full, mut none, mut dual, mut dump, mut delete) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut rss_before, mut peak) = (0, 0);
+    let mut full_cpu = Vec::new();
     for _ in 0..runs {
         conn.create(&hit, TIMEOUT_SECS)?;
         reset_peak();
         rss_before = rss_before.max(rss_kib().0);
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_time());
         let r = conntrack::reconcile(&mut conn, &[Family::V4], Protocols::Connectionless, |f| {
             is_affected(f)
         })?;
         full.push(t0.elapsed());
+        full_cpu.push(cpu_time().saturating_sub(c0));
         peak = peak.max(rss_kib().1);
         anyhow::ensure!(
             r.examined == entries as u64 && r.deleted == n_affected as u64 && r.failed == 0,
@@ -182,6 +200,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(r.deleted == n_affected as u64, "{r:?}");
     }
 
+    let full_cpu = Stats::of(full_cpu);
     let (full, none, dual, dump, delete) = (
         Stats::of(full),
         Stats::of(none),
@@ -197,8 +216,9 @@ fn main() -> anyhow::Result<()> {
     println!("| operation | time | |");
     println!("|---|---:|---|");
     println!(
-        "| reconcile: dump {entries} + select + delete {n_affected} | {} | the daemon's call |",
-        full.ms()
+        "| reconcile: dump {entries} + select + delete {n_affected} | {} | the daemon's call; CPU {:.0} ms (user + system, median) |",
+        full.ms(),
+        full_cpu.median.as_secs_f64() * 1e3
     );
     println!(
         "| reconcile, nothing affected (dump + select) | {} | |",
@@ -235,6 +255,10 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     record(&format!("conntrack.reconcile.{entries}"), full.median);
+    record(
+        &format!("conntrack.reconcile_cpu.{entries}"),
+        full_cpu.median,
+    );
     record(&format!("conntrack.reconcile_none.{entries}"), none.median);
     record(&format!("conntrack.reconcile_dual.{entries}"), dual.median);
     record(&format!("conntrack.dump.{entries}"), dump.median);
