@@ -28,8 +28,8 @@ use crate::prefix::Family;
 use uapi::*;
 
 /// The most entries one [`reconcile`] call deletes. Bounds the call's time (deletes ran at
-/// about 130,000 entries/s on a loaded 2-core machine: some 1.5 s at the bound, on top of
-/// the dump) and memory (the selected flows are held between dump and delete, about 120
+/// 75,000-130,000 entries/s on a busy 2-core machine: some 1.5-2.5 s at the bound, on top
+/// of the dump) and memory (the selected flows are held between dump and delete, about 120
 /// bytes each: 24 MB at the bound); matches beyond it are reported as [`Report::deferred`]
 /// for a later call.
 pub const MAX_DELETIONS: usize = 200_000;
