@@ -9,6 +9,7 @@
 //! - [`netlink`]: netfilter netlink framing and the socket;
 //! - [`nft`]: nf_tables: encoding, decoding, commits, reads, notifications, and the
 //!   [`nft::Kernel`] seam;
+//! - [`conntrack`]: ctnetlink: dump conntrack entries, delete those a policy change affects;
 //! - [`drift`]: what notifications mean for our table;
 //! - [`health`], [`metrics`], [`counters`], [`http`]: what the agent reports and serves;
 //! - [`watch`]: the config directory watch;
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod conflict;
+pub mod conntrack;
 pub mod counters;
 pub mod daemon;
 pub mod drift;
