@@ -79,8 +79,8 @@ pub const MIN_RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default `--max-prefixes`: the most prefixes one commit may hold after merging and
 /// carving out. The DaemonSet's 64 MiB memory limit covers the agent's peak at this size
-/// with a quarter to spare (measured by `cargo bench --bench commit -- --memory`; see
-/// docs/design.md, "Limits and failure modes").
+/// with more than a quarter to spare (measured by `cargo bench --bench live -- --sections
+/// memory`; see docs/design.md, "Limits and failure modes").
 pub const DEFAULT_MAX_PREFIXES: usize = 150_000;
 
 /// Config bytes allowed per prefix of `--max-prefixes` (a `- 2001:db8:1234:5678::/64` entry

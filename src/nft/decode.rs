@@ -63,12 +63,48 @@ pub struct RuleMsg {
 }
 
 /// A set element: key bytes and `NFT_SET_ELEM_*` flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Keys of up to 16 bytes (addresses, interface names) are kept inline: a table read holds
+/// hundreds of thousands of elements, and a heap allocation for each one made the read the
+/// agent's peak of memory. A longer key (a concatenation in someone else's set) keeps only
+/// its length; nothing reads such keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Element {
-    /// The key, big-endian.
-    pub key: Vec<u8>,
+    key: [u8; 16],
+    len: u16,
     /// Flags.
     pub flags: u32,
+}
+
+impl Element {
+    /// An element with key `key` (big-endian) and `flags`.
+    pub fn new(key: &[u8], flags: u32) -> Element {
+        let mut inline = [0u8; 16];
+        if let Some(dst) = inline.get_mut(..key.len()) {
+            dst.copy_from_slice(key);
+        }
+        Element {
+            key: inline,
+            len: u16::try_from(key.len()).unwrap_or(u16::MAX),
+            flags,
+        }
+    }
+
+    /// The key's length in bytes.
+    pub fn key_len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// The key, when it is at most 16 bytes long.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.get(..self.key_len())
+    }
+
+    /// The key as a number, when it is `key_len` bytes long.
+    fn key_u128(&self, key_len: usize) -> Option<u128> {
+        (self.key_len() == key_len).then_some(())?;
+        Some(key_to_u128(self.key()?))
+    }
 }
 
 /// The elements of one NEWSETELEM message.
@@ -168,10 +204,7 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
             NFTA_SET_ELEM_LIST_SET => out.set = a.str_lossy().into_owned(),
             NFTA_SET_ELEM_LIST_ELEMENTS => {
                 for e in a.nested() {
-                    let mut el = Element {
-                        key: Vec::new(),
-                        flags: 0,
-                    };
+                    let (mut key, mut flags): (&[u8], u32) = (&[], 0);
                     for f in e?.nested() {
                         let f = f?;
                         match f.ty {
@@ -179,15 +212,15 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
                                 for v in f.nested() {
                                     let v = v?;
                                     if v.ty == NFTA_DATA_VALUE {
-                                        el.key = v.data.to_vec();
+                                        key = v.data;
                                     }
                                 }
                             }
-                            NFTA_SET_ELEM_FLAGS => el.flags = f.u32()?,
+                            NFTA_SET_ELEM_FLAGS => flags = f.u32()?,
                             _ => {}
                         }
                     }
-                    out.elements.push(el);
+                    out.elements.push(Element::new(key, flags));
                 }
             }
             _ => {}
@@ -302,16 +335,13 @@ fn key_to_u128(key: &[u8]) -> u128 {
 /// start with no end runs to the top of the key space (`max`). A leading end element at 0
 /// (nft's and our marker for older kernels) closes nothing and is skipped.
 pub fn interval_spans(elements: &[Element], key_len: usize, max: u128) -> Vec<Span> {
-    let mut keys: Vec<(u128, bool)> = elements
-        .iter()
-        .filter(|e| e.key.len() == key_len)
-        .map(|e| {
-            (
-                key_to_u128(&e.key),
-                e.flags & NFT_SET_ELEM_INTERVAL_END == 0,
-            )
-        })
-        .collect();
+    // Sized up front: a full table read is the agent's peak of memory, and growing by
+    // doubling would add up to half again.
+    let mut keys: Vec<(u128, bool)> = Vec::with_capacity(elements.len());
+    keys.extend(elements.iter().filter_map(|e| {
+        let k = e.key_u128(key_len)?;
+        Some((k, e.flags & NFT_SET_ELEM_INTERVAL_END == 0))
+    }));
     // false (end) sorts before true (start) at equal keys.
     keys.sort_unstable();
     let mut out = Vec::new();
@@ -339,8 +369,10 @@ pub fn interval_spans(elements: &[Element], key_len: usize, max: u128) -> Vec<Sp
 
 /// Turns interval elements back into prefixes.
 pub fn interval_prefixes(elements: &[Element], family: Family) -> Vec<IpNet> {
-    let mut out = Vec::new();
-    for span in interval_spans(elements, family.addr_len(), family.max()) {
+    let spans = interval_spans(elements, family.addr_len(), family.max());
+    // Canonical tables hold one prefix per span.
+    let mut out = Vec::with_capacity(spans.len());
+    for span in spans {
         span_to_prefixes(span, family.bits(), &mut out);
     }
     out
@@ -442,35 +474,74 @@ pub fn assemble(
     }
 }
 
+/// Decodes the replies of a table read message by message, as they arrive: a read of a
+/// large table never holds the kernel's bytes and their decoded form at once.
+#[derive(Debug)]
+pub struct TableDecoder {
+    name: String,
+    table: Option<TableMsg>,
+    sets: Vec<(SetMsg, Vec<Element>)>,
+    chains: Vec<ChainMsg>,
+    rules: Vec<RuleMsg>,
+}
+
+impl TableDecoder {
+    /// A decoder for table `name`.
+    pub fn new(name: &str) -> TableDecoder {
+        TableDecoder {
+            name: name.to_owned(),
+            table: None,
+            sets: Vec::new(),
+            chains: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+
+    /// Takes one reply message (NEWTABLE, NEWSET, NEWSETELEM, NEWCHAIN or NEWRULE). Objects
+    /// of other tables are skipped before anything is decoded: they cannot make reading ours
+    /// fail.
+    pub fn feed(&mut self, msg: &Msg<'_>) -> Result<(), Malformed> {
+        if !is_of_table(msg, &self.name) {
+            return Ok(());
+        }
+        match msg.nft_msg() {
+            Some(NFT_MSG_NEWTABLE) => self.table = Some(table(msg)?),
+            Some(NFT_MSG_NEWSET) => self.sets.push((set(msg)?, Vec::new())),
+            Some(NFT_MSG_NEWSETELEM) => {
+                let e = elements(msg)?;
+                if let Some((_, elems)) = self.sets.iter_mut().find(|(s, _)| s.name == e.set) {
+                    elems.extend(e.elements);
+                }
+            }
+            Some(NFT_MSG_NEWCHAIN) => self.chains.push(chain(msg)?),
+            Some(NFT_MSG_NEWRULE) => self.rules.push(rule(msg)?),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The table, or `None` when no NEWTABLE of it was fed.
+    pub fn finish(self) -> Option<Table> {
+        let TableDecoder {
+            table,
+            sets,
+            chains,
+            rules,
+            ..
+        } = self;
+        table.map(|t| assemble(t, sets, chains, rules))
+    }
+}
+
 /// Decodes the replies of a table read (NEWTABLE, NEWSET, NEWSETELEM, NEWCHAIN, NEWRULE
 /// messages back to back, as the kernel sends them) into the model of table `name`.
 /// Objects of other tables are skipped; `None` when the table is not among the messages.
 pub fn table_from_dump(bytes: &[u8], name: &str) -> Result<Option<Table>, Malformed> {
-    let mut tbl = None;
-    let mut sets: Vec<(SetMsg, Vec<Element>)> = Vec::new();
-    let mut chains = Vec::new();
-    let mut rules = Vec::new();
+    let mut d = TableDecoder::new(name);
     for msg in messages(bytes) {
-        let msg = msg?;
-        // Nothing of another table is decoded: it cannot make reading ours fail.
-        if !is_of_table(&msg, name) {
-            continue;
-        }
-        match msg.nft_msg() {
-            Some(NFT_MSG_NEWTABLE) => tbl = Some(table(&msg)?),
-            Some(NFT_MSG_NEWSET) => sets.push((set(&msg)?, Vec::new())),
-            Some(NFT_MSG_NEWSETELEM) => {
-                let e = elements(&msg)?;
-                if let Some((_, elems)) = sets.iter_mut().find(|(s, _)| s.name == e.set) {
-                    elems.extend(e.elements);
-                }
-            }
-            Some(NFT_MSG_NEWCHAIN) => chains.push(chain(&msg)?),
-            Some(NFT_MSG_NEWRULE) => rules.push(rule(&msg)?),
-            _ => {}
-        }
+        d.feed(&msg?)?;
     }
-    Ok(tbl.map(|t| assemble(t, sets, chains, rules)))
+    Ok(d.finish())
 }
 
 #[cfg(test)]
@@ -602,11 +673,25 @@ mod tests {
     }
 
     #[test]
+    fn element_keys_longer_than_16_bytes_keep_only_their_length() {
+        let long = Element::new(&[1u8; 40], 0);
+        assert_eq!((long.key_len(), long.key()), (40, None));
+        let short = Element::new(&[10, 0, 0, 0], NFT_SET_ELEM_INTERVAL_END);
+        assert_eq!(short.key(), Some(&[10u8, 0, 0, 0][..]));
+        // Only keys of the set's length take part.
+        let spans = interval_spans(&[long, Element::new(&[10, 0, 0, 0], 0)], 4, u32::MAX.into());
+        assert_eq!(
+            spans,
+            [Span {
+                lo: 0x0a00_0000,
+                hi: u32::MAX.into()
+            }]
+        );
+    }
+
+    #[test]
     fn interval_elements_in_any_order() {
-        let e = |k: [u8; 4], end: bool| Element {
-            key: k.to_vec(),
-            flags: u32::from(end),
-        };
+        let e = |k: [u8; 4], end: bool| Element::new(&k, u32::from(end));
         // Reverse order, as an rbtree dump may give them; adjacent ranges share a key.
         let elems = vec![
             e([10, 0, 2, 0], true),

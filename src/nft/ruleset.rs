@@ -79,9 +79,10 @@ pub fn foreign_set(s: &SetMsg, elements: &[Element]) -> ForeignSet {
         } else {
             elements
                 .iter()
-                .filter(|e| e.key.len() == key_len)
-                .map(|e| {
-                    let k = e.key.iter().fold(0u128, |a, b| (a << 8) | u128::from(*b));
+                .filter(|e| e.key_len() == key_len)
+                .filter_map(|e| e.key())
+                .map(|key| {
+                    let k = key.iter().fold(0u128, |a, b| (a << 8) | u128::from(*b));
                     Span { lo: k, hi: k }
                 })
                 .collect()

@@ -306,8 +306,20 @@ impl NftSocket {
     /// Reads table `name` of the inet family: the raw reply messages, back to back, or
     /// `None` when the table does not exist. Retries while the ruleset changes underneath.
     pub fn read_table_raw(&mut self, name: &str) -> Result<Option<Vec<u8>>, NftError> {
+        let read = self.read_table_with(name, Dump::default, |d, m| d.keep(m))?;
+        Ok(read.map(|d| d.bytes))
+    }
+
+    /// Reads table `name` into `sink`, a fresh one per attempt (`fresh`), each reply
+    /// message through `feed`. Retries while the ruleset changes underneath.
+    fn read_table_with<S>(
+        &mut self,
+        name: &str,
+        fresh: impl Fn() -> S,
+        feed: impl Fn(&mut S, &Msg<'_>) -> Result<(), NftError>,
+    ) -> Result<Option<S>, NftError> {
         for _ in 0..8 {
-            match self.read_table_once(name) {
+            match self.read_table_once(name, fresh(), &feed) {
                 Err(NftError::Interrupted) => continue,
                 other => return other,
             }
@@ -315,22 +327,26 @@ impl NftSocket {
         Err(NftError::Interrupted)
     }
 
-    fn read_table_once(&mut self, name: &str) -> Result<Option<Vec<u8>>, NftError> {
+    fn read_table_once<S>(
+        &mut self,
+        name: &str,
+        mut sink: S,
+        feed: &impl Fn(&mut S, &Msg<'_>) -> Result<(), NftError>,
+    ) -> Result<Option<S>, NftError> {
         let gen_before = self.generation()?;
-        let mut dump = Dump::default();
-        if !self.get_table(name, |m| dump.keep(m))? {
+        if !self.get_table(name, |m| feed(&mut sink, m))? {
             return Ok(None);
         }
-        for set in self.dump_sets(name, &mut dump)? {
-            self.dump_elements(name, &set, &mut dump)?;
+        for set in self.dump_sets(name, |m| feed(&mut sink, m))? {
+            self.dump_elements(name, &set, |m| feed(&mut sink, m))?;
         }
         // Chain dumps are not filtered by table on every kernel: the filter does it.
-        self.dump_of_table(NFT_MSG_GETCHAIN, name, |_| {}, |m| dump.keep(m))?;
-        self.dump_rules(name, |m| dump.keep(m))?;
+        self.dump_of_table(NFT_MSG_GETCHAIN, name, |_| {}, |m| feed(&mut sink, m))?;
+        self.dump_rules(name, |m| feed(&mut sink, m))?;
         if self.generation()? != gen_before {
             return Err(NftError::Interrupted);
         }
-        Ok(Some(dump.bytes))
+        Ok(Some(sink))
     }
 
     /// Dumps `kind` in the inet family, passing on only the messages of table `name`; the
@@ -352,7 +368,11 @@ impl NftSocket {
 
     /// The sets of table `name` into `dump`; returns their names as the kernel spelt them
     /// (raw bytes: a set someone else added may have a name that is not UTF-8).
-    fn dump_sets(&mut self, name: &str, dump: &mut Dump) -> Result<Vec<Vec<u8>>, NftError> {
+    fn dump_sets(
+        &mut self,
+        name: &str,
+        mut each: impl FnMut(&Msg<'_>) -> Result<(), NftError>,
+    ) -> Result<Vec<Vec<u8>>, NftError> {
         let mut names = Vec::new();
         let attrs = |w: &mut Writer| w.put_str(NFTA_SET_TABLE, name);
         self.dump_of_table(NFT_MSG_GETSET, name, attrs, |m| {
@@ -363,25 +383,30 @@ impl NftSocket {
             {
                 names.push(a.data.to_vec());
             }
-            dump.keep(m)
+            each(m)
         })?;
         Ok(names)
     }
 
-    fn dump_elements(&mut self, name: &str, set: &[u8], dump: &mut Dump) -> Result<(), NftError> {
+    fn dump_elements(
+        &mut self,
+        name: &str,
+        set: &[u8],
+        each: impl FnMut(&Msg<'_>) -> Result<(), NftError>,
+    ) -> Result<(), NftError> {
         let attrs = |w: &mut Writer| {
             w.put_str(NFTA_SET_ELEM_LIST_TABLE, name);
             w.put(NFTA_SET_ELEM_LIST_SET, set);
         };
-        self.dump_of_table(NFT_MSG_GETSETELEM, name, attrs, |m| dump.keep(m))
+        self.dump_of_table(NFT_MSG_GETSETELEM, name, attrs, each)
     }
 
-    /// Reads table `name` of the inet family and decodes it.
+    /// Reads table `name` of the inet family and decodes it, message by message as the
+    /// replies arrive.
     pub fn read_table(&mut self, name: &str) -> Result<Option<Table>, NftError> {
-        match self.read_table_raw(name)? {
-            None => Ok(None),
-            Some(bytes) => Ok(decode::table_from_dump(&bytes, name)?),
-        }
+        let fresh = || decode::TableDecoder::new(name);
+        let read = self.read_table_with(name, fresh, |d, m| Ok(d.feed(m)?))?;
+        Ok(read.and_then(decode::TableDecoder::finish))
     }
 
     /// Dumps the rules of table `name`. Kernels filter the dump by table; we check again, since
