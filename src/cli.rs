@@ -10,6 +10,7 @@ use nft_masq_agent::config::duration::parse_go_duration;
 use nft_masq_agent::config::{
     DEFAULT_CONFIG_PATH, DEFAULT_MAX_PREFIXES, PolicyFlags, ports::PortRanges,
 };
+use nft_masq_agent::conntrack::Protocols;
 use nft_masq_agent::daemon::Options;
 use nft_masq_agent::nft::compat::OwnerMode;
 
@@ -98,6 +99,16 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", value_enum, default_value_t = Owner::Auto)]
     pub table_owner: Owner,
 
+    /// After a commit that changes how some destination, source or interface is translated,
+    /// delete the conntrack entries of the flows it affects, so their next packet is decided
+    /// by the new rules (NAT is decided on a flow's first packet; a UDP flow that keeps
+    /// sending would keep its old translation for ever). `connectionless`: UDP, UDP-Lite,
+    /// ICMP, ICMPv6 only, which is harmless; `all`: also TCP, SCTP and DCCP, which BREAKS
+    /// open connections to the affected destinations (they must reconnect); `off`: leave
+    /// conntrack alone.
+    #[arg(long, value_name = "WHICH", value_enum, default_value_t = ConntrackReconcile::Connectionless)]
+    pub conntrack_reconcile: ConntrackReconcile,
+
     /// Address for /healthz, /readyz and /metrics; `off` disables the endpoint. The default
     /// listens on loopback only: the DaemonSet probes it there and the metrics overlay
     /// widens it for scraping.
@@ -131,6 +142,27 @@ impl From<Owner> for OwnerMode {
             Owner::Auto => OwnerMode::Auto,
             Owner::On => OwnerMode::On,
             Owner::Off => OwnerMode::Off,
+        }
+    }
+}
+
+/// `--conntrack-reconcile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConntrackReconcile {
+    /// UDP, UDP-Lite, ICMP and ICMPv6 entries.
+    Connectionless,
+    /// Also TCP, SCTP and DCCP (open connections to affected destinations break).
+    All,
+    /// No conntrack reconciliation.
+    Off,
+}
+
+impl From<ConntrackReconcile> for Option<Protocols> {
+    fn from(c: ConntrackReconcile) -> Option<Protocols> {
+        match c {
+            ConntrackReconcile::Connectionless => Some(Protocols::Connectionless),
+            ConntrackReconcile::All => Some(Protocols::All),
+            ConntrackReconcile::Off => None,
         }
     }
 }
@@ -216,6 +248,7 @@ impl Cli {
             config: self.config.clone(),
             flags: self.policy_flags(),
             owner: self.table_owner.into(),
+            conntrack: self.conntrack_reconcile.into(),
             listen: self.metrics_address.0,
             debounce: self.debounce,
         }

@@ -10,6 +10,7 @@
 //! - [`nft`]: nf_tables: encoding, decoding, commits, reads, notifications, and the
 //!   [`nft::Kernel`] seam;
 //! - [`conntrack`]: ctnetlink: dump conntrack entries, delete those a policy change affects;
+//! - [`flows`]: which flows a policy change affects (old and new table, evaluated per flow);
 //! - [`drift`]: what notifications mean for our table;
 //! - [`health`], [`metrics`], [`counters`], [`http`]: what the agent reports and serves;
 //! - [`watch`]: the config directory watch;
@@ -23,6 +24,7 @@ pub mod counters;
 pub mod daemon;
 pub mod drift;
 pub mod explain;
+pub mod flows;
 pub mod health;
 pub mod http;
 pub mod ifname;

@@ -561,3 +561,131 @@ fn capture_fixtures() {
         }
     });
 }
+
+/// Replaces the config file atomically (a rename, as a ConfigMap update does).
+fn write_config(t: &Topology, text: &str) -> std::path::PathBuf {
+    let tmp = t.config("ip-masq-agent.tmp", text);
+    let path = t.dir.join("ip-masq-agent");
+    std::fs::rename(tmp, &path).unwrap();
+    path
+}
+
+/// Sends one datagram every 50 ms on `stream` until the remote sees `want` as the source
+/// address; returns how long that took after the first send, or `None` after `limit`.
+fn sees_within(stream: &mut Stream, want: IpAddr, limit: Duration) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() <= limit {
+        if stream.send().ip() == want {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The daemon with `args`, its config at `text`, after its first commit.
+fn agent_with(t: &Topology, text: &str, args: &[&str]) -> common::Agent {
+    let path = write_config(t, text);
+    let mut all = vec![
+        "--config",
+        path.to_str().unwrap(),
+        "--metrics-address",
+        "off",
+    ];
+    all.extend_from_slice(args);
+    let agent = t.spawn_agent(&all);
+    assert!(
+        agent.wait_log("committed table", Duration::from_secs(10)),
+        "{}",
+        agent.log()
+    );
+    agent
+}
+
+#[test]
+fn the_daemon_moves_open_flows_to_the_new_decision_and_leaves_the_others() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("ct-daemon");
+    let agent = agent_with(&t, "nonMasqueradeCIDRs: [10.0.0.0/8]\n", &[]);
+    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), common::NODE4.into());
+    let mut moved = Stream::new(&t, pod4, 43001, "11.22.33.44", 6101);
+    let mut kept = Stream::new(&t, pod4, 43002, "203.0.113.5", 6102);
+    assert_eq!(moved.send().ip(), node4);
+    let kept_seen = kept.send();
+    assert_eq!(kept_seen.ip(), node4);
+    let kept_id = flow_of(&dump(&t.node, Family::V4), 43002, "203.0.113.5")
+        .unwrap()
+        .id;
+
+    // The VPN range becomes non-masquerade: within a second the remote sees the pod.
+    write_config(&t, "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
+    let took = sees_within(&mut moved, pod4, Duration::from_secs(1));
+    assert!(
+        took.is_some(),
+        "still masqueraded after 1 s:\n{}",
+        agent.log()
+    );
+    eprintln!("non-masquerade reached the open flow after {took:?}");
+    assert!(
+        agent.wait_log("conntrack: 1 of", Duration::from_secs(2)),
+        "{}",
+        agent.log()
+    );
+    // The flow whose decision did not change keeps its entry and its translation.
+    let after = dump(&t.node, Family::V4);
+    assert_eq!(flow_of(&after, 43002, "203.0.113.5").unwrap().id, kept_id);
+    assert_eq!(kept.send(), kept_seen);
+
+    // And back: a masqueradeCIDRs carve-out makes it masqueraded again.
+    write_config(
+        &t,
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\nmasqueradeCIDRs: [11.22.33.0/24]\n",
+    );
+    let took = sees_within(&mut moved, node4, Duration::from_secs(1));
+    assert!(
+        took.is_some(),
+        "still not masqueraded after 1 s:\n{}",
+        agent.log()
+    );
+    eprintln!("masquerade reached the open flow after {took:?}");
+    assert_eq!(kept.send(), kept_seen);
+    assert_eq!(
+        flow_of(&dump(&t.node, Family::V4), 43002, "203.0.113.5")
+            .unwrap()
+            .id,
+        kept_id
+    );
+}
+
+#[test]
+fn with_reconciliation_off_an_open_flow_keeps_its_old_translation() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("ct-off");
+    let agent = agent_with(
+        &t,
+        "nonMasqueradeCIDRs: [10.0.0.0/8]\n",
+        &["--conntrack-reconcile", "off"],
+    );
+    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), common::NODE4.into());
+    let mut moved = Stream::new(&t, pod4, 43011, "11.22.33.44", 6111);
+    assert_eq!(moved.send().ip(), node4);
+    write_config(&t, "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
+    assert!(
+        agent.wait_log("config file changed", Duration::from_secs(5)),
+        "{}",
+        agent.log()
+    );
+    // The problem the reconciliation solves: the flow keeps the node's address.
+    assert_eq!(
+        sees_within(&mut moved, pod4, Duration::from_millis(1500)),
+        None
+    );
+    // A new flow (another source port) to the same destination gets the new decision.
+    let mut fresh = Stream::new(&t, pod4, 43012, "11.22.33.44", 6112);
+    assert_eq!(fresh.send().ip(), pod4);
+    assert!(!agent.log().contains("conntrack:"), "{}", agent.log());
+}

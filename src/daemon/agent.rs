@@ -19,8 +19,10 @@ use super::reconcile::{
     BACKOFF_MAX, BACKOFF_MIN, Backoff, Budget, Condition, FightWatch, LogLimit, readiness,
 };
 use crate::config::{Config, PolicyFlags, Source, Update};
+use crate::conntrack::Protocols;
 use crate::counters::MasqCounters;
 use crate::drift::{Change, Tracker, Verdict};
+use crate::flows;
 use crate::health::Health;
 use crate::metrics::{Metrics, PolicySource, Reason};
 use crate::model::{self, Family, SetDiff, TABLE_NAME, Table, TableFlags};
@@ -69,6 +71,14 @@ const BLIND_AFTER: u32 = 2;
 /// no notification when an owning socket closes (measured on 6.18, with and without the
 /// persist flag), so a cheap GETTABLE poll is the only prompt way to take over.
 pub const OWNER_POLL: Duration = Duration::from_millis(100);
+
+/// `--conntrack-reconcile`'s name for `p`.
+fn protocols_label(p: Protocols) -> &'static str {
+    match p {
+        Protocols::Connectionless => "UDP, UDP-Lite, ICMP, ICMPv6",
+        Protocols::All => "UDP, UDP-Lite, ICMP, ICMPv6, TCP, SCTP, DCCP",
+    }
+}
 
 /// An error with its causes, one line: log lines must say why (`Display` of a thiserror
 /// error names only the outermost layer).
@@ -125,6 +135,11 @@ pub struct Agent<K: Kernel, S: Source> {
     now: Instant,
     /// Other NAT rules that override our decisions, as last reported (family, table, handle).
     conflicts: Option<Vec<(String, String, u64)>>,
+    /// Which conntrack entries a decision change deletes; `None`: none (`off`).
+    conntrack: Option<Protocols>,
+    /// The table found at start (a previous agent's), until the first commit replaces it:
+    /// what the flows opened before this start were decided by.
+    found_at_start: Option<Table>,
 }
 
 fn unix_now() -> f64 {
@@ -178,7 +193,15 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             check_log: LogLimit::default(),
             now,
             conflicts: None,
+            conntrack: Some(Protocols::Connectionless),
+            found_at_start: None,
         }
+    }
+
+    /// Sets which conntrack entries a change of decision deletes (`None`: none).
+    pub fn with_conntrack(mut self, protocols: Option<Protocols>) -> Agent<K, S> {
+        self.conntrack = protocols;
+        self
     }
 
     /// The config in force.
@@ -243,6 +266,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                 self.set_config(loaded.config, now);
                 self.desired = model::desired(&self.config, &self.flags, self.table_flags);
                 self.pending.commit = Some((Reason::Startup, "start-up".into()));
+                self.remember_table_found();
             }
             Err(e) => self.start_without_config(&chain(&e)),
         }
@@ -251,6 +275,20 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         }
         self.work(now);
         self.look_for_conflicts();
+    }
+
+    /// With conntrack reconciliation on, reads the table a previous agent left: flows opened
+    /// under it are reconciled against the first commit (a ConfigMap changed while no
+    /// agent ran). Without a table there is nothing to compare with: flows that predate
+    /// every agent were decided by whatever ran before, which nothing here can know.
+    fn remember_table_found(&mut self) {
+        if self.conntrack.is_none() {
+            return;
+        }
+        match self.kernel.read(TABLE_NAME) {
+            Ok(found) => self.found_at_start = found,
+            Err(e) => tracing::debug!("reading the table found at start failed: {}", chain(&e)),
+        }
     }
 
     /// Start-up with an invalid config: adopt the live table, or commit the defaults.
@@ -600,10 +638,72 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             duration_ms = format!("{:.3}", elapsed.as_secs_f64() * 1e3),
             "committed table inet {TABLE_NAME} ({why}): {diff}"
         );
-        self.in_force = Some(self.desired.clone());
+        let before = self.in_force.replace(self.desired.clone());
         self.commit_error = None;
         self.drift_pending = None;
         self.backoff.succeeded();
+        if let Some(old) = before.or_else(|| self.found_at_start.take()) {
+            self.reconcile_flows(&old);
+        }
+    }
+
+    /// After a commit that changes a translation decision, deletes the conntrack entries of
+    /// the flows it affects, so their next packet is decided by the new rules. A failure is
+    /// logged and counted; the commit stands.
+    fn reconcile_flows(&mut self, old: &Table) {
+        let Some(protocols) = self.conntrack else {
+            return;
+        };
+        let change = flows::Change::new(old, &self.desired);
+        if !change.any() {
+            return;
+        }
+        let health = self.out.health.clone();
+        let _busy = health.busy("reconciling conntrack");
+        let start = Instant::now();
+        let families = change.families();
+        let result = self
+            .kernel
+            .reconcile_flows(&families, protocols, &|f| change.affects(f));
+        let elapsed = start.elapsed();
+        let metrics = &self.out.metrics;
+        match result {
+            Ok(r) => {
+                let ok = r.failed == 0;
+                metrics.conntrack_reconciled(ok, r.deleted, elapsed.as_secs_f64());
+                let duration_ms = format!("{:.1}", elapsed.as_secs_f64() * 1e3);
+                tracing::info!(
+                    examined = r.examined,
+                    deleted = r.deleted,
+                    already_gone = r.already_gone,
+                    failed = r.failed,
+                    deferred = r.deferred,
+                    duration_ms,
+                    "conntrack: {} of {} entries deleted ({}): the flows whose translation \
+                     the change affects start over under the new rules",
+                    r.deleted,
+                    r.examined,
+                    protocols_label(protocols),
+                );
+                if !ok || r.deferred > 0 {
+                    tracing::warn!(
+                        "conntrack: {} entries could not be deleted ({:?} by errno) and {} were \
+                         left for the next change; those flows keep their old translation",
+                        r.failed,
+                        r.errors,
+                        r.deferred
+                    );
+                }
+            }
+            Err(e) => {
+                metrics.conntrack_reconciled(false, 0, elapsed.as_secs_f64());
+                tracing::warn!(
+                    "conntrack reconciliation failed: {}; flows opened before the change keep \
+                     their old translation (the table is committed)",
+                    chain(&e)
+                );
+            }
+        }
     }
 
     fn commit_failed(&mut self, reason: Reason, why: &str, e: &NftError, now: Instant) {

@@ -6,9 +6,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::config::{ConfigError, Loaded, PolicyFlags, Source, Update};
+use crate::conntrack::{ConntrackError, Flow, Protocols, Report};
 use crate::model::{Table, TableFlags};
 use crate::nft::uapi::NFT_MSG_NEWTABLE;
 use crate::nft::{CommitReport, Holder, Kernel, NftError, ReplaceForm};
+use crate::prefix::Family;
 
 /// How a kernel version answers table flags it does not know.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +61,12 @@ pub struct KernelState {
     /// Someone else commits this right after the agent's next commit (while the agent is
     /// still out of the notification group, so only the generation tells).
     pub race_next: Option<Option<Table>>,
+    /// The conntrack table: reconciliations delete from it.
+    pub flows: Vec<Flow>,
+    /// Conntrack reconciliations fail with this errno.
+    pub conntrack_fails: Option<i32>,
+    /// Each reconciliation: the families and protocols asked for, and the flows deleted.
+    pub reconciliations: Vec<(Vec<Family>, Protocols, Vec<Flow>)>,
 }
 
 /// A kernel in memory.
@@ -82,6 +90,9 @@ impl FakeKernel {
             race_next: None,
             owned_by: None,
             nat_tables: Vec::new(),
+            flows: Vec::new(),
+            conntrack_fails: None,
+            reconciliations: Vec::new(),
         })))
     }
 
@@ -181,6 +192,34 @@ impl Kernel for FakeKernel {
         _ours: &str,
     ) -> Result<Vec<crate::nft::ruleset::ForeignTable>, NftError> {
         Ok(self.0.borrow().nat_tables.clone())
+    }
+
+    fn reconcile_flows(
+        &mut self,
+        families: &[Family],
+        protocols: Protocols,
+        affected: &dyn Fn(&Flow) -> bool,
+    ) -> Result<Report, ConntrackError> {
+        let mut s = self.0.borrow_mut();
+        if let Some(errno) = s.conntrack_fails {
+            return Err(ConntrackError::Kernel {
+                request: "IPCTNL_MSG_CT_GET",
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+        let examined = s.flows.len() as u64;
+        let (gone, kept): (Vec<Flow>, Vec<Flow>) = s.flows.iter().partition(|f| {
+            families.contains(&f.family) && protocols.includes(f.protocol) && affected(f)
+        });
+        s.flows = kept;
+        let deleted = gone.len() as u64;
+        s.reconciliations.push((families.to_vec(), protocols, gone));
+        Ok(Report {
+            examined,
+            matched: deleted,
+            deleted,
+            ..Report::default()
+        })
     }
 
     fn holder(&mut self, _name: &str) -> Result<Holder, NftError> {

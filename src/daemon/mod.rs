@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::{ConfigSource, PolicyFlags};
+use crate::conntrack::Protocols;
 use crate::counters::MasqCounters;
 use crate::health::Health;
 use crate::http::{self, Endpoints};
@@ -46,6 +47,8 @@ pub struct Options {
     pub flags: PolicyFlags,
     /// Table ownership.
     pub owner: OwnerMode,
+    /// Which conntrack entries a change of decision deletes; `None`: none.
+    pub conntrack: Option<Protocols>,
     /// Where to serve /healthz, /readyz and /metrics; `None` to not serve.
     pub listen: Option<SocketAddr>,
     /// Quiet time after a config event before reading the file.
@@ -87,7 +90,8 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
     let hint = Arc::new(Notify::new());
     let watch = ConfigWatch::new(&opts.config, hint.clone())?;
     let source = ConfigSource::with_paths(opts.config.clone(), opts.flags.clone());
-    let agent = Agent::new(kernel, source, opts.flags, opts.owner, out, Instant::now());
+    let agent = Agent::new(kernel, source, opts.flags, opts.owner, out, Instant::now())
+        .with_conntrack(opts.conntrack);
     event_loop::run(
         agent,
         event_loop::Wakers {

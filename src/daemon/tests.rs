@@ -511,3 +511,134 @@ fn other_nat_rules_that_override_exempt_ranges_are_counted() {
     h.advance(Duration::from_secs(60));
     assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 0.0);
 }
+
+/// A UDP flow from `src` to `dst`, as conntrack would list it.
+fn udp_flow(src: &str, dst: &str) -> crate::conntrack::Flow {
+    use crate::conntrack::{Flow, L4, Tuple};
+    let (src, dst): (std::net::IpAddr, std::net::IpAddr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    let l4 = L4::Ports {
+        src: 40000,
+        dst: 4789,
+    };
+    Flow {
+        family: crate::prefix::Family::of_addr(&src),
+        protocol: 17,
+        original: Tuple { src, dst, l4 },
+        reply: Tuple {
+            src: dst,
+            dst: src,
+            l4,
+        },
+        status: 0,
+        id: None,
+        zone: None,
+        mark: None,
+        timeout: None,
+    }
+}
+
+fn flows_left(h: &Harness) -> Vec<String> {
+    h.kernel
+        .0
+        .borrow()
+        .flows
+        .iter()
+        .map(|f| f.original.dst.to_string())
+        .collect()
+}
+
+const VPN: &str = "nonMasqueradeCIDRs: [100.64.0.0/10, 203.0.113.0/24]\n";
+
+#[test]
+fn a_decision_change_deletes_the_affected_flows_after_the_commit() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    h.kernel.0.borrow_mut().flows = vec![
+        udp_flow("10.244.1.2", "203.0.113.9"),
+        udp_flow("10.244.1.2", "198.51.100.9"),
+    ];
+    // The start-up commit found no table: nothing to compare with, nothing reconciled.
+    assert!(h.kernel.0.borrow().reconciliations.is_empty());
+
+    h.source.write(Some(VPN));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.kernel.commits(), 2);
+    assert_eq!(flows_left(&h), ["198.51.100.9"]);
+    let (families, protocols, _) = h.kernel.0.borrow().reconciliations[0].clone();
+    assert_eq!(families, [crate::prefix::Family::V4]);
+    assert_eq!(protocols, crate::conntrack::Protocols::Connectionless);
+    assert_eq!(
+        h.metric("nft_masq_agent_conntrack_reconciliations_total"),
+        1.0
+    );
+    assert_eq!(
+        h.metric("nft_masq_agent_conntrack_entries_deleted_total"),
+        1.0
+    );
+
+    // A repair restores the same table: no decision changed, conntrack is left alone.
+    h.tamper();
+    assert_eq!(h.kernel.commits(), 3);
+    assert_eq!(h.kernel.0.borrow().reconciliations.len(), 1);
+}
+
+#[test]
+fn a_failed_reconciliation_is_counted_and_the_commit_stands() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    {
+        let mut k = h.kernel.0.borrow_mut();
+        k.flows = vec![udp_flow("10.244.1.2", "203.0.113.9")];
+        k.conntrack_fails = Some(libc::EPERM);
+    }
+    h.source.write(Some(VPN));
+    h.agent.config_changed("config file changed", h.now);
+    assert!(set_of(&h.kernel.table().unwrap()).contains(&"203.0.113.0/24".to_string()));
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(
+        h.metric("nft_masq_agent_conntrack_reconcile_errors_total"),
+        1.0
+    );
+    assert_eq!(
+        h.metric("nft_masq_agent_commits_total{reason=\"config\"}"),
+        1.0
+    );
+    assert_eq!(flows_left(&h), ["203.0.113.9"]);
+}
+
+#[test]
+fn conntrack_off_leaves_every_flow() {
+    let flags = PolicyFlags::default();
+    let kernel = FakeKernel::new(LINUX_6_12);
+    let source = FakeSource::new(Some(CGNAT), &flags);
+    let out = outputs();
+    let now = Instant::now();
+    let mut agent = Agent::new(
+        kernel.clone(),
+        source.clone(),
+        flags,
+        OwnerMode::Auto,
+        out,
+        now,
+    )
+    .with_conntrack(None);
+    agent.start(now);
+    kernel.0.borrow_mut().flows = vec![udp_flow("10.244.1.2", "203.0.113.9")];
+    source.write(Some(VPN));
+    agent.config_changed("config file changed", now);
+    assert_eq!(kernel.commits(), 2);
+    assert!(kernel.0.borrow().reconciliations.is_empty());
+    assert_eq!(kernel.0.borrow().flows.len(), 1);
+}
+
+#[test]
+fn a_table_left_by_a_previous_agent_is_what_the_first_commit_is_compared_with() {
+    // The previous agent committed CGNAT; the ConfigMap changed while no agent ran.
+    let first = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    let kernel = first.kernel.clone();
+    kernel.0.borrow_mut().flows = vec![
+        udp_flow("10.244.1.2", "203.0.113.9"),
+        udp_flow("10.244.1.2", "100.64.0.9"),
+    ];
+    let h = Harness::with_kernel(kernel, OwnerMode::Auto, Some(VPN)).start();
+    assert_eq!(flows_left(&h), ["100.64.0.9"]);
+}

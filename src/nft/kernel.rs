@@ -7,7 +7,9 @@ use super::error::NftError;
 use super::events::Membership;
 use super::ruleset::ForeignTable;
 use super::socket::NftSocket;
+use crate::conntrack::{self, Conntrack, ConntrackError, Flow, Protocols, Report};
 use crate::model::{Table, TableFlags};
+use crate::prefix::Family;
 
 /// Who holds a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,15 @@ pub trait Kernel {
 
     /// The other tables with NAT chains at the postrouting hook (`ours` left out).
     fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError>;
+
+    /// Deletes the conntrack entries of `protocols` in `families` that `affected` selects
+    /// (ctnetlink, in the same network namespace).
+    fn reconcile_flows(
+        &mut self,
+        families: &[Family],
+        protocols: Protocols,
+        affected: &dyn Fn(&Flow) -> bool,
+    ) -> Result<Report, ConntrackError>;
 }
 
 /// The kernel through netlink: the command socket and the notification group membership of
@@ -53,12 +64,18 @@ pub trait Kernel {
 pub struct Netlink {
     sock: NftSocket,
     membership: Membership,
+    /// The ctnetlink socket, opened on first use (most agents' policy never changes).
+    conntrack: Option<Conntrack>,
 }
 
 impl Netlink {
     /// Wraps an open command socket and the membership handle of the event socket.
     pub fn new(sock: NftSocket, membership: Membership) -> Netlink {
-        Netlink { sock, membership }
+        Netlink {
+            sock,
+            membership,
+            conntrack: None,
+        }
     }
 }
 
@@ -89,6 +106,24 @@ impl Kernel for Netlink {
 
     fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError> {
         self.sock.read_nat_tables(ours)
+    }
+
+    fn reconcile_flows(
+        &mut self,
+        families: &[Family],
+        protocols: Protocols,
+        affected: &dyn Fn(&Flow) -> bool,
+    ) -> Result<Report, ConntrackError> {
+        let conn = match &mut self.conntrack {
+            Some(c) => c,
+            None => self.conntrack.insert(Conntrack::open()?),
+        };
+        let result = conntrack::reconcile(conn, families, protocols, affected);
+        if result.is_err() {
+            // A socket in an unknown state (a half-read dump): the next call opens anew.
+            self.conntrack = None;
+        }
+        result
     }
 
     fn holder(&mut self, name: &str) -> Result<Holder, NftError> {
