@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Agent, HTTP_PORT, Reply, Topology, require_root, run, wait_until, write_atomic};
+use common::{
+    Agent, HTTP_PORT, Reply, Topology, family_sum, kernel_at_least, require_root, run, wait_until,
+    write_atomic,
+};
 use nix::sys::signal::Signal;
 
 /// Generous bound for things whose speed is not the claim (a loaded 2-core machine).
@@ -757,4 +760,276 @@ fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
         took[took.len() / 2]
     );
     assert!(commits >= 2, "too few commits to tell:\n{}", agent.log());
+}
+
+/// The agent's commit budget (src/daemon/reconcile.rs): 20 per 10 s, then one per second.
+const BUDGET_COMMITS: f64 = 20.0;
+
+/// Commits so far, every reason together.
+fn commits(t: &Topology, port: u16) -> f64 {
+    let r = t.get_at(port, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    family_sum(&r.body, "nft_masq_agent_commits_total")
+}
+
+/// The most commits the budget allows in `elapsed`: the burst, then one per second (and
+/// one for the second that has begun).
+fn budget_for(elapsed: Duration) -> f64 {
+    BUDGET_COMMITS + elapsed.as_secs_f64().ceil() + 1.0
+}
+
+/// Our postrouting chain as `nft` lists it, counters blanked (cheap even for a big set).
+fn chain_listing(t: &Topology) -> String {
+    t.node
+        .nft(&["list", "chain", "inet", "nft-masq-agent", "postrouting"])
+        .lines()
+        .map(common::strip_counters)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Starts `nft add rule inet nft-masq-agent postrouting counter` in a loop for `secs`
+/// seconds in the node namespace, one transaction per run; stdout gets a line per tamper.
+fn tamper_storm(t: &Topology, secs: u32) -> std::process::Child {
+    t.node
+        .cmd("timeout")
+        .arg(secs.to_string())
+        .args([
+            "sh",
+            "-c",
+            "while :; do nft add rule inet nft-masq-agent postrouting counter && echo; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the tamper loop")
+}
+
+/// How many tampers a finished [`tamper_storm`] made.
+fn storm_count(storm: std::process::Child) -> usize {
+    let out = storm.wait_with_output().expect("wait for the tamper loop");
+    out.stdout.iter().filter(|b| **b == b'\n').count()
+}
+
+/// Finding 7: a tamper storm against a 40,000-prefix table costs at most the commit
+/// budget (20 per 10 s, then one per second), and /healthz answers within a second
+/// throughout; the table is right once the storm ends.
+#[test]
+fn tamper_storm_is_repaired_within_the_commit_budget() {
+    if !require_root() {
+        return;
+    }
+    let _heavy = heavy();
+    let t = Topology::new("storm");
+    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), 40_000);
+    let cfg = t.config("ip-masq-agent", &config_text(&hosts, &[]));
+    let agent = t.start(&cfg, &["--table-owner", "off"]);
+    let good = chain_listing(&t);
+    let before = commits(&t, HTTP_PORT);
+    let start = Instant::now();
+    let mut storm = tamper_storm(&t, 5);
+    let replies = probe_while(&t, "/healthz", Duration::from_millis(100), || {
+        storm.try_wait().ok().flatten().is_none()
+    });
+    let after = commits(&t, HTTP_PORT);
+    let elapsed = start.elapsed();
+    let tampers = storm_count(storm);
+    let during = after - before;
+    eprintln!(
+        "finding 7: {tampers} tampers in {elapsed:?}: {during} commits (budget {}), /healthz \
+         worst {:?} over {} probes",
+        budget_for(elapsed),
+        replies.iter().map(|r| r.took).max().unwrap_or_default(),
+        replies.len()
+    );
+    assert_quick(&replies, SECOND, "/healthz during the storm", &agent.log());
+    assert!(tampers >= 20, "the storm was too weak to tell: {tampers}");
+    assert!(
+        during <= budget_for(elapsed),
+        "{during} commits in {elapsed:?}"
+    );
+    assert!(
+        wait_until(T, || chain_listing(&t) == good),
+        "not repaired after the storm:\n{}",
+        chain_listing(&t)
+    );
+    t.host("30.0.0.2");
+    t.host("30.0.0.3");
+    t.expect(&["30.0.0.3", "11.22.33.44"], &["30.0.0.2"]);
+}
+
+/// Finding 15: a tamper storm does not flood the log: a handful of "changed under us"
+/// warnings per 10 s, then a count of the suppressed ones with the next warning.
+#[test]
+fn tamper_storm_does_not_flood_the_log() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("logstorm");
+    let agent = t.start(&t.dir.join("absent"), &["--table-owner", "off"]);
+    let (tampers, start) = {
+        let _heavy = heavy();
+        let start = Instant::now();
+        (storm_count(tamper_storm(&t, 5)), start)
+    };
+    let warnings = agent.count("changed under us");
+    eprintln!(
+        "finding 15: {tampers} tampers, {warnings} warnings in {:?}",
+        start.elapsed()
+    );
+    assert!(tampers >= 20, "the storm was too weak to tell: {tampers}");
+    // The storm fits in one 10 s window: at most the burst of 5.
+    assert!(
+        (1..=5).contains(&warnings),
+        "{warnings} warnings for {tampers} tampers:\n{}",
+        agent.log()
+    );
+    // Once the window has passed, the next change is logged with the count held back.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(start.elapsed()) + SECOND);
+    t.node.nft(&[
+        "add",
+        "rule",
+        "inet",
+        "nft-masq-agent",
+        "postrouting",
+        "counter",
+    ]);
+    assert!(
+        agent.wait_log("more such changes", T),
+        "no count of the suppressed warnings:\n{}",
+        agent.log()
+    );
+    let line = agent
+        .log()
+        .lines()
+        .find(|l| l.contains("more such changes"))
+        .unwrap()
+        .to_string();
+    eprintln!("finding 15: {line}");
+    assert!(agent.count("changed under us") <= 6, "{}", agent.log());
+}
+
+/// Finding 12: two agents on one node without ownership and with different configs notice
+/// the fight: not ready, each names the other, `table_contested` says so, and their repairs
+/// stay within the commit budget.
+#[test]
+fn two_agents_fighting_over_the_table_say_so_and_stay_within_budget() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("fight");
+    let cfg_a = t.config("a", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    let cfg_b = t.config("b", "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
+    let a = t.start(&cfg_a, &["--table-owner", "off"]);
+    let a_start = Instant::now();
+    let b = t.spawn_agent(&[
+        "--config",
+        cfg_b.to_str().unwrap(),
+        "--table-owner",
+        "off",
+        "--metrics-address",
+        "127.0.0.1:9984",
+    ]);
+    let b_start = Instant::now();
+    let agents = [(&a, HTTP_PORT, a_start), (&b, 9984, b_start)];
+    let not_ready = |port| {
+        t.node
+            .http_get(port, "/readyz", SECOND)
+            .is_ok_and(|r| r.status == 503)
+    };
+    let noticed = wait_until(T, || not_ready(HTTP_PORT) && not_ready(9984));
+    let took = b_start.elapsed();
+    eprintln!("finding 12: both not ready {took:?} after the second agent started");
+    assert!(
+        noticed,
+        "not both not ready within {T:?}\nA:\n{}\nB:\n{}",
+        a.log(),
+        b.log()
+    );
+    // Each names the other: process name, pid, netlink port.
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let needle = format!("nft-masq-agent (pid {}, netlink port", other.pid());
+        assert!(
+            wait_until(T, || me.log().contains(&needle)),
+            "the log does not name {needle}:\n{}",
+            me.log()
+        );
+    }
+    // Let the fight go on, then look at the metric, readiness and the commit counts.
+    std::thread::sleep(Duration::from_secs(4));
+    for (agent, port, started) in agents {
+        let r = t.get_at(port, "/readyz");
+        assert_eq!(r.status, 503, "{}", r.body);
+        let contested = t.metric_at(port, "nft_masq_agent_table_contested");
+        let n = commits(&t, port);
+        let elapsed = started.elapsed();
+        eprintln!(
+            "finding 12: agent on port {port}: {n} commits in {elapsed:?} (budget {}), \
+             contested {contested}, readyz: {}",
+            budget_for(elapsed),
+            r.body.trim()
+        );
+        assert_eq!(contested, 1.0, "{}", agent.log());
+        assert!(r.body.contains("contested"), "{}", r.body);
+        assert!(
+            n <= budget_for(elapsed),
+            "{n} commits in {elapsed:?}:\n{}",
+            agent.log()
+        );
+    }
+}
+
+/// Finding 13: when the agent owning the table exits, the waiting agent takes over within a
+/// second (an owner poll), not at its retry backoff.
+#[test]
+fn owner_handover_takes_under_a_second() {
+    if !require_root() {
+        return;
+    }
+    if !kernel_at_least(5, 12) {
+        eprintln!("skipped: kernel before 5.12 has no table owner flag, nothing to hand over");
+        return;
+    }
+    let t = Topology::new("handover");
+    let mut a = t.start(&t.dir.join("absent"), &["--table-owner", "on"]);
+    let cfg_b = t.config("b", "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
+    let b = t.spawn_agent(&[
+        "--config",
+        cfg_b.to_str().unwrap(),
+        "--table-owner",
+        "on",
+        "--metrics-address",
+        "127.0.0.1:9984",
+    ]);
+    assert!(
+        wait_until(T, || t
+            .node
+            .http_get(9984, "/readyz", SECOND)
+            .is_ok_and(|r| r.status == 503 && r.body.contains("owned"))),
+        "B is not refused:\n{}",
+        b.log()
+    );
+    assert_eq!(b.count(COMMITTED), 0, "{}", b.log());
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+    // B has waited a while: a retry backoff (0.5 s, doubling) would be at seconds by now.
+    std::thread::sleep(Duration::from_secs(4));
+
+    let term = Instant::now();
+    a.signal(Signal::SIGTERM);
+    let status = a.wait_exit(T).expect("A did not exit");
+    assert!(status.success(), "{status}");
+    let exited = Instant::now();
+    let took = time_to_log(&b, COMMITTED, 1, T);
+    eprintln!(
+        "finding 13: B committed {took:?} after A exited ({:?} after SIGTERM)",
+        term.elapsed()
+    );
+    assert!(
+        took.is_some_and(|d| d < SECOND),
+        "handover took {took:?} (since A's exit {:?}):\nB:\n{}",
+        exited.elapsed(),
+        b.log()
+    );
+    t.expect(&[], &["11.22.33.44", "10.20.0.5"]);
+    assert!(wait_until(T, || t.get_at(9984, "/readyz").status == 200));
 }
