@@ -1033,3 +1033,90 @@ fn owner_handover_takes_under_a_second() {
     t.expect(&[], &["11.22.33.44", "10.20.0.5"]);
     assert!(wait_until(T, || t.get_at(9984, "/readyz").status == 200));
 }
+
+/// Finding 10: the config directory deleted and recreated with no gap (a kubelet remount, a
+/// ConfigMap deleted and created again) is still watched: later updates are seen at once,
+/// not at the resync.
+#[test]
+fn config_directory_deleted_and_recreated_at_once_is_still_watched() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("recreate");
+    let dir = t.dir.join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let cfg = dir.join("ip-masq-agent");
+    std::fs::write(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8]\n").unwrap();
+    let agent = t.start(&cfg, &["--table-owner", "off"]);
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+    for round in 1..=3 {
+        // rm -rf D && mkdir D && write the file: no gap.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n").unwrap();
+        assert!(
+            wait_until(T, || !t.masqueraded("11.22.33.44")),
+            "round {round}: the recreated directory's file was not read:\n{}",
+            agent.log()
+        );
+        // A later update, in the new directory.
+        let n = agent.count(COMMITTED);
+        write_atomic(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+        let took = time_to_log(&agent, COMMITTED, n + 1, T);
+        eprintln!("finding 10: round {round}: update after the recreate committed in {took:?}");
+        assert!(
+            took.is_some_and(|d| d < SECOND),
+            "round {round}: update not seen within a second ({took:?}):\n{}",
+            agent.log()
+        );
+        t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+    }
+}
+
+/// Finding 11: a config directory reached through a symlink (`cur -> v1`) is followed when
+/// the link is switched atomically (`ln -s v2 tmp && mv -T tmp cur`), and edits in the new
+/// target are seen.
+#[test]
+fn config_directory_behind_a_switched_symlink_is_followed() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("symdir");
+    for (v, text) in [
+        ("v1", "nonMasqueradeCIDRs: [10.0.0.0/8]\n"),
+        ("v2", "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n"),
+    ] {
+        std::fs::create_dir(t.dir.join(v)).unwrap();
+        std::fs::write(t.dir.join(v).join("ip-masq-agent"), text).unwrap();
+    }
+    std::os::unix::fs::symlink("v1", t.dir.join("cur")).unwrap();
+    let agent = t.start(&t.dir.join("cur/ip-masq-agent"), &["--table-owner", "off"]);
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+
+    let n = agent.count(COMMITTED);
+    std::os::unix::fs::symlink("v2", t.dir.join("tmp")).unwrap();
+    std::fs::rename(t.dir.join("tmp"), t.dir.join("cur")).unwrap();
+    let took = time_to_log(&agent, COMMITTED, n + 1, T);
+    eprintln!("finding 11: symlink switch committed in {took:?}");
+    assert!(
+        took.is_some_and(|d| d < SECOND),
+        "switch not followed within a second ({took:?}):\n{}",
+        agent.log()
+    );
+    t.expect(&[], &["11.22.33.44", "10.20.0.5"]);
+
+    // The watch followed: an edit in v2 is seen too.
+    let n = agent.count(COMMITTED);
+    write_atomic(
+        &t.dir.join("v2/ip-masq-agent"),
+        "nonMasqueradeCIDRs: [11.0.0.0/8]\n",
+    );
+    let took = time_to_log(&agent, COMMITTED, n + 1, T);
+    eprintln!("finding 11: edit in the new target committed in {took:?}");
+    assert!(
+        took.is_some_and(|d| d < SECOND),
+        "edit in v2 not seen within a second ({took:?}):\n{}",
+        agent.log()
+    );
+    t.expect(&["10.20.0.5"], &["11.22.33.44"]);
+}
