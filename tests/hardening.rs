@@ -1120,3 +1120,106 @@ fn config_directory_behind_a_switched_symlink_is_followed() {
     );
     t.expect(&["10.20.0.5"], &["11.22.33.44"]);
 }
+
+/// Seconds since midnight UTC of a log line's timestamp (`2026-11-30T07:23:17.945179Z ...`).
+fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let time = stamp.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// Seconds since midnight UTC now, on the clock the agent's log uses.
+fn utc_now() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    d.as_secs_f64() % 86_400.0
+}
+
+/// Finding 7, continued: during a tamper storm the repairs keep the budget's pace (a burst,
+/// then one a second), so the table is never left wrong for long. FAILS TODAY: a repair
+/// whose commit raced a foreign one queues a full check, every foreign commit interrupts the
+/// check's read of the 40,000-prefix table, and the agent retries the read (8 times, about
+/// 5 s at this size) before it repairs again, so a storm sees a repair every 4-5 s.
+#[test]
+fn tamper_storm_is_repaired_at_least_every_two_seconds() {
+    if !require_root() {
+        return;
+    }
+    let _heavy = heavy();
+    let t = Topology::new("pace");
+    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), 40_000);
+    let cfg = t.config("ip-masq-agent", &config_text(&hosts, &[]));
+    let agent = t.start(&cfg, &["--table-owner", "off"]);
+    let from = utc_now();
+    let tampers = storm_count(tamper_storm(&t, 6));
+    let to = utc_now();
+    let mut marks = vec![from];
+    marks.extend(
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains(COMMITTED))
+            .filter_map(log_time)
+            .filter(|t| (from..to).contains(t)),
+    );
+    marks.push(to);
+    let longest = marks.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    eprintln!(
+        "finding 7: {tampers} tampers in {:.1} s, {} repairs, longest time without one {longest:.2} s",
+        to - from,
+        marks.len() - 2
+    );
+    assert!(tampers >= 20, "the storm was too weak to tell: {tampers}");
+    assert!(
+        longest <= 2.0,
+        "{longest:.2} s without a repair during the storm:\n{}",
+        agent.log()
+    );
+}
+
+/// Found beyond issue 10's list while proving finding 3: the daemon cannot live with the
+/// table `--max-prefixes` lets it commit. Reading a set back costs the kernel time that grows
+/// with the square of its size (measured: 300,000 elements 11 s, 1,000,000 elements 71-80 s,
+/// nearly all system time), so every full check of a 500,000-prefix table keeps the loop busy
+/// for over a minute and /healthz fails after 30 s of it ("reconcile loop busy checking the
+/// table for 30.7s"): kubelet would restart the agent. Ignored by default because it takes
+/// two minutes and fails today: `cargo test --test hardening -- --ignored`.
+#[test]
+#[ignore = "fails today, takes ~2 min: a full check of 500k prefixes outlasts the 30 s liveness limit"]
+fn full_check_of_half_a_million_prefixes_keeps_healthz_answering() {
+    if !require_root() {
+        return;
+    }
+    let _heavy = heavy();
+    let t = Topology::new("check500k");
+    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), 500_000);
+    let text = format!("resyncInterval: 5s\n{}", config_text(&hosts, &[]));
+    let cfg = t.config("ip-masq-agent", &text);
+    let agent = t.spawn_agent(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--table-owner",
+        "off",
+        "--max-prefixes",
+        "600000",
+    ]);
+    assert!(
+        agent.wait_log(COMMITTED, Duration::from_secs(120)),
+        "{}",
+        agent.log()
+    );
+    // The first resync (a full check) starts within 5 s; probe through a minute of it.
+    let start = Instant::now();
+    let replies = probe_while(&t, "/healthz", SECOND, || {
+        start.elapsed() < Duration::from_secs(60)
+    });
+    assert_quick(
+        &replies,
+        SECOND,
+        "/healthz through full checks",
+        &agent.log(),
+    );
+}
