@@ -226,12 +226,11 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             "nft-masq-agent {} starting",
             env!("CARGO_PKG_VERSION")
         );
-        let loaded = {
-            let health = self.out.health.clone();
-            let _busy = health.busy("reading the config");
-            self.source.load()
-        };
-        match loaded {
+        // Validating the config and building its table, or reading back the table to adopt,
+        // take seconds near the prefix cap: busy for all of it, so /healthz stays alive.
+        let health = self.out.health.clone();
+        let busy = health.busy("starting");
+        match self.source.load() {
             Ok(loaded) => {
                 for note in &loaded.notes {
                     tracing::info!("{note}");
@@ -243,6 +242,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             }
             Err(e) => self.start_without_config(&chain(&e)),
         }
+        drop(busy);
         self.work(now);
     }
 
@@ -414,12 +414,11 @@ impl<K: Kernel, S: Source> Agent<K, S> {
     }
 
     fn reload(&mut self, why: &str, now: Instant) {
-        let update = {
-            let health = self.out.health.clone();
-            let _busy = health.busy("reading the config");
-            self.source.reload()
-        };
-        match update {
+        // Busy until the new table is built too, not only while reading: building and
+        // comparing 100,000 prefixes took long enough for a probe to find the loop silent.
+        let health = self.out.health.clone();
+        let _busy = health.busy("reading the config");
+        match self.source.reload() {
             Update::Unchanged => tracing::debug!("{why}: config unchanged"),
             Update::Failed(e) => {
                 self.out.metrics.config_loaded(false, 0.0);
