@@ -144,28 +144,10 @@ impl Netns {
             .expect("spawn thread")
     }
 
-    /// `GET path` from `127.0.0.1:port` inside this namespace (HTTP/1.0: the server closes),
-    /// each socket operation bounded by `timeout`; the reply and how long it took.
+    /// `GET path` from `127.0.0.1:port` inside this namespace: [`http_get_here`] on a thread
+    /// that entered it.
     pub fn http_get(&self, port: u16, path: &str, timeout: Duration) -> std::io::Result<Reply> {
-        let start = Instant::now();
-        let text = self.enter(|| -> std::io::Result<String> {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-            let mut out = Vec::new();
-            s.read_to_end(&mut out)?;
-            Ok(String::from_utf8_lossy(&out).into_owned())
-        })?;
-        let took = start.elapsed();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        Ok(Reply { status, body, took })
+        self.enter(|| http_get_here(port, path, timeout))
     }
 
     /// Writes a sysctl of this namespace.
@@ -239,6 +221,28 @@ pub struct Reply {
     pub body: String,
     /// From connecting to the end of the reply.
     pub took: Duration,
+}
+
+/// `GET path` from `127.0.0.1:port` in the calling thread's namespace (HTTP/1.0: the server
+/// closes), each socket operation bounded by `timeout`; the reply and how long it took.
+pub fn http_get_here(port: u16, path: &str, timeout: Duration) -> std::io::Result<Reply> {
+    let start = Instant::now();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok(Reply { status, body, took })
 }
 
 /// The agent's default HTTP port (`--metrics-address 127.0.0.1:9983`).
