@@ -35,6 +35,11 @@ pub const MAX_CONNECTIONS: usize = 16;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a connection may live: a probe or scrape takes milliseconds.
 pub const CONNECTION_LIMIT: Duration = Duration::from_secs(10);
+/// Connections the kernel queues for us while every slot is busy. std binds with 128, and a
+/// burst of 250 connections overflowed it: the kernel dropped SYNs, a probe caught in that
+/// waited for its retransmission (1 s, kubelet's default probe timeout). Queued connections
+/// cost kernel memory, not ours; the kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 4096;
 /// How long /healthz waits for the loop to answer before looking at what it is busy with.
 const PING_WAIT: Duration = Duration::from_millis(250);
 
@@ -99,6 +104,8 @@ async fn handle(
 /// Binds `addr` now (so a bad address fails at start-up) and serves it on a new thread.
 pub fn spawn(addr: SocketAddr, ep: Endpoints) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(addr)?;
+    // listen() again on a listening socket only changes its backlog.
+    rustix::net::listen(&listener, LISTEN_BACKLOG)?;
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("http".into())

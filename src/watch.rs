@@ -271,8 +271,12 @@ impl ConfigWatch {
 
     fn arm(&mut self, force: bool) -> Result<(), WatchError> {
         // Twice at most: a directory that appeared while we armed a watch on its parent
-        // moves the watch down on the second pass.
-        for _ in 0..2 {
+        // moves the watch down on the second pass. Only the first pass forces: re-arming
+        // means unwatch then watch, and a directory created between the second pass's look
+        // and its watch would go unseen for good (its creation event lost with the old watch,
+        // the look too early to find it), leaving the watch on the parent until the resync.
+        for pass in 0..2 {
+            let force = force && pass == 0;
             let targets = plan(&self.configs);
             let want: Vec<PathBuf> =
                 targets

@@ -252,12 +252,11 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             "nft-masq-agent {} starting",
             env!("CARGO_PKG_VERSION")
         );
-        let loaded = {
-            let health = self.out.health.clone();
-            let _busy = health.busy("reading the config");
-            self.source.load()
-        };
-        match loaded {
+        // Validating the config and building its table, or reading back the table to adopt,
+        // take seconds near the prefix cap: busy for all of it, so /healthz stays alive.
+        let health = self.out.health.clone();
+        let busy = health.busy("starting");
+        match self.source.load() {
             Ok(loaded) => {
                 for note in &loaded.notes {
                     tracing::info!("{note}");
@@ -273,6 +272,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         if let Some(note) = crate::nft::legacy::note(&crate::nft::legacy::legacy_nat_tables()) {
             tracing::warn!("{note}");
         }
+        drop(busy);
         self.work(now);
         self.look_for_conflicts();
     }
@@ -459,12 +459,11 @@ impl<K: Kernel, S: Source> Agent<K, S> {
     }
 
     fn reload(&mut self, why: &str, now: Instant) {
-        let update = {
-            let health = self.out.health.clone();
-            let _busy = health.busy("reading the config");
-            self.source.reload()
-        };
-        match update {
+        // Busy until the new table is built too, not only while reading: building and
+        // comparing 100,000 prefixes took long enough for a probe to find the loop silent.
+        let health = self.out.health.clone();
+        let _busy = health.busy("reading the config");
+        match self.source.reload() {
             Update::Unchanged => tracing::debug!("{why}: config unchanged"),
             Update::Failed(e) => {
                 self.out.metrics.config_loaded(false, 0.0);

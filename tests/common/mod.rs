@@ -19,10 +19,12 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Pod address, IPv4.
@@ -125,6 +127,30 @@ impl Netns {
         })
     }
 
+    /// Runs `f` on a new thread that has entered this namespace and returns at once; the
+    /// thread's sockets stay in the namespace (for load generators that run alongside a test).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                f()
+            })
+            .expect("spawn thread")
+    }
+
+    /// `GET path` from `127.0.0.1:port` inside this namespace: [`http_get_here`] on a thread
+    /// that entered it.
+    pub fn http_get(&self, port: u16, path: &str, timeout: Duration) -> std::io::Result<Reply> {
+        self.enter(|| http_get_here(port, path, timeout))
+    }
+
     /// Writes a sysctl of this namespace.
     pub fn sysctl(&self, key: &str, value: &str) {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
@@ -184,6 +210,89 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+    }
+}
+
+/// An HTTP reply from the agent's endpoint.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code (0 if the reply had none).
+    pub status: u16,
+    /// Body.
+    pub body: String,
+    /// From connecting to the end of the reply.
+    pub took: Duration,
+}
+
+/// `GET path` from `127.0.0.1:port` in the calling thread's namespace (HTTP/1.0: the server
+/// closes), each socket operation bounded by `timeout`; the reply and how long it took.
+pub fn http_get_here(port: u16, path: &str, timeout: Duration) -> std::io::Result<Reply> {
+    let start = Instant::now();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok(Reply { status, body, took })
+}
+
+/// The agent's default HTTP port (`--metrics-address 127.0.0.1:9983`).
+pub const HTTP_PORT: u16 = 9983;
+
+/// The value of one series (`name{labels} value`) in a metrics text; 0 if absent.
+pub fn series(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// The sum of every series of a metric family (`name{…} value` for each label set).
+pub fn family_sum(metrics: &str, name: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let a: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let b: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (a, b) >= (major, minor)
+}
+
+/// Replaces `path` with `text` atomically (a file beside it, renamed over it), as a
+/// ConfigMap update does: the agent never reads a half-written file.
+pub fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("nma-tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config into place");
+}
+
+/// `counter packets N bytes M` becomes `counter`: listings compare across commits.
+pub fn strip_counters(line: &str) -> String {
+    const C: &str = "counter packets ";
+    match line.find(C) {
+        None => line.to_string(),
+        Some(i) => {
+            let tail = line[i + C.len()..].splitn(4, ' ').nth(3).unwrap_or("");
+            format!("{}counter {tail}", &line[..i])
+        }
     }
 }
 
@@ -456,6 +565,66 @@ impl Topology {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// [`Topology::nft_table`] with counter values blanked.
+    pub fn listing(&self) -> Option<String> {
+        self.nft_table()
+            .map(|s| s.lines().map(strip_counters).collect::<Vec<_>>().join("\n"))
+    }
+
+    /// Makes the remote host one more destination address (IPv4).
+    pub fn host(&self, addr: &str) {
+        ip(&[
+            "-n",
+            &self.remote.name,
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "lo",
+        ]);
+    }
+
+    /// `GET path` on the agent's endpoint at `port` in the node namespace (5 s bound);
+    /// panics if it cannot connect or read.
+    pub fn get_at(&self, port: u16, path: &str) -> Reply {
+        self.node
+            .http_get(port, path, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+    }
+
+    /// `GET path` on the agent's default endpoint.
+    pub fn get(&self, path: &str) -> Reply {
+        self.get_at(HTTP_PORT, path)
+    }
+
+    /// One metric series of the agent at `port` (0 if absent).
+    pub fn metric_at(&self, port: u16, name: &str) -> f64 {
+        let r = self.get_at(port, "/metrics");
+        assert_eq!(r.status, 200, "{}", r.body);
+        series(&r.body, name)
+    }
+
+    /// One metric series of the agent at the default port (0 if absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metric_at(HTTP_PORT, name)
+    }
+
+    /// Spawns the daemon with `--config config args…` and waits (5 s) for its first commit.
+    pub fn start(&self, config: &Path, args: &[&str]) -> Agent {
+        let mut full = vec!["--config", config.to_str().expect("UTF-8 path")];
+        full.extend_from_slice(args);
+        let a = self.spawn_agent(&full);
+        assert!(
+            a.wait_log(
+                "committed table inet nft-masq-agent",
+                Duration::from_secs(5)
+            ),
+            "agent did not commit:\n{}",
+            a.log()
+        );
+        a
+    }
+
     /// Spawns the daemon in the node namespace.
     pub fn spawn_agent(&self, args: &[&str]) -> Agent {
         let log = self.dir.join(format!(
@@ -497,6 +666,39 @@ impl Agent {
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// How many times `needle` occurs in the log so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// The process id (the agent's own: `ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB (`VmRSS` of /proc/PID/status), if the process is there.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Sends a signal.
