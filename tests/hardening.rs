@@ -1160,10 +1160,12 @@ fn utc_now() -> f64 {
 }
 
 /// Finding 7, continued: during a tamper storm the repairs keep the budget's pace (a burst,
-/// then one a second), so the table is never left wrong for long. FAILS TODAY: a repair
-/// whose commit raced a foreign one queues a full check, every foreign commit interrupts the
-/// check's read of the 40,000-prefix table, and the agent retries the read (8 times, about
-/// 5 s at this size) before it repairs again, so a storm sees a repair every 4-5 s.
+/// then one a second), so the table is never left wrong for long. Failed before the
+/// daemon's reads stopped insisting on a quiet ruleset: a repair whose commit raced a
+/// foreign one queues a full check, every foreign commit interrupted the check's read, and
+/// the agent retried the read (8 times, about 5 s at 40,000 prefixes) before it repaired
+/// again. 10,000 prefixes keep a debug build's commit and read well inside the bound on a
+/// busy machine while every read still spans several tamper commits.
 #[test]
 fn tamper_storm_is_repaired_at_least_every_two_seconds() {
     if !require_root() {
@@ -1171,7 +1173,7 @@ fn tamper_storm_is_repaired_at_least_every_two_seconds() {
     }
     let _heavy = heavy();
     let t = Topology::new("pace");
-    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), 40_000);
+    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), 10_000);
     let cfg = t.config("ip-masq-agent", &config_text(&hosts, &[]));
     let agent = t.start(&cfg, &["--table-owner", "off"]);
     let from = utc_now();
@@ -1199,6 +1201,13 @@ fn tamper_storm_is_repaired_at_least_every_two_seconds() {
         "{longest:.2} s without a repair during the storm:\n{}",
         agent.log()
     );
+    // Nor does the storm blind the agent: its reads complete although others commit.
+    assert!(
+        !agent.log().contains("back failed"),
+        "a read of the table failed during the storm:\n{}",
+        agent.log()
+    );
+    assert_eq!(t.metric("nft_masq_agent_check_errors_total"), 0.0);
 }
 
 /// Found beyond issue 10's list while proving finding 3: the daemon cannot live with the

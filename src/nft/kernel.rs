@@ -30,7 +30,9 @@ pub trait Kernel {
     /// Replaces `table` (by its name, in the inet family) in one transaction.
     fn replace(&mut self, table: &Table) -> Result<CommitReport, NftError>;
 
-    /// Reads table `name` back, decoded; `None` when it does not exist.
+    /// Reads table `name` back, decoded; `None` when it does not exist. Commits by others
+    /// during the read do not make it fail: the caller listens to notifications, which
+    /// report any change to the table made meanwhile.
     fn read(&mut self, name: &str) -> Result<Option<Table>, NftError>;
 
     /// The packet and byte counters of the masquerade rules of table `name`, if it exists.
@@ -89,7 +91,10 @@ impl Kernel for Netlink {
     }
 
     fn read(&mut self, name: &str) -> Result<Option<Table>, NftError> {
-        self.sock.read_table(name)
+        // The daemon is in the notification group whenever it reads: a change to our table
+        // during the read is seen as a notification and repaired, so the read need not
+        // wait for a quiet ruleset (which a busy node, or a tamper storm, never has).
+        self.sock.read_table_unsettled(name)
     }
 
     fn counters(&mut self, name: &str) -> Result<Option<(u64, u64)>, NftError> {

@@ -28,6 +28,9 @@ pub struct NftSocket {
     seq: u32,
     sndbuf: usize,
     buf: Vec<u8>,
+    /// Set during [`NftSocket::read_table_unsettled`]: dumps run to their end although
+    /// other commits happen meanwhile.
+    unsettled: bool,
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
@@ -139,6 +142,7 @@ impl NftSocket {
                 .map_or(1, |d| d.as_secs() as u32),
             sndbuf,
             buf: vec![0; RECV_BUF],
+            unsettled: false,
         })
     }
 
@@ -258,7 +262,7 @@ impl NftSocket {
                 if m.seq != seq {
                     continue; // a late reply to an earlier request
                 }
-                if m.flags & NLM_F_DUMP_INTR != 0 {
+                if m.flags & NLM_F_DUMP_INTR != 0 && !self.unsettled {
                     return Err(NftError::Interrupted);
                 }
                 match m.ty {
@@ -343,10 +347,28 @@ impl NftSocket {
         // Chain dumps are not filtered by table on every kernel: the filter does it.
         self.dump_of_table(NFT_MSG_GETCHAIN, name, |_| {}, |m| feed(&mut sink, m))?;
         self.dump_rules(name, |m| feed(&mut sink, m))?;
-        if self.generation()? != gen_before {
+        if !self.unsettled && self.generation()? != gen_before {
             return Err(NftError::Interrupted);
         }
         Ok(Some(sink))
+    }
+
+    /// Reads table `name` like [`NftSocket::read_table`], once, without insisting that
+    /// nobody commits meanwhile. Any commit (to any table) interrupts a strict read, and a
+    /// read of a large set takes seconds: on a node where another component commits every
+    /// second, or during a tamper storm, strict reads never finish. This is for a reader
+    /// that listens to nftables notifications: a change to table `name` during the read
+    /// arrives as one and is acted on, so what the read may have missed is never trusted.
+    pub fn read_table_unsettled(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+        self.unsettled = true;
+        let read =
+            self.read_table_once(
+                name,
+                decode::TableDecoder::new(name),
+                &|d, m| Ok(d.feed(m)?),
+            );
+        self.unsettled = false;
+        Ok(read?.and_then(decode::TableDecoder::finish))
     }
 
     /// Dumps `kind` in the inet family, passing on only the messages of table `name`; the
