@@ -3,8 +3,8 @@
 //! A small shared state with no knowledge of either side, so neither depends on the other:
 //! the loop sets readiness and marks what long operation it is in; the endpoint reads them
 //! and pings the loop. Alive means the loop answers a ping, or is visibly busy with one
-//! bounded operation (a large commit, a full check) for less than [`BUSY_LIMIT`]: a probe
-//! must not fail, nor wait, because the agent is doing its job.
+//! bounded operation (a large commit, a full check) that made progress within
+//! [`BUSY_LIMIT`]: a probe must not fail, nor wait, because the agent is doing its job.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-/// How long the loop may be busy with one operation before it counts as stuck. Far above
-/// any bounded operation (a 500,000-prefix commit takes about 2 s), well below what would
+/// How long the loop may be busy with one operation, without progress, before it counts as
+/// stuck. Far above any one step (a 500,000-prefix commit is one system call of a few
+/// seconds; a read of that table is a stream of replies, each a progress mark, whose whole
+/// can take a minute because the kernel's set dumps are quadratic), well below what would
 /// let a truly stuck agent keep a node's policy unattended.
 pub const BUSY_LIMIT: Duration = Duration::from_secs(30);
 
@@ -28,7 +30,8 @@ pub type Pings = mpsc::Receiver<Ping>;
 pub struct Health {
     ready: AtomicBool,
     reason: Mutex<String>,
-    busy: Mutex<Option<(Instant, &'static str)>>,
+    /// What the loop is busy with: since when, its last progress, what.
+    busy: Mutex<Option<(Instant, Instant, &'static str)>>,
     ping: mpsc::Sender<Ping>,
 }
 
@@ -80,15 +83,25 @@ impl Health {
     /// Marks the loop busy with `what` until the returned guard is dropped.
     pub fn busy(&self, what: &'static str) -> Busy<'_> {
         if let Ok(mut b) = self.busy.lock() {
-            *b = Some((Instant::now(), what));
+            let now = Instant::now();
+            *b = Some((now, now, what));
         }
         Busy(self)
     }
 
-    /// What the loop is busy with, and for how long.
-    pub fn busy_with(&self) -> Option<(&'static str, Duration)> {
+    /// The busy operation made progress (a reply from the kernel arrived).
+    pub fn progress(&self) {
+        if let Ok(mut b) = self.busy.lock() {
+            if let Some((_, last, _)) = b.as_mut() {
+                *last = Instant::now();
+            }
+        }
+    }
+
+    /// What the loop is busy with, for how long, and how long since its last progress.
+    pub fn busy_with(&self) -> Option<(&'static str, Duration, Duration)> {
         let b = self.busy.lock().ok()?;
-        b.map(|(since, what)| (what, since.elapsed()))
+        b.map(|(since, last, what)| (what, since.elapsed(), last.elapsed()))
     }
 
     /// Whether the loop is alive: it answers a ping within `wait`, or it is busy with one
@@ -110,13 +123,16 @@ impl Health {
             .unwrap_or_else(|| Err("reconcile loop not responding".into()))
     }
 
-    /// The answer while the loop is busy: alive for less than [`BUSY_LIMIT`], else stuck.
+    /// The answer while the loop is busy: alive while it made progress within
+    /// [`BUSY_LIMIT`], else stuck.
     fn busy_answer(&self) -> Option<Result<String, String>> {
-        let (what, d) = self.busy_with()?;
-        Some(if d < BUSY_LIMIT {
+        let (what, d, idle) = self.busy_with()?;
+        Some(if idle < BUSY_LIMIT {
             Ok(format!("ok (busy {what} for {d:.1?})"))
         } else {
-            Err(format!("reconcile loop busy {what} for {d:.1?}"))
+            Err(format!(
+                "reconcile loop busy {what} for {d:.1?}, no progress for {idle:.1?}"
+            ))
         })
     }
 }
@@ -157,5 +173,30 @@ mod tests {
         });
         assert_eq!(h.liveness(Duration::from_secs(1)).await, Ok("ok".into()));
         answer.abort();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_long_operation_is_alive_while_it_makes_progress() {
+        let (h, _pings) = Health::new();
+        let ago = |secs| {
+            Instant::now()
+                .checked_sub(Duration::from_secs(secs))
+                .unwrap()
+        };
+        let _b = h.busy("checking the table");
+        // Busy for 40 s, with a reply from the kernel a second ago: alive.
+        *h.busy.lock().unwrap() = Some((ago(40), ago(1), "checking the table"));
+        let note = h.liveness(Duration::from_millis(10)).await.unwrap();
+        assert!(
+            note.starts_with("ok (busy checking the table for 40"),
+            "{note}"
+        );
+        // No progress for longer than the limit: stuck.
+        *h.busy.lock().unwrap() = Some((ago(40), ago(35), "checking the table"));
+        let why = h.liveness(Duration::from_millis(10)).await.unwrap_err();
+        assert!(why.contains("no progress for 35"), "{why}");
+        // Progress revives it.
+        h.progress();
+        assert!(h.liveness(Duration::from_millis(10)).await.is_ok());
     }
 }

@@ -32,6 +32,7 @@ use crate::http::{self, Endpoints};
 use crate::metrics::Metrics;
 use crate::nft::compat::OwnerMode;
 use crate::nft::events::EventSocket;
+use crate::nft::socket::Progress;
 use crate::nft::{Netlink, NftSocket};
 use crate::watch::ConfigWatch;
 use agent::{Agent, Outputs};
@@ -81,7 +82,9 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         tracing::info!("serving /healthz, /readyz and /metrics on http://{addr}");
     }
 
-    let sock = NftSocket::open().map_err(RunError::Netlink)?;
+    let mut sock = NftSocket::open().map_err(RunError::Netlink)?;
+    let health = out.health.clone();
+    sock.on_progress(Progress(Arc::new(move || health.progress())));
     let events = EventSocket::open().map_err(RunError::Netlink)?;
     let kernel = Netlink::new(sock, events.membership());
     let events = events

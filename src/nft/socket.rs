@@ -31,6 +31,18 @@ pub struct NftSocket {
     /// Set during [`NftSocket::read_table_unsettled`]: dumps run to their end although
     /// other commits happen meanwhile.
     unsettled: bool,
+    /// Called for every batch of replies received: a long read shows it is progressing.
+    progress: Option<Progress>,
+}
+
+/// A callback marking progress (see [`NftSocket::on_progress`]).
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
@@ -143,7 +155,14 @@ impl NftSocket {
             sndbuf,
             buf: vec![0; RECV_BUF],
             unsettled: false,
+            progress: None,
         })
+    }
+
+    /// Calls `progress` for every batch of replies a read receives (the daemon's liveness:
+    /// a read of a large table is a long stream of replies, not a stuck loop).
+    pub fn on_progress(&mut self, progress: Progress) {
+        self.progress = Some(progress);
     }
 
     /// The port id of this socket: the kernel stamps it on the notifications of our
@@ -254,6 +273,9 @@ impl NftSocket {
                     op: "recvmsg (reply)",
                     source: io::Error::other("reply truncated"),
                 });
+            }
+            if let Some(p) = &self.progress {
+                (p.0)();
             }
             // Copy out so `each` can borrow self.buf's contents while we keep the socket.
             let data = self.buf[..n].to_vec();
