@@ -109,8 +109,8 @@ pub struct PolicyFlags {
 }
 
 impl PolicyFlags {
-    /// The largest config file read: [`CONFIG_BYTES_PER_PREFIX`] per prefix of
-    /// `--max-prefixes`, at least [`MIN_CONFIG_BYTES`].
+    /// The most config bytes read, all files together: [`CONFIG_BYTES_PER_PREFIX`] per
+    /// prefix of `--max-prefixes`, at least [`MIN_CONFIG_BYTES`].
     pub fn max_config_bytes(&self) -> u64 {
         (self.max_prefixes as u64)
             .saturating_mul(CONFIG_BYTES_PER_PREFIX)
@@ -394,7 +394,8 @@ pub enum ConfigError {
         /// What it is instead.
         kind: &'static str,
     },
-    /// The file is larger than the agent reads.
+    /// The file is larger than what is left of the size budget the files share
+    /// ([`PolicyFlags::max_config_bytes`] minus the files read before it).
     #[error(
         "config file {path} is larger than {max} bytes (the limit follows --max-prefixes: \
          {per} bytes per prefix, at least 1 MiB)",
@@ -403,7 +404,7 @@ pub enum ConfigError {
     TooLarge {
         /// The config path.
         path: PathBuf,
-        /// The limit.
+        /// What was left of the budget when this file was read.
         max: u64,
     },
     /// A config directory holds more files than the agent reads.
