@@ -296,16 +296,22 @@ impl Walk<'_> {
         } else {
             Answer::CannotTell(depends)
         };
-        self.out.push(Finding {
+        let f = self.finding(rule, how, answer);
+        self.out.push(f);
+    }
+
+    /// A finding about `rule` of the chain being walked.
+    fn finding(&self, rule: &RuleMsg, verdict: String, answer: Answer) -> Finding {
+        Finding {
             family: family_name(self.table.family),
             table: self.table.name.clone(),
             chain: self.base_and(rule),
             priority: self.priority,
             handle: rule.handle,
             rule: describe(rule),
-            verdict: how,
+            verdict,
             answer,
-        });
+        }
     }
 
     fn base_and(&self, rule: &RuleMsg) -> String {
@@ -318,16 +324,8 @@ impl Walk<'_> {
 
     /// Records rules that translate but whose matches failed: they are "no" for this packet.
     fn no(&mut self, rule: &RuleMsg, how: String) {
-        self.out.push(Finding {
-            family: family_name(self.table.family),
-            table: self.table.name.clone(),
-            chain: self.base_and(rule),
-            priority: self.priority,
-            handle: rule.handle,
-            rule: describe(rule),
-            verdict: how,
-            answer: Answer::No,
-        });
+        let f = self.finding(rule, how, Answer::No);
+        self.out.push(f);
     }
 }
 
@@ -558,37 +556,10 @@ fn step(e: &Expr, regs: &mut Regs, probe: &Probe, mark: Option<u32>, table: &For
             });
             regs.set(*dreg, v);
         }
-        Expr::Cmp { sreg, op, data } => {
-            return match regs.get(*sreg) {
-                Ok(v) => match compare(*op, v, data) {
-                    Some(true) => Step::Next,
-                    Some(false) => Step::Fails,
-                    None => Step::Unknown(format!("a comparison (op {op})")),
-                },
-                Err(why) => Step::Unknown(why),
-            };
-        }
+        Expr::Cmp { sreg, op, data } => return cmp(regs, *sreg, *op, data),
         Expr::Lookup {
             set, sreg, flags, ..
-        } => {
-            let found = table.sets.iter().find(|s| &s.name == set);
-            return match (
-                regs.get(*sreg),
-                found.and_then(|s| s.spans.as_ref().map(|sp| (s, sp))),
-            ) {
-                (Ok(v), Some((s, spans))) => {
-                    let key = to_u128(v.get(..s.key_len).unwrap_or(v));
-                    let member = spans.iter().any(|sp| sp.lo <= key && key <= sp.hi);
-                    if member != (flags & NFT_LOOKUP_F_INV != 0) {
-                        Step::Next
-                    } else {
-                        Step::Fails
-                    }
-                }
-                (Err(why), _) => Step::Unknown(why),
-                (_, None) => Step::Unknown(format!("a lookup in set {set}")),
-            };
-        }
+        } => return lookup(regs, *sreg, set, *flags, table),
         Expr::Fib {
             flags,
             result,
@@ -612,47 +583,81 @@ fn step(e: &Expr, regs: &mut Regs, probe: &Probe, mark: Option<u32>, table: &For
         Expr::Masq { .. } => return Step::Translates("masquerade".into()),
         Expr::Nat {
             kind, reg_addr_min, ..
-        } if *kind == NFT_NAT_SNAT => {
-            let to = reg_addr_min
-                .and_then(|r| regs.get(r).ok().map(<[u8]>::to_vec))
-                .and_then(|b| match b.len() {
-                    4 => Some(IpAddr::from(<[u8; 4]>::try_from(b.as_slice()).ok()?)),
-                    16 => Some(IpAddr::from(<[u8; 16]>::try_from(b.as_slice()).ok()?)),
-                    _ => None,
-                });
-            return Step::Translates(match to {
-                Some(a) => format!("snat to {a}"),
-                None => "snat".into(),
-            });
+        } if *kind == NFT_NAT_SNAT => return snat(regs, *reg_addr_min),
+        Expr::Compat {
+            target, name, info, ..
+        } => {
+            if let Some(step) = compat(*target, name, info, probe, mark) {
+                return step;
+            }
         }
-        Expr::Compat {
-            target: true,
-            name,
-            info,
-            ..
-        } => match name.as_str() {
-            "MASQUERADE" => return Step::Translates("masquerade".into()),
-            "SNAT" => return Step::Translates(snat_target(info)),
-            "RETURN" => return Step::Verdict(NFT_RETURN, None),
-            "ACCEPT" => return Step::Verdict(NF_ACCEPT, None),
-            // MARK, LOG, CONNMARK...: change nothing about translation here.
-            _ => {}
-        },
-        Expr::Compat {
-            target: false,
-            name,
-            info,
-            ..
-        } => match name.as_str() {
-            "comment" => {}
-            "addrtype" => return addrtype(info, probe),
-            "mark" => return mark_match(info, mark),
-            other => return Step::Unknown(format!("an x_tables {other} match")),
-        },
         Expr::Counter { .. } => {}
         other => return Step::Unknown(format!("{} expression", other.name())),
     }
     Step::Next
+}
+
+/// `cmp`: the rule goes on, stops, or cannot be told.
+fn cmp(regs: &Regs, sreg: u32, op: u32, data: &[u8]) -> Step {
+    match regs.get(sreg) {
+        Ok(v) => match compare(op, v, data) {
+            Some(true) => Step::Next,
+            Some(false) => Step::Fails,
+            None => Step::Unknown(format!("a comparison (op {op})")),
+        },
+        Err(why) => Step::Unknown(why),
+    }
+}
+
+/// `lookup` in one of the table's sets (inverted with `!=`).
+fn lookup(regs: &Regs, sreg: u32, set: &str, flags: u32, table: &ForeignTable) -> Step {
+    let found = table.sets.iter().find(|s| s.name == set);
+    match (
+        regs.get(sreg),
+        found.and_then(|s| s.spans.as_ref().map(|sp| (s, sp))),
+    ) {
+        (Ok(v), Some((s, spans))) => {
+            let key = to_u128(v.get(..s.key_len).unwrap_or(v));
+            let member = spans.iter().any(|sp| sp.lo <= key && key <= sp.hi);
+            if member != (flags & NFT_LOOKUP_F_INV != 0) {
+                Step::Next
+            } else {
+                Step::Fails
+            }
+        }
+        (Err(why), _) => Step::Unknown(why),
+        (_, None) => Step::Unknown(format!("a lookup in set {set}")),
+    }
+}
+
+/// A native `snat`, with its address when a register holds it.
+fn snat(regs: &Regs, reg_addr_min: Option<u32>) -> Step {
+    let to = reg_addr_min
+        .and_then(|r| regs.get(r).ok().map(<[u8]>::to_vec))
+        .and_then(|b| match b.len() {
+            4 => Some(IpAddr::from(<[u8; 4]>::try_from(b.as_slice()).ok()?)),
+            16 => Some(IpAddr::from(<[u8; 16]>::try_from(b.as_slice()).ok()?)),
+            _ => None,
+        });
+    Step::Translates(match to {
+        Some(a) => format!("snat to {a}"),
+        None => "snat".into(),
+    })
+}
+
+/// An iptables-nft x_tables target or match; `None`: it changes nothing here (a comment,
+/// MARK, LOG, CONNMARK...).
+fn compat(target: bool, name: &str, info: &[u8], probe: &Probe, mark: Option<u32>) -> Option<Step> {
+    match (target, name) {
+        (true, "MASQUERADE") => Some(Step::Translates("masquerade".into())),
+        (true, "SNAT") => Some(Step::Translates(snat_target(info))),
+        (true, "RETURN") => Some(Step::Verdict(NFT_RETURN, None)),
+        (true, "ACCEPT") => Some(Step::Verdict(NF_ACCEPT, None)),
+        (true, _) | (false, "comment") => None,
+        (false, "addrtype") => Some(addrtype(info, probe)),
+        (false, "mark") => Some(mark_match(info, mark)),
+        (false, other) => Some(Step::Unknown(format!("an x_tables {other} match"))),
+    }
 }
 
 /// The rules of `findings` that override a non-masquerade decision (answer yes, or cannot
