@@ -1,0 +1,76 @@
+//! Config bytes -> `config::parse`, under flag combinations chosen by the first byte.
+//!
+//! Never panics, and every accepted config keeps its promises: no IPv6 without
+//! `--enable-ipv6`, host bits clear, `snatTo` ranges ordered within one family,
+//! `resyncInterval` at least the minimum; the desired table builds, holds at most `--max-prefixes` prefixes in canonical
+//! form, exempts every non-masquerade address that no `masqueradeCIDRs` entry covers and none
+//! that one does, holds exactly the `sourceCIDRs` as sources, renders, and survives encode -> decode unchanged. A refusal lists between 1
+//! and `MAX_PROBLEMS` (+1 summary line) problems. Hangs are libFuzzer's `-timeout`.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+use nft_masq_agent::config::{
+    self, Config, MAX_PROBLEMS, MIN_RESYNC_INTERVAL, PolicyFlags, values,
+};
+use nft_masq_agent::model::{self, Family, TableFlags};
+use nma_fuzz::{assert_canonical_sets, assert_exempts, assert_round_trip, policy_flags};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&b, text)) = data.split_first() else {
+        return;
+    };
+    let flags = policy_flags(b);
+    let path = Path::new("/etc/config/ip-masq-agent");
+    match config::parse(text, path, &flags) {
+        Ok(loaded) => {
+            for n in &loaded.notes {
+                assert!(!n.is_empty());
+            }
+            check(&loaded.config, &flags, TableFlags(u32::from(b >> 6)));
+        }
+        Err(e) => {
+            let n = e.problems().len();
+            assert!((1..=MAX_PROBLEMS + 1).contains(&n), "{n} problems");
+            assert!(e.to_string().contains("/etc/config/ip-masq-agent"));
+        }
+    }
+});
+
+fn check(c: &Config, flags: &PolicyFlags, table_flags: TableFlags) {
+    assert!(c.resync_interval >= MIN_RESYNC_INTERVAL);
+    for n in values(&c.non_masquerade_cidrs)
+        .chain(values(&c.masquerade_cidrs))
+        .chain(values(&c.source_cidrs))
+    {
+        assert_eq!(n.trunc(), *n, "{n} has host bits");
+        assert!(
+            flags.enable_ipv6 || Family::of(n) == Family::V4,
+            "{n} without --enable-ipv6"
+        );
+    }
+    for t in values(&c.snat_to) {
+        assert_eq!(
+            Family::of_addr(&t.first),
+            Family::of_addr(&t.last),
+            "snatTo {t}"
+        );
+        assert!(t.first <= t.last, "snatTo {t}");
+    }
+
+    let table = model::desired(c, flags, table_flags);
+    assert!(
+        table.prefix_count() <= flags.max_prefixes,
+        "{} prefixes, cap {}",
+        table.prefix_count(),
+        flags.max_prefixes
+    );
+    assert_canonical_sets(&table);
+    assert_exempts(c, &table);
+    let text = table.to_string();
+    assert!(text.contains("table inet nft-masq-agent"));
+    if table.prefix_count() <= 20_000 {
+        assert_round_trip(&table, 1);
+    }
+}

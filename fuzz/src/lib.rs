@@ -1,0 +1,251 @@
+//! What the fuzz targets share: the flags a config input selects, the encode -> decode round
+//! trip with its assertions, and the invariants of a decoded or desired table.
+//!
+//! The targets themselves are in `fuzz_targets/`; the seed corpora in `seeds/` are written by
+//! `examples/seeds.rs` (see DEVELOPERS.md, "Fuzzing").
+
+use std::collections::HashSet;
+
+use ipnet::IpNet;
+use nft_masq_agent::config::{Config, DEFAULT_MAX_PREFIXES, PolicyFlags, values};
+use nft_masq_agent::model::{
+    Family, Interface, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Stmt, Table,
+};
+use nft_masq_agent::netlink::messages;
+use nft_masq_agent::nft::decode;
+use nft_masq_agent::nft::encode::{self, ReplaceForm};
+use nft_masq_agent::nft::events::{self, Event};
+use nft_masq_agent::nft::expr::Expr;
+use nft_masq_agent::nft::stmt::{lower, raise};
+use nft_masq_agent::prefix::{RangeSet, Span};
+
+/// The `--to-ports` value a flags byte may select (ip-masq-agent's documented example).
+pub const TO_PORTS: &str = "1024-29999,32768-65535";
+
+/// The policy flags selected by one input byte: bit 0 `--enable-ipv6`, bit 1
+/// `--nomasq-all-reserved-ranges`, bit 2 `--random-fully=false`, bit 3 `--to-ports`, bits
+/// 4-5 `--max-prefixes` (the default, 1, 64 or 4096: small caps make the cap reachable).
+pub fn policy_flags(b: u8) -> PolicyFlags {
+    PolicyFlags {
+        enable_ipv6: b & 1 != 0,
+        nomasq_all_reserved_ranges: b & 2 != 0,
+        random_fully: b & 4 == 0,
+        to_ports: (b & 8 != 0).then(|| TO_PORTS.parse().expect("a valid --to-ports")),
+        max_prefixes: match (b >> 4) & 3 {
+            0 => DEFAULT_MAX_PREFIXES,
+            1 => 1,
+            2 => 64,
+            _ => 4096,
+        },
+    }
+}
+
+/// The flags byte that selects `flags` (the inverse of [`policy_flags`] for the flags it can
+/// express), for writing seeds.
+pub fn flags_byte(ipv6: bool, reserved: bool, to_ports: bool) -> u8 {
+    u8::from(ipv6) | u8::from(reserved) << 1 | u8::from(to_ports) << 3
+}
+
+/// Asserts that the prefixes of every set are sorted, disjoint, of the set's family and the
+/// fewest that cover their addresses (what both `model::desired` and the decoder produce).
+pub fn assert_canonical_sets(t: &Table) {
+    for set in &t.sets {
+        let bits = set.family.bits();
+        for p in &set.prefixes {
+            assert_eq!(
+                Family::of(p),
+                set.family,
+                "set {}: {p} of another family",
+                set.name
+            );
+            assert_eq!(p.trunc(), *p, "set {}: {p} has host bits", set.name);
+        }
+        for w in set.prefixes.windows(2) {
+            assert!(
+                Span::of(&w[0]).hi < Span::of(&w[1]).lo,
+                "set {}: {} and {} are not sorted and disjoint",
+                set.name,
+                w[0],
+                w[1]
+            );
+        }
+        let merged = RangeSet::from_nets(&set.prefixes);
+        assert_eq!(
+            merged.prefix_count(bits),
+            merged.to_prefixes(bits).len(),
+            "prefix_count disagrees with to_prefixes"
+        );
+    }
+}
+
+/// Whether the set's prefixes are the canonical form of their union (merged, then the fewest
+/// aligned prefixes): true for `model::desired`'s sets.
+pub fn is_minimal(prefixes: &[IpNet], family: Family) -> bool {
+    RangeSet::from_nets(prefixes).to_prefixes(family.bits()) == prefixes
+}
+
+/// Whether `addr` (an integer of the set's family) is in one of the sorted prefixes.
+pub fn contains(prefixes: &[IpNet], addr: u128) -> bool {
+    let i = prefixes.partition_point(|p| Span::of(p).hi < addr);
+    prefixes.get(i).is_some_and(|p| Span::of(p).lo <= addr)
+}
+
+/// Whether the encoder can write `t` and the decoder must give it back unchanged: what
+/// `model::desired` makes, and what the decoder reads of a table the agent could have
+/// written. Names must be unique (sets and rules are matched by name), without NUL (names
+/// are NUL-terminated on the wire) and short (an attribute holds at most 64 KiB); no
+/// statement may be `Unknown` (it has no wire form) and nothing may be foreign.
+pub fn representable(t: &Table) -> bool {
+    const MAX_NAME: usize = 1024;
+    let name_ok = |s: &str| s.len() <= MAX_NAME && !s.contains('\0');
+    let unique = |names: Vec<&str>| {
+        let n = names.len();
+        names.into_iter().collect::<HashSet<_>>().len() == n
+    };
+    // Address and name sets share one namespace: elements find their set by name.
+    let set_names: Vec<&str> = t
+        .sets
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(t.name_sets.iter().map(|s| s.name.as_str()))
+        .collect();
+    name_ok(&t.name)
+        && t.foreign.is_empty()
+        && set_names.iter().all(|n| name_ok(n))
+        && unique(set_names)
+        && unique(t.chains.iter().map(|c| c.name.as_str()).collect())
+        && t.chains.iter().all(|c| {
+            name_ok(&c.name)
+                && c.base.as_ref().is_none_or(|b| name_ok(&b.kind))
+                && c.rules.len() <= 1024
+                && c.rules.iter().all(|r| {
+                    r.stmts.len() <= 256
+                        && r.stmts.iter().all(|s| match s {
+                            Stmt::Unknown(_) => false,
+                            Stmt::DaddrInSet { set, .. }
+                            | Stmt::SaddrNotInSet { set, .. }
+                            | Stmt::OifnameNotInSet { set } => name_ok(set),
+                            _ => true,
+                        })
+                })
+        })
+}
+
+/// Encodes `t` in both replace forms, decodes each batch and asserts the table comes back
+/// exactly (counters included), and that every object message of the batch is classified as
+/// a notification of `t` (notifications have the layout of the requests).
+pub fn assert_round_trip(t: &Table, seq: u32) {
+    for form in [ReplaceForm::AddDeleteAdd, ReplaceForm::DeleteAdd] {
+        let batch = encode::replace(t, seq, form);
+        let back = decode::table_from_dump(&batch.bytes, &t.name)
+            .unwrap_or_else(|e| panic!("our own batch does not decode: {e}\n{t}"))
+            .unwrap_or_else(|| panic!("our own batch has no table {:?}", t.name));
+        assert!(
+            back.same_policy(t),
+            "decode(encode(t)) is another policy\nsent:\n{t}\nread back:\n{back}"
+        );
+        assert_eq!(&back, t, "decode(encode(t)) differs");
+        let mut objects = 0;
+        for m in messages(&batch.bytes) {
+            let m = m.expect("our own batch frames");
+            match events::classify(&m) {
+                Some(Event::Object { table, .. }) => {
+                    assert_eq!(table, t.name);
+                    objects += 1;
+                }
+                Some(other) => panic!("a batch message classified as {other:?}"),
+                None => {}
+            }
+        }
+        assert_eq!(
+            objects,
+            batch.msgs.len(),
+            "every object message names its table"
+        );
+        let addrs: usize = t
+            .sets
+            .iter()
+            .map(|s| encode::interval_elements(s).len())
+            .sum();
+        let names: usize = t
+            .name_sets
+            .iter()
+            .map(|s| encode::span_elements(s.names.iter().map(Interface::span), u128::MAX).len())
+            .sum();
+        assert_eq!(batch.elements, addrs + names, "elements sent");
+    }
+}
+
+/// Asserts that the sets of a desired table mean what the config says: each address set is
+/// minimal; the first and last address of every exempt range (`nonMasqueradeCIDRs` and
+/// link-local) is in the destination set unless a `masqueradeCIDRs` entry covers it; no
+/// `masqueradeCIDRs` address is; a source set holds exactly the merged `sourceCIDRs`.
+pub fn assert_exempts(c: &Config, table: &Table) {
+    for set in &table.sets {
+        assert!(
+            is_minimal(&set.prefixes, set.family),
+            "set {} not minimal",
+            set.name
+        );
+        if set.name == SET_SRC_V4 || set.name == SET_SRC_V6 {
+            let want = c
+                .source_ranges(set.family)
+                .map(|r| r.to_prefixes(set.family.bits()))
+                .unwrap_or_default();
+            assert_eq!(set.prefixes, want, "set {}", set.name);
+            continue;
+        }
+        assert!(set.name == SET_V4 || set.name == SET_V6, "set {}", set.name);
+        let carved = c.carved_ranges(set.family);
+        let link_local = c.link_local_exempt(set.family);
+        let exempt = values(&c.non_masquerade_cidrs).chain(link_local.as_ref());
+        for n in exempt.filter(|n| Family::of(n) == set.family) {
+            let s = Span::of(n);
+            for a in [s.lo, s.hi] {
+                let masqueraded = carved.intersects(Span { lo: a, hi: a });
+                assert_eq!(
+                    contains(&set.prefixes, a),
+                    !masqueraded,
+                    "{n}: address {a:#x}"
+                );
+            }
+        }
+        for n in values(&c.masquerade_cidrs).filter(|n| Family::of(n) == set.family) {
+            let s = Span::of(n);
+            for a in [s.lo, s.hi] {
+                assert!(
+                    !contains(&set.prefixes, a),
+                    "carved {n} still exempt at {a:#x}"
+                );
+            }
+        }
+    }
+}
+
+/// Asserts that `raise` read `exprs` only as `lower` writes: every statement it recognised
+/// lowers to exactly the expressions it consumed, and each `Unknown` stands for one
+/// expression. `exprs` must carry no batch-local set ids (the kernel never reports them).
+pub fn assert_raise_consistent(exprs: &[Expr]) {
+    let stmts = raise(exprs);
+    let mut at = 0;
+    for s in &stmts {
+        match s {
+            Stmt::Unknown(_) => at += 1,
+            _ => {
+                let want = lower(std::slice::from_ref(s), &|_| None);
+                assert!(
+                    exprs[at..].starts_with(&want),
+                    "{s:?} raised from {:?}",
+                    &exprs[at..]
+                );
+                at += want.len();
+            }
+        }
+    }
+    assert_eq!(
+        at,
+        exprs.len(),
+        "raise consumed {at} of {} expressions",
+        exprs.len()
+    );
+}
