@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use super::merge::merge;
-use super::{Config, ConfigError, DIR_FILE_PREFIX, Loaded, PolicyFlags, validate};
+use super::{ConfigError, DIR_FILE_PREFIX, Loaded, PolicyFlags, validate};
 
 /// What a re-read found.
 #[derive(Debug)]
@@ -99,13 +99,20 @@ impl ConfigSource {
 
     fn validate(&self, files: &[(PathBuf, Vec<u8>)]) -> Result<Loaded, ConfigError> {
         if files.is_empty() {
-            return Ok(Loaded {
-                config: Config::defaults(&self.flags),
-                notes: vec![format!(
-                    "no config file at {}: using defaults",
-                    self.describe()
-                )],
-            });
+            // No file: the defaults, held to the same limits as any config (a --max-prefixes
+            // below the default list's prefixes refuses them, as it does for an empty file).
+            let mut l = merge(Vec::new(), &self.flags).map_err(|e| match e {
+                ConfigError::Merged { problems, .. } => ConfigError::Invalid {
+                    path: PathBuf::from(self.describe()),
+                    problems,
+                },
+                other => other,
+            })?;
+            l.notes.insert(
+                0,
+                format!("no config file at {}: using defaults", self.describe()),
+            );
+            return Ok(l);
         }
         let mut parsed = Vec::with_capacity(files.len());
         for (path, bytes) in files {
@@ -250,6 +257,7 @@ impl Source for ConfigSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("nma-src-{}-{name}", std::process::id()));
@@ -265,6 +273,22 @@ mod tests {
         assert_eq!(l.config, Config::defaults(&PolicyFlags::default()));
         assert!(l.config.files.is_empty());
         assert!(l.notes[0].contains("no config file at /nonexistent/ip-masq-agent"));
+    }
+
+    #[test]
+    fn missing_file_defaults_are_held_to_the_prefix_cap() {
+        // The gap the config fuzz target found for an empty file (the flags byte alone:
+        // --max-prefixes 1 and no text accepted the 4 default prefixes), for no file at all.
+        let cap = PolicyFlags {
+            max_prefixes: 3,
+            ..PolicyFlags::default()
+        };
+        let err = ConfigSource::new("/nonexistent/ip-masq-agent", cap)
+            .load()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/nonexistent/ip-masq-agent"), "{text}");
+        assert!(text.contains("more than --max-prefixes (3)"), "{text}");
     }
 
     #[test]

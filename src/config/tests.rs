@@ -407,6 +407,38 @@ fn the_resulting_prefixes_are_capped_not_just_the_entries() {
 }
 
 #[test]
+fn an_empty_file_is_held_to_the_prefix_cap_too() {
+    // Found by the config fuzz target (input: the flags byte alone): an empty or
+    // comment-only file meant the defaults without the --max-prefixes check, so the
+    // 4 default prefixes were accepted under a cap of 1. (Merging now checks every config;
+    // this keeps it so.)
+    let reserved = PolicyFlags {
+        nomasq_all_reserved_ranges: true,
+        ..flags()
+    };
+    for (f, made) in [(flags(), 4), (reserved, 12)] {
+        for text in ["", "# only a comment\n", "---\n"] {
+            let cap = PolicyFlags {
+                max_prefixes: made - 1,
+                ..f.clone()
+            };
+            let p = problems(text, &cap);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(p[0].starts_with(&format!("(resulting table) = ({made} prefixes)")));
+            let exact = PolicyFlags {
+                max_prefixes: made,
+                ..f.clone()
+            };
+            let l = parse_str(text, Path::new("/cfg"), &exact).unwrap();
+            assert_eq!(
+                l.config.non_masquerade_cidrs,
+                Config::defaults(&f).non_masquerade_cidrs
+            );
+        }
+    }
+}
+
+#[test]
 fn a_flood_of_problems_is_listed_up_to_a_limit_and_counted() {
     let entries: Vec<String> = (0..1000).map(|i| format!("bad{i}")).collect();
     let text = format!(
