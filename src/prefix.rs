@@ -240,6 +240,9 @@ pub fn addr_to_u128(a: IpAddr) -> u128 {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
