@@ -45,6 +45,11 @@ pub const MAX_DIR_FILES: usize = 64;
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     paths: Vec<PathBuf>,
+    /// Which paths stand for a directory, decided once when the source is made: a path that
+    /// is a directory then, or ends in `/`. A file path that later turns into a directory
+    /// (a broken volume mount, a swapped symlink) is then a read error that keeps the last
+    /// good config, not an empty directory whose "no file at all" would commit the defaults.
+    dirs: Vec<bool>,
     flags: PolicyFlags,
     /// Hash of what the last read saw (`None`: never read, or it failed).
     last: Option<u64>,
@@ -58,8 +63,13 @@ impl ConfigSource {
 
     /// The config at several paths, merged in order.
     pub fn with_paths(paths: Vec<PathBuf>, flags: PolicyFlags) -> ConfigSource {
+        let dirs = paths
+            .iter()
+            .map(|p| p.is_dir() || p.as_os_str().as_encoded_bytes().ends_with(b"/"))
+            .collect();
         ConfigSource {
             paths,
+            dirs,
             flags,
             last: None,
         }
@@ -74,8 +84,8 @@ impl ConfigSource {
     /// regular files in name order.
     fn files(&self) -> Result<Vec<PathBuf>, ConfigError> {
         let mut out = Vec::new();
-        for path in &self.paths {
-            if path.is_dir() {
+        for (path, &dir) in self.paths.iter().zip(&self.dirs) {
+            if dir && path.is_dir() {
                 out.extend(dir_files(path)?);
             } else {
                 out.push(path.clone());
@@ -273,6 +283,34 @@ mod tests {
         assert_eq!(l.config, Config::defaults(&PolicyFlags::default()));
         assert!(l.config.files.is_empty());
         assert!(l.notes[0].contains("no config file at /nonexistent/ip-masq-agent"));
+    }
+
+    #[test]
+    fn a_file_path_turned_directory_is_an_error_not_the_defaults() {
+        // The CI find: a file path swapped for an (empty) directory read as a config
+        // directory with no files, and the defaults replaced a working policy.
+        let dir = scratch("turned");
+        let file = dir.join("ip-masq-agent");
+        std::fs::write(&file, "nonMasqueradeCIDRs: [10.0.0.0/8]\n").unwrap();
+        let mut s = ConfigSource::new(&file, PolicyFlags::default());
+        assert!(s.load().is_ok());
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        let err = s.load().unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        // A directory given as one (it is one at start, or the path ends in `/`) is read.
+        let mut d = ConfigSource::new(&file, PolicyFlags::default());
+        assert!(d.load().unwrap().notes[0].contains("no config file"));
+        let later = dir.join("later/");
+        let mut l = ConfigSource::new(&later, PolicyFlags::default());
+        std::fs::create_dir(&later).unwrap();
+        std::fs::write(
+            later.join("ip-masq-a"),
+            "nonMasqueradeCIDRs: [10.0.0.0/8]\n",
+        )
+        .unwrap();
+        assert_eq!(l.load().unwrap().config.files.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

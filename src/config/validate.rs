@@ -66,7 +66,8 @@ pub fn parse_file_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Pa
         path: path.to_path_buf(),
         problems,
     };
-    let doc = yaml::parse(text, &yaml::LIMITS).map_err(|e| {
+    let limits = yaml::Limits::for_max_prefixes(flags.max_prefixes);
+    let doc = yaml::parse(text, &limits).map_err(|e| {
         invalid(vec![Problem {
             key: "(document)".into(),
             value: None,

@@ -47,12 +47,25 @@ pub struct Limits {
     pub max_nodes: usize,
 }
 
-/// The config's limits: a real config is two levels deep, and 250,000 values hold more than
-/// twice the largest list `--max-prefixes` allows by default.
+/// The config's limits at the default `--max-prefixes`: a real config is two levels deep,
+/// and 250,000 values hold more than twice the largest list that default allows.
 pub const LIMITS: Limits = Limits {
     max_depth: 64,
     max_nodes: 250_000,
 };
+
+impl Limits {
+    /// The limits for a config held to `max_prefixes` prefixes: [`LIMITS`], with room for
+    /// two values per prefix when the cap is raised above the default (a list of 500,000
+    /// addresses is a legitimate config under `--max-prefixes 600000`; an alias bomb still
+    /// stops at a bound that follows the operator's own cap, as the byte budget does).
+    pub fn for_max_prefixes(max_prefixes: usize) -> Limits {
+        Limits {
+            max_nodes: LIMITS.max_nodes.max(max_prefixes.saturating_mul(2)),
+            ..LIMITS
+        }
+    }
+}
 
 /// A document that is not YAML (or JSON), or goes beyond [`Limits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -424,6 +437,14 @@ mod tests {
             "{}",
             err(&laughs)
         );
+        // A raised --max-prefixes raises the bound with it, and the bomb still stops.
+        let raised = Limits::for_max_prefixes(600_000);
+        assert_eq!(Limits::for_max_prefixes(1000).max_nodes, LIMITS.max_nodes);
+        let big = format!("l: [{}]\n", vec!["1.2.3.4/32"; 300_000].join(", "));
+        assert!(parse(&big, &LIMITS).is_err());
+        assert!(parse(&big, &raised).is_ok());
+        let bomb = parse(&laughs, &raised).unwrap_err().to_string();
+        assert!(bomb.contains("more than 1200000 values"), "{bomb}");
         assert!(err("a: 1\n---\nb: 2\n").contains("more than one YAML document"));
         assert!(err("a: [1, 2").contains("line 1"), "{}", err("a: [1, 2"));
     }
