@@ -19,8 +19,14 @@ impl Netns {
     /// Creates `nma-bench-<pid>-<tag>`, after removing namespaces left by benchmark runs
     /// that died without cleaning up (their pid no longer exists).
     pub fn new(tag: &str) -> Netns {
-        sweep_stale();
-        let name = format!("nma-bench-{}-{tag}", std::process::id());
+        Netns::with_prefix("nma-bench", tag)
+    }
+
+    /// Creates `<prefix>-<pid>-<tag>`, after removing `<prefix>-<pid>-*` namespaces whose
+    /// process is gone.
+    pub fn with_prefix(prefix: &str, tag: &str) -> Netns {
+        sweep_stale(prefix);
+        let name = format!("{prefix}-{}-{tag}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -62,15 +68,16 @@ impl Netns {
     }
 }
 
-/// Deletes `nma-bench-<pid>-*` namespaces whose process is gone.
-fn sweep_stale() {
+/// Deletes `<prefix>-<pid>-*` namespaces whose process is gone.
+pub fn sweep_stale(prefix: &str) {
     let Ok(dir) = std::fs::read_dir("/run/netns") else {
         return;
     };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(pid) = name
-            .strip_prefix("nma-bench-")
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('-'))
             .and_then(|rest| rest.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
