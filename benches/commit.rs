@@ -7,7 +7,10 @@
 //!   nf_tables backend and the legacy backend.
 //!
 //! Prints a markdown table (median, min-max over the runs); needs root.
-//! `cargo bench --bench commit [-- --sizes 64,1000,10000,100000 --runs 9]`
+//! `cargo bench --bench commit [-- --sizes 64,1000,10000,100000 --runs 9 --cpu]`
+//! `--cpu` adds the CPU time the agent's commits took on the committing thread (the kernel
+//! applies the batch inside `sendmsg`, so that is most of the kernel's work too): a figure that
+//! waiting for a CPU on a busy machine does not inflate.
 
 mod support;
 
@@ -19,7 +22,7 @@ use nft_masq_agent::config::{Config, PolicyFlags};
 use nft_masq_agent::model::{self, TableFlags};
 use nft_masq_agent::nft::events::EventSocket;
 use nft_masq_agent::nft::{self, NftSocket, encode};
-use support::{Netns, Stats, arg, ip_masq_agent_text, prefixes, record};
+use support::{Netns, Stats, arg, flag, ip_masq_agent_text, prefixes, record};
 
 /// Runs `program --noflush` with `text` on stdin; returns its wall time, or None if the
 /// backend does not work here.
@@ -69,6 +72,18 @@ fn ensure_jump(program: &str) -> bool {
     ])
 }
 
+/// CPU time of the calling thread, user and system (the scheduler's nanosecond counter, the
+/// first field of `/proc/thread-self/schedstat`).
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
 fn cell(s: Option<Stats>) -> String {
     s.map_or("n/a".into(), |s| s.ms())
 }
@@ -80,6 +95,8 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
     let runs: usize = arg("--runs").map_or(Ok(9), |s| s.parse())?;
+    let cpu = flag("--cpu");
+    let mut cpu_rows = Vec::new();
     let ns = Netns::new("commit");
     ns.enter();
     let mut sock = NftSocket::open()?;
@@ -104,11 +121,19 @@ fn main() -> anyhow::Result<()> {
         // The agent alone: encode + send + every ACK, replacing an existing table.
         nft::replace_table(&mut sock, &table)?;
         let mut plain = Vec::new();
+        let (mut plain_cpu, mut encoding) = (Vec::new(), Vec::new());
+        let mut batch_size = (0, 0);
         for _ in 0..runs {
+            // The CPU clock is read outside the wall-clock interval.
+            let c0 = thread_cpu();
             let t0 = Instant::now();
             let batch = encode::replace(&table, sock.next_seq(), nft::ReplaceForm::AddDeleteAdd);
+            let encoded = t0.elapsed();
             sock.send_batch(&batch)?;
             plain.push(t0.elapsed());
+            plain_cpu.push(thread_cpu().saturating_sub(c0));
+            encoding.push(encoded);
+            batch_size = (batch.bytes.len(), batch.msgs.len());
         }
 
         // With a listener subscribed throughout: the kernel builds a notification per element.
@@ -176,6 +201,18 @@ fn main() -> anyhow::Result<()> {
             cell(ipt_legacy)
         );
         record(&format!("commit.agent.{n}"), p.median);
+        if cpu {
+            let c = Stats::of(plain_cpu);
+            record(&format!("commit.agent_cpu.{n}"), c.median);
+            cpu_rows.push(format!(
+                "| {n} | {} | {} | {} | {} bytes, {} messages |",
+                p.ms(),
+                c.ms(),
+                Stats::of(encoding).ms(),
+                batch_size.0,
+                batch_size.1
+            ));
+        }
         record(&format!("commit.daemon.{n}"), d.median);
         record(&format!("commit.naive.{n}"), nv.median);
         record(&format!("commit.nft.{n}"), f.median);
@@ -188,5 +225,16 @@ fn main() -> anyhow::Result<()> {
     }
     nft::delete_table(&mut sock, model::TABLE_NAME)?;
     println!();
+    if cpu {
+        println!("### Commit: the agent's CPU time ({runs} runs; median (min-max))\n");
+        println!(
+            "| prefixes | agent, wall | agent, CPU of the committing thread (user + system) | of which encoding (wall) | batch |"
+        );
+        println!("|---:|---:|---:|---:|---:|");
+        for row in cpu_rows {
+            println!("{row}");
+        }
+        println!();
+    }
     Ok(())
 }

@@ -3,11 +3,19 @@
 //! so ip-masq-agent's chain walks its whole list. Compared in the same run: the agent's
 //! table, ip-masq-agent's chain (iptables nf_tables and legacy backends), and no NAT at all.
 //!
+//! A second section measures the agent's table with the scope keys against the same table
+//! without them, all at 10,000 non-masquerade prefixes: `sourceCIDRs` (10,000 prefixes and
+//! 64, the pod's among them), `egressInterfaces` (the egress interface and a wildcard, and a
+//! 64-name list), `snatTo` (a secondary node address) and combinations. Its cases are
+//! interleaved within each run, so a change in the machine's load falls on all of them.
+//!
 //! Topology per measurement (fresh namespaces, so conntrack starts empty):
 //! pod (sender) -> node (rules under test, forwarding) -> remote (counts arrivals from the
 //! expected source in a raw-priority nft rule, then drops them). Needs root.
 //!
 //! `cargo bench --bench datapath [-- --sizes 64,1000,10000 --runs 3 --packets 150000]`
+//! runs both sections; `--rules` only the first (agent, iptables, no NAT), `--scopes` only
+//! the second.
 
 mod support;
 
@@ -16,14 +24,19 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nft_masq_agent::config::{Config, PolicyFlags};
+use ipnet::{IpNet, Ipv4Net};
+use nft_masq_agent::config::{Config, Interface, PolicyFlags, SnatTarget, entries};
 use nft_masq_agent::model::{self, TableFlags};
 use nft_masq_agent::nft::{self, NftSocket};
-use support::{Netns, arg, ip_masq_agent_text, prefixes, record_value};
+use support::{Netns, arg, flag, ip_masq_agent_text, prefixes, record_value};
 
 const DST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 const POD: &str = "10.244.1.2";
 const NODE: &str = "198.51.100.1";
+/// The secondary node address (on the node's egress interface) that `snatTo` names.
+const SNAT_ADDR: &str = "198.51.100.3";
+/// Non-masquerade prefixes in every case of the scopes section.
+const SCOPE_PREFIXES: usize = 10_000;
 /// Distinct source ports: with every destination port this gives more distinct flows than
 /// one measurement sends, so no packet reuses a conntrack entry.
 const SOCKETS: usize = 16;
@@ -138,19 +151,22 @@ impl Mode {
     }
 }
 
+/// Commits the agent's table for `config` in the node, through the library as the agent does.
+fn commit(node: &Netns, config: &Config, flags: &PolicyFlags) {
+    let table = model::desired(config, flags, TableFlags::default());
+    node.run_in(|| {
+        let mut sock = NftSocket::open().expect("socket");
+        nft::replace_table(&mut sock, &table).expect("commit");
+    });
+}
+
 fn install(mode: Mode, node: &Netns, n: usize) {
     let flags = PolicyFlags::default();
     let mut config = Config::defaults(&flags);
-    config.non_masquerade_cidrs = nft_masq_agent::config::entries(prefixes(n));
+    config.non_masquerade_cidrs = entries(prefixes(n));
     match mode {
         Mode::None => {}
-        Mode::Agent => {
-            let table = model::desired(&config, &flags, TableFlags::default());
-            node.run_in(|| {
-                let mut sock = NftSocket::open().expect("socket");
-                nft::replace_table(&mut sock, &table).expect("commit");
-            });
-        }
+        Mode::Agent => commit(node, &config, &flags),
         Mode::IptNft | Mode::IptLegacy => {
             let prog = if mode == Mode::IptNft {
                 "iptables-nft"
@@ -214,6 +230,20 @@ fn blast(pod: &Netns, packets: usize) -> (usize, Duration) {
     })
 }
 
+/// Sends `packets` new flows from the pod and counts those that reach the remote from
+/// `source`; returns (arriving flows per second, fraction of the sent ones lost).
+fn measure(t: &Topo, source: &str, packets: usize) -> (f64, f64) {
+    sink(&t.remote, source);
+    let (sent, elapsed) = blast(&t.pod, packets);
+    std::thread::sleep(Duration::from_millis(200));
+    // The warm-up datagram arrives too.
+    let got = arrived(&t.remote).saturating_sub(1);
+    (
+        got as f64 / elapsed.as_secs_f64(),
+        (sent as f64 - got as f64) / sent as f64,
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let sizes: Vec<usize> = arg("--sizes")
         .unwrap_or_else(|| "64,1000,10000".into())
@@ -222,6 +252,25 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let runs: usize = arg("--runs").map_or(Ok(3), |s| s.parse())?;
     let packets: usize = arg("--packets").map_or(Ok(150_000), |s| s.parse())?;
+    anyhow::ensure!(
+        runs > 0 && packets > 0,
+        "--runs and --packets must be positive"
+    );
+    let (rules, scopes) = match (flag("--rules"), flag("--scopes")) {
+        (false, false) => (true, true),
+        chosen => chosen,
+    };
+    if rules {
+        rules_section(&sizes, runs, packets);
+    }
+    if scopes {
+        scopes_section(runs, packets);
+    }
+    Ok(())
+}
+
+/// The agent's table, ip-masq-agent's chain (both backends) and no NAT, at each size.
+fn rules_section(sizes: &[usize], runs: usize, packets: usize) {
     println!(
         "### Data path: new flows per second to a masqueraded destination ({runs} runs of {packets} packets; median (min-max))\n"
     );
@@ -230,7 +279,7 @@ fn main() -> anyhow::Result<()> {
     let mut baseline: Option<f64> = None;
     let mut cases: Vec<(Mode, usize)> = vec![(Mode::None, 0)];
     for mode in [Mode::Agent, Mode::IptNft, Mode::IptLegacy] {
-        for &n in &sizes {
+        for &n in sizes {
             cases.push((mode, n));
         }
     }
@@ -241,13 +290,9 @@ fn main() -> anyhow::Result<()> {
         for i in 0..runs {
             let t = topology(&format!("dp{i}"));
             install(mode, &t.node, n);
-            sink(&t.remote, if mode == Mode::None { POD } else { NODE });
-            let (sent, elapsed) = blast(&t.pod, packets);
-            std::thread::sleep(Duration::from_millis(200));
-            // The warm-up datagram arrives too.
-            let got = arrived(&t.remote).saturating_sub(1);
-            rates.push(got as f64 / elapsed.as_secs_f64());
-            lost += (sent as f64 - got as f64) / sent as f64 / runs as f64;
+            let (rate, loss) = measure(&t, if mode == Mode::None { POD } else { NODE }, packets);
+            rates.push(rate);
+            lost += loss / runs as f64;
         }
         rates.sort_by(f64::total_cmp);
         let median = rates[rates.len() / 2];
@@ -286,5 +331,203 @@ fn main() -> anyhow::Result<()> {
     if let Some(b) = baseline {
         println!("\nNo NAT at all: {b:.0} flows/s (forwarding without conntrack).\n");
     }
-    Ok(())
+}
+
+/// One configuration of the scopes section.
+struct ScopeCase {
+    /// Suffix of its `datapath.scopes.` result key.
+    key: &'static str,
+    /// Row label.
+    name: &'static str,
+    /// `sourceCIDRs` prefixes (the pod's among them); 0: the key is not set.
+    sources: usize,
+    /// `egressInterfaces`; empty: the key is not set.
+    egress: Vec<String>,
+    /// `snatTo` [`SNAT_ADDR`].
+    snat: bool,
+}
+
+fn scope_cases() -> Vec<ScopeCase> {
+    let pair = || vec!["eth0".to_string(), "wg*".to_string()];
+    // The egress interface, a wildcard and 62 other names.
+    let many = || {
+        let mut v = pair();
+        v.extend((1..=62).map(|i| format!("ens{i}")));
+        v
+    };
+    let case = |key, name, sources, egress, snat| ScopeCase {
+        key,
+        name,
+        sources,
+        egress,
+        snat,
+    };
+    vec![
+        case("none", "no scope", 0, vec![], false),
+        case(
+            "source.10000",
+            "`sourceCIDRs`, 10,000 prefixes",
+            10_000,
+            vec![],
+            false,
+        ),
+        case("source.64", "`sourceCIDRs`, 64 prefixes", 64, vec![], false),
+        case(
+            "egress",
+            "`egressInterfaces: [eth0, wg*]`",
+            0,
+            pair(),
+            false,
+        ),
+        case(
+            "egress.64",
+            "`egressInterfaces`, 64 names and wildcards",
+            0,
+            many(),
+            false,
+        ),
+        case("snat", "`snatTo` a secondary node address", 0, vec![], true),
+        case(
+            "source-egress",
+            "`sourceCIDRs` 10,000 + `egressInterfaces: [eth0, wg*]`",
+            10_000,
+            pair(),
+            false,
+        ),
+        case(
+            "all",
+            "`sourceCIDRs` 10,000 + `egressInterfaces: [eth0, wg*]` + `snatTo`",
+            10_000,
+            pair(),
+            true,
+        ),
+    ]
+}
+
+/// `n` distinct IPv4 /24 source prefixes, never adjacent, with the pod's (10.244.1.0/24) in
+/// the middle of the set.
+fn source_prefixes(n: usize) -> Vec<IpNet> {
+    let pod = u32::from(Ipv4Addr::new(10, 244, 1, 0));
+    let first = pod - (n as u32 / 2) * 512;
+    (0..n as u32)
+        .map(|i| {
+            let a = Ipv4Addr::from(first + i * 512);
+            IpNet::V4(Ipv4Net::new(a, 24).expect("valid /24"))
+        })
+        .collect()
+}
+
+fn scope_config(case: &ScopeCase, flags: &PolicyFlags) -> Config {
+    let mut config = Config::defaults(flags);
+    config.non_masquerade_cidrs = entries(prefixes(SCOPE_PREFIXES));
+    if case.sources > 0 {
+        config.source_cidrs = entries(source_prefixes(case.sources));
+    }
+    config.egress_interfaces = entries(
+        case.egress
+            .iter()
+            .map(|n| n.parse::<Interface>().expect("interface name")),
+    );
+    if case.snat {
+        let a = SNAT_ADDR.parse().expect("address");
+        config.snat_to = entries([SnatTarget { first: a, last: a }]);
+    }
+    config
+}
+
+/// Before measuring: with the pod outside `sourceCIDRs`, or the egress interface not in
+/// `egressInterfaces`, the flows leave the node untranslated, so the scope rules are in the
+/// path the measured packets take.
+fn controls(flags: &PolicyFlags) {
+    let case = |key: &str| {
+        scope_cases()
+            .into_iter()
+            .find(|c| c.key == key)
+            .expect("case")
+    };
+    let pod: IpNet = "10.244.1.0/24".parse().expect("prefix");
+    let mut outside = scope_config(&case("source.64"), flags);
+    outside.source_cidrs.retain(|e| !e.value.contains(&pod));
+    let mut elsewhere = scope_config(&case("none"), flags);
+    elsewhere.egress_interfaces = entries(["wg*", "ens1"].map(|n| n.parse().expect("name")));
+    for (what, config) in [
+        ("pod outside sourceCIDRs", outside),
+        ("eth0 not in egressInterfaces", elsewhere),
+    ] {
+        let t = topology("ctl");
+        commit(&t.node, &config, flags);
+        let (_, loss) = measure(&t, POD, 2000);
+        assert!(
+            loss < 0.01,
+            "control {what}: {:.1} % of the flows did not arrive untranslated",
+            loss * 100.0
+        );
+    }
+}
+
+/// The agent's table with each scope key against the same table without, at
+/// [`SCOPE_PREFIXES`] non-masquerade prefixes. Each run measures every case in turn, each in
+/// fresh namespaces.
+fn scopes_section(runs: usize, packets: usize) {
+    let flags = PolicyFlags::default();
+    let cases = scope_cases();
+    controls(&flags);
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut lost = vec![0.0; cases.len()];
+    for i in 0..runs {
+        for (c, case) in cases.iter().enumerate() {
+            let t = topology(&format!("sc{i}"));
+            if case.snat {
+                // Same subnet as the primary address: a secondary one, never masquerade's pick.
+                ip(&[
+                    "-n",
+                    &t.node.name,
+                    "addr",
+                    "add",
+                    &format!("{SNAT_ADDR}/24"),
+                    "dev",
+                    "eth0",
+                ]);
+            }
+            commit(&t.node, &scope_config(case, &flags), &flags);
+            let (rate, loss) = measure(&t, if case.snat { SNAT_ADDR } else { NODE }, packets);
+            rates[c].push(rate);
+            lost[c] += loss / runs as f64;
+        }
+    }
+    println!(
+        "### Data path with scopes: new flows per second, agent's table at {SCOPE_PREFIXES} non-masquerade prefixes ({runs} runs of {packets} packets, cases interleaved; median (min-max))\n"
+    );
+    println!("| scope | flows/s arriving, translated | loss | vs. no scope |");
+    println!("|---|---:|---:|---:|");
+    let mut unscoped = None;
+    let mut worst: Option<f64> = None;
+    for ((case, mut r), lost) in cases.iter().zip(rates).zip(lost) {
+        r.sort_by(f64::total_cmp);
+        let median = r[r.len() / 2];
+        let rel = match unscoped {
+            None => {
+                unscoped = Some(median);
+                "1.00".to_string()
+            }
+            Some(u) => {
+                let x = median / u;
+                worst = Some(worst.map_or(x, |w: f64| w.min(x)));
+                record_value(&format!("datapath.scopes.{}.ratio", case.key), x);
+                format!("{x:.2}")
+            }
+        };
+        println!(
+            "| {} | {median:.0} ({:.0}-{:.0}) | {:.2} % | {rel} |",
+            case.name,
+            r[0],
+            r[r.len() - 1],
+            lost * 100.0
+        );
+        record_value(&format!("datapath.scopes.{}", case.key), median);
+    }
+    if let Some(w) = worst {
+        record_value("datapath.scopes.worst.ratio", w);
+        println!("\nLowest ratio of a scoped case to no scope: {w:.2}.\n");
+    }
 }

@@ -153,6 +153,11 @@ pub fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// Whether `--name` (a flag without a value) is on the command line.
+pub fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
 /// Appends `key value` to the file named by `NMA_BENCH_RESULTS`, for `benches/run`'s
 /// summary of targets. Durations are recorded in milliseconds.
 pub fn record(key: &str, d: Duration) {
