@@ -40,12 +40,13 @@
 //!    after its start, and the repair before its notification is read. So no probe sees a
 //!    wrong translation beyond the kernel's own wait (inside the window: the repair cannot
 //!    commit until the tamperer's socket is closed) and the agent's reaction; config swaps and
-//!    the restart with another owner mode never cause one. One exception is reported on its
-//!    own and fails the run unless `--accept-new-set-gap` is given: a kernel whose interval
-//!    sets are searched through an array built at the end of the transaction (6.18 here)
-//!    finds nothing in a set created by the transaction until then, so while the agent's
-//!    replace of a large table finishes, every destination is masqueraded. Only probes to
-//!    the exempt destination that were masqueraded during an agent commit (from its start,
+//!    the restart with another owner mode never cause one. One kind is reported on its own
+//!    (and still fails the run, unless `--accept-new-set-gap` is given): a kernel whose
+//!    interval sets are searched through an array built at the end of the transaction (6.18
+//!    here) finds nothing in a set created by the transaction until then, so a whole-table
+//!    replace of a large table masqueraded every destination until it finished. The agent
+//!    updates its table in place to avoid it (docs/design.md, "In-place form"). Only probes
+//!    to the exempt destination that were masqueraded during an agent commit (from its start,
 //!    its logged duration before its notification) count as that.
 //! 2. **Repairs.** Every break is repaired (an agent commit follows it) within 10 s, and in
 //!    the calm part of a cycle within 5 s, where the next config swap is 7 s away: an agent

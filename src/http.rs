@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -17,7 +18,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::counters::MasqCounters;
 use crate::health::Health;
@@ -29,7 +29,8 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Largest request head accepted (hyper's read buffer); a probe's is a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Connections served at once; more wait in the kernel's accept queue.
+/// Connections served at once; more wait in the kernel's accept queue, and when every slot
+/// is taken the oldest connection still sending its request head makes room.
 pub const MAX_CONNECTIONS: usize = 16;
 /// Time a client has to send its request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -130,15 +131,52 @@ pub fn spawn(addr: SocketAddr, ep: Endpoints) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A connection being served.
+struct Conn {
+    /// Set once its request head has been read (the service was called).
+    head_read: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+/// The connections being served, oldest first.
+#[derive(Default)]
+struct Slots(Vec<Conn>);
+
+impl Slots {
+    /// Makes room for one more connection if it can: finished tasks are forgotten, and when
+    /// every slot is taken the oldest connection still sending its head is closed. Clients
+    /// that never finish their head would otherwise hold every slot for the header timeout
+    /// each, and a kubelet probe behind 48 of them waited 5–6 s (soak test, `--flood 48`).
+    /// A probe or scrape sends its head at once, so only the slowest senders are evicted.
+    fn make_room(&mut self) -> bool {
+        self.0.retain(|c| !c.task.is_finished());
+        if self.0.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        match self
+            .0
+            .iter()
+            .position(|c| !c.head_read.load(Ordering::Relaxed))
+        {
+            Some(i) => {
+                self.0.remove(i).task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Serves connections, at most [`MAX_CONNECTIONS`] at once, until the runtime stops.
 pub async fn serve(listener: TcpListener, ep: Endpoints) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut slots = Slots::default();
     loop {
-        // Wait for a free slot before accepting: excess clients queue in the kernel's
-        // backlog, costing us nothing.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
+        // Wait until a slot is free or can be freed before accepting: excess clients queue
+        // in the kernel's backlog, costing us nothing. Every slot busy serving a request
+        // (not reading a head) frees within milliseconds.
+        while !slots.make_room() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -148,8 +186,13 @@ pub async fn serve(listener: TcpListener, ep: Endpoints) {
             }
         };
         let ep = ep.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, ep.clone()));
+        let head_read = Arc::new(AtomicBool::new(false));
+        let read = head_read.clone();
+        let task = tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                read.store(true, Ordering::Relaxed);
+                handle(req, ep.clone())
+            });
             // One request per connection: an idle keep-alive connection would hold a slot.
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -162,7 +205,10 @@ pub async fn serve(listener: TcpListener, ep: Endpoints) {
                 Ok(Err(e)) => tracing::debug!("HTTP connection ended with an error: {e}"),
                 Err(_) => tracing::debug!("HTTP connection closed after {CONNECTION_LIMIT:?}"),
             }
-            drop(slot);
+        });
+        slots.0.push(Conn {
+            head_read,
+            task: task.abort_handle(),
         });
     }
 }

@@ -697,6 +697,61 @@ fn http_flood_of_unfinished_headers_keeps_memory_flat_and_probes_answering() {
     assert_eq!(t.get("/healthz").status, 200);
 }
 
+/// Found by the soak test: clients that send part of a request head and then nothing held
+/// every connection slot for the header timeout each, so /healthz waited behind them (48 of
+/// them: 5-6 s, over the DaemonSet's 3 s probe timeout). The oldest of them now makes room.
+#[test]
+fn silent_half_sent_heads_do_not_hold_healthz_back() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("silent");
+    let agent = t.start(&t.dir.join("absent"), &[]);
+    assert_eq!(t.get("/healthz").status, 200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let holders: Vec<_> = (0..48)
+        .map(|_| {
+            let (stop, tx) = (stop.clone(), tx.clone());
+            t.node.spawn(move || {
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, HTTP_PORT));
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok();
+                if let Some(s) = s.as_mut() {
+                    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+                }
+                let _ = tx.send(());
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    for _ in 0..48 {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a holder connected");
+    }
+    let start = Instant::now();
+    let mut replies = Vec::new();
+    while start.elapsed() < Duration::from_secs(3) {
+        replies.extend(probe_while(&t, "/healthz", Duration::ZERO, || false));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in holders {
+        let _ = h.join();
+    }
+    let worst = assert_quick(
+        &replies,
+        SECOND / 2,
+        "probes behind 48 silent heads",
+        &agent.log(),
+    );
+    eprintln!(
+        "{} probes behind 48 silent half-sent heads, worst {worst:?}",
+        replies.len()
+    );
+}
+
 /// Finding 16: /healthz answers in well under a second while 100,000-prefix configs are
 /// swapped back and forth for seconds (each swap a 100k-prefix commit).
 #[test]

@@ -10,7 +10,7 @@ use common::{Netns, require_root};
 use nft_masq_agent::config::{Config, PolicyFlags};
 use nft_masq_agent::model::{self, TableFlags};
 use nft_masq_agent::nft::events::{Event, EventSocket};
-use nft_masq_agent::nft::{self, NftError, NftSocket};
+use nft_masq_agent::nft::{self, NftError, NftSocket, ReplaceForm};
 
 fn ns(tag: &str) -> Netns {
     Netns::new(format!("nma-{}-kernel-{tag}", std::process::id()))
@@ -136,5 +136,84 @@ fn delete_of_a_missing_table_is_not_an_error() {
         nft::replace_table(&mut sock, &defaults()).unwrap();
         assert!(nft::delete_table(&mut sock, "nft-masq-agent").unwrap());
         assert!(sock.read_table("nft-masq-agent").unwrap().is_none());
+    });
+}
+
+/// `nft` in the current (test) namespace, as the tamperer; panics if it fails.
+fn nft_cmd(args: &str) {
+    let out = std::process::Command::new("nft")
+        .args(args.split_whitespace())
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The in-place form (sets and chains flushed and refilled, so a set never stops matching
+/// during the transaction) is used whenever the live table has exactly our sets and chains,
+/// and leaves exactly the desired table; anything else there (a planted chain) means the
+/// whole-table replace, which removes it.
+#[test]
+fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
+    if !require_root() {
+        return;
+    }
+    ns("inplace").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let f = PolicyFlags {
+            enable_ipv6: true,
+            ..PolicyFlags::default()
+        };
+        let table = |n: u32| {
+            let mut c = Config::defaults(&f);
+            let nets: Vec<ipnet::IpNet> = (0..n)
+                .map(|i| {
+                    format!("11.{}.{}.0/24", i / 128, (i % 128) * 2)
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+            c.non_masquerade_cidrs = nft_masq_agent::config::entries(nets);
+            model::desired(&c, &f, TableFlags::default())
+        };
+        let (a, b) = (table(5_000), table(3_000));
+        assert_eq!(
+            nft::replace_table(&mut sock, &a).unwrap().form,
+            ReplaceForm::AddDeleteAdd,
+            "no table yet"
+        );
+        let report = nft::replace_table(&mut sock, &b).unwrap();
+        assert_eq!(report.form, ReplaceForm::InPlace);
+        let live = sock.read_table(&b.name).unwrap().unwrap();
+        assert_eq!(
+            live.sets, b.sets,
+            "the flush left elements of the old table"
+        );
+        assert!(live.same_policy(&b), "read back:\n{live}\nwanted:\n{b}");
+
+        // An element and a rule someone added are flushed by the in-place form too.
+        nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
+        nft_cmd("insert rule inet nft-masq-agent postrouting counter accept");
+        let report = nft::replace_table(&mut sock, &a).unwrap();
+        assert_eq!(report.form, ReplaceForm::InPlace);
+        let live = sock.read_table(&a.name).unwrap().unwrap();
+        assert_eq!(live.sets, a.sets);
+        assert!(live.same_policy(&a), "read back:\n{live}\nwanted:\n{a}");
+
+        // A planted chain would survive a flush: the table is replaced and it is gone.
+        nft_cmd("add chain inet nft-masq-agent planted");
+        let report = nft::replace_table(&mut sock, &b).unwrap();
+        assert_eq!(report.form, ReplaceForm::AddDeleteAdd);
+        let live = sock.read_table(&b.name).unwrap().unwrap();
+        assert!(!live.chains.iter().any(|c| c.name == "planted"), "{live}");
+        assert!(live.same_policy(&b));
+        // And so would a set.
+        nft_cmd("add set inet nft-masq-agent planted { type ipv4_addr; }");
+        let report = nft::replace_table(&mut sock, &a).unwrap();
+        assert_eq!(report.form, ReplaceForm::AddDeleteAdd);
+        assert_eq!(sock.read_table(&a.name).unwrap().unwrap().sets, a.sets);
     });
 }

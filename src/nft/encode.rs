@@ -4,6 +4,14 @@
 //! END`. Adding the table first makes the delete valid whether or not it exists, so one
 //! transaction replaces the table atomically on every kernel (DESTROYTABLE would need 6.3).
 //!
+//! When the kernel already holds our table with exactly the desired sets and chains, the
+//! in-place form is used instead: `BEGIN, NEWTABLE, per set NEWSET + flush + elements, per
+//! chain NEWCHAIN + flush + rules, END`. Kernels from 6.18 search an interval set through an
+//! array built when the transaction ends, after the new rules are live: a set *created* by the
+//! transaction matches nothing until then, so replacing the whole table would translate every
+//! flow (exempt destinations too) during the commit of a large table. An existing set keeps
+//! answering with its old elements until the new ones are in place.
+//!
 //! Only the last message asks for an ACK. The kernel reports every failing message of a batch
 //! whether or not it asked, so a successful batch of any size is answered by exactly one
 //! ACK, and the answers can never overflow the receive buffer (an ACK for each of the 300
@@ -56,6 +64,47 @@ pub enum ReplaceForm {
     /// `DELTABLE, NEWTABLE ...`: for an existing table whose flags differ (the kernel refuses
     /// to change the owner or persist flag of a table in place).
     DeleteAdd,
+    /// `NEWTABLE`, then each set created if missing, flushed and refilled, and each chain
+    /// created if missing, flushed and refilled: for a live table whose sets and chains are
+    /// exactly the desired ones ([`fits_in_place`]), so nothing else is left behind. Its sets
+    /// keep matching their old elements until the transaction ends.
+    InPlace,
+}
+
+/// What the kernel holds of a table apart from its contents: enough to tell whether the
+/// in-place form brings it to a desired table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skeleton {
+    /// Owner and persist flags.
+    pub flags: crate::model::TableFlags,
+    /// Every set of the table.
+    pub sets: Vec<super::decode::SetMsg>,
+    /// Every chain of the table (without rules).
+    pub chains: Vec<crate::model::Chain>,
+}
+
+/// Whether the in-place form turns the live table `live` into exactly `table`: same flags,
+/// the same sets with the key type, length and flags the replace form would create, the
+/// same chains with the same hook, and nothing else (a set or chain the in-place form does
+/// not name would survive it).
+pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
+    let sets = set_specs(table);
+    let same_sets = live.sets.len() == sets.len()
+        && sets.iter().all(|want| {
+            live.sets.iter().any(|s| {
+                s.name == want.name
+                    && s.flags == NFT_SET_INTERVAL
+                    && s.key_type == want.key_type
+                    && s.key_len as usize == want.key_len
+            })
+        });
+    let same_chains = live.chains.len() == table.chains.len()
+        && table.chains.iter().all(|want| {
+            live.chains
+                .iter()
+                .any(|c| c.name == want.name && c.base == want.base)
+        });
+    live.flags == table.flags && same_sets && same_chains
 }
 
 struct BatchWriter {
@@ -204,7 +253,25 @@ impl<'a> SetSpec<'a> {
     }
 }
 
-fn set_messages(bw: &mut BatchWriter, table: &str, set: &SetSpec<'_>, id: u32) -> usize {
+/// The sets of `table` as the batch creates them: address sets, then interface-name sets.
+fn set_specs(table: &Table) -> Vec<SetSpec<'_>> {
+    table
+        .sets
+        .iter()
+        .map(SetSpec::addrs)
+        .chain(table.name_sets.iter().map(SetSpec::names))
+        .collect()
+}
+
+/// NEWSET (an existing set with the same properties is left as it is), then, when `flush`,
+/// a DELSETELEM without elements (the kernel's "flush set"), then the elements.
+fn set_messages(
+    bw: &mut BatchWriter,
+    table: &str,
+    set: &SetSpec<'_>,
+    id: u32,
+    flush: bool,
+) -> usize {
     let m = bw.begin(NFT_MSG_NEWSET, NLM_F_CREATE);
     bw.w.put_str(NFTA_SET_TABLE, table);
     bw.w.put_str(NFTA_SET_NAME, set.name);
@@ -213,6 +280,16 @@ fn set_messages(bw: &mut BatchWriter, table: &str, set: &SetSpec<'_>, id: u32) -
     bw.w.put_u32(NFTA_SET_KEY_LEN, set.key_len as u32);
     bw.w.put_u32(NFTA_SET_ID, id);
     bw.end(m, NFT_MSG_NEWSET, format!("NEWSET {}", set.name));
+    if flush {
+        let m = bw.begin(NFT_MSG_DELSETELEM, 0);
+        bw.w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        bw.w.put_str(NFTA_SET_ELEM_LIST_SET, set.name);
+        bw.end(
+            m,
+            NFT_MSG_DELSETELEM,
+            format!("DELSETELEM {} (flush)", set.name),
+        );
+    }
 
     let elems = &set.elements;
     let total = elems.len();
@@ -259,26 +336,24 @@ fn estimate(table: &Table) -> usize {
     4096 + elems + elems / 16
 }
 
-/// The batch that replaces `table` atomically. Sequence numbers start at `seq`.
+/// The batch that replaces `table` atomically, in `form`. Sequence numbers start at `seq`.
 pub fn replace(table: &Table, seq: u32, form: ReplaceForm) -> Batch {
     let mut bw = BatchWriter::new(seq, estimate(table));
     let name = table.name.as_str();
     let flags = Some(table.flags.0);
+    let in_place = form == ReplaceForm::InPlace;
     if form == ReplaceForm::AddDeleteAdd {
         bw.table(NFT_MSG_NEWTABLE, name, flags);
     }
-    bw.table(NFT_MSG_DELTABLE, name, None);
+    if !in_place {
+        bw.table(NFT_MSG_DELTABLE, name, None);
+    }
     bw.table(NFT_MSG_NEWTABLE, name, flags);
 
-    let specs: Vec<SetSpec<'_>> = table
-        .sets
-        .iter()
-        .map(SetSpec::addrs)
-        .chain(table.name_sets.iter().map(SetSpec::names))
-        .collect();
+    let specs = set_specs(table);
     let mut elements = 0;
     for (i, set) in specs.iter().enumerate() {
-        elements += set_messages(&mut bw, name, set, i as u32 + 1);
+        elements += set_messages(&mut bw, name, set, i as u32 + 1, in_place);
     }
     let set_id = |set: &str| {
         specs
@@ -299,6 +374,17 @@ pub fn replace(table: &Table, seq: u32, form: ReplaceForm) -> Batch {
             bw.w.put_str(NFTA_CHAIN_TYPE, &base.kind);
         }
         bw.end(m, NFT_MSG_NEWCHAIN, format!("NEWCHAIN {}", chain.name));
+        if in_place {
+            // DELRULE naming only the chain: every rule of it (the kernel's "flush chain").
+            let m = bw.begin(NFT_MSG_DELRULE, 0);
+            bw.w.put_str(NFTA_RULE_TABLE, name);
+            bw.w.put_str(NFTA_RULE_CHAIN, &chain.name);
+            bw.end(
+                m,
+                NFT_MSG_DELRULE,
+                format!("DELRULE {} (flush)", chain.name),
+            );
+        }
         for (i, rule) in chain.rules.iter().enumerate() {
             let m = bw.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
             bw.w.put_str(NFTA_RULE_TABLE, name);

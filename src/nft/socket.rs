@@ -627,6 +627,32 @@ impl NftSocket {
         })
     }
 
+    /// The flags, sets and chains of table `name`, without elements or rules: what the
+    /// choice of the in-place commit form needs. `None` when the table does not exist. Three
+    /// small dumps, not one snapshot: a change between them is seen by the daemon's
+    /// notifications and repaired by the next commit.
+    pub fn skeleton(&mut self, name: &str) -> Result<Option<encode::Skeleton>, NftError> {
+        let Some(table) = self.table_info(name)? else {
+            return Ok(None);
+        };
+        let mut sets = Vec::new();
+        self.dump_sets(name, |m| {
+            sets.push(decode::set(m)?);
+            Ok(())
+        })?;
+        let mut chains = Vec::new();
+        let attrs = |w: &mut Writer| w.put_str(NFTA_CHAIN_TABLE, name);
+        self.dump_of_table(NFT_MSG_GETCHAIN, name, attrs, |m| {
+            chains.push(decode::chain(m)?.chain);
+            Ok(())
+        })?;
+        Ok(Some(encode::Skeleton {
+            flags: table.flags,
+            sets,
+            chains,
+        }))
+    }
+
     /// Flags and owner of table `name`, without reading its contents.
     pub fn table_info(&mut self, name: &str) -> Result<Option<decode::TableMsg>, NftError> {
         let mut out = None;

@@ -357,3 +357,126 @@ mod interval_properties {
         }
     }
 }
+
+/// What the kernel would report of `t` after the replace form created it.
+fn skeleton_of(t: &Table) -> Skeleton {
+    Skeleton {
+        flags: t.flags,
+        sets: set_specs(t)
+            .iter()
+            .map(|s| decode::SetMsg {
+                table: t.name.clone(),
+                name: s.name.to_string(),
+                flags: NFT_SET_INTERVAL,
+                key_len: s.key_len as u32,
+                key_type: s.key_type,
+            })
+            .collect(),
+        chains: t
+            .chains
+            .iter()
+            .map(|c| model::Chain {
+                rules: Vec::new(),
+                ..c.clone()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn in_place_batch_flushes_and_refills_and_never_deletes_the_table() {
+    let t = defaults(true);
+    let b = replace(&t, 1, ReplaceForm::InPlace);
+    let kinds: Vec<u16> = b.msgs.iter().map(|m| m.kind).collect();
+    assert!(!kinds.contains(&NFT_MSG_DELTABLE), "{kinds:?}");
+    assert_eq!(kinds[0], NFT_MSG_NEWTABLE);
+    // Each set: created if missing, flushed, refilled, in that order.
+    for set in &t.sets {
+        let at = |kind: u16| {
+            b.msgs
+                .iter()
+                .position(|m| m.kind == kind && m.what.contains(&set.name))
+                .unwrap_or_else(|| panic!("no {kind} for {}", set.name))
+        };
+        assert!(at(NFT_MSG_NEWSET) < at(NFT_MSG_DELSETELEM));
+        assert!(at(NFT_MSG_DELSETELEM) < at(NFT_MSG_NEWSETELEM));
+    }
+    // The flush names the set and carries no elements (an element list would delete only
+    // those elements).
+    let flush = messages(&b.bytes)
+        .map(|m| m.unwrap())
+        .find(|m| m.ty == nft_type(NFT_MSG_DELSETELEM))
+        .unwrap();
+    let attrs: Vec<u16> = flush.attrs().map(|a| a.unwrap().ty).collect();
+    assert_eq!(
+        attrs,
+        [NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET],
+        "{attrs:?}"
+    );
+    // Each chain is flushed before its rules are added.
+    let chain = kinds.iter().position(|&k| k == NFT_MSG_NEWCHAIN).unwrap();
+    assert_eq!(kinds[chain + 1], NFT_MSG_DELRULE);
+    assert!(kinds[chain + 2..].iter().all(|&k| k == NFT_MSG_NEWRULE));
+    // The same elements as the replace form.
+    assert_eq!(
+        b.elements,
+        replace(&t, 1, ReplaceForm::AddDeleteAdd).elements
+    );
+}
+
+#[test]
+fn in_place_only_when_the_live_table_has_exactly_our_sets_and_chains() {
+    let t = defaults(true);
+    let live = skeleton_of(&t);
+    assert!(fits_in_place(&t, &live));
+    // Other elements and rules do not matter: they are flushed.
+    let mut other = t.clone();
+    other.sets[0].prefixes.truncate(1);
+    other.chains[0].rules.pop();
+    assert!(fits_in_place(&other, &live));
+
+    let mut extra_chain = live.clone();
+    extra_chain.chains.push(model::Chain {
+        name: "planted".into(),
+        base: None,
+        rules: Vec::new(),
+    });
+    assert!(!fits_in_place(&t, &extra_chain), "a chain would survive");
+
+    let mut extra_set = live.clone();
+    let mut s = extra_set.sets[0].clone();
+    s.name = "planted".into();
+    extra_set.sets.push(s);
+    assert!(!fits_in_place(&t, &extra_set), "a set would survive");
+
+    let mut missing = live.clone();
+    missing.sets.pop();
+    assert!(!fits_in_place(&t, &missing));
+
+    let mut key = live.clone();
+    key.sets[0].key_type = NFT_TYPE_IFNAME;
+    assert!(
+        !fits_in_place(&t, &key),
+        "NEWSET would not change a key type"
+    );
+
+    let mut flags = live.clone();
+    flags.sets[0].flags |= 0x10;
+    assert!(!fits_in_place(&t, &flags));
+
+    let mut hook = live.clone();
+    if let Some(base) = hook.chains[0].base.as_mut() {
+        base.priority += 1;
+    }
+    assert!(
+        !fits_in_place(&t, &hook),
+        "a base chain's priority is fixed"
+    );
+
+    let mut owner = live;
+    owner.flags = TableFlags(owner.flags.0 ^ 1);
+    assert!(
+        !fits_in_place(&t, &owner),
+        "the kernel refuses a flag change in place"
+    );
+}
