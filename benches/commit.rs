@@ -1,5 +1,7 @@
-//! Commit benchmark: one full replace of the agent's table with N prefixes, measured inside a
-//! throwaway network namespace, side by side in the same run with
+//! Commit benchmark: the agent's commit of a table with N prefixes, measured inside a
+//! throwaway network namespace: every prefix changed (the difference is the whole table),
+//! one CIDR changed (a typical ConfigMap edit), and the in-place form the agent uses when
+//! someone else committed since its previous commit; side by side in the same run with
 //! - the agent with a notification listener subscribed throughout (what a naive daemon pays),
 //! - the agent's daemon procedure with its listener open (it leaves the group meanwhile),
 //! - `nft -f` of the identical ruleset (the agent's `--dry-run` text),
@@ -84,6 +86,21 @@ fn thread_cpu() -> Duration {
     )
 }
 
+/// Someone else's commit, as far as the agent can tell: a NEWTABLE of its table that changes
+/// nothing but the generation.
+fn touch_table(sock: &mut NftSocket, name: &str) -> anyhow::Result<()> {
+    use nft_masq_agent::nft::uapi::{NFPROTO_INET, NFT_MSG_NEWTABLE, NFTA_TABLE_NAME};
+    let batch = encode::single(
+        NFT_MSG_NEWTABLE,
+        NFPROTO_INET,
+        sock.next_seq(),
+        "NEWTABLE".into(),
+        |w| w.put_str(NFTA_TABLE_NAME, name),
+    );
+    sock.send_batch(&batch)?;
+    Ok(())
+}
+
 fn cell(s: Option<Stats>) -> String {
     s.map_or("n/a".into(), |s| s.ms())
 }
@@ -104,11 +121,13 @@ fn main() -> anyhow::Result<()> {
     let legacy_ok = ensure_jump("iptables-legacy-restore");
     let nft_ok = ensure_jump("iptables-nft-restore");
 
-    println!("### Commit: one full replace ({runs} runs; median (min-max))\n");
     println!(
-        "| prefixes | agent | agent, listener subscribed throughout | agent, daemon procedure (listener on) | `nft -f` same ruleset | ip-masq-agent chain, `iptables-nft-restore` | ip-masq-agent chain, `iptables-legacy-restore` | agent / `nft -f` |"
+        "### Commit: every prefix changed, one CIDR changed, and the full in-place form ({runs} runs; median (min-max))\n"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| prefixes | agent, every prefix changed | agent, one CIDR changed | agent, in place after another commit | agent, listener subscribed throughout | agent, daemon procedure (listener on) | `nft -f` same ruleset | ip-masq-agent chain, `iptables-nft-restore` | ip-masq-agent chain, `iptables-legacy-restore` | agent / `nft -f` |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
         let mut config = Config::defaults(&flags);
         config.non_masquerade_cidrs = nft_masq_agent::config::entries(prefixes(n));
@@ -118,50 +137,99 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&path, table.to_string())?;
         let ipt_text = ip_masq_agent_text(&prefixes(n));
 
-        // The agent alone: encode + send + every ACK, replacing an existing table.
+        // Two other tables of the same size: every prefix different (each /24 moved up by
+        // 256 addresses), and one CIDR more. The agent alternates between them and `table`,
+        // so each commit is a real change, never the empty difference.
+        let moved: Vec<_> = prefixes(n)
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/24",
+                    u32::from(match p.network() {
+                        std::net::IpAddr::V4(a) => std::net::Ipv4Addr::from(u32::from(a) + 256),
+                        std::net::IpAddr::V6(_) => unreachable!(),
+                    })
+                )
+                .parse()
+                .unwrap()
+            })
+            .collect();
+        let with = |list: Vec<ipnet::IpNet>| {
+            let mut c = config.clone();
+            c.non_masquerade_cidrs = nft_masq_agent::config::entries(list);
+            model::desired(&c, &flags, TableFlags::default())
+        };
+        let other = with(moved);
+        let mut plus: Vec<ipnet::IpNet> = prefixes(n);
+        plus.push("203.0.113.0/24".parse().unwrap());
+        let one_more = with(plus);
+        let pair = [&other, &table];
+
+        // The agent alone (nft::replace_table: the difference since its previous commit, in
+        // one batch), every prefix changed each time.
         nft::replace_table(&mut sock, &table)?;
         let mut plain = Vec::new();
         let (mut plain_cpu, mut encoding) = (Vec::new(), Vec::new());
         let mut batch_size = (0, 0);
-        for _ in 0..runs {
+        for r in 0..runs {
+            let (from, to) = (pair[(r + 1) % 2], pair[r % 2]);
+            // Encoding alone, untimed in the commit figure.
+            let t0 = Instant::now();
+            let b = encode::delta(from, to, 1).expect("same shape");
+            encoding.push(t0.elapsed());
+            batch_size = (b.bytes.len(), b.msgs.len());
             // The CPU clock is read outside the wall-clock interval.
             let c0 = thread_cpu();
             let t0 = Instant::now();
-            // As nft::replace_table chooses: in place when the live table has our sets and
-            // chains (it does from the second commit on), which costs the skeleton read.
-            let live = sock.skeleton(&table.name)?;
-            let form = if live.is_some_and(|l| encode::fits_in_place(&table, &l)) {
-                nft::ReplaceForm::InPlace
-            } else {
-                nft::ReplaceForm::AddDeleteAdd
-            };
-            let batch = encode::replace(&table, sock.next_seq(), form);
-            let encoded = t0.elapsed();
-            sock.send_batch(&batch)?;
+            let report = nft::replace_table(&mut sock, to)?;
             plain.push(t0.elapsed());
             plain_cpu.push(thread_cpu().saturating_sub(c0));
-            encoding.push(encoded);
-            batch_size = (batch.bytes.len(), batch.msgs.len());
+            anyhow::ensure!(report.form == nft::ReplaceForm::Delta, "{report:?}");
+        }
+        if runs % 2 == 1 {
+            nft::replace_table(&mut sock, &table)?;
+        }
+        // A config change of one CIDR, added and removed in turn.
+        let mut one = Vec::new();
+        for r in 0..runs {
+            let to = if r % 2 == 0 { &one_more } else { &table };
+            let t0 = Instant::now();
+            nft::replace_table(&mut sock, to)?;
+            one.push(t0.elapsed());
+        }
+        // The full forms the agent falls back to when the table changed under it: in place
+        // (flush and refill), after someone else's commit (a NEWTABLE of our table: no
+        // change, only a new generation).
+        let mut in_place = Vec::new();
+        for r in 0..runs {
+            touch_table(&mut sock, &table.name)?;
+            let t0 = Instant::now();
+            let report = nft::replace_table(&mut sock, pair[r % 2])?;
+            in_place.push(t0.elapsed());
+            anyhow::ensure!(report.form == nft::ReplaceForm::InPlace, "{report:?}");
+        }
+        if runs % 2 == 1 {
+            nft::replace_table(&mut sock, &table)?;
         }
 
         // With a listener subscribed throughout: the kernel builds a notification per element.
         let mut events = EventSocket::open()?;
         let mut naive = Vec::new();
-        for _ in 0..runs {
+        for r in 0..runs {
             let _ = events.drain();
             let t0 = Instant::now();
-            nft::replace_table(&mut sock, &table)?;
+            nft::replace_table(&mut sock, pair[r % 2])?;
             naive.push(t0.elapsed());
         }
         // The daemon's procedure (src/run.rs): leave the group, read the generation, commit,
         // read it again, rejoin, read it once more.
         let mut daemon = Vec::new();
-        for _ in 0..runs {
+        for r in 0..runs {
             let _ = events.drain();
             let t0 = Instant::now();
             events.subscribe(false)?;
             let _ = sock.generation()?;
-            nft::replace_table(&mut sock, &table)?;
+            nft::replace_table(&mut sock, pair[r % 2])?;
             let _ = sock.generation()?;
             events.subscribe(true)?;
             let _ = sock.generation()?;
@@ -199,9 +267,12 @@ fn main() -> anyhow::Result<()> {
             Stats::of(nft_t),
         );
         let ratio = p.median.as_secs_f64() / f.median.as_secs_f64();
+        let (o, ip) = (Stats::of(one), Stats::of(in_place));
         println!(
-            "| {n} | {} | {} | {} | {} | {} | {} | {ratio:.2} |",
+            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio:.2} |",
             p.ms(),
+            o.ms(),
+            ip.ms(),
             nv.ms(),
             d.ms(),
             f.ms(),
@@ -209,6 +280,8 @@ fn main() -> anyhow::Result<()> {
             cell(ipt_legacy)
         );
         record(&format!("commit.agent.{n}"), p.median);
+        record(&format!("commit.agent_one.{n}"), o.median);
+        record(&format!("commit.in_place.{n}"), ip.median);
         if cpu {
             let c = Stats::of(plain_cpu);
             record(&format!("commit.agent_cpu.{n}"), c.median);

@@ -117,7 +117,10 @@ fn own_commits_carry_our_port_id_and_leaving_the_group_silences_them() {
         // Out of the group, a commit produces nothing for us, and the generation moves by one.
         events.subscribe(false).unwrap();
         let g0 = sock.generation().unwrap();
-        nft::replace_table(&mut sock, &defaults()).unwrap();
+        let mut changed = defaults();
+        changed.sets[0].prefixes.push("203.0.113.0/24".parse().unwrap());
+        changed.sets[0].prefixes.sort();
+        nft::replace_table(&mut sock, &changed).unwrap();
         assert_eq!(sock.generation().unwrap(), g0.wrapping_add(1));
         events.subscribe(true).unwrap();
         std::thread::sleep(Duration::from_millis(20));
@@ -185,16 +188,15 @@ fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
             ReplaceForm::AddDeleteAdd,
             "no table yet"
         );
+        // Right after our own commit only the difference is sent.
         let report = nft::replace_table(&mut sock, &b).unwrap();
-        assert_eq!(report.form, ReplaceForm::InPlace);
+        assert_eq!(report.form, ReplaceForm::Delta);
         let live = sock.read_table(&b.name).unwrap().unwrap();
-        assert_eq!(
-            live.sets, b.sets,
-            "the flush left elements of the old table"
-        );
+        assert_eq!(live.sets, b.sets);
         assert!(live.same_policy(&b), "read back:\n{live}\nwanted:\n{b}");
 
-        // An element and a rule someone added are flushed by the in-place form too.
+        // Someone else committed (an element and a rule added): the in-place form, which
+        // flushes them too.
         nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
         nft_cmd("insert rule inet nft-masq-agent postrouting counter accept");
         let report = nft::replace_table(&mut sock, &a).unwrap();
@@ -215,5 +217,85 @@ fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
         let report = nft::replace_table(&mut sock, &a).unwrap();
         assert_eq!(report.form, ReplaceForm::AddDeleteAdd);
         assert_eq!(sock.read_table(&a.name).unwrap().unwrap().sets, a.sets);
+    });
+}
+
+/// The difference form: after the agent's own commit, with nobody committing since, only
+/// what changed is sent, and the live table is exactly the desired one after each of 40
+/// random changes (adjacent intervals, the top of the range, everything and nothing);
+/// someone else's commit in between means a full form.
+#[test]
+fn only_the_difference_is_sent_after_our_own_commit_and_the_result_is_exact() {
+    if !require_root() {
+        return;
+    }
+    ns("delta").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let f = PolicyFlags {
+            enable_ipv6: true,
+            ..PolicyFlags::default()
+        };
+        let pool: Vec<ipnet::IpNet> = (0..400u32)
+            .map(|i| {
+                let len = 8 + (i % 4) * 8;
+                let a = (i.wrapping_mul(0x0290_0000)) & (u32::MAX << (32 - len));
+                format!("{}/{len}", std::net::Ipv4Addr::from(a))
+                    .parse()
+                    .unwrap()
+            })
+            .chain(
+                (0..100u32).map(|i| format!("fd{:02x}:{:x}::/32", i % 7, i * 3).parse().unwrap()),
+            )
+            .chain(["0.0.0.0/0", "240.0.0.0/4", "::/0", "ff00::/8"].map(|s| s.parse().unwrap()))
+            .collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut table = || {
+            let mut c = Config::defaults(&f);
+            let nets: Vec<ipnet::IpNet> = pool
+                .iter()
+                .filter(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed % 4 == 0
+                })
+                .copied()
+                .collect();
+            c.non_masquerade_cidrs = nft_masq_agent::config::entries(nets);
+            model::desired(&c, &f, TableFlags::default())
+        };
+        let first = table();
+        nft::replace_table(&mut sock, &first).unwrap();
+        for round in 0..40 {
+            let t = table();
+            let report = nft::replace_table(&mut sock, &t).unwrap();
+            assert_eq!(report.form, ReplaceForm::Delta, "round {round}");
+            let live = sock.read_table(&t.name).unwrap().unwrap();
+            assert_eq!(live.sets, t.sets, "round {round}");
+            assert!(live.same_policy(&t), "round {round}");
+        }
+        // One prefix more: a batch of two messages.
+        let mut more = table();
+        nft::replace_table(&mut sock, &more).unwrap();
+        more.sets[0]
+            .prefixes
+            .push("203.0.113.0/24".parse().unwrap());
+        more.sets[0].prefixes.sort();
+        more.sets[0].prefixes.dedup();
+        let report = nft::replace_table(&mut sock, &more).unwrap();
+        assert_eq!(report.form, ReplaceForm::Delta);
+        assert!(report.messages <= 2, "{report:?}");
+        // The same table again: nothing to send, nothing sent.
+        let g = sock.generation().unwrap();
+        let report = nft::replace_table(&mut sock, &more).unwrap();
+        assert_eq!((report.form, report.messages), (ReplaceForm::Delta, 0));
+        assert_eq!(sock.generation().unwrap(), g);
+        // Someone else's commit (an element added): the table is read, and fixed.
+        nft_cmd("add element inet nft-masq-agent nonmasq-v6 { fd77::/16 }");
+        let t = table();
+        let report = nft::replace_table(&mut sock, &t).unwrap();
+        assert_eq!(report.form, ReplaceForm::InPlace);
+        let live = sock.read_table(&t.name).unwrap().unwrap();
+        assert_eq!(live.sets, t.sets);
     });
 }

@@ -561,14 +561,17 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         let elapsed = start.elapsed();
         match result {
             Ok(report) => {
-                if let Some(c) = counters {
+                // A difference that left the rules alone left their counters running too.
+                if let Some(c) = counters.filter(|_| report.counters_reset) {
                     self.out.counters.fold(c);
                 }
                 self.committed(reason, why, &report, elapsed);
                 // Anyone else committing between our generation reads did so while we were
-                // not subscribed: look at the table instead of trusting the events.
+                // not subscribed: look at the table instead of trusting the events. A commit
+                // with nothing to change sends nothing and makes no generation.
+                let ours = if report.messages == 0 { 0 } else { 1 };
                 let clean = matches!((gen_before, gen_after, gen_now),
-                    (Some(a), Some(b), Some(c)) if b == a.wrapping_add(1) && c == b);
+                    (Some(a), Some(b), Some(c)) if b == a.wrapping_add(ours) && c == b);
                 if !clean {
                     tracing::debug!(
                         ?gen_before,
@@ -632,6 +635,8 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             reason = reason.as_str(),
             prefixes = v4 + v6,
             elements = report.elements,
+            sent = report.sent,
+            form = report.form.as_str(),
             added = diff.added.len(),
             removed = diff.removed.len(),
             duration_ms = format!("{:.3}", elapsed.as_secs_f64() * 1e3),

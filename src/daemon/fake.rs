@@ -152,9 +152,11 @@ impl Kernel for FakeKernel {
         }
         Ok(CommitReport {
             elements: table.prefix_count() * 2,
+            sent: table.prefix_count() * 2,
             messages: 1,
             bytes: 0,
             form: ReplaceForm::AddDeleteAdd,
+            counters_reset: true,
         })
     }
 

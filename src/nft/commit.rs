@@ -9,34 +9,99 @@ use crate::model::Table;
 /// What one replace sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitReport {
-    /// Set elements sent (interval starts and ends).
+    /// Set elements the table holds after the commit (interval starts and ends).
     pub elements: usize,
+    /// Set elements this commit sent: all of them, or for a difference the added and
+    /// deleted ones.
+    pub sent: usize,
     /// Messages in the batch.
     pub messages: usize,
     /// Batch size in bytes.
     pub bytes: usize,
     /// The form that committed.
     pub form: ReplaceForm,
+    /// Whether the table's rules were created anew, so their counters start from zero
+    /// (every form but a difference that left the rules alone).
+    pub counters_reset: bool,
 }
 
 /// Replaces the table atomically in one transaction, whether or not it exists.
 ///
-/// When the live table has exactly the desired sets and chains, it is updated in place
-/// (sets and chains flushed and refilled), so its sets never stop matching during the
-/// transaction (see [`ReplaceForm::InPlace`]). Otherwise, or if the kernel refuses that batch,
-/// the table is replaced: the common form starts by adding the table, which the kernel treats
-/// as an update of an existing one and refuses (EOPNOTSUPP) if that would change its owner
-/// or persist flag. In that case the table exists with other flags, so the delete-first form
-/// is valid and used.
+/// Three forms, cheapest first:
+/// - When nothing has committed since this socket's previous commit of the table (the
+///   kernel's generation is still the one that commit made), the live table is exactly that
+///   previous one and only the difference is sent ([`ReplaceForm::Delta`]).
+/// - When the live table has exactly the desired sets and chains, it is updated in place
+///   (sets and chains flushed and refilled), so its sets never stop matching during the
+///   transaction (see [`ReplaceForm::InPlace`]).
+/// - Otherwise, or if the kernel refuses either of those (the table changed meanwhile), the
+///   table is replaced: the common form starts by adding the table, which the kernel treats
+///   as an update of an existing one and refuses (EOPNOTSUPP) if that would change its
+///   owner or persist flag. In that case the table exists with other flags, so the
+///   delete-first form is valid and used.
 pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport, NftError> {
+    let before = sock.generation();
+    let unchanged_since = before
+        .as_ref()
+        .ok()
+        .and_then(|&now| sock.committed_at(now).cloned());
+    let report = commit(sock, table, unchanged_since.as_ref());
+    // Remembered only when the generations prove that the live table is `table`: a batch
+    // that changed something makes exactly one generation (so `before + 1` and nothing
+    // else), a difference with nothing in it is not sent and makes none. Anything else
+    // (someone committed around ours, a read failed) means reading the table next time.
+    let after = sock.generation();
+    let remembered = match (&report, before, after) {
+        (Ok(r), Ok(b), Ok(a)) if r.messages == 0 && a == b => Some(a),
+        (Ok(r), Ok(b), Ok(a)) if r.messages > 0 && a == b.wrapping_add(1) => Some(a),
+        _ => None,
+    };
+    sock.set_committed(remembered.map(|g| (g, table.clone())));
+    report
+}
+
+fn commit(
+    sock: &mut NftSocket,
+    table: &Table,
+    unchanged_since: Option<&Table>,
+) -> Result<CommitReport, NftError> {
+    let report = |batch: &encode::Batch, form, counters_reset| CommitReport {
+        elements: if form == ReplaceForm::Delta {
+            encode::element_count(table)
+        } else {
+            batch.elements
+        },
+        sent: batch.elements,
+        messages: batch.msgs.len(),
+        bytes: batch.bytes.len(),
+        form,
+        counters_reset,
+    };
+    if let Some(old) = unchanged_since {
+        if let Some(batch) = encode::delta(old, table, sock.next_seq()) {
+            let rules_changed = old.chains != table.chains;
+            if batch.elements == 0 && !rules_changed {
+                // Nothing to change: not sent, since a transaction that changes nothing
+                // makes no new generation and would look like someone else's.
+                return Ok(CommitReport {
+                    elements: encode::element_count(table),
+                    sent: 0,
+                    messages: 0,
+                    bytes: 0,
+                    form: ReplaceForm::Delta,
+                    counters_reset: false,
+                });
+            }
+            match sock.send_batch(&batch) {
+                // Refused: the table is not what we left after all; a full form below.
+                Err(NftError::Rejected { .. }) => {}
+                other => return other.map(|()| report(&batch, ReplaceForm::Delta, rules_changed)),
+            }
+        }
+    }
     let send = |sock: &mut NftSocket, form| {
         let batch = encode::replace(table, sock.next_seq(), form);
-        sock.send_batch(&batch).map(|()| CommitReport {
-            elements: batch.elements,
-            messages: batch.msgs.len(),
-            bytes: batch.bytes.len(),
-            form,
-        })
+        sock.send_batch(&batch).map(|()| report(&batch, form, true))
     };
     // A skeleton that cannot be read (a name that is not ours to decode, a dump
     // interrupted) only means the replace form, which needs no knowledge of the live table.

@@ -12,6 +12,9 @@
 //! flow (exempt destinations too) during the commit of a large table. An existing set keeps
 //! answering with its old elements until the new ones are in place.
 //!
+//! Right after the agent's own commit, with nobody committing since, [`delta`] sends only
+//! the intervals that went and came (see [`ReplaceForm::Delta`]).
+//!
 //! Only the last message asks for an ACK. The kernel reports every failing message of a batch
 //! whether or not it asked, so a successful batch of any size is answered by exactly one
 //! ACK, and the answers can never overflow the receive buffer (an ACK for each of the 300
@@ -69,6 +72,23 @@ pub enum ReplaceForm {
     /// exactly the desired ones ([`fits_in_place`]), so nothing else is left behind. Its sets
     /// keep matching their old elements until the transaction ends.
     InPlace,
+    /// `NEWTABLE`, then only what changed since the agent's previous commit: the intervals
+    /// of each set that went (DELSETELEM) and came (NEWSETELEM), and a changed chain flushed
+    /// and refilled ([`delta`]). Only when the kernel's generation shows that nothing else
+    /// committed since that previous commit, so the live table is known exactly.
+    Delta,
+}
+
+impl ReplaceForm {
+    /// The form's name in logs: `replace`, `delete-first`, `in-place`, `difference`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplaceForm::AddDeleteAdd => "replace",
+            ReplaceForm::DeleteAdd => "delete-first",
+            ReplaceForm::InPlace => "in-place",
+            ReplaceForm::Delta => "difference",
+        }
+    }
 }
 
 /// What the kernel holds of a table apart from its contents: enough to tell whether the
@@ -291,12 +311,31 @@ fn set_messages(
         );
     }
 
-    let elems = &set.elements;
+    element_messages(bw, NFT_MSG_NEWSETELEM, table, set, &set.elements);
+    set.elements.len()
+}
+
+/// `elems` of `set` in messages of `kind` (NEWSETELEM or DELSETELEM), each list well under
+/// the attribute size limit.
+fn element_messages(
+    bw: &mut BatchWriter,
+    kind: u16,
+    table: &str,
+    set: &SetSpec<'_>,
+    elems: &[(u128, bool)],
+) {
     let total = elems.len();
     let mut i = 0;
     while i < total {
         let first = i;
-        let m = bw.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
+        let m = bw.begin(
+            kind,
+            if kind == NFT_MSG_NEWSETELEM {
+                NLM_F_CREATE
+            } else {
+                0
+            },
+        );
         bw.w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
         bw.w.put_str(NFTA_SET_ELEM_LIST_SET, set.name);
         let list = bw.w.begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -315,15 +354,15 @@ fn set_messages(
         bw.w.end_nest(list);
         bw.end(
             m,
-            NFT_MSG_NEWSETELEM,
+            kind,
             format!(
-                "NEWSETELEM {} (elements {first}-{} of {total})",
+                "{} {} (elements {first}-{} of {total})",
+                msg_name(kind),
                 set.name,
                 i - 1
             ),
         );
     }
-    total
 }
 
 /// Estimated batch size, to allocate once.
@@ -362,46 +401,163 @@ pub fn replace(table: &Table, seq: u32, form: ReplaceForm) -> Batch {
             .map(|i| i as u32 + 1)
     };
     for chain in &table.chains {
-        let m = bw.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
-        bw.w.put_str(NFTA_CHAIN_TABLE, name);
-        bw.w.put_str(NFTA_CHAIN_NAME, &chain.name);
-        if let Some(base) = &chain.base {
-            let h = bw.w.begin_nest(NFTA_CHAIN_HOOK);
-            bw.w.put_u32(NFTA_HOOK_HOOKNUM, base.hook);
-            bw.w.put_u32(NFTA_HOOK_PRIORITY, base.priority as u32);
-            bw.w.end_nest(h);
-            bw.w.put_u32(NFTA_CHAIN_POLICY, base.policy);
-            bw.w.put_str(NFTA_CHAIN_TYPE, &base.kind);
-        }
-        bw.end(m, NFT_MSG_NEWCHAIN, format!("NEWCHAIN {}", chain.name));
-        if in_place {
-            // DELRULE naming only the chain: every rule of it (the kernel's "flush chain").
-            let m = bw.begin(NFT_MSG_DELRULE, 0);
-            bw.w.put_str(NFTA_RULE_TABLE, name);
-            bw.w.put_str(NFTA_RULE_CHAIN, &chain.name);
-            bw.end(
-                m,
-                NFT_MSG_DELRULE,
-                format!("DELRULE {} (flush)", chain.name),
-            );
-        }
-        for (i, rule) in chain.rules.iter().enumerate() {
-            let m = bw.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
-            bw.w.put_str(NFTA_RULE_TABLE, name);
-            bw.w.put_str(NFTA_RULE_CHAIN, &chain.name);
-            let list = bw.w.begin_nest(NFTA_RULE_EXPRESSIONS);
-            for e in lower(&rule.stmts, &set_id) {
-                e.encode(&mut bw.w);
-            }
-            bw.w.end_nest(list);
-            bw.end(
-                m,
-                NFT_MSG_NEWRULE,
-                format!("NEWRULE {} #{}: {rule}", chain.name, i + 1),
-            );
-        }
+        chain_messages(&mut bw, name, chain, &set_id, in_place);
     }
     bw.finish(elements)
+}
+
+/// NEWCHAIN (created, or its policy updated), then, when `flush`, DELRULE naming only the
+/// chain (the kernel's "flush chain"), then its rules.
+fn chain_messages(
+    bw: &mut BatchWriter,
+    table: &str,
+    chain: &crate::model::Chain,
+    set_id: &dyn Fn(&str) -> Option<u32>,
+    flush: bool,
+) {
+    let m = bw.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
+    bw.w.put_str(NFTA_CHAIN_TABLE, table);
+    bw.w.put_str(NFTA_CHAIN_NAME, &chain.name);
+    if let Some(base) = &chain.base {
+        let h = bw.w.begin_nest(NFTA_CHAIN_HOOK);
+        bw.w.put_u32(NFTA_HOOK_HOOKNUM, base.hook);
+        bw.w.put_u32(NFTA_HOOK_PRIORITY, base.priority as u32);
+        bw.w.end_nest(h);
+        bw.w.put_u32(NFTA_CHAIN_POLICY, base.policy);
+        bw.w.put_str(NFTA_CHAIN_TYPE, &base.kind);
+    }
+    bw.end(m, NFT_MSG_NEWCHAIN, format!("NEWCHAIN {}", chain.name));
+    if flush {
+        let m = bw.begin(NFT_MSG_DELRULE, 0);
+        bw.w.put_str(NFTA_RULE_TABLE, table);
+        bw.w.put_str(NFTA_RULE_CHAIN, &chain.name);
+        bw.end(
+            m,
+            NFT_MSG_DELRULE,
+            format!("DELRULE {} (flush)", chain.name),
+        );
+    }
+    for (i, rule) in chain.rules.iter().enumerate() {
+        let m = bw.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
+        bw.w.put_str(NFTA_RULE_TABLE, table);
+        bw.w.put_str(NFTA_RULE_CHAIN, &chain.name);
+        let list = bw.w.begin_nest(NFTA_RULE_EXPRESSIONS);
+        for e in lower(&rule.stmts, set_id) {
+            e.encode(&mut bw.w);
+        }
+        bw.w.end_nest(list);
+        bw.end(
+            m,
+            NFT_MSG_NEWRULE,
+            format!("NEWRULE {} #{}: {rule}", chain.name, i + 1),
+        );
+    }
+}
+
+/// Interval elements: `(key, is_end)`, ascending.
+type Elements = Vec<(u128, bool)>;
+
+/// The elements of a set cut into whole intervals: the leading end element alone, then each
+/// start with its end (a span reaching the top of the key space has none). Intervals are
+/// what the delta deletes and adds, never single boundaries: with whole intervals every
+/// state the kernel passes through while the batch applies is a valid interval set, which
+/// its overlap checks (6.2 and later: a start after a start, an end next to an end) want.
+fn intervals(elements: &[(u128, bool)]) -> Vec<&[(u128, bool)]> {
+    let mut out = Vec::with_capacity(elements.len() / 2 + 1);
+    let mut i = 0;
+    while i < elements.len() {
+        let len = if !elements[i].1 && elements.get(i + 1).is_some_and(|e| e.1) {
+            2
+        } else {
+            1
+        };
+        out.push(&elements[i..i + len]);
+        i += len;
+    }
+    out
+}
+
+/// The intervals of `old` that are not in `new` and those of `new` not in `old`, as
+/// elements in ascending order. Both lists are sorted, so one merge walk finds them.
+fn interval_diff(old: &[(u128, bool)], new: &[(u128, bool)]) -> (Elements, Elements) {
+    let (a, b) = (intervals(old), intervals(new));
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            // Intervals are ordered by their first element (key, then end before start:
+            // the leading end element at 0 sorts before a start at 0).
+            (Some(x), Some(y)) if (x[0].0, !x[0].1) < (y[0].0, !y[0].1) => {
+                gone.extend_from_slice(x);
+                i += 1;
+            }
+            (Some(_), Some(y)) | (None, Some(y)) => {
+                came.extend_from_slice(y);
+                j += 1;
+            }
+            (Some(x), None) => {
+                gone.extend_from_slice(x);
+                i += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    (gone, came)
+}
+
+/// The batch that turns the live table `old` (the agent's previous commit, known to be
+/// unchanged since) into `table`, sending only what changed; `None` when the two differ in
+/// anything but set elements and rules (then a full form is needed).
+///
+/// A config change of a few CIDRs on a 10,000-prefix table becomes a batch of a few
+/// elements instead of 20,000: the kernel's work, which is per element, shrinks with it.
+pub fn delta(old: &Table, table: &Table, seq: u32) -> Option<Batch> {
+    let (old_specs, specs) = (set_specs(old), set_specs(table));
+    let same_shape = old.name == table.name
+        && old.flags == table.flags
+        && old_specs.len() == specs.len()
+        && old_specs
+            .iter()
+            .zip(&specs)
+            .all(|(a, b)| a.name == b.name && a.key_type == b.key_type && a.key_len == b.key_len)
+        && old.chains.len() == table.chains.len()
+        && old
+            .chains
+            .iter()
+            .zip(&table.chains)
+            .all(|(a, b)| a.name == b.name && a.base == b.base);
+    if !same_shape {
+        return None;
+    }
+    let name = table.name.as_str();
+    let mut bw = BatchWriter::new(seq, 4096);
+    // Never an empty transaction: the commit is seen (NEWGEN) like any other.
+    bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
+    let mut elements = 0;
+    for (was, set) in old_specs.iter().zip(&specs) {
+        let (gone, came) = interval_diff(&was.elements, &set.elements);
+        // Deletions first: the intervals added may reuse their boundaries.
+        element_messages(&mut bw, NFT_MSG_DELSETELEM, name, set, &gone);
+        element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, set, &came);
+        elements += gone.len() + came.len();
+    }
+    for (was, chain) in old.chains.iter().zip(&table.chains) {
+        if was.rules != chain.rules {
+            // Rules are few: a changed chain is flushed and refilled. Sets by name only:
+            // they exist, none is created by this batch.
+            chain_messages(&mut bw, name, chain, &|_| None, true);
+        }
+    }
+    Some(bw.finish(elements))
+}
+
+/// The set elements the replace form sends for `table` (interval starts and ends).
+pub fn element_count(table: &Table) -> usize {
+    set_specs(table).iter().map(|s| s.elements.len()).sum()
 }
 
 /// The batch that deletes the table `name`.

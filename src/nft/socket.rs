@@ -33,6 +33,10 @@ pub struct NftSocket {
     unsettled: bool,
     /// Called for every batch of replies received: a long read shows it is progressing.
     progress: Option<Progress>,
+    /// The table this socket last committed and the generation its commit made: while the
+    /// kernel's generation is still that one, nobody has committed since and the live table
+    /// is exactly this one (see [`super::replace_table`]).
+    last_commit: Option<(u32, Table)>,
 }
 
 /// A callback marking progress (see [`NftSocket::on_progress`]).
@@ -156,6 +160,7 @@ impl NftSocket {
             buf: vec![0; RECV_BUF],
             unsettled: false,
             progress: None,
+            last_commit: None,
         })
     }
 
@@ -625,6 +630,19 @@ impl NftSocket {
             rules,
             sets,
         })
+    }
+
+    /// The table this socket committed last, if the generation its commit made is `now`.
+    pub(crate) fn committed_at(&self, now: u32) -> Option<&Table> {
+        self.last_commit
+            .as_ref()
+            .filter(|(g, _)| *g == now)
+            .map(|(_, t)| t)
+    }
+
+    /// Records (or, with `None`, forgets) the table of a commit and the generation it made.
+    pub(crate) fn set_committed(&mut self, commit: Option<(u32, Table)>) {
+        self.last_commit = commit;
     }
 
     /// The flags, sets and chains of table `name`, without elements or rules: what the

@@ -480,3 +480,151 @@ fn in_place_only_when_the_live_table_has_exactly_our_sets_and_chains() {
         "the kernel refuses a flag change in place"
     );
 }
+
+/// Elements as a set, with the delta's deletions and additions applied.
+fn apply(old: &[(u128, bool)], gone: &[(u128, bool)], came: &[(u128, bool)]) -> Vec<(u128, bool)> {
+    let mut out: std::collections::BTreeSet<(u128, bool)> = old.iter().copied().collect();
+    for e in gone {
+        assert!(out.remove(e), "deleting {e:?}, which is not there");
+    }
+    for e in came {
+        assert!(out.insert(*e), "adding {e:?}, which is there");
+    }
+    // BTreeSet orders (key, false) before (key, true); the kernel keeps both: compare as sets.
+    out.into_iter().collect()
+}
+
+fn sorted(v: &[(u128, bool)]) -> Vec<(u128, bool)> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+#[test]
+fn interval_diff_sends_whole_intervals_and_yields_the_new_elements() {
+    let els = |list: &[&str]| interval_elements(&set_of(Family::V4, list));
+    let old = els(&["10.0.0.0/9", "11.0.0.0/8", "12.0.0.0/8", "240.0.0.0/4"]);
+    // The leading end element, pairs, adjacent pairs sharing a key, a start with no end.
+    let cut: Vec<usize> = intervals(&old).iter().map(|i| i.len()).collect();
+    assert_eq!(cut, [1, 2, 2, 2, 1]);
+    // A wider first prefix (same start key), one gone, one new, the top kept.
+    let new = els(&["10.0.0.0/8", "12.0.0.0/8", "100.64.0.0/10", "240.0.0.0/4"]);
+    let (gone, came) = interval_diff(&old, &new);
+    assert_eq!(
+        gone,
+        [
+            (v4([10, 0, 0, 0]), false),
+            (v4([10, 128, 0, 0]), true),
+            (v4([11, 0, 0, 0]), false),
+            (v4([12, 0, 0, 0]), true)
+        ]
+    );
+    assert_eq!(
+        came,
+        [
+            (v4([10, 0, 0, 0]), false),
+            (v4([11, 0, 0, 0]), true),
+            (v4([100, 64, 0, 0]), false),
+            (v4([100, 128, 0, 0]), true)
+        ]
+    );
+    assert_eq!(apply(&old, &gone, &came), sorted(&new));
+    assert_eq!(interval_diff(&new, &new), (vec![], vec![]));
+    // From everything (0.0.0.0/0: a start at 0, no end, no leading end) and back.
+    let all = els(&["0.0.0.0/0"]);
+    let (gone, came) = interval_diff(&all, &new);
+    assert_eq!(apply(&all, &gone, &came), sorted(&new));
+    let (gone, came) = interval_diff(&new, &all);
+    assert_eq!(apply(&new, &gone, &came), sorted(&all));
+}
+
+#[test]
+fn interval_diff_of_random_sets_yields_the_new_elements() {
+    // A small LCG: the same sequence every run.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as u32
+    };
+    let pool: Vec<String> = (0..64u32)
+        .map(|i| {
+            let len = 8 + (i % 5) * 4;
+            let a = (i * 0x0400_0000) & (u32::MAX << (32 - len));
+            format!("{}/{len}", std::net::Ipv4Addr::from(a))
+        })
+        .chain(["0.0.0.0/0".to_string(), "240.0.0.0/4".to_string()])
+        .collect();
+    let pick = |next: &mut dyn FnMut() -> u32| {
+        let f = PolicyFlags::default();
+        let mut c = Config::defaults(&f);
+        let nets: Vec<IpNet> = pool
+            .iter()
+            .filter(|_| next() % 3 == 0)
+            .map(|s| s.parse().unwrap())
+            .collect();
+        c.non_masquerade_cidrs = crate::config::entries(nets);
+        model::desired(&c, &f, TableFlags::default())
+    };
+    let mut old = pick(&mut next);
+    for _ in 0..300 {
+        let new = pick(&mut next);
+        let b = delta(&old, &new, 1).expect("same shape");
+        for (was, now) in old.sets.iter().zip(&new.sets) {
+            let (a, b) = (interval_elements(was), interval_elements(now));
+            let (gone, came) = interval_diff(&a, &b);
+            assert_eq!(apply(&a, &gone, &came), sorted(&b), "{was:?} -> {now:?}");
+        }
+        assert_eq!(b.msgs[0].kind, NFT_MSG_NEWTABLE);
+        old = new;
+    }
+}
+
+#[test]
+fn delta_sends_only_what_changed_and_refuses_another_shape() {
+    let t = defaults(true);
+    // Nothing changed: NEWTABLE alone (a transaction that is seen, changing nothing).
+    let same = delta(&t, &t, 1).unwrap();
+    let kinds: Vec<u16> = same.msgs.iter().map(|m| m.kind).collect();
+    assert_eq!(kinds, [NFT_MSG_NEWTABLE]);
+    // One prefix more: one NEWSETELEM with its two elements; the rules are not touched.
+    let mut more = t.clone();
+    more.sets[0]
+        .prefixes
+        .push("203.0.113.0/24".parse().unwrap());
+    more.sets[0].prefixes.sort();
+    let b = delta(&t, &more, 1).unwrap();
+    let kinds: Vec<u16> = b.msgs.iter().map(|m| m.kind).collect();
+    assert_eq!(kinds, [NFT_MSG_NEWTABLE, NFT_MSG_NEWSETELEM]);
+    assert_eq!(b.elements, 2);
+    // And back: one DELSETELEM.
+    let kinds: Vec<u16> = delta(&more, &t, 1)
+        .unwrap()
+        .msgs
+        .iter()
+        .map(|m| m.kind)
+        .collect();
+    assert_eq!(kinds, [NFT_MSG_NEWTABLE, NFT_MSG_DELSETELEM]);
+    // A changed rule: that chain flushed and refilled.
+    let mut rules = t.clone();
+    rules.chains[0].rules.pop();
+    let b = delta(&t, &rules, 1).unwrap();
+    let kinds: Vec<u16> = b.msgs.iter().map(|m| m.kind).collect();
+    assert_eq!(
+        kinds[..3],
+        [NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_DELRULE]
+    );
+    assert_eq!(kinds.len(), 3 + rules.chains[0].rules.len());
+    // Another shape needs a full form.
+    assert!(
+        delta(&t, &defaults(false), 1).is_none(),
+        "the IPv6 set went"
+    );
+    let mut flags = t.clone();
+    flags.flags = TableFlags(1);
+    assert!(delta(&t, &flags, 1).is_none());
+    let mut hook = t.clone();
+    if let Some(b) = hook.chains[0].base.as_mut() {
+        b.priority += 1;
+    }
+    assert!(delta(&t, &hook, 1).is_none());
+}
