@@ -249,39 +249,51 @@ fn only_the_difference_is_sent_after_our_own_commit_and_the_result_is_exact() {
             .chain(["0.0.0.0/0", "240.0.0.0/4", "::/0", "ff00::/8"].map(|s| s.parse().unwrap()))
             .collect();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut table = || {
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut chosen: Vec<bool> = pool.iter().map(|_| random() % 4 == 0).collect();
+        let table_of = |chosen: &[bool]| {
             let mut c = Config::defaults(&f);
             let nets: Vec<ipnet::IpNet> = pool
                 .iter()
-                .filter(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed % 4 == 0
-                })
-                .copied()
+                .zip(chosen)
+                .filter(|(_, on)| **on)
+                .map(|(n, _)| *n)
                 .collect();
             c.non_masquerade_cidrs = nft_masq_agent::config::entries(nets);
             model::desired(&c, &f, TableFlags::default())
         };
-        let first = table();
-        nft::replace_table(&mut sock, &first).unwrap();
+        nft::replace_table(&mut sock, &table_of(&chosen)).unwrap();
+        // Config changes: 1 to 8 entries of the pool switched on or off each time.
         for round in 0..40 {
-            let t = table();
+            for _ in 0..1 + round % 8 {
+                let k = (random() % chosen.len() as u64) as usize;
+                chosen[k] = !chosen[k];
+            }
+            let t = table_of(&chosen);
             let report = nft::replace_table(&mut sock, &t).unwrap();
             assert_eq!(report.form, ReplaceForm::Delta, "round {round}");
             let live = sock.read_table(&t.name).unwrap().unwrap();
             assert_eq!(live.sets, t.sets, "round {round}");
             assert!(live.same_policy(&t), "round {round}");
         }
-        // One prefix more: a batch of two messages.
+        // Everything switched: a difference larger than the table goes in place instead.
+        for on in chosen.iter_mut() {
+            *on = !*on;
+        }
+        let t = table_of(&chosen);
+        let report = nft::replace_table(&mut sock, &t).unwrap();
+        assert_eq!(report.form, ReplaceForm::InPlace);
+        assert_eq!(sock.read_table(&t.name).unwrap().unwrap().sets, t.sets);
+        let table = || table_of(&chosen);
+        // One prefix less: a batch of two messages.
         let mut more = table();
         nft::replace_table(&mut sock, &more).unwrap();
-        more.sets[0]
-            .prefixes
-            .push("203.0.113.0/24".parse().unwrap());
-        more.sets[0].prefixes.sort();
-        more.sets[0].prefixes.dedup();
+        more.sets[0].prefixes.pop();
         let report = nft::replace_table(&mut sock, &more).unwrap();
         assert_eq!(report.form, ReplaceForm::Delta);
         assert!(report.messages <= 2, "{report:?}");

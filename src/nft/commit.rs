@@ -65,18 +65,6 @@ fn commit(
     table: &Table,
     unchanged_since: Option<&Table>,
 ) -> Result<CommitReport, NftError> {
-    let report = |batch: &encode::Batch, form, counters_reset| CommitReport {
-        elements: if form == ReplaceForm::Delta {
-            encode::element_count(table)
-        } else {
-            batch.elements
-        },
-        sent: batch.elements,
-        messages: batch.msgs.len(),
-        bytes: batch.bytes.len(),
-        form,
-        counters_reset,
-    };
     if let Some(old) = unchanged_since {
         if let Some(batch) = encode::delta(old, table, sock.next_seq()) {
             let rules_changed = old.chains != table.chains;
@@ -92,16 +80,45 @@ fn commit(
                     counters_reset: false,
                 });
             }
+            // A difference larger than the table itself (most prefixes changed) costs the
+            // kernel more than flushing and refilling: deleting elements one by one is
+            // slower than the flush. Measured at 10,000 prefixes, every one changed: 80 ms
+            // as a difference, 70 ms in place.
+            let total = encode::element_count(table);
+            if batch.elements > total {
+                return full(sock, table);
+            }
             match sock.send_batch(&batch) {
                 // Refused: the table is not what we left after all; a full form below.
                 Err(NftError::Rejected { .. }) => {}
-                other => return other.map(|()| report(&batch, ReplaceForm::Delta, rules_changed)),
+                other => {
+                    return other.map(|()| CommitReport {
+                        elements: total,
+                        sent: batch.elements,
+                        messages: batch.msgs.len(),
+                        bytes: batch.bytes.len(),
+                        form: ReplaceForm::Delta,
+                        counters_reset: rules_changed,
+                    });
+                }
             }
         }
     }
+    full(sock, table)
+}
+
+/// The full forms: in place when the live table's skeleton fits, else the replace.
+fn full(sock: &mut NftSocket, table: &Table) -> Result<CommitReport, NftError> {
     let send = |sock: &mut NftSocket, form| {
         let batch = encode::replace(table, sock.next_seq(), form);
-        sock.send_batch(&batch).map(|()| report(&batch, form, true))
+        sock.send_batch(&batch).map(|()| CommitReport {
+            elements: batch.elements,
+            sent: batch.elements,
+            messages: batch.msgs.len(),
+            bytes: batch.bytes.len(),
+            form,
+            counters_reset: true,
+        })
     };
     // A skeleton that cannot be read (a name that is not ours to decode, a dump
     // interrupted) only means the replace form, which needs no knowledge of the live table.
