@@ -565,7 +565,15 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                 if let Some(c) = counters.filter(|_| report.counters_reset) {
                     self.out.counters.fold(c);
                 }
-                self.committed(reason, why, &report, elapsed);
+                if report.messages == 0 {
+                    // The live table was already the desired one (the agent's own last
+                    // commit, untouched since): no transaction, so neither a commit in the
+                    // log and metrics nor one spent from the budget.
+                    self.budget.refund();
+                    self.already_in_force(reason, why);
+                } else {
+                    self.committed(reason, why, &report, elapsed);
+                }
                 // Anyone else committing between our generation reads did so while we were
                 // not subscribed: look at the table instead of trusting the events. A commit
                 // with nothing to change sends nothing and makes no generation.
@@ -616,6 +624,18 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             self.table_flags = step.next;
             self.desired.flags = step.next;
         }
+    }
+
+    /// Bookkeeping for a commit that found nothing to send.
+    fn already_in_force(&mut self, reason: Reason, why: &str) {
+        tracing::info!(
+            reason = reason.as_str(),
+            "table inet {TABLE_NAME} is already as wanted ({why}): nothing to commit"
+        );
+        self.in_force = Some(self.desired.clone());
+        self.commit_error = None;
+        self.drift_pending = None;
+        self.backoff.succeeded();
     }
 
     fn committed(&mut self, reason: Reason, why: &str, report: &CommitReport, elapsed: Duration) {

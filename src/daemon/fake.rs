@@ -67,6 +67,8 @@ pub struct KernelState {
     pub conntrack_fails: Option<i32>,
     /// Each reconciliation: the families and protocols asked for, and the flows deleted.
     pub reconciliations: Vec<(Vec<Family>, Protocols, Vec<Flow>)>,
+    /// The generation the agent's last commit made.
+    pub committed_at: Option<u32>,
 }
 
 /// A kernel in memory.
@@ -93,6 +95,7 @@ impl FakeKernel {
             flows: Vec::new(),
             conntrack_fails: None,
             reconciliations: Vec::new(),
+            committed_at: None,
         })))
     }
 
@@ -143,9 +146,23 @@ impl Kernel for FakeKernel {
         if table.flags.0 & !s.version.flags != 0 {
             return Err(rejected(s.version.refusal));
         }
+        // As the real kernel access does: right after its own commit, with nobody
+        // committing since, a table identical to the live one sends nothing and makes no
+        // generation.
+        if s.committed_at == Some(s.generation) && s.table.as_ref() == Some(table) {
+            return Ok(CommitReport {
+                elements: table.prefix_count() * 2,
+                sent: 0,
+                messages: 0,
+                bytes: 0,
+                form: ReplaceForm::Delta,
+                counters_reset: false,
+            });
+        }
         s.table = Some(table.clone());
         s.commits.push(table.clone());
         s.generation += 1;
+        s.committed_at = Some(s.generation);
         if let Some(foreign) = s.race_next.take() {
             s.table = foreign;
             s.generation += 1;

@@ -54,6 +54,11 @@ impl Budget {
         }
     }
 
+    /// Gives back the last commit spent: it turned out to send nothing.
+    pub fn refund(&mut self) {
+        self.recent.pop_back();
+    }
+
     /// Commits made in the current window.
     pub fn spent(&self) -> usize {
         self.recent.len()

@@ -642,3 +642,37 @@ fn a_table_left_by_a_previous_agent_is_what_the_first_commit_is_compared_with() 
     let h = Harness::with_kernel(kernel, OwnerMode::Auto, Some(VPN)).start();
     assert_eq!(flows_left(&h), ["100.64.0.9"]);
 }
+
+#[test]
+fn a_change_undone_before_its_commit_sends_nothing_and_spends_no_budget() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    let other = "nonMasqueradeCIDRs: [100.64.0.0/11]\n";
+    // Config changes back and forth until the budget makes one wait.
+    let mut texts = [other, CGNAT].into_iter().cycle();
+    let mut live_text = CGNAT;
+    loop {
+        let before = h.kernel.commits();
+        let text = texts.next().unwrap();
+        h.source.write(Some(text));
+        h.agent.config_changed("config file changed", h.now);
+        h.now += Duration::from_millis(1);
+        if h.kernel.commits() == before {
+            break;
+        }
+        live_text = text;
+    }
+    let commits = h.kernel.commits();
+    let config_commits = h.metric("nft_masq_agent_commits_total{reason=\"config\"}");
+    // Undone before the waiting commit runs: the table is already right.
+    h.source.write(Some(live_text));
+    h.agent.config_changed("config file changed", h.now);
+    h.advance(BUDGET_WINDOW);
+    assert_eq!(h.kernel.commits(), commits, "nothing was sent");
+    assert_eq!(
+        h.metric("nft_masq_agent_commits_total{reason=\"config\"}"),
+        config_commits,
+        "no commit counted"
+    );
+    assert!(h.live_is_desired());
+    assert_eq!(h.ready(), Ok(()));
+}
