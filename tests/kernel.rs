@@ -311,3 +311,31 @@ fn only_the_difference_is_sent_after_our_own_commit_and_the_result_is_exact() {
         assert_eq!(live.sets, t.sets);
     });
 }
+
+/// A difference is valid only at the generation it was computed for: a commit by someone
+/// else in between (here simulated by computing it for the generation before) makes the
+/// kernel refuse the whole batch, so the difference can never leave their change in place.
+#[test]
+fn a_difference_for_an_older_generation_is_refused_and_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    ns("genid").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let old = defaults();
+        nft::replace_table(&mut sock, &old).unwrap();
+        let mut new = old.clone();
+        new.sets[0].prefixes.push("203.0.113.0/24".parse().unwrap());
+        new.sets[0].prefixes.sort();
+        let g = sock.generation().unwrap();
+        let stale = nft::encode::delta(&old, &new, sock.next_seq(), g.wrapping_sub(1)).unwrap();
+        let err = sock.send_batch(&stale).unwrap_err();
+        assert!(matches!(err, NftError::Rejected { .. }), "{err:?}");
+        assert_eq!(sock.generation().unwrap(), g, "nothing committed");
+        assert_eq!(sock.read_table(&old.name).unwrap().unwrap().sets, old.sets);
+        // At the right generation it applies.
+        let fresh = nft::encode::delta(&old, &new, sock.next_seq(), g).unwrap();
+        sock.send_batch(&fresh).unwrap();
+        assert_eq!(sock.read_table(&new.name).unwrap().unwrap().sets, new.sets);
+    });
+}

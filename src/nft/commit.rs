@@ -45,7 +45,11 @@ pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport
         .as_ref()
         .ok()
         .and_then(|&now| sock.committed_at(now).cloned());
-    let report = commit(sock, table, unchanged_since.as_ref());
+    let report = commit(
+        sock,
+        table,
+        unchanged_since.as_ref().zip(before.as_ref().ok().copied()),
+    );
     // Remembered only when the generations prove that the live table is `table`: a batch
     // that changed something makes exactly one generation (so `before + 1` and nothing
     // else), a difference with nothing in it is not sent and makes none. Anything else
@@ -63,10 +67,10 @@ pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport
 fn commit(
     sock: &mut NftSocket,
     table: &Table,
-    unchanged_since: Option<&Table>,
+    unchanged_since: Option<(&Table, u32)>,
 ) -> Result<CommitReport, NftError> {
-    if let Some(old) = unchanged_since {
-        if let Some(batch) = encode::delta(old, table, sock.next_seq()) {
+    if let Some((old, generation)) = unchanged_since {
+        if let Some(batch) = encode::delta(old, table, sock.next_seq(), generation) {
             let rules_changed = old.chains != table.chains;
             if batch.elements == 0 && !rules_changed {
                 // Nothing to change: not sent, since a transaction that changes nothing
@@ -89,7 +93,8 @@ fn commit(
                 return full(sock, table);
             }
             match sock.send_batch(&batch) {
-                // Refused: the table is not what we left after all; a full form below.
+                // Refused: someone committed since the generation was read (ERESTART), or
+                // the table is not what we left after all; a full form below.
                 Err(NftError::Rejected { .. }) => {}
                 other => {
                     return other.map(|()| CommitReport {

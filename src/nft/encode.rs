@@ -135,6 +135,13 @@ struct BatchWriter {
 
 impl BatchWriter {
     fn new(seq: u32, capacity: usize) -> BatchWriter {
+        BatchWriter::at_generation(seq, capacity, None)
+    }
+
+    /// A batch the kernel applies only while the ruleset generation is `generation`
+    /// (`NFNL_BATCH_GENID` on BEGIN; otherwise it refuses the whole batch with ERESTART):
+    /// a compare-and-commit.
+    fn at_generation(seq: u32, capacity: usize, generation: Option<u32>) -> BatchWriter {
         let mut w = Writer::with_capacity(capacity);
         let m = w.begin_msg(
             NFNL_MSG_BATCH_BEGIN,
@@ -143,6 +150,9 @@ impl BatchWriter {
             NFPROTO_UNSPEC,
             NFNL_SUBSYS_NFTABLES,
         );
+        if let Some(g) = generation {
+            w.put(NFNL_BATCH_GENID, &g.to_be_bytes());
+        }
         w.end_msg(m);
         BatchWriter {
             w,
@@ -510,12 +520,13 @@ fn interval_diff(old: &[(u128, bool)], new: &[(u128, bool)]) -> (Elements, Eleme
 }
 
 /// The batch that turns the live table `old` (the agent's previous commit, known to be
-/// unchanged since) into `table`, sending only what changed; `None` when the two differ in
-/// anything but set elements and rules (then a full form is needed).
+/// unchanged since: the ruleset is still at `generation`) into `table`, sending only what
+/// changed, and valid only at that generation; `None` when the two differ in anything but
+/// set elements and rules (then a full form is needed).
 ///
 /// A config change of a few CIDRs on a 10,000-prefix table becomes a batch of a few
 /// elements instead of 20,000: the kernel's work, which is per element, shrinks with it.
-pub fn delta(old: &Table, table: &Table, seq: u32) -> Option<Batch> {
+pub fn delta(old: &Table, table: &Table, seq: u32, generation: u32) -> Option<Batch> {
     let (old_specs, specs) = (set_specs(old), set_specs(table));
     let same_shape = old.name == table.name
         && old.flags == table.flags
@@ -534,8 +545,10 @@ pub fn delta(old: &Table, table: &Table, seq: u32) -> Option<Batch> {
         return None;
     }
     let name = table.name.as_str();
-    let mut bw = BatchWriter::new(seq, 4096);
-    // Never an empty transaction: the commit is seen (NEWGEN) like any other.
+    // Only at the generation that proves the live table is `old`: a commit by someone else
+    // between our reading it and this batch makes the kernel refuse the batch, instead of
+    // the difference leaving their change in place.
+    let mut bw = BatchWriter::at_generation(seq, 4096, Some(generation));
     bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
     let mut elements = 0;
     for (was, set) in old_specs.iter().zip(&specs) {

@@ -219,3 +219,7 @@ pub fn msg_name(msg: u16) -> &'static str {
         _ => "nf_tables message",
     }
 }
+
+/// `NFNL_BATCH_GENID`: the BEGIN message's attribute that makes the batch valid only at that
+/// ruleset generation (`enum nfnl_batch_attributes`).
+pub const NFNL_BATCH_GENID: u16 = 1;

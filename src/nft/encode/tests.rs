@@ -568,7 +568,7 @@ fn interval_diff_of_random_sets_yields_the_new_elements() {
     let mut old = pick(&mut next);
     for _ in 0..300 {
         let new = pick(&mut next);
-        let b = delta(&old, &new, 1).expect("same shape");
+        let b = delta(&old, &new, 1, 7).expect("same shape");
         for (was, now) in old.sets.iter().zip(&new.sets) {
             let (a, b) = (interval_elements(was), interval_elements(now));
             let (gone, came) = interval_diff(&a, &b);
@@ -582,8 +582,17 @@ fn interval_diff_of_random_sets_yields_the_new_elements() {
 #[test]
 fn delta_sends_only_what_changed_and_refuses_another_shape() {
     let t = defaults(true);
-    // Nothing changed: NEWTABLE alone (a transaction that is seen, changing nothing).
-    let same = delta(&t, &t, 1).unwrap();
+    // Valid only at the generation given: BEGIN carries it (big-endian NFNL_BATCH_GENID).
+    let at7 = delta(&t, &t, 1, 7).unwrap();
+    let begin = messages(&at7.bytes).next().unwrap().unwrap();
+    let genid: Vec<(u16, Vec<u8>)> = begin
+        .attrs()
+        .map(|a| a.unwrap())
+        .map(|a| (a.ty, a.data.to_vec()))
+        .collect();
+    assert_eq!(genid, [(NFNL_BATCH_GENID, 7u32.to_be_bytes().to_vec())]);
+    // Nothing changed: NEWTABLE alone (a transaction that changes nothing).
+    let same = delta(&t, &t, 1, 7).unwrap();
     let kinds: Vec<u16> = same.msgs.iter().map(|m| m.kind).collect();
     assert_eq!(kinds, [NFT_MSG_NEWTABLE]);
     // One prefix more: one NEWSETELEM with its two elements; the rules are not touched.
@@ -592,12 +601,12 @@ fn delta_sends_only_what_changed_and_refuses_another_shape() {
         .prefixes
         .push("203.0.113.0/24".parse().unwrap());
     more.sets[0].prefixes.sort();
-    let b = delta(&t, &more, 1).unwrap();
+    let b = delta(&t, &more, 1, 7).unwrap();
     let kinds: Vec<u16> = b.msgs.iter().map(|m| m.kind).collect();
     assert_eq!(kinds, [NFT_MSG_NEWTABLE, NFT_MSG_NEWSETELEM]);
     assert_eq!(b.elements, 2);
     // And back: one DELSETELEM.
-    let kinds: Vec<u16> = delta(&more, &t, 1)
+    let kinds: Vec<u16> = delta(&more, &t, 1, 7)
         .unwrap()
         .msgs
         .iter()
@@ -607,7 +616,7 @@ fn delta_sends_only_what_changed_and_refuses_another_shape() {
     // A changed rule: that chain flushed and refilled.
     let mut rules = t.clone();
     rules.chains[0].rules.pop();
-    let b = delta(&t, &rules, 1).unwrap();
+    let b = delta(&t, &rules, 1, 7).unwrap();
     let kinds: Vec<u16> = b.msgs.iter().map(|m| m.kind).collect();
     assert_eq!(
         kinds[..3],
@@ -616,15 +625,15 @@ fn delta_sends_only_what_changed_and_refuses_another_shape() {
     assert_eq!(kinds.len(), 3 + rules.chains[0].rules.len());
     // Another shape needs a full form.
     assert!(
-        delta(&t, &defaults(false), 1).is_none(),
+        delta(&t, &defaults(false), 1, 7).is_none(),
         "the IPv6 set went"
     );
     let mut flags = t.clone();
     flags.flags = TableFlags(1);
-    assert!(delta(&t, &flags, 1).is_none());
+    assert!(delta(&t, &flags, 1, 7).is_none());
     let mut hook = t.clone();
     if let Some(b) = hook.chains[0].base.as_mut() {
         b.priority += 1;
     }
-    assert!(delta(&t, &hook, 1).is_none());
+    assert!(delta(&t, &hook, 1, 7).is_none());
 }
