@@ -29,9 +29,15 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Largest request head accepted (hyper's read buffer); a probe's is a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Connections served at once; more wait in the kernel's accept queue, and when every slot
-/// is taken the oldest connection still sending its request head makes room.
-pub const MAX_CONNECTIONS: usize = 16;
+/// Connections served at once (each holds at most [`MAX_HEADER_BYTES`] of head); more wait in
+/// the kernel's accept queue, and when every slot is taken the oldest connection that has
+/// been sending its request head for [`EVICT_AFTER`] makes room.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may send its head before a newcomer may take its slot: a probe's
+/// head arrives with its connection, but a busy node can take a while to read it, and a
+/// probe cut off this way fails (a CI run saw one reset when any head still being read could
+/// be evicted).
+pub const EVICT_AFTER: Duration = Duration::from_millis(250);
 /// Time a client has to send its request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a connection may live: a probe or scrape takes milliseconds.
@@ -133,6 +139,8 @@ pub fn spawn(addr: SocketAddr, ep: Endpoints) -> std::io::Result<()> {
 
 /// A connection being served.
 struct Conn {
+    /// When it was accepted.
+    since: tokio::time::Instant,
     /// Set once its request head has been read (the service was called).
     head_read: Arc<AtomicBool>,
     task: tokio::task::AbortHandle,
@@ -144,20 +152,18 @@ struct Slots(Vec<Conn>);
 
 impl Slots {
     /// Makes room for one more connection if it can: finished tasks are forgotten, and when
-    /// every slot is taken the oldest connection still sending its head is closed. Clients
-    /// that never finish their head would otherwise hold every slot for the header timeout
-    /// each, and a kubelet probe behind 48 of them waited 5–6 s (soak test, `--flood 48`).
-    /// A probe or scrape sends its head at once, so only the slowest senders are evicted.
-    fn make_room(&mut self) -> bool {
+    /// every slot is taken the oldest connection that has been sending its head for
+    /// [`EVICT_AFTER`] is closed. Clients that never finish their head would otherwise hold
+    /// every slot for the header timeout each, and a kubelet probe queued behind them waited
+    /// seconds (soak test, `--flood 48`, with 16 slots: 5–6 s). A probe or scrape sends its
+    /// head at once, so only slow senders are evicted.
+    fn make_room(&mut self, now: tokio::time::Instant) -> bool {
         self.0.retain(|c| !c.task.is_finished());
         if self.0.len() < MAX_CONNECTIONS {
             return true;
         }
-        match self
-            .0
-            .iter()
-            .position(|c| !c.head_read.load(Ordering::Relaxed))
-        {
+        let slow = |c: &Conn| !c.head_read.load(Ordering::Relaxed) && now - c.since >= EVICT_AFTER;
+        match self.0.iter().position(slow) {
             Some(i) => {
                 self.0.remove(i).task.abort();
                 true
@@ -174,8 +180,8 @@ pub async fn serve(listener: TcpListener, ep: Endpoints) {
         // Wait until a slot is free or can be freed before accepting: excess clients queue
         // in the kernel's backlog, costing us nothing. Every slot busy serving a request
         // (not reading a head) frees within milliseconds.
-        while !slots.make_room() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        while !slots.make_room(tokio::time::Instant::now()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -207,6 +213,7 @@ pub async fn serve(listener: TcpListener, ep: Endpoints) {
             }
         });
         slots.0.push(Conn {
+            since: tokio::time::Instant::now(),
             head_read,
             task: task.abort_handle(),
         });
