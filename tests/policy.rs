@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Agent, NODE4, POD4, Topology, ip, require_root, wait_until};
+use common::{Agent, NODE4, POD4, Topology, ip, require_root, wait_until, write_atomic};
 
 /// Generous bound for things that are not about time (a loaded 2-core machine).
 const T: Duration = Duration::from_secs(10);
@@ -237,17 +237,26 @@ fn a_directory_of_config_files_is_merged_and_followed() {
         start.elapsed()
     );
 
-    // Conflicting snatTo: refused, naming both files; the last good table stays.
-    let before = t.nft_table().unwrap();
-    write(
-        &dir,
-        "ip-masq-agent",
-        "nonMasqueradeCIDRs: [10.0.0.0/8]\nsnatTo: [198.51.100.60]\n",
-    );
-    write(
-        &dir,
-        "ip-masq-agent-reconciled",
+    // Conflicting snatTo: refused, naming both files; the last good table stays. The
+    // provider's file gets its snatTo first (valid on its own, and committed), then the
+    // user's file a different one. Each file is replaced at once (renamed into place), as
+    // kubelet's `..data` swap does: a file rewritten in place can be read half-written,
+    // which a slow guest did, committing an empty user file.
+    write_atomic(
+        &dir.join("ip-masq-agent-reconciled"),
         "nonMasqueradeCIDRs: [100.64.0.0/10]\nsnatTo: [198.51.100.61]\n",
+    );
+    assert!(
+        wait_until(T, || t
+            .nft_table()
+            .is_some_and(|l| l.contains("198.51.100.61"))),
+        "{}",
+        agent.log()
+    );
+    let before = t.nft_table().unwrap();
+    write_atomic(
+        &dir.join("ip-masq-agent"),
+        "nonMasqueradeCIDRs: [10.0.0.0/8]\nsnatTo: [198.51.100.60]\n",
     );
     assert!(
         agent.wait_log("snatTo is set to different values in", T),
@@ -268,9 +277,11 @@ fn a_directory_of_config_files_is_merged_and_followed() {
         before,
         "the last good merged table stays"
     );
-    t.expect(
-        &["11.22.33.44"],
-        &["10.20.0.5", "100.64.0.5", "192.168.0.5"],
+    t.expect(&[], &["10.20.0.5", "100.64.0.5", "192.168.0.5"]);
+    assert_eq!(
+        t.probe("11.22.33.44".parse().unwrap()).map(|a| a.ip()),
+        Some(addr("198.51.100.61")),
+        "translated to the provider's snatTo, still in force"
     );
 }
 
