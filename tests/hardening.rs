@@ -22,10 +22,18 @@ use common::{
 };
 use nix::sys::signal::Signal;
 
-/// Generous bound for things whose speed is not the claim (a loaded 2-core machine).
-const T: Duration = Duration::from_secs(10);
-/// The bound the issue sets for reactions: repairs, watch events, handover, probes.
-const SECOND: Duration = Duration::from_secs(1);
+/// Generous bound for things whose speed is not the claim (a loaded 2-core machine; three
+/// times that in an emulated guest of the VM suite, see [`common::slack`]).
+fn patience() -> Duration {
+    Duration::from_secs(10) * common::slack()
+}
+
+/// The bound the issue sets for reactions: repairs, watch events, handover, probes. In an
+/// emulated guest three times that: there the tests prove the behaviour on other kernels,
+/// the host holds the figure itself.
+fn second() -> Duration {
+    Duration::from_secs(1) * common::slack()
+}
 
 const COMMITTED: &str = "committed table inet nft-masq-agent";
 
@@ -179,7 +187,9 @@ fn bad_config_at_start_keeps_the_live_table_exactly() {
     let mut a = t.start(&cfg, &["--table-owner", "off"]);
     t.expect(&["11.22.33.44", "10.20.0.5"], &["100.64.0.5"]);
     a.signal(Signal::SIGTERM);
-    let status = a.wait_exit(T).expect("agent A did not exit on SIGTERM");
+    let status = a
+        .wait_exit(patience())
+        .expect("agent A did not exit on SIGTERM");
     assert!(status.success(), "{status}");
     let before = t.listing().expect("A's table stays after SIGTERM");
 
@@ -190,14 +200,14 @@ fn bad_config_at_start_keeps_the_live_table_exactly() {
     );
     let b = t.spawn_agent(&["--config", cfg.to_str().unwrap(), "--table-owner", "off"]);
     assert!(
-        b.wait_log("masqueradeCIDR", T),
+        b.wait_log("masqueradeCIDR", patience()),
         "B did not report the typo:\n{}",
         b.log()
     );
     // Whatever B does with the bad config, it does right after saying so.
-    assert!(wait_until(T, || t
+    assert!(wait_until(patience(), || t
         .node
-        .http_get(HTTP_PORT, "/readyz", SECOND)
+        .http_get(HTTP_PORT, "/readyz", second())
         .is_ok()));
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -227,12 +237,12 @@ fn bad_config_at_start_keeps_the_live_table_exactly() {
         "nonMasqueradeCIDRs: [100.64.0.0/10]\nmasqueradeCIDRs: [100.64.0.0/24]\n",
     );
     assert!(
-        time_to_log(&b, COMMITTED, n + 1, T).is_some(),
+        time_to_log(&b, COMMITTED, n + 1, patience()).is_some(),
         "{}",
         b.log()
     );
     t.expect(&["100.64.0.5", "11.22.33.44", "10.20.0.5"], &[]);
-    assert!(wait_until(T, || t.get("/readyz").status == 200));
+    assert!(wait_until(patience(), || t.get("/readyz").status == 200));
     assert_eq!(
         t.metric("nft_masq_agent_policy_source{source=\"config\"}"),
         1.0
@@ -298,7 +308,7 @@ fn foreign_chain_named_in_bytes_that_are_not_utf8_blinds_nothing() {
         &h,
     ]);
     assert!(
-        wait_until(T, || t.listing().as_deref() == Some(good.as_str())),
+        wait_until(patience(), || t.listing().as_deref() == Some(good.as_str())),
         "not repaired:\n{}",
         agent.log()
     );
@@ -349,13 +359,14 @@ fn rule_deleted_by_a_process_named_in_non_utf8_bytes_is_repaired_within_a_second
     ]));
     let deleted = Instant::now();
     assert!(
-        wait_until(T, || t.listing().as_deref() == Some(good.as_str())),
-        "the deleted masquerade rule was not repaired within {T:?}:\n{}",
+        wait_until(patience(), || t.listing().as_deref() == Some(good.as_str())),
+        "the deleted masquerade rule was not repaired within {:?}:\n{}",
+        patience(),
         agent.log()
     );
     let took = deleted.elapsed();
     eprintln!("finding 2b: repaired {took:?} after the rule was deleted");
-    assert!(took < SECOND, "repair took {took:?}:\n{}", agent.log());
+    assert!(took < second(), "repair took {took:?}:\n{}", agent.log());
     // The committer is named, lossily.
     assert!(agent.log().contains("by \u{fffd} (pid"), "{}", agent.log());
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
@@ -446,7 +457,7 @@ fn holes_carved_beyond_the_prefix_cap_are_refused_and_the_table_stays() {
         &config_text(&["10.0.0.0/8".to_string()], &holes_in_10(blocks, 5)),
     );
     assert!(
-        agent.wait_log(&format!("make {expected} prefixes"), T),
+        agent.wait_log(&format!("make {expected} prefixes"), patience()),
         "no refusal naming {expected} prefixes:\n{}",
         agent.log()
     );
@@ -487,8 +498,8 @@ fn fifo_dev_zero_and_deep_nesting_at_the_config_path_do_not_stall_the_agent() {
     let replies = probe_while(&t, "/healthz", Duration::from_millis(50), || {
         start.elapsed() < settle
     });
-    let worst = assert_quick(&replies, SECOND, "/healthz with a FIFO", &agent.log());
-    assert!(agent.wait_log("FIFO", T), "{}", agent.log());
+    let worst = assert_quick(&replies, second(), "/healthz with a FIFO", &agent.log());
+    assert!(agent.wait_log("FIFO", patience()), "{}", agent.log());
     eprintln!(
         "finding 5: FIFO: /healthz worst {worst:?} over {} probes",
         replies.len()
@@ -497,10 +508,10 @@ fn fifo_dev_zero_and_deep_nesting_at_the_config_path_do_not_stall_the_agent() {
     // /dev/zero through a symlink: refused at once.
     std::os::unix::fs::symlink("/dev/zero", &tmp).unwrap();
     std::fs::rename(&tmp, &cfg).unwrap();
-    let refused = time_to_log(&agent, "character device", 1, T);
+    let refused = time_to_log(&agent, "character device", 1, patience());
     eprintln!("finding 5: /dev/zero refused after {refused:?}");
     assert!(
-        refused.is_some_and(|d| d < SECOND),
+        refused.is_some_and(|d| d < second()),
         "/dev/zero not refused within a second ({refused:?}):\n{}",
         agent.log()
     );
@@ -518,7 +529,7 @@ fn fifo_dev_zero_and_deep_nesting_at_the_config_path_do_not_stall_the_agent() {
     });
     let worst = assert_quick(
         &replies,
-        SECOND,
+        second(),
         "/healthz during deep nesting",
         &agent.log(),
     );
@@ -558,22 +569,26 @@ fn config_read_errors_name_their_cause_and_a_new_cause_is_logged() {
 
     swap_to_dir();
     assert!(
-        wait_until(T, || lower(&agent).contains("is a directory")),
+        wait_until(patience(), || lower(&agent).contains("is a directory")),
         "{}",
         agent.log()
     );
-    // A loop: the path is a symlink to itself.
+    // A loop: the path is a symlink to itself. ELOOP is "Too many levels of symbolic links"
+    // from glibc, "Symbolic link loop" from musl (the static build): the number names it.
     std::os::unix::fs::symlink(&cfg, &tmp).unwrap();
     std::fs::rename(&tmp, &cfg).unwrap();
     assert!(
-        agent.wait_log("symbolic links", T),
+        agent.wait_log("(os error 40)", patience()),
         "the new cause was not logged:\n{}",
         agent.log()
     );
     // And back: the directory again is a change of cause too.
     swap_to_dir();
     assert!(
-        wait_until(T, || lower(&agent).matches("is a directory").count() >= 2),
+        wait_until(patience(), || lower(&agent)
+            .matches("is a directory")
+            .count()
+            >= 2),
         "{}",
         agent.log()
     );
@@ -690,7 +705,7 @@ fn http_flood_of_unfinished_headers_keeps_memory_flat_and_probes_answering() {
         peak <= idle + 4 * 1024,
         "RSS went from {idle} KiB to {peak} KiB under the flood"
     );
-    assert_quick(&replies, SECOND, "probes during the flood", &agent.log());
+    assert_quick(&replies, second(), "probes during the flood", &agent.log());
     // A probe whose SYN meets a full accept queue is dropped and waits 1 s for the
     // retransmission: a kubelet probe (1 s timeout) fails. The backlog must hold the flood.
     assert_eq!(dropped, 0, "SYNs dropped on a full accept queue");
@@ -744,7 +759,12 @@ fn silent_half_sent_heads_do_not_hold_healthz_back() {
         let _ = h.join();
     }
     // A kubelet's default probe timeout; without eviction the first probe waits 2 s.
-    let worst = assert_quick(&replies, SECOND, "probes behind silent heads", &agent.log());
+    let worst = assert_quick(
+        &replies,
+        second(),
+        "probes behind silent heads",
+        &agent.log(),
+    );
     eprintln!(
         "{} probes behind {HOLDERS} silent half-sent heads, worst {worst:?}",
         replies.len()
@@ -760,8 +780,9 @@ fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
     }
     let _heavy = heavy();
     let t = Topology::new("swap100k");
-    // 12,500 holes in 10/8, at .5 or at .9 of each /24: about 100,000 prefixes each.
-    let blocks = 12_500;
+    // 12,500 holes in 10/8, at .5 or at .9 of each /24: about 100,000 prefixes each (a
+    // quarter of that in an emulated guest, where one such commit takes seconds).
+    let blocks = if common::emulated() { 3_125 } else { 12_500 };
     let texts: Vec<String> = [5u8, 9]
         .iter()
         .map(|o| config_text(&["10.0.0.0/8".to_string()], &holes_in_10(blocks, *o)))
@@ -821,7 +842,7 @@ fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
     );
     assert_quick(
         &replies,
-        Duration::from_millis(500),
+        Duration::from_millis(500) * common::slack(),
         "/healthz during the swaps",
         &agent.log(),
     );
@@ -854,27 +875,60 @@ fn chain_listing(t: &Topology) -> String {
         .join("\n")
 }
 
-/// Starts `nft add rule inet nft-masq-agent postrouting counter` in a loop for `secs`
-/// seconds in the node namespace, one transaction per run; stdout gets a line per tamper.
-fn tamper_storm(t: &Topology, secs: u32) -> std::process::Child {
-    t.node
-        .cmd("timeout")
-        .arg(secs.to_string())
-        .args([
-            "sh",
-            "-c",
-            "while :; do nft add rule inet nft-masq-agent postrouting counter && echo; done",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the tamper loop")
+/// A tamper storm in the node namespace for `secs` seconds: a `counter` rule appended to our
+/// postrouting chain, one transaction each (what `nft add rule inet nft-masq-agent
+/// postrouting counter` sends), one every 5 ms at most. Sent from the test process rather
+/// than by `nft` runs: `nft` in a loop made 100 to 200 tampers a second on the host, but an
+/// emulated guest starts it only a few times a second, too few to tell. Joins to the number
+/// of tampers the kernel took.
+fn tamper_storm(t: &Topology, secs: u32) -> std::thread::JoinHandle<usize> {
+    use nft_masq_agent::netlink::uapi::{NLM_F_APPEND, NLM_F_CREATE};
+    use nft_masq_agent::nft::uapi::{
+        NFPROTO_INET, NFT_MSG_NEWRULE, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_RULE_CHAIN,
+        NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE,
+    };
+    use nft_masq_agent::nft::{NftSocket, encode};
+    t.node.spawn(move || {
+        let mut sock = NftSocket::open().expect("netlink socket");
+        let end = Instant::now() + Duration::from_secs(secs.into());
+        let mut tampers = 0;
+        while Instant::now() < end {
+            let mut batch = encode::single(
+                NFT_MSG_NEWRULE,
+                NFPROTO_INET,
+                sock.next_seq(),
+                "NEWRULE counter".into(),
+                |w| {
+                    w.put_str(NFTA_RULE_TABLE, "nft-masq-agent");
+                    w.put_str(NFTA_RULE_CHAIN, "postrouting");
+                    let exprs = w.begin_nest(NFTA_RULE_EXPRESSIONS);
+                    let elem = w.begin_nest(NFTA_LIST_ELEM);
+                    w.put_str(NFTA_EXPR_NAME, "counter");
+                    w.end_nest(elem);
+                    w.end_nest(exprs);
+                },
+            );
+            // `single` sets no creation flags, and a rule without a handle needs
+            // NLM_F_CREATE (NLM_F_APPEND: at the end, as `nft add rule`). The flags are
+            // bytes 6-7 of the message header.
+            let at = batch.msgs[0].offset + 6;
+            let flags = u16::from_ne_bytes([batch.bytes[at], batch.bytes[at + 1]])
+                | NLM_F_CREATE
+                | NLM_F_APPEND;
+            batch.bytes[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
+            // Refused while the agent replaces the table: not a tamper.
+            if sock.send_batch(&batch).is_ok() {
+                tampers += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tampers
+    })
 }
 
 /// How many tampers a finished [`tamper_storm`] made.
-fn storm_count(storm: std::process::Child) -> usize {
-    let out = storm.wait_with_output().expect("wait for the tamper loop");
-    out.stdout.iter().filter(|b| **b == b'\n').count()
+fn storm_count(storm: std::thread::JoinHandle<usize>) -> usize {
+    storm.join().expect("the tamper storm")
 }
 
 /// Finding 7: a tamper storm against a 40,000-prefix table costs at most the commit
@@ -887,15 +941,18 @@ fn tamper_storm_is_repaired_within_the_commit_budget() {
     }
     let _heavy = heavy();
     let t = Topology::new("storm");
-    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), 40_000);
+    // An emulated guest reads a 40,000-prefix set back in about 5 s (the kernel's cost grows
+    // with the square of the set): a tenth of it keeps the repairs, not the reads, the test.
+    let n = if common::emulated() { 4_000 } else { 40_000 };
+    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n);
     let cfg = t.config("ip-masq-agent", &config_text(&hosts, &[]));
     let agent = t.start(&cfg, &["--table-owner", "off"]);
     let good = chain_listing(&t);
     let before = commits(&t, HTTP_PORT);
     let start = Instant::now();
-    let mut storm = tamper_storm(&t, 5);
+    let storm = tamper_storm(&t, 5);
     let replies = probe_while(&t, "/healthz", Duration::from_millis(100), || {
-        storm.try_wait().ok().flatten().is_none()
+        !storm.is_finished()
     });
     let after = commits(&t, HTTP_PORT);
     let elapsed = start.elapsed();
@@ -908,14 +965,19 @@ fn tamper_storm_is_repaired_within_the_commit_budget() {
         replies.iter().map(|r| r.took).max().unwrap_or_default(),
         replies.len()
     );
-    assert_quick(&replies, SECOND, "/healthz during the storm", &agent.log());
+    assert_quick(
+        &replies,
+        second(),
+        "/healthz during the storm",
+        &agent.log(),
+    );
     assert!(tampers >= 20, "the storm was too weak to tell: {tampers}");
     assert!(
         during <= budget_for(elapsed),
         "{during} commits in {elapsed:?}"
     );
     assert!(
-        wait_until(T, || chain_listing(&t) == good),
+        wait_until(patience(), || chain_listing(&t) == good),
         "not repaired after the storm:\n{}",
         chain_listing(&t)
     );
@@ -951,7 +1013,7 @@ fn tamper_storm_does_not_flood_the_log() {
         agent.log()
     );
     // Once the window has passed, the next change is logged with the count held back.
-    std::thread::sleep(Duration::from_secs(10).saturating_sub(start.elapsed()) + SECOND);
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(start.elapsed()) + second());
     t.node.nft(&[
         "add",
         "rule",
@@ -961,7 +1023,7 @@ fn tamper_storm_does_not_flood_the_log() {
         "counter",
     ]);
     assert!(
-        agent.wait_log("more such changes", T),
+        agent.wait_log("more such changes", patience()),
         "no count of the suppressed warnings:\n{}",
         agent.log()
     );
@@ -1000,15 +1062,16 @@ fn two_agents_fighting_over_the_table_say_so_and_stay_within_budget() {
     let agents = [(&a, HTTP_PORT, a_start), (&b, 9984, b_start)];
     let not_ready = |port| {
         t.node
-            .http_get(port, "/readyz", SECOND)
+            .http_get(port, "/readyz", second())
             .is_ok_and(|r| r.status == 503)
     };
-    let noticed = wait_until(T, || not_ready(HTTP_PORT) && not_ready(9984));
+    let noticed = wait_until(patience(), || not_ready(HTTP_PORT) && not_ready(9984));
     let took = b_start.elapsed();
     eprintln!("finding 12: both not ready {took:?} after the second agent started");
     assert!(
         noticed,
-        "not both not ready within {T:?}\nA:\n{}\nB:\n{}",
+        "not both not ready within {:?}\nA:\n{}\nB:\n{}",
+        patience(),
         a.log(),
         b.log()
     );
@@ -1016,7 +1079,7 @@ fn two_agents_fighting_over_the_table_say_so_and_stay_within_budget() {
     for (me, other) in [(&a, &b), (&b, &a)] {
         let needle = format!("nft-masq-agent (pid {}, netlink port", other.pid());
         assert!(
-            wait_until(T, || me.log().contains(&needle)),
+            wait_until(patience(), || me.log().contains(&needle)),
             "the log does not name {needle}:\n{}",
             me.log()
         );
@@ -1068,9 +1131,9 @@ fn owner_handover_takes_under_a_second() {
         "127.0.0.1:9984",
     ]);
     assert!(
-        wait_until(T, || t
+        wait_until(patience(), || t
             .node
-            .http_get(9984, "/readyz", SECOND)
+            .http_get(9984, "/readyz", second())
             .is_ok_and(|r| r.status == 503 && r.body.contains("owned"))),
         "B is not refused:\n{}",
         b.log()
@@ -1082,22 +1145,22 @@ fn owner_handover_takes_under_a_second() {
 
     let term = Instant::now();
     a.signal(Signal::SIGTERM);
-    let status = a.wait_exit(T).expect("A did not exit");
+    let status = a.wait_exit(patience()).expect("A did not exit");
     assert!(status.success(), "{status}");
     let exited = Instant::now();
-    let took = time_to_log(&b, COMMITTED, 1, T);
+    let took = time_to_log(&b, COMMITTED, 1, patience());
     eprintln!(
         "finding 13: B committed {took:?} after A exited ({:?} after SIGTERM)",
         term.elapsed()
     );
     assert!(
-        took.is_some_and(|d| d < SECOND),
+        took.is_some_and(|d| d < second()),
         "handover took {took:?} (since A's exit {:?}):\nB:\n{}",
         exited.elapsed(),
         b.log()
     );
     t.expect(&[], &["11.22.33.44", "10.20.0.5"]);
-    assert!(wait_until(T, || t.get_at(9984, "/readyz").status == 200));
+    assert!(wait_until(patience(), || t.get_at(9984, "/readyz").status == 200));
 }
 
 /// Finding 10: the config directory deleted and recreated with no gap (a ConfigMap deleted
@@ -1130,17 +1193,17 @@ fn config_directory_deleted_and_recreated_at_once_is_still_watched() {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n").unwrap();
         assert!(
-            time_to_log(&agent, "+10.0.0.0/7", merged + 1, T).is_some(),
+            time_to_log(&agent, "+10.0.0.0/7", merged + 1, patience()).is_some(),
             "round {round}: the recreated directory's file was not read:\n{}",
             agent.log()
         );
         t.expect(&[], &["11.22.33.44", "10.20.0.5"]);
         // A later update, in the new directory.
         write_atomic(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
-        let took = time_to_log(&agent, "-10.0.0.0/7", unmerged + 1, T);
+        let took = time_to_log(&agent, "-10.0.0.0/7", unmerged + 1, patience());
         eprintln!("finding 10: round {round} (gap {gap_ms} ms): the update committed in {took:?}");
         assert!(
-            took.is_some_and(|d| d < SECOND),
+            took.is_some_and(|d| d < second()),
             "round {round}: update not seen within a second ({took:?}):\n{}",
             agent.log()
         );
@@ -1171,10 +1234,10 @@ fn config_directory_behind_a_switched_symlink_is_followed() {
     let n = agent.count(COMMITTED);
     std::os::unix::fs::symlink("v2", t.dir.join("tmp")).unwrap();
     std::fs::rename(t.dir.join("tmp"), t.dir.join("cur")).unwrap();
-    let took = time_to_log(&agent, COMMITTED, n + 1, T);
+    let took = time_to_log(&agent, COMMITTED, n + 1, patience());
     eprintln!("finding 11: symlink switch committed in {took:?}");
     assert!(
-        took.is_some_and(|d| d < SECOND),
+        took.is_some_and(|d| d < second()),
         "switch not followed within a second ({took:?}):\n{}",
         agent.log()
     );
@@ -1186,10 +1249,10 @@ fn config_directory_behind_a_switched_symlink_is_followed() {
         &t.dir.join("v2/ip-masq-agent"),
         "nonMasqueradeCIDRs: [11.0.0.0/8]\n",
     );
-    let took = time_to_log(&agent, COMMITTED, n + 1, T);
+    let took = time_to_log(&agent, COMMITTED, n + 1, patience());
     eprintln!("finding 11: edit in the new target committed in {took:?}");
     assert!(
-        took.is_some_and(|d| d < SECOND),
+        took.is_some_and(|d| d < second()),
         "edit in v2 not seen within a second ({took:?}):\n{}",
         agent.log()
     );
@@ -1227,7 +1290,8 @@ fn tamper_storm_is_repaired_at_least_every_two_seconds() {
     }
     let _heavy = heavy();
     let t = Topology::new("pace");
-    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), 10_000);
+    let n = if common::emulated() { 2_000 } else { 10_000 };
+    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n);
     let cfg = t.config("ip-masq-agent", &config_text(&hosts, &[]));
     let agent = t.start(&cfg, &["--table-owner", "off"]);
     let from = utc_now();
@@ -1251,7 +1315,7 @@ fn tamper_storm_is_repaired_at_least_every_two_seconds() {
     );
     assert!(tampers >= 20, "the storm was too weak to tell: {tampers}");
     assert!(
-        longest <= 2.0,
+        longest <= 2.0 * f64::from(common::slack()),
         "{longest:.2} s without a repair during the storm:\n{}",
         agent.log()
     );
@@ -1278,7 +1342,14 @@ fn full_check_of_half_a_million_prefixes_keeps_healthz_answering() {
     }
     let _heavy = heavy();
     let t = Topology::new("check500k");
-    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), 500_000);
+    // In an emulated guest 100,000 prefixes and 40 s of probes, so that the test fits the
+    // guest's time per test (the probes still span full checks: resync every 5 s).
+    let (n, probing) = if common::emulated() {
+        (100_000, Duration::from_secs(40))
+    } else {
+        (500_000, Duration::from_secs(60))
+    };
+    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n);
     let text = format!("resyncInterval: 5s\n{}", config_text(&hosts, &[]));
     let cfg = t.config("ip-masq-agent", &text);
     let agent = t.spawn_agent(&[
@@ -1296,12 +1367,10 @@ fn full_check_of_half_a_million_prefixes_keeps_healthz_answering() {
     );
     // The first resync (a full check) starts within 5 s; probe through a minute of it.
     let start = Instant::now();
-    let replies = probe_while(&t, "/healthz", SECOND, || {
-        start.elapsed() < Duration::from_secs(60)
-    });
+    let replies = probe_while(&t, "/healthz", second(), || start.elapsed() < probing);
     assert_quick(
         &replies,
-        SECOND,
+        second(),
         "/healthz through full checks",
         &agent.log(),
     );
