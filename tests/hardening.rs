@@ -926,6 +926,14 @@ fn tamper_storm(t: &Topology, secs: u32) -> std::thread::JoinHandle<usize> {
     })
 }
 
+/// An agent (table owner off) whose config exempts `n` [`spaced_hosts`] from 30.0.0.0: a
+/// table of `n` + 1 prefixes for a storm to tamper with.
+fn agent_on_hosts(t: &Topology, n: usize) -> Agent {
+    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n);
+    let cfg = t.config("ip-masq-agent", &config_text(&hosts, &[]));
+    t.start(&cfg, &["--table-owner", "off"])
+}
+
 /// How many tampers a finished [`tamper_storm`] made.
 fn storm_count(storm: std::thread::JoinHandle<usize>) -> usize {
     storm.join().expect("the tamper storm")
@@ -943,10 +951,7 @@ fn tamper_storm_is_repaired_within_the_commit_budget() {
     let t = Topology::new("storm");
     // An emulated guest reads a 40,000-prefix set back in about 5 s (the kernel's cost grows
     // with the square of the set): a tenth of it keeps the repairs, not the reads, the test.
-    let n = if common::emulated() { 4_000 } else { 40_000 };
-    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n);
-    let cfg = t.config("ip-masq-agent", &config_text(&hosts, &[]));
-    let agent = t.start(&cfg, &["--table-owner", "off"]);
+    let agent = agent_on_hosts(&t, if common::emulated() { 4_000 } else { 40_000 });
     let good = chain_listing(&t);
     let before = commits(&t, HTTP_PORT);
     let start = Instant::now();
@@ -1290,10 +1295,7 @@ fn tamper_storm_is_repaired_at_least_every_two_seconds() {
     }
     let _heavy = heavy();
     let t = Topology::new("pace");
-    let n = if common::emulated() { 2_000 } else { 10_000 };
-    let hosts = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n);
-    let cfg = t.config("ip-masq-agent", &config_text(&hosts, &[]));
-    let agent = t.start(&cfg, &["--table-owner", "off"]);
+    let agent = agent_on_hosts(&t, if common::emulated() { 2_000 } else { 10_000 });
     let from = utc_now();
     let tampers = storm_count(tamper_storm(&t, 6));
     let to = utc_now();
