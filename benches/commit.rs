@@ -8,7 +8,9 @@
 //! - ip-masq-agent's per-sync chain text applied with `iptables-restore --noflush`, with the
 //!   nf_tables backend and the legacy backend.
 //!
-//! Prints a markdown table (median, min-max over the runs); needs root.
+//! Then the cost of reading a config of N entries (parse and validate, no kernel).
+//!
+//! Prints markdown tables (median, min-max over the runs); needs root.
 //! `cargo bench --bench commit [-- --sizes 64,1000,10000,100000 --runs 9 --cpu]`
 //! `--cpu` adds the CPU time the agent's commits took on the committing thread (the kernel
 //! applies the batch inside `sendmsg`, so that is most of the kernel's work too): a figure that
@@ -17,10 +19,11 @@
 mod support;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nft_masq_agent::config::{Config, PolicyFlags};
+use nft_masq_agent::config::{self, Config, PolicyFlags};
 use nft_masq_agent::model::{self, TableFlags};
 use nft_masq_agent::nft::events::EventSocket;
 use nft_masq_agent::nft::{self, NftSocket, encode};
@@ -105,6 +108,41 @@ fn touch_table(sock: &mut NftSocket) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A ConfigMap's file with `n` entries in `nonMasqueradeCIDRs`, one per line, as operators
+/// write them.
+fn config_yaml(n: usize) -> String {
+    let mut text = format!("cidrLimit: {n}\nnonMasqueradeCIDRs:\n");
+    for p in prefixes(n) {
+        text.push_str(&format!("  - {p}\n"));
+    }
+    text
+}
+
+/// What every config change costs before its commit: reading the file's bytes into a
+/// validated policy (YAML parse, validation, merging). No kernel involved.
+fn parse_table(sizes: &[usize], runs: usize, flags: &PolicyFlags) -> anyhow::Result<()> {
+    println!(
+        "### Config: parse and validate a file of N entries ({runs} runs; median (min-max))\n"
+    );
+    println!("| entries | bytes | parse and validate |");
+    println!("|---:|---:|---:|");
+    for &n in sizes {
+        let text = config_yaml(n);
+        let mut took = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            let loaded = config::parse(text.as_bytes(), Path::new("ip-masq-agent"), flags)?;
+            took.push(t0.elapsed());
+            std::hint::black_box(loaded);
+        }
+        let s = Stats::of(took);
+        println!("| {n} | {} | {} |", text.len(), s.ms());
+        record(&format!("config.parse.{n}"), s.median);
+    }
+    println!();
+    Ok(())
+}
+
 fn cell(s: Option<Stats>) -> String {
     s.map_or("n/a".into(), |s| s.ms())
 }
@@ -134,7 +172,7 @@ fn main() -> anyhow::Result<()> {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
         let mut config = Config::defaults(&flags);
-        config.non_masquerade_cidrs = nft_masq_agent::config::entries(prefixes(n));
+        config.non_masquerade_cidrs = config::entries(prefixes(n));
         config.masq_link_local = true;
         let table = model::desired(&config, &flags, TableFlags::default());
         let path = std::env::temp_dir().join(format!("nma-bench-{}-{n}.nft", std::process::id()));
@@ -156,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             .collect();
         let with = |list: Vec<ipnet::IpNet>| {
             let mut c = config.clone();
-            c.non_masquerade_cidrs = nft_masq_agent::config::entries(list);
+            c.non_masquerade_cidrs = config::entries(list);
             model::desired(&c, &flags, TableFlags::default())
         };
         let other = with(moved);
@@ -308,6 +346,7 @@ fn main() -> anyhow::Result<()> {
     }
     nft::delete_table(&mut sock, model::TABLE_NAME)?;
     println!();
+    parse_table(&sizes, runs, &flags)?;
     if cpu {
         println!("### Commit: the agent's CPU time ({runs} runs; median (min-max))\n");
         println!(
