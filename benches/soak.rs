@@ -1456,9 +1456,8 @@ fn main() -> ExitCode {
     let timeline = std::env::temp_dir().join(format!("nma-soak-{}.timeline", std::process::id()));
     let report = match run {
         Ok(run) => {
-            let durations = [commit_durations(&log1), commit_durations(&log2)];
-            let creates = [commit_creates(&log1), commit_creates(&log2)];
-            let r = analyse(&ctx, &o, &run, &durations, &creates, &mut failures);
+            let logged = [logged_commits(&log1), logged_commits(&log2)];
+            let r = analyse(&ctx, &o, &run, &logged, &mut failures);
             if !failures.is_empty() || std::env::var_os("NMA_SOAK_TIMELINE").is_some() {
                 write_timeline(&ctx, &run, &timeline);
                 eprintln!("soak: the timeline of the run is {}", timeline.display());
@@ -1624,30 +1623,36 @@ struct Break {
     spent: usize,
 }
 
-/// The durations the agent logged for its commits, in order ("committed table ...
-/// duration_ms=..."): with the time its commit was seen, when each began.
-fn commit_durations(log: &Path) -> Vec<Duration> {
+/// A commit as the agent logged it ("committed table ... form=... duration_ms=...").
+struct Logged {
+    /// How long it took: with the time its commit was seen, when it began.
+    duration: Duration,
+    /// Whether its form creates the sets anew (`replace`, `delete-first`: the table was
+    /// missing or had to be recreated for another owner flag). Such a commit cannot avoid the
+    /// kernel's new-set gap (docs/design.md, "In-place form"); the in-place and difference
+    /// forms must never show it.
+    creates_sets: bool,
+}
+
+/// The commits the agent logged, in order.
+fn logged_commits(log: &Path) -> Vec<Logged> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains("committed table inet"))
-        .filter_map(|l| l.split("duration_ms=\"").nth(1))
-        .filter_map(|v| v.split('"').next())
-        .filter_map(|v| v.parse::<f64>().ok())
-        .map(|ms| Duration::from_secs_f64(ms / 1e3))
-        .collect()
-}
-
-/// For each commit the agent logged, whether its form creates the sets anew (`replace`,
-/// `delete-first`: the table was missing or had to be recreated for another owner flag).
-/// Such a commit cannot avoid the kernel's new-set gap (docs/design.md, "In-place form");
-/// the in-place and difference forms must never show it.
-fn commit_creates(log: &Path) -> Vec<bool> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("committed table inet") && l.contains("duration_ms=\""))
-        .map(|l| l.contains("form=\"replace\"") || l.contains("form=\"delete-first\""))
+        .filter_map(|l| {
+            let ms: f64 = l
+                .split("duration_ms=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse()
+                .ok()?;
+            Some(Logged {
+                duration: Duration::from_secs_f64(ms / 1e3),
+                creates_sets: l.contains("form=\"replace\"") || l.contains("form=\"delete-first\""),
+            })
+        })
         .collect()
 }
 
@@ -1655,8 +1660,7 @@ fn analyse(
     ctx: &Ctx,
     o: &Opts,
     run: &Run,
-    durations: &[Vec<Duration>; 2],
-    creates: &[Vec<bool>; 2],
+    logged: &[Vec<Logged>; 2],
     failures: &mut Vec<String>,
 ) -> String {
     use std::fmt::Write as _;
@@ -1779,30 +1783,28 @@ fn analyse(
     // are not searchable until the end of the transaction, packets then see the new
     // rules with an empty set (see the module docs).
     let mut own: Vec<(Instant, Instant, bool)> = Vec::new();
-    for (pid, d, c) in [
-        (Some(run.agent_pid), &durations[0], &creates[0]),
-        (owner_pid, &durations[1], &creates[1]),
-    ] {
+    for (pid, logged) in [(Some(run.agent_pid), &logged[0]), (owner_pid, &logged[1])] {
         let Some(pid) = pid else { continue };
         let seen: Vec<Instant> = gens
             .iter()
             .filter(|g| g.pid == Some(pid) && g.ours)
             .map(|g| g.at)
             .collect();
-        if seen.len() != d.len() {
+        if seen.len() != logged.len() {
             failures.push(format!(
                 "agent {pid}: {} commits seen, {} logged: the log does not match",
                 seen.len(),
-                d.len()
+                logged.len()
             ));
             continue;
         }
-        own.extend(
-            seen.iter()
-                .zip(d)
-                .zip(c.iter().chain(std::iter::repeat(&false)))
-                .map(|((&at, &d), &c)| (at - d - Duration::from_millis(5), at, c)),
-        );
+        own.extend(seen.iter().zip(logged).map(|(&at, c)| {
+            (
+                at - c.duration - Duration::from_millis(5),
+                at,
+                c.creates_sets,
+            )
+        }));
     }
     own.sort();
     // Gaps during commits that create the sets (the table was missing, or recreated for
@@ -1833,11 +1835,11 @@ fn analyse(
         }
         // Only the direction an empty set gives: an exempt destination masqueraded.
         let k = own.partition_point(|w| w.0 < a.at);
-        if k > 0 && own[k - 1].1 > p.at && p.dst == 1 && a.src == NODE && own[k - 1].2 {
-            in_create += 1;
-            continue;
-        }
         if k > 0 && own[k - 1].1 > p.at && p.dst == 1 && a.src == NODE {
+            if own[k - 1].2 {
+                in_create += 1;
+                continue;
+            }
             in_commit += 1;
             in_commit_lead = in_commit_lead.max(own[k - 1].1 - p.at);
             continue;
@@ -1895,11 +1897,11 @@ fn analyse(
     // The budget admits a commit when it starts; its notification comes a commit's
     // duration later (up to seconds for a small table on a starved machine). The agent
     // logs each commit's duration: counted back from the notification, the start.
-    let mut starts: Vec<Instant> = if durations[0].len() == main_commits.len() {
+    let mut starts: Vec<Instant> = if logged[0].len() == main_commits.len() {
         main_commits
             .iter()
-            .zip(&durations[0])
-            .map(|(&at, &d)| at - d)
+            .zip(&logged[0])
+            .map(|(&at, c)| at - c.duration)
             .collect()
     } else {
         main_commits.clone()

@@ -242,7 +242,7 @@ fn bad_config_at_start_means_defaults_and_a_loud_error() {
 /// is written after the kernel applied it, so a listing or a probe can see the commit before
 /// its line (it did in a slow guest).
 fn settled_commits(agent: &Agent) -> usize {
-    let count = || agent.log().matches("committed table").count();
+    let count = || agent.count("committed table");
     let mut last = count();
     loop {
         std::thread::sleep(Duration::from_millis(300));

@@ -893,8 +893,9 @@ fn tamper_storm(t: &Topology, secs: u32) -> std::thread::JoinHandle<usize> {
         let end = Instant::now() + Duration::from_secs(secs.into());
         let mut tampers = 0;
         while Instant::now() < end {
-            let mut batch = encode::single(
+            let batch = encode::single_with_flags(
                 NFT_MSG_NEWRULE,
+                NLM_F_CREATE | NLM_F_APPEND,
                 NFPROTO_INET,
                 sock.next_seq(),
                 "NEWRULE counter".into(),
@@ -908,14 +909,6 @@ fn tamper_storm(t: &Topology, secs: u32) -> std::thread::JoinHandle<usize> {
                     w.end_nest(exprs);
                 },
             );
-            // `single` sets no creation flags, and a rule without a handle needs
-            // NLM_F_CREATE (NLM_F_APPEND: at the end, as `nft add rule`). The flags are
-            // bytes 6-7 of the message header.
-            let at = batch.msgs[0].offset + 6;
-            let flags = u16::from_ne_bytes([batch.bytes[at], batch.bytes[at + 1]])
-                | NLM_F_CREATE
-                | NLM_F_APPEND;
-            batch.bytes[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
             // Refused while the agent replaces the table: not a tamper.
             if sock.send_batch(&batch).is_ok() {
                 tampers += 1;

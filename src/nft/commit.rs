@@ -41,15 +41,12 @@ pub struct CommitReport {
 ///   delete-first form is valid and used.
 pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport, NftError> {
     let before = sock.generation();
-    let unchanged_since = before
-        .as_ref()
-        .ok()
-        .and_then(|&now| sock.committed_at(now).cloned());
-    let report = commit(
-        sock,
-        table,
-        unchanged_since.as_ref().zip(before.as_ref().ok().copied()),
-    );
+    // Our previous commit, if the generation it made is still the ruleset's: then it is what
+    // is live. Taken, not copied: this commit records its own below.
+    let unchanged_since = sock
+        .take_committed()
+        .filter(|(g, _)| before.as_ref().is_ok_and(|now| now == g));
+    let report = commit(sock, table, unchanged_since.as_ref());
     // Remembered only when the generations prove that the live table is `table`: a batch
     // that changed something makes exactly one generation (so `before + 1` and nothing
     // else), a difference with nothing in it is not sent and makes none. Anything else
@@ -67,10 +64,10 @@ pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport
 fn commit(
     sock: &mut NftSocket,
     table: &Table,
-    unchanged_since: Option<(&Table, u32)>,
+    unchanged_since: Option<&(u32, Table)>,
 ) -> Result<CommitReport, NftError> {
-    if let Some((old, generation)) = unchanged_since {
-        if let Some(batch) = encode::delta(old, table, sock.next_seq(), generation) {
+    if let Some((generation, old)) = unchanged_since {
+        if let Some(batch) = encode::delta(old, table, sock.next_seq(), *generation) {
             let rules_changed = old.chains != table.chains;
             if batch.elements == 0 && !rules_changed {
                 // Nothing to change: not sent, since a transaction that changes nothing

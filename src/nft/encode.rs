@@ -594,8 +594,21 @@ pub fn single(
     what: String,
     attrs: impl FnOnce(&mut Writer),
 ) -> Batch {
+    single_with_flags(kind, 0, family, seq, what, attrs)
+}
+
+/// [`single`] with netlink `flags` on the message (`NLM_F_CREATE | NLM_F_APPEND` for a
+/// `NEWRULE` without a handle, as `nft add rule` sends it).
+pub fn single_with_flags(
+    kind: u16,
+    flags: u16,
+    family: u8,
+    seq: u32,
+    what: String,
+    attrs: impl FnOnce(&mut Writer),
+) -> Batch {
     let mut bw = BatchWriter::new(seq, 128);
-    let m = bw.begin_in(kind, 0, family);
+    let m = bw.begin_in(kind, flags, family);
     attrs(&mut bw.w);
     bw.end(m, kind, what);
     bw.finish(0)

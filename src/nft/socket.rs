@@ -632,12 +632,11 @@ impl NftSocket {
         })
     }
 
-    /// The table this socket committed last, if the generation its commit made is `now`.
-    pub(crate) fn committed_at(&self, now: u32) -> Option<&Table> {
-        self.last_commit
-            .as_ref()
-            .filter(|(g, _)| *g == now)
-            .map(|(_, t)| t)
+    /// Takes the table this socket committed last and the generation its commit made (a
+    /// commit takes it and records its own with [`NftSocket::set_committed`], so the table is
+    /// moved, never copied).
+    pub(crate) fn take_committed(&mut self) -> Option<(u32, Table)> {
+        self.last_commit.take()
     }
 
     /// Records (or, with `None`, forgets) the table of a commit and the generation it made.
