@@ -77,8 +77,7 @@ pub fn agent_bin() -> PathBuf {
 }
 
 /// Whether the tests run in an emulated guest: the VM suite under TCG (`vm-tests/init`
-/// sets `NMA_GUEST_ACCEL`), one virtual CPU at about a sixth of the host's speed, three
-/// guests sharing two cores in CI.
+/// sets `NMA_GUEST_ACCEL`), one virtual CPU at about a sixth of the host's speed.
 pub fn emulated() -> bool {
     std::env::var("NMA_GUEST_ACCEL").is_ok_and(|a| a == "tcg")
 }
