@@ -31,12 +31,17 @@ pub type Pings = mpsc::Receiver<Ping>;
 pub struct Health {
     ready: AtomicBool,
     reason: Mutex<String>,
-    /// What the loop is busy with: since when, its last progress, what.
-    busy: Mutex<Option<(Instant, Instant, &'static str)>>,
-    /// When the loop last visibly moved: began or ended an operation, or made progress in
-    /// one.
-    moved: Mutex<Instant>,
+    activity: Mutex<Activity>,
     ping: mpsc::Sender<Ping>,
+}
+
+/// What the loop is doing, as far as the endpoint can see.
+#[derive(Debug)]
+struct Activity {
+    /// The operation it is busy with: since when, its last progress, what.
+    busy: Option<(Instant, Instant, &'static str)>,
+    /// When it last visibly moved: began or ended an operation, or made progress in one.
+    moved: Instant,
 }
 
 /// Marks the loop busy until dropped.
@@ -45,10 +50,10 @@ pub struct Busy<'a>(&'a Health);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        if let Ok(mut b) = self.0.busy.lock() {
-            *b = None;
+        if let Ok(mut a) = self.0.activity.lock() {
+            a.busy = None;
+            a.moved = Instant::now();
         }
-        self.0.moved();
     }
 }
 
@@ -59,8 +64,10 @@ impl Health {
         let h = Health {
             ready: AtomicBool::new(false),
             reason: Mutex::new("starting".into()),
-            busy: Mutex::new(None),
-            moved: Mutex::new(Instant::now()),
+            activity: Mutex::new(Activity {
+                busy: None,
+                moved: Instant::now(),
+            }),
             ping,
         };
         (h, pings)
@@ -88,38 +95,34 @@ impl Health {
 
     /// Marks the loop busy with `what` until the returned guard is dropped.
     pub fn busy(&self, what: &'static str) -> Busy<'_> {
-        if let Ok(mut b) = self.busy.lock() {
+        if let Ok(mut a) = self.activity.lock() {
             let now = Instant::now();
-            *b = Some((now, now, what));
+            a.busy = Some((now, now, what));
+            a.moved = now;
         }
-        self.moved();
         Busy(self)
     }
 
     /// The busy operation made progress (a reply from the kernel arrived).
     pub fn progress(&self) {
-        if let Ok(mut b) = self.busy.lock() {
-            if let Some((_, last, _)) = b.as_mut() {
-                *last = Instant::now();
+        if let Ok(mut a) = self.activity.lock() {
+            let now = Instant::now();
+            if let Some((_, last, _)) = a.busy.as_mut() {
+                *last = now;
             }
-        }
-        self.moved();
-    }
-
-    fn moved(&self) {
-        if let Ok(mut m) = self.moved.lock() {
-            *m = Instant::now();
+            a.moved = now;
         }
     }
 
     fn moved_since(&self, t: Instant) -> bool {
-        self.moved.lock().is_ok_and(|m| *m >= t)
+        self.activity.lock().is_ok_and(|a| a.moved >= t)
     }
 
     /// What the loop is busy with, for how long, and how long since its last progress.
     pub fn busy_with(&self) -> Option<(&'static str, Duration, Duration)> {
-        let b = self.busy.lock().ok()?;
-        b.map(|(since, last, what)| (what, since.elapsed(), last.elapsed()))
+        let a = self.activity.lock().ok()?;
+        a.busy
+            .map(|(since, last, what)| (what, since.elapsed(), last.elapsed()))
     }
 
     /// Whether the loop is alive: it answers a ping within `wait`, or it is busy with one
@@ -217,14 +220,14 @@ mod tests {
         };
         let _b = h.busy("checking the table");
         // Busy for 40 s, with a reply from the kernel a second ago: alive.
-        *h.busy.lock().unwrap() = Some((ago(40), ago(1), "checking the table"));
+        h.activity.lock().unwrap().busy = Some((ago(40), ago(1), "checking the table"));
         let note = h.liveness(Duration::from_millis(10)).await.unwrap();
         assert!(
             note.starts_with("ok (busy checking the table for 40"),
             "{note}"
         );
         // No progress for longer than the limit: stuck.
-        *h.busy.lock().unwrap() = Some((ago(40), ago(35), "checking the table"));
+        h.activity.lock().unwrap().busy = Some((ago(40), ago(35), "checking the table"));
         let why = h.liveness(Duration::from_millis(10)).await.unwrap_err();
         assert!(why.contains("no progress for 35"), "{why}");
         // Progress revives it.
