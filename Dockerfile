@@ -75,5 +75,7 @@ COPY --from=binary /out/nft-masq-agent /nft-masq-agent
 # Container logs are never a terminal: plain text, no colour codes.
 ENV NO_COLOR=1
 USER 65532:65532
-# No arguments: the daemon, reading /etc/config/ip-masq-agent (the ConfigMap volume).
+# No arguments: the daemon, reading the ip-masq* files of /etc/config (the ConfigMap volume:
+# ip-masq-agent's /etc/config/ip-masq-agent, or ip-masq-agent-v2's files). A DaemonSet's
+# ip-masq-agent flags are accepted as they are.
 ENTRYPOINT ["/nft-masq-agent"]

@@ -1,15 +1,22 @@
 //! Command-line flags. ip-masq-agent's policy flags keep their names and meaning; every value
 //! is parsed into its type by clap, so a bad one is reported like any other usage error.
+//!
+//! A drop-in replacement must start with the arguments of the DaemonSet it replaces, so the
+//! command line is read in two steps: [`go_flags`] first takes every flag that
+//! ip-masq-agent and ip-masq-agent-v2 define on Go's flag set (their own and those of the
+//! klog or glog logging they register), in the forms Go's `flag` package accepts, and clap
+//! then parses the rest. The ip-masq-agent flags we implement are handed on to clap in one
+//! canonical form; the others are kept as [`Foreign`] flags, for one warning at start that
+//! says what nft-masq-agent does instead ([`Cli::foreign_warning`]).
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use nft_masq_agent::config::duration::parse_go_duration;
-use nft_masq_agent::config::{
-    DEFAULT_CONFIG_PATH, DEFAULT_MAX_PREFIXES, PolicyFlags, ports::PortRanges,
-};
+use nft_masq_agent::config::{DEFAULT_MAX_PREFIXES, PolicyFlags, ports::PortRanges};
 use nft_masq_agent::conntrack::Protocols;
 use nft_masq_agent::daemon::Options;
 use nft_masq_agent::nft::compat::OwnerMode;
@@ -17,12 +24,14 @@ use nft_masq_agent::nft::compat::OwnerMode;
 /// Keeps an ip-masq-agent-compatible masquerade policy in force as one nftables table,
 /// committed atomically over netlink.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, after_help = COMPAT_HELP)]
 pub struct Cli {
     /// Config file (YAML or JSON, ip-masq-agent's keys), or a directory whose `ip-masq*`
     /// files are merged (ip-masq-agent-v2's layout). Repeat to merge several; lists are
-    /// unioned. No file at all means the defaults.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH, action = ArgAction::Append)]
+    /// unioned. No file at all means the defaults. The default, the directory /etc/config,
+    /// reads both tools' layouts: ip-masq-agent's /etc/config/ip-masq-agent, and with
+    /// ip-masq-agent-v2's volume every `ip-masq*` file beside it.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG, action = ArgAction::Append)]
     pub config: Vec<PathBuf>,
 
     /// Validate the config, commit the table once and exit. On an invalid config exit
@@ -123,6 +132,365 @@ pub struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Flags of ip-masq-agent, ip-masq-agent-v2 and their logging that are accepted but not
+    /// implemented, in the order given ([`go_flags`] collects them).
+    #[arg(skip)]
+    pub foreign: Vec<Foreign>,
+}
+
+/// The default `--config`: the directory of the ConfigMap volume, with a trailing slash so it
+/// is read as a directory (its `ip-masq*` files) even if it appears only later. With
+/// ip-masq-agent's volume it holds one such file, /etc/config/ip-masq-agent, the file
+/// ip-masq-agent reads; with ip-masq-agent-v2's projected volume it holds that file and the
+/// provider's `ip-masq-agent-reconciled`, the files v2 reads. Either DaemonSet, its image
+/// alone replaced, keeps its policy.
+pub const DEFAULT_CONFIG: &str = "/etc/config/";
+
+/// The end of `--help`: what else is accepted.
+const COMPAT_HELP: &str = "\
+Also accepted, so that an ip-masq-agent or ip-masq-agent-v2 DaemonSet starts unchanged (one
+warning at start names them): --masq-chain (no iptables chain is made: the policy is table
+inet nft-masq-agent), --resync-interval (v2; changes apply as they happen, the full check
+runs every resyncInterval of the config), klog's --v=N (log level: 0-2 info, 3-4 debug, 5+
+trace; RUST_LOG overrides it) and klog's and glog's other flags (--logtostderr, --log_file,
+--log_dir, --stderrthreshold, ...; logs go to stderr). ip-masq-agent's flags may be written
+as Go accepts them: -flag or --flag, =value or a separate value, booleans as
+--flag=true|false. docs/migrating-from-ip-masq-agent.md lists them all.";
+
+/// A flag of ip-masq-agent, ip-masq-agent-v2 or the logging they register (klog, or glog in
+/// older releases) that nft-masq-agent accepts without implementing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Foreign {
+    /// Its name, without dashes.
+    pub name: &'static str,
+    /// Its value as given (`true` for a boolean given bare).
+    pub value: String,
+}
+
+/// The type of a Go flag's value, checked as Go's `flag` package checks it: a value the old
+/// agent refused at start is refused here too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GoType {
+    /// `strconv.ParseBool`; may be given bare (`-flag` means true).
+    Bool,
+    /// A signed integer.
+    Int,
+    /// An unsigned integer.
+    Uint,
+    /// Any text.
+    Str,
+}
+
+/// What nft-masq-agent does with a Go flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Implemented: handed on to clap under the same name, keeping its meaning.
+    Ours,
+    /// Accepted and not used; the text says what we do instead.
+    Instead(&'static str),
+}
+
+/// One flag of the Go tools' flag set.
+struct GoFlag {
+    name: &'static str,
+    ty: GoType,
+    to: Use,
+}
+
+const LOGGING: Use = Use::Instead(
+    "klog's log files and formatting: logs go to stderr, one line per event, text or --log-format json",
+);
+
+/// Every flag ip-masq-agent (each release since v0.2.0) and ip-masq-agent-v2 (each release
+/// since v0.1.0) register on Go's global flag set, read from their `main` packages and from
+/// the logging libraries they call `InitFlags` of or import: klog/v2 up to v2.140.0, and
+/// glog up to v1.2.0 (ip-masq-agent before v2.12.0, ip-masq-agent-v2 v0.1.0). Both call
+/// `flag.Parse`, so these are the only flags they accept; `--version` (component-base's
+/// verflag, on pflag's flag set, never parsed) and `--help` are clap's here.
+const GO_FLAGS: &[GoFlag] = &[
+    // ip-masq-agent and ip-masq-agent-v2.
+    GoFlag {
+        name: "nomasq-all-reserved-ranges",
+        ty: GoType::Bool,
+        to: Use::Ours,
+    },
+    GoFlag {
+        name: "enable-ipv6",
+        ty: GoType::Bool,
+        to: Use::Ours,
+    },
+    // ip-masq-agent only.
+    GoFlag {
+        name: "random-fully",
+        ty: GoType::Bool,
+        to: Use::Ours,
+    },
+    GoFlag {
+        name: "to-ports",
+        ty: GoType::Str,
+        to: Use::Ours,
+    },
+    GoFlag {
+        name: "masq-chain",
+        ty: GoType::Str,
+        to: Use::Instead("no iptables chain is made, the policy is table inet nft-masq-agent"),
+    },
+    // ip-masq-agent-v2 only: seconds between its config reads.
+    GoFlag {
+        name: "resync-interval",
+        ty: GoType::Int,
+        to: Use::Instead(
+            "config changes apply as they happen, and the full check runs every \
+             resyncInterval of the config, 60s by default",
+        ),
+    },
+    // klog (and glog): verbosity.
+    GoFlag {
+        name: "v",
+        ty: GoType::Int,
+        to: Use::Instead(
+            "the log level: 0-2 info, 3-4 debug, 5 and more trace, unless RUST_LOG is set",
+        ),
+    },
+    GoFlag {
+        name: "vmodule",
+        ty: GoType::Str,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "log_backtrace_at",
+        ty: GoType::Str,
+        to: LOGGING,
+    },
+    // klog and glog: destinations.
+    GoFlag {
+        name: "logtostderr",
+        ty: GoType::Bool,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "alsologtostderr",
+        ty: GoType::Bool,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "stderrthreshold",
+        ty: GoType::Str,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "log_dir",
+        ty: GoType::Str,
+        to: LOGGING,
+    },
+    // klog only.
+    GoFlag {
+        name: "log_file",
+        ty: GoType::Str,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "log_file_max_size",
+        ty: GoType::Uint,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "add_dir_header",
+        ty: GoType::Bool,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "skip_headers",
+        ty: GoType::Bool,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "skip_log_headers",
+        ty: GoType::Bool,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "one_output",
+        ty: GoType::Bool,
+        to: LOGGING,
+    },
+    // klog v2.140.0.
+    GoFlag {
+        name: "alsologtostderrthreshold",
+        ty: GoType::Str,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "legacy_stderr_threshold_behavior",
+        ty: GoType::Bool,
+        to: LOGGING,
+    },
+    // glog v1.1 and later (ip-masq-agent v2.10.1 to v2.11.0).
+    GoFlag {
+        name: "log_link",
+        ty: GoType::Str,
+        to: LOGGING,
+    },
+    GoFlag {
+        name: "logbuflevel",
+        ty: GoType::Int,
+        to: LOGGING,
+    },
+];
+
+fn go_flag(name: &str) -> Option<&'static GoFlag> {
+    GO_FLAGS.iter().find(|f| f.name == name)
+}
+
+/// Go's `strconv.ParseBool`, the values a Go boolean flag takes after `=`.
+fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Takes the Go tools' flags out of `args` (without the program name): returns the
+/// arguments for clap, with the ip-masq-agent flags we implement in one canonical form each
+/// (the last occurrence wins, as in Go), and the flags we accept without implementing.
+///
+/// Forms, as Go's `flag` package: `-name` and `--name`; `=value`, or the value as the next
+/// argument for a non-boolean; a boolean bare (true) or `=` any `strconv.ParseBool` value,
+/// and, as clap accepted `--random-fully false` before, followed by `true` or `false`.
+/// `long_with_value` are our own options that take the next argument as their value, which is
+/// passed on untouched whatever it looks like. After `--` nothing is looked at. An argument
+/// that is not a flag but names one of these flags (`v=2`, a manifest without dashes: Go
+/// stopped reading flags there and ignored it and everything after it) is an error that says
+/// so; any other argument is left to clap, which knows ours and refuses the rest.
+pub fn go_flags(
+    args: Vec<OsString>,
+    long_with_value: &[String],
+) -> Result<(Vec<OsString>, Vec<Foreign>), String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut foreign = Vec::new();
+    // Implemented Go flags, last value wins, emitted once at the end in clap's form.
+    let mut ours: Vec<(&'static str, String)> = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let Some(s) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if s == "--" {
+            out.push(arg);
+            out.extend(it);
+            break;
+        }
+        let body = match s.strip_prefix("--").or_else(|| s.strip_prefix('-')) {
+            Some(b) if !b.is_empty() && !b.starts_with('-') => b,
+            _ => {
+                let name = s.split('=').next().unwrap_or("");
+                if !s.starts_with('-')
+                    && (go_flag(name).is_some() || long_with_value.iter().any(|l| l == name))
+                {
+                    return Err(format!(
+                        "'{s}' is not a flag: write --{s} (ip-masq-agent and ip-masq-agent-v2 \
+                         ignored it without a word, and every argument after it: Go stops \
+                         reading flags at the first argument that is not one)"
+                    ));
+                }
+                out.push(arg);
+                continue;
+            }
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (body, None),
+        };
+        let Some(flag) = go_flag(name) else {
+            // One of ours (clap's), or unknown (clap refuses it). An option of ours without
+            // `=` takes the next argument as its value: pass it on as it is.
+            // clap takes the next argument as the value unless it looks like a flag.
+            let takes_next = s.starts_with("--")
+                && inline.is_none()
+                && long_with_value.iter().any(|l| l == name)
+                && it
+                    .as_slice()
+                    .first()
+                    .is_some_and(|n| !n.as_encoded_bytes().starts_with(b"-"));
+            out.push(arg);
+            if takes_next && let Some(v) = it.next() {
+                out.push(v);
+            }
+            continue;
+        };
+        let value = match (flag.ty, inline) {
+            (GoType::Bool, Some(v)) => parse_go_bool(v)
+                .ok_or_else(|| {
+                    format!("invalid boolean value {v:?} for flag -{name}: want true or false")
+                })?
+                .to_string(),
+            (GoType::Bool, None) => {
+                // `--random-fully false`, accepted by clap before: keep accepting it.
+                let next = it.as_slice().first().and_then(|n| n.to_str());
+                match next {
+                    Some(v @ ("true" | "false")) => {
+                        let v = v.to_string();
+                        it.next();
+                        v
+                    }
+                    _ => "true".to_string(),
+                }
+            }
+            (_, Some(v)) => v.to_string(),
+            (_, None) => it
+                .next()
+                .map(|v| v.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("flag needs an argument: -{name}"))?,
+        };
+        match flag.ty {
+            GoType::Int if value.parse::<i64>().is_err() => {
+                return Err(format!(
+                    "invalid value {value:?} for flag -{name}: want an integer"
+                ));
+            }
+            GoType::Uint if value.parse::<u64>().is_err() => {
+                return Err(format!(
+                    "invalid value {value:?} for flag -{name}: want a non-negative integer"
+                ));
+            }
+            _ => {}
+        }
+        match flag.to {
+            Use::Ours => {
+                ours.retain(|(n, _)| *n != flag.name);
+                ours.push((flag.name, value));
+            }
+            Use::Instead(_) => foreign.push(Foreign {
+                name: flag.name,
+                value,
+            }),
+        }
+    }
+    for (name, value) in ours {
+        match (go_flag(name).map(|f| f.ty), value.as_str()) {
+            // clap's booleans that take no value: present when true.
+            (Some(GoType::Bool), "false") if name != "random-fully" => {}
+            (Some(GoType::Bool), "true") if name != "random-fully" => {
+                out.push(format!("--{name}").into())
+            }
+            _ => out.push(format!("--{name}={value}").into()),
+        }
+    }
+    Ok((out, foreign))
+}
+
+/// The log level klog's `--v=N` stands for: klog prints its unconditional lines at 0 and
+/// ip-masq-agent its config and rule lines at 2, which our `info` lines cover; higher levels
+/// ask for more detail.
+pub fn level_for_verbosity(v: i64) -> &'static str {
+    match v {
+        ..=2 => "info",
+        3..=4 => "debug",
+        _ => "trace",
+    }
 }
 
 /// `--table-owner`.
@@ -171,13 +539,20 @@ impl From<ConntrackReconcile> for Option<Protocols> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen(pub Option<SocketAddr>);
 
+/// `ADDR:PORT`, `[IPV6]:PORT`, or `[IPV4]:PORT`: brackets around either family, so that a
+/// manifest can write `[$(HOST_IP)]:9983` whatever the family of the node's address.
 fn parse_listen(s: &str) -> Result<Listen, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("{e} (want ADDR:PORT, [ADDR]:PORT or off)");
     match s {
         "" | "off" => Ok(Listen(None)),
-        a => a
-            .parse()
-            .map(|a| Listen(Some(a)))
-            .map_err(|e| format!("{e} (want ADDR:PORT or off)")),
+        a => {
+            if let Some((host, port)) = a.strip_prefix('[').and_then(|r| r.split_once("]:")) {
+                let ip: IpAddr = host.parse().map_err(|e| bad(&e))?;
+                let port: u16 = port.parse().map_err(|e| bad(&e))?;
+                return Ok(Listen(Some(SocketAddr::new(ip, port))));
+            }
+            a.parse().map(|a| Listen(Some(a))).map_err(|e| bad(&e))
+        }
     }
 }
 
@@ -225,6 +600,93 @@ pub enum Mode {
 }
 
 impl Cli {
+    /// Parses the process's arguments ([`Cli::try_parse_args`]); on an error prints it and
+    /// exits as clap does (2 for a usage error).
+    pub fn parse_args() -> Cli {
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the program name first): the Go tools' flags by [`go_flags`], the rest
+    /// by clap.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut cmd = Cli::command();
+        let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let program = if args.is_empty() {
+            OsString::from("nft-masq-agent")
+        } else {
+            args.remove(0)
+        };
+        let long_with_value: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values())
+            .filter(|a| a.get_num_args().is_none_or(|n| n.min_values() > 0))
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect();
+        let (rest, foreign) = go_flags(args, &long_with_value)
+            .map_err(|m| cmd.error(clap::error::ErrorKind::ValueValidation, m))?;
+        let matches = cmd.try_get_matches_from_mut(std::iter::once(program).chain(rest))?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        cli.foreign = foreign;
+        Ok(cli)
+    }
+
+    // Read by --take-over-iptables-chain (issue 20's next step), which removes that chain.
+    #[allow(dead_code)]
+    /// The last `--masq-chain` given (ip-masq-agent's iptables chain; `IP-MASQ-AGENT` when
+    /// none is), or `None`.
+    pub fn masq_chain(&self) -> Option<&str> {
+        self.foreign_value("masq-chain")
+    }
+
+    /// klog's `--v`, the last one given.
+    pub fn verbosity(&self) -> Option<i64> {
+        self.foreign_value("v").and_then(|v| v.parse().ok())
+    }
+
+    fn foreign_value(&self, name: &str) -> Option<&str> {
+        self.foreign
+            .iter()
+            .rev()
+            .find(|f| f.name == name)
+            .map(|f| f.value.as_str())
+    }
+
+    /// The one warning at start about the accepted but unimplemented flags: each, as given,
+    /// with what nft-masq-agent does instead; `None` when there are none.
+    pub fn foreign_warning(&self) -> Option<String> {
+        if self.foreign.is_empty() {
+            return None;
+        }
+        // Grouped by what we do instead, in the order the groups first appear.
+        let mut groups: Vec<(&'static str, Vec<String>)> = Vec::new();
+        for f in &self.foreign {
+            let Some(GoFlag {
+                to: Use::Instead(instead),
+                ..
+            }) = go_flag(f.name)
+            else {
+                continue;
+            };
+            let given = format!("--{}={}", f.name, f.value);
+            match groups.iter_mut().find(|(i, _)| i == instead) {
+                Some((_, flags)) => flags.push(given),
+                None => groups.push((instead, vec![given])),
+            }
+        }
+        let parts: Vec<String> = groups
+            .into_iter()
+            .map(|(instead, flags)| format!("{} ({instead})", flags.join(" ")))
+            .collect();
+        Some(format!(
+            "ip-masq-agent flags accepted for compatibility, not implemented: {}",
+            parts.join("; ")
+        ))
+    }
+
     /// The selected mode.
     pub fn mode(&self) -> Mode {
         if self.once {
@@ -266,11 +728,13 @@ impl Cli {
     }
 }
 
-/// Logs to stderr; the level comes from `RUST_LOG` and defaults to info.
+/// Logs to stderr; the level comes from `RUST_LOG`, else from klog's `--v`
+/// ([`level_for_verbosity`]), else info.
 pub fn init_logging(cli: &Cli) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let default = cli.verbosity().map_or("info", level_for_verbosity);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colour only for people at a terminal: container logs must stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -287,7 +751,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("nft-masq-agent").chain(args.iter().copied()))
+        Cli::try_parse_args(std::iter::once("nft-masq-agent").chain(args.iter().copied()))
     }
 
     #[test]
@@ -320,6 +784,241 @@ mod tests {
             let e = parse(bad).unwrap_err();
             let flag = bad[0].split('=').next().unwrap();
             assert!(e.to_string().contains(flag), "{bad:?}: {e}");
+        }
+    }
+    /// The arguments of real DaemonSets, as they are (each list's source is in
+    /// tests/dropin.rs, which runs the agent with them).
+    const MANIFESTS: &[(&str, &[&str])] = &[
+        ("kubernetes-sigs/ip-masq-agent ip-masq-agent.yaml", &[]),
+        (
+            "kubernetes/kubernetes cluster/addons/ip-masq-agent",
+            &["--masq-chain=IP-MASQ", "--nomasq-all-reserved-ranges"],
+        ),
+        (
+            "GKE",
+            &[
+                "--v=2",
+                "--logtostderr=false",
+                "--log_file=/dev/stdout",
+                "--log_file_max_size=0",
+                "--masq-chain=IP-MASQ",
+                "--random-fully=false",
+            ],
+        ),
+        ("Azure/ip-masq-agent-v2 examples", &["--v=2"]),
+        ("AKS", &["--v=2", "--resync-interval=60"]),
+    ];
+
+    #[test]
+    fn real_daemonset_arguments_parse_and_keep_their_meaning() {
+        for (what, args) in MANIFESTS {
+            let c = parse(args).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(c.mode(), Mode::Daemon, "{what}");
+        }
+        let k8s = parse(MANIFESTS[1].1).unwrap();
+        assert!(k8s.nomasq_all_reserved_ranges);
+        assert_eq!(k8s.masq_chain(), Some("IP-MASQ"));
+        let gke = parse(MANIFESTS[2].1).unwrap();
+        assert!(!gke.random_fully, "--random-fully=false keeps its meaning");
+        assert_eq!(gke.verbosity(), Some(2));
+        let w = gke.foreign_warning().unwrap();
+        for flag in [
+            "--v=2",
+            "--logtostderr=false",
+            "--log_file=/dev/stdout",
+            "--log_file_max_size=0",
+            "--masq-chain=IP-MASQ",
+        ] {
+            assert!(w.contains(flag), "{flag} missing from: {w}");
+        }
+        assert!(
+            !w.contains("random-fully"),
+            "implemented flags are not warned about: {w}"
+        );
+        assert!(
+            w.contains("table inet nft-masq-agent") && w.contains("log level"),
+            "{w}"
+        );
+        let aks = parse(MANIFESTS[4].1).unwrap();
+        assert!(
+            aks.foreign_warning()
+                .unwrap()
+                .contains("--resync-interval=60 (config changes apply as they happen")
+        );
+        assert_eq!(parse(&[]).unwrap().foreign_warning(), None);
+    }
+
+    /// A sample value of each type that Go accepts.
+    fn sample(ty: GoType) -> &'static str {
+        match ty {
+            GoType::Bool => "false",
+            GoType::Int => "-3",
+            GoType::Uint => "1800",
+            GoType::Str => "IP-MASQ",
+        }
+    }
+
+    #[test]
+    fn every_go_flag_is_accepted_in_every_form_go_accepts() {
+        for flag in GO_FLAGS {
+            let n = flag.name;
+            let v = match (n, flag.ty) {
+                ("to-ports", _) => "1024-29999,32768-65535",
+                (_, ty) => sample(ty),
+            };
+            let mut forms: Vec<Vec<String>> =
+                vec![vec![format!("--{n}={v}")], vec![format!("-{n}={v}")]];
+            if flag.ty == GoType::Bool {
+                forms.push(vec![format!("--{n}")]);
+                forms.push(vec![format!("-{n}")]);
+                for b in [
+                    "true", "1", "t", "T", "TRUE", "True", "0", "f", "F", "FALSE", "False",
+                ] {
+                    forms.push(vec![format!("--{n}={b}")]);
+                }
+            } else {
+                forms.push(vec![format!("--{n}"), v.to_string()]);
+                forms.push(vec![format!("-{n}"), v.to_string()]);
+            }
+            for form in forms {
+                let args: Vec<&str> = form.iter().map(String::as_str).collect();
+                let c = parse(&args).unwrap_or_else(|e| panic!("{form:?}: {e}"));
+                if let Use::Instead(_) = flag.to {
+                    let given = match args.as_slice() {
+                        [a] if flag.ty == GoType::Bool && !a.contains('=') => "true",
+                        [a] => a.split_once('=').unwrap().1,
+                        [_, v] => v,
+                        _ => unreachable!(),
+                    };
+                    // A boolean is kept as Go prints it back: true or false.
+                    let want = match flag.ty {
+                        GoType::Bool => parse_go_bool(given).unwrap().to_string(),
+                        _ => given.to_string(),
+                    };
+                    assert_eq!(
+                        c.foreign,
+                        vec![Foreign {
+                            name: n,
+                            value: want.clone()
+                        }],
+                        "{form:?}"
+                    );
+                    assert!(
+                        c.foreign_warning()
+                            .unwrap()
+                            .contains(&format!("--{n}={want}")),
+                        "{form:?}"
+                    );
+                } else {
+                    assert!(c.foreign.is_empty(), "{form:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ip_masq_agent_flags_keep_their_meaning_in_go_forms() {
+        let c = |args: &[&str]| parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(!c(&[]).enable_ipv6);
+        assert!(c(&["--enable-ipv6"]).enable_ipv6);
+        assert!(c(&["-enable-ipv6=true"]).enable_ipv6);
+        assert!(!c(&["--enable-ipv6=false"]).enable_ipv6);
+        // Go: the last occurrence wins.
+        assert!(!c(&["--enable-ipv6", "--enable-ipv6=0"]).enable_ipv6);
+        assert!(c(&["--nomasq-all-reserved-ranges=T"]).nomasq_all_reserved_ranges);
+        assert!(!c(&["-nomasq-all-reserved-ranges=F"]).nomasq_all_reserved_ranges);
+        assert!(c(&[]).random_fully, "on by default, as in ip-masq-agent");
+        assert!(!c(&["--random-fully=false"]).random_fully);
+        assert!(!c(&["-random-fully=0"]).random_fully);
+        assert!(
+            !c(&["--random-fully", "false"]).random_fully,
+            "as clap accepted before"
+        );
+        assert!(c(&["--random-fully=false", "--random-fully"]).random_fully);
+        let ports = |args: &[&str]| c(args).to_ports.map(|p| format!("{p:?}"));
+        let want = ports(&["--to-ports=1024-29999,32768-65535"]);
+        assert!(want.is_some());
+        assert_eq!(ports(&["-to-ports", "1024-29999,32768-65535"]), want);
+        assert_eq!(
+            ports(&["--to-ports", "1-2", "--to-ports=1024-29999,32768-65535"]),
+            want
+        );
+        // Our own flags sit among them unchanged.
+        let mixed = c(&[
+            "-v=4",
+            "--config",
+            "/tmp/x",
+            "--enable-ipv6",
+            "--debounce",
+            "20ms",
+            "--logtostderr",
+        ]);
+        assert_eq!(mixed.config, vec![PathBuf::from("/tmp/x")]);
+        assert_eq!(mixed.debounce, Duration::from_millis(20));
+        assert!(mixed.enable_ipv6);
+        assert_eq!(mixed.verbosity(), Some(4));
+    }
+
+    #[test]
+    fn unknown_flags_bad_values_and_flags_without_dashes_stay_errors() {
+        for (args, says) in [
+            (&["--masq-chains=IP-MASQ"][..], "--masq-chains"),
+            (&["--log-dir=/tmp"], "--log-dir"),
+            (&["--vv=2"], "--vv"),
+            (&["--verbose"], "--verbose"),
+            (&["--v=abc"], "\"abc\" for flag -v"),
+            (&["--v"], "flag needs an argument: -v"),
+            (&["--resync-interval=60s"], "-resync-interval"),
+            (&["--log_file_max_size=-1"], "-log_file_max_size"),
+            (&["--logtostderr=yes"], "\"yes\" for flag -logtostderr"),
+            (&["--enable-ipv6=maybe"], "-enable-ipv6"),
+            (&["--to-ports=10-5"], "--to-ports"),
+            (&["v=2"], "write --v=2"),
+            (&["resync-interval=60"], "write --resync-interval=60"),
+            (&["masq-chain=\"IP-MASQ-AGENT\""], "Go stops reading flags"),
+            (&["something"], "something"),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+        // After `--` nothing is a flag any more.
+        assert!(parse(&["--", "--v=2"]).is_err());
+    }
+
+    #[test]
+    fn klog_verbosity_maps_to_a_log_level() {
+        assert_eq!(
+            [-1, 0, 1, 2, 3, 4, 5, 10].map(level_for_verbosity),
+            [
+                "info", "info", "info", "info", "debug", "debug", "trace", "trace"
+            ]
+        );
+        assert_eq!(parse(&["--v=1", "-v", "5"]).unwrap().verbosity(), Some(5));
+        assert_eq!(parse(&[]).unwrap().verbosity(), None);
+    }
+
+    #[test]
+    fn default_config_reads_both_layouts_and_metrics_address_takes_brackets() {
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.config, vec![PathBuf::from("/etc/config/")]);
+        assert!(
+            d.config[0].as_os_str().as_encoded_bytes().ends_with(b"/"),
+            "read as a directory"
+        );
+        for (arg, want) in [
+            ("[10.1.2.3]:9983", "10.1.2.3:9983"),
+            ("[2001:db8::1]:9983", "[2001:db8::1]:9983"),
+            ("10.1.2.3:9983", "10.1.2.3:9983"),
+        ] {
+            let c = parse(&["--metrics-address", arg]).unwrap();
+            assert_eq!(
+                c.metrics_address,
+                Listen(Some(want.parse().unwrap())),
+                "{arg}"
+            );
+        }
+        for bad in ["[10.1.2.3]", "[10.1.2.3]:x", "[]:9983", "[$(HOST_IP)]:9983"] {
+            assert!(parse(&["--metrics-address", bad]).is_err(), "{bad}");
         }
     }
 }

@@ -5,7 +5,6 @@ mod cli;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use nft_masq_agent::config::{Config, ConfigSource, Loaded, Source};
 use nft_masq_agent::conflict;
 use nft_masq_agent::explain::{Question, TableState};
@@ -13,8 +12,12 @@ use nft_masq_agent::model::{self, TABLE_NAME, Table, TableFlags};
 use nft_masq_agent::nft::{self, NftSocket};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     cli::init_logging(&cli);
+    // An ip-masq-agent DaemonSet's flags that we accept without implementing: said once.
+    if let Some(warning) = cli.foreign_warning() {
+        tracing::warn!("{warning}");
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
