@@ -3,11 +3,13 @@
 //! - this module: the validated [`Config`], its defaults (one place for the default list and
 //!   link-local), the [`PolicyFlags`] and the errors;
 //! - [`validate`]: bytes into a [`Config`], collecting every problem (pure);
+//! - [`snat`]: `snatTo` entries, and the addresses no packet may leave with (pure);
 //! - [`source`]: the files on disk, read, hashed and validated (the only I/O here).
 
 pub mod duration;
 pub mod merge;
 pub mod ports;
+pub mod snat;
 pub mod source;
 pub mod validate;
 pub mod yaml;
