@@ -104,6 +104,9 @@ pub struct Agent<K: Kernel, S: Source> {
     config: Config,
     /// The last config error, logged once until it changes.
     config_error: Option<String>,
+    /// Set while the config cannot be read at all (not while it is read and refused): the
+    /// agent cannot tell what the operator asks for, so it is not ready.
+    config_unreadable: Option<String>,
     /// Set until a config validates: why the table in force is not the operator's.
     no_good_config: Option<String>,
     table_flags: TableFlags,
@@ -171,6 +174,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             resync_at: now + config.resync_interval,
             config,
             config_error: None,
+            config_unreadable: None,
             no_good_config: None,
             table_flags,
             desired,
@@ -469,15 +473,22 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                 self.out.metrics.config_loaded(false, 0.0);
                 // The cause is part of the text, so a change of cause is logged too.
                 let text = chain(&e);
+                self.config_unreadable = e.is_unreadable().then(|| text.clone());
                 if self.config_error.as_deref() != Some(&text) {
+                    let ready = if e.is_unreadable() {
+                        "; not ready until it can be read"
+                    } else {
+                        ""
+                    };
                     tracing::error!(
-                        "{text}; keeping the last good config ({} prefixes in force)",
+                        "{text}; keeping the last good config ({} prefixes in force){ready}",
                         self.desired.prefix_count()
                     );
                     self.config_error = Some(text);
                 }
             }
             Update::Loaded(loaded) => {
+                self.config_unreadable = None;
                 self.out.metrics.config_loaded(true, unix_now());
                 if self.config_error.take().is_some() {
                     tracing::info!("config {} is valid again", self.source.describe());
@@ -879,6 +890,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         let contested = self.fights.fight(self.now);
         let condition = Condition {
             no_good_config: self.no_good_config.clone(),
+            config_unreadable: self.config_unreadable.clone(),
             commit_failed: self.commit_error.clone(),
             drift: self.drift_pending.clone(),
             contested: contested.clone(),

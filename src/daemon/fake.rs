@@ -256,6 +256,8 @@ impl Kernel for FakeKernel {
 pub struct FakeSource {
     /// The file's text.
     pub text: Rc<RefCell<Option<String>>>,
+    /// While set, reading fails with this errno (the file cannot be read).
+    pub read_errno: Rc<RefCell<Option<i32>>>,
     flags: PolicyFlags,
     last: Option<Option<String>>,
 }
@@ -265,6 +267,7 @@ impl FakeSource {
     pub fn new(text: Option<&str>, flags: &PolicyFlags) -> FakeSource {
         FakeSource {
             text: Rc::new(RefCell::new(text.map(str::to_string))),
+            read_errno: Rc::new(RefCell::new(None)),
             flags: flags.clone(),
             last: None,
         }
@@ -294,6 +297,13 @@ impl Source for FakeSource {
     }
 
     fn reload(&mut self) -> Update {
+        if let Some(errno) = *self.read_errno.borrow() {
+            self.last = None;
+            return Update::Failed(ConfigError::Read {
+                path: "/fake/ip-masq-agent".into(),
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
         let text = self.text.borrow().clone();
         if self.last.as_ref() == Some(&text) {
             return Update::Unchanged;

@@ -155,6 +155,30 @@ fn bad_config_at_start_without_a_table_commits_the_defaults_not_ready_until_fixe
 }
 
 #[test]
+fn a_config_that_cannot_be_read_keeps_the_last_good_table_and_is_not_ready() {
+    // Issue 17, finding 5: unlike a config read and refused, one that cannot be read leaves
+    // the agent unable to tell what is asked of it.
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    *h.source.read_errno.borrow_mut() = Some(libc::ELOOP);
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.kernel.commits(), 1);
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "100.64.0.0/10");
+    let why = h.ready().unwrap_err();
+    assert!(
+        why.starts_with("cannot read the config (the last good one is in force): cannot read config file /fake/ip-masq-agent"),
+        "{why}"
+    );
+    assert!(why.contains("(os error 40)"), "{why}");
+    assert_eq!(h.metric("nft_masq_agent_config_valid"), 0.0);
+    // Readable again (the same bytes): ready, nothing committed.
+    *h.source.read_errno.borrow_mut() = None;
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(h.kernel.commits(), 1);
+    assert_eq!(h.metric("nft_masq_agent_config_valid"), 1.0);
+}
+
+#[test]
 fn a_config_that_turns_bad_keeps_the_last_good_table_and_readiness() {
     let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
     h.source
