@@ -713,6 +713,8 @@ impl Cli {
             conntrack: self.conntrack_reconcile.into(),
             listen: self.metrics_address.0,
             debounce: self.debounce,
+            // STAND-IN until helper A's `--max-foreign-elements` is merged.
+            max_foreign_elements: nft_masq_agent::daemon::DEFAULT_MAX_FOREIGN_ELEMENTS,
         }
     }
 

@@ -101,7 +101,7 @@ fn explain(cli: &cli::Cli) -> Result<ExitCode> {
     let mut want = model::desired(&config, &flags, TableFlags::default());
     let (table, conflicts) = match NftSocket::open().and_then(|mut s| {
         let live = s.read_table(TABLE_NAME)?;
-        let others = s.read_nat_tables(TABLE_NAME)?;
+        let others = s.read_nat_tables(TABLE_NAME, usize::MAX)?.tables;
         Ok((live, others))
     }) {
         Ok((live, others)) => {
