@@ -110,7 +110,8 @@ impl Kernel for Netlink {
     }
 
     fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError> {
-        self.sock.read_nat_tables(ours)
+        let max = super::ruleset::DEFAULT_MAX_FOREIGN_ELEMENTS;
+        Ok(self.sock.read_nat_tables(ours, max)?.tables)
     }
 
     fn reconcile_flows(
