@@ -7,14 +7,14 @@
 //! of another table at a lower (or equal) priority that masquerades or SNATs a destination
 //! our config exempts overrides that decision (kubenet's `! -d 10.0.0.0/8 -j MASQUERADE`, a
 //! CNI's `ipMasq`, an old ip-masq-agent chain). Each such rule is evaluated on the packet
-//! with a small emulation of the kernel's register machine ([`emulate`]): the matches we
+//! with a small emulation of the kernel's register machine (`emulate.rs`): the matches we
 //! can decide (addresses, family, output interface name, address type, sets, verdict maps)
 //! are decided; the rest (a packet mark, an input interface, ports...) leave the answer
 //! open, and are named. Rules that depend only on a packet mark (kube-proxy's
 //! `KUBE-POSTROUTING`) are expected on every node: they are *conditional*, not conflicts.
 //!
 //! Others decide the size and shape of their tables, so the walk through their chains
-//! ([`walk`]) is linear in the size of the tables: each chain is summarised once per mark
+//! (`walk.rs`) is linear in the size of the tables: each chain is summarised once per mark
 //! assumption, whatever the number of jumps to it, and a loop or a chain not read is
 //! "cannot tell", never a hang. [`analyze_until`] can be cut off between any two rules.
 
