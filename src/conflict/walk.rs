@@ -368,8 +368,12 @@ impl<'a> Table<'a> {
     ) -> Option<Vec<Finding>> {
         let mut entry: HashMap<usize, Why> = HashMap::new();
         let mut queue: BinaryHeap<(usize, usize)> = BinaryHeap::new();
+        // Every base chain is a root of the depth-first walk, so it has a rank.
+        let Some(rank) = self.rank[b] else {
+            return Some(Vec::new());
+        };
         entry.insert(b, Why::new());
-        queue.push((self.rank[b]?, b));
+        queue.push((rank, b));
         let mut found: HashMap<usize, (&str, Why)> = HashMap::new();
         while let Some((_, c)) = queue.pop() {
             stop.tick()?;
