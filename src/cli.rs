@@ -20,6 +20,7 @@ use nft_masq_agent::config::{DEFAULT_MAX_PREFIXES, PolicyFlags, ports::PortRange
 use nft_masq_agent::conntrack::Protocols;
 use nft_masq_agent::daemon::Options;
 use nft_masq_agent::nft::compat::OwnerMode;
+use nft_masq_agent::nft::ruleset::DEFAULT_MAX_FOREIGN_ELEMENTS;
 
 /// Keeps an ip-masq-agent-compatible masquerade policy in force as one nftables table,
 /// committed atomically over netlink.
@@ -99,6 +100,14 @@ pub struct Cli {
     /// within the DaemonSet's 64 MiB memory limit; raise both together.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PREFIXES)]
     pub max_prefixes: usize,
+
+    /// The set elements one read of other components' NAT tables may keep, all tables
+    /// together. Only the sets that rules reachable from their NAT postrouting chains look
+    /// up are read (kube-proxy's service maps are not); a table whose sets would go past
+    /// this is reported as too large to analyse, and lookups in the sets not read count as
+    /// "cannot tell". The default costs at most about 2 MiB while a read lasts.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FOREIGN_ELEMENTS)]
+    pub max_foreign_elements: usize,
 
     /// Table ownership: `auto` claims the table with the kernel's owner flag only where the
     /// persist flag also exists (Linux 6.9+), so nobody else can change it and it survives the
@@ -713,8 +722,7 @@ impl Cli {
             conntrack: self.conntrack_reconcile.into(),
             listen: self.metrics_address.0,
             debounce: self.debounce,
-            // STAND-IN until helper A's `--max-foreign-elements` is merged.
-            max_foreign_elements: nft_masq_agent::daemon::DEFAULT_MAX_FOREIGN_ELEMENTS,
+            max_foreign_elements: self.max_foreign_elements,
         }
     }
 
@@ -776,7 +784,15 @@ mod tests {
             Listen(Some("127.0.0.1:9983".parse().unwrap()))
         );
         assert_eq!(d.debounce, Duration::from_millis(5));
+        assert_eq!(d.max_foreign_elements, DEFAULT_MAX_FOREIGN_ELEMENTS);
+        assert_eq!(
+            parse(&["--max-foreign-elements", "0"])
+                .unwrap()
+                .max_foreign_elements,
+            0
+        );
         for bad in [
+            &["--max-foreign-elements", "-1"][..],
             &["--table-owner", "maybe"][..],
             &["--metrics-address", "localhost"],
             &["--debounce=-5ms"],

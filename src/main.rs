@@ -99,9 +99,10 @@ fn explain(cli: &cli::Cli) -> Result<ExitCode> {
     let config = config(cli)?;
     let flags = cli.policy_flags();
     let mut want = model::desired(&config, &flags, TableFlags::default());
+    let mut notes: Vec<String> = Vec::new();
     let (table, conflicts) = match NftSocket::open().and_then(|mut s| {
         let live = s.read_table(TABLE_NAME)?;
-        let others = s.read_nat_tables(TABLE_NAME, usize::MAX)?.tables;
+        let others = s.read_nat_tables(TABLE_NAME, cli.max_foreign_elements)?;
         Ok((live, others))
     }) {
         Ok((live, others)) => {
@@ -125,7 +126,14 @@ fn explain(cli: &cli::Cli) -> Result<ExitCode> {
                 oif: question.out_interface.clone(),
                 dst_local: question.local,
             };
-            (state, conflict::analyze_all(&others, &probe))
+            for (family, table) in &others.too_large {
+                notes.push(nft::ruleset::too_large_message(
+                    family,
+                    table,
+                    cli.max_foreign_elements,
+                ));
+            }
+            (state, conflict::analyze_all(&others.tables, &probe))
         }
         Err(e) => (
             (
@@ -135,9 +143,7 @@ fn explain(cli: &cli::Cli) -> Result<ExitCode> {
             Vec::new(),
         ),
     };
-    let notes = nft::legacy::note(&nft::legacy::legacy_nat_tables())
-        .into_iter()
-        .collect();
+    notes.extend(nft::legacy::note(&nft::legacy::legacy_nat_tables()));
     let e = nft_masq_agent::explain::explain(&config, &flags, &question, table, conflicts, notes);
     match cli.output {
         cli::Output::Text => print!("{}", e.text()),

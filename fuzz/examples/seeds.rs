@@ -7,7 +7,10 @@
 //! - `decode`: the kernel dumps in `tests/fixtures/`, the encoder's batches (notifications
 //!   have the layout of requests), ACKs with and without extended attributes, a NEWGEN;
 //! - `roundtrip`: the same batches and dumps behind the byte 1 (batch mode), and a few
-//!   pseudo-random structured inputs behind the byte 0.
+//!   pseudo-random structured inputs behind the byte 0;
+//! - `conflict`: programs for `nma_fuzz::foreign::build`: the hostile jump graph of issue 17,
+//!   a verdict map to a masquerade, a loop, kube-proxy's marked masquerade, sets, an inet
+//!   table asked about IPv6.
 //!
 //! Run from the repository: `cargo run --manifest-path fuzz/Cargo.toml --example seeds`. It
 //! only adds and overwrites its own files, so regression seeds (`crash-*`, `slow-*`) stay.
@@ -24,6 +27,7 @@ use nft_masq_agent::netlink::uapi::{
 use nft_masq_agent::nft::encode::{self, ReplaceForm};
 use nft_masq_agent::nft::uapi::*;
 use nma_fuzz::flags_byte;
+use nma_fuzz::foreign::{Prog, s, x};
 
 /// Config texts from `src/config/tests.rs` and a few edge cases; `true` when IPv6 is needed.
 const CONFIGS: &[(&str, &str, bool)] = &[
@@ -151,6 +155,7 @@ fn main() {
     let batches = batches(&root.join(".."));
     decode_seeds(&batches, &seeds.join("decode"));
     roundtrip_seeds(&batches, &seeds.join("roundtrip"));
+    conflict_seeds(&seeds.join("conflict"));
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -380,4 +385,112 @@ fn roundtrip_seeds(batches: &[(String, Vec<u8>)], dir: &Path) {
         }
         write(dir, &format!("structured-{len}"), &bytes);
     }
+}
+
+fn conflict_seeds(dir: &Path) {
+    let pod = [10, 244, 1, 2];
+    // `post` jumps 4 times to c1, each ci 4 times to c(i+1); c16 masquerades tcp dport 1.
+    let mut dag = Prog::v4([10, 1, 2, 3], pod).table(0).base(25);
+    for _ in 1..=16 {
+        dag = dag.chain();
+    }
+    for i in 0..16u8 {
+        for _ in 0..4 {
+            dag = dag.rule(i).expr(x::JUMP, &[i + 1]);
+        }
+    }
+    let dag = dag
+        .rule(16)
+        .expr(x::PORT, &[])
+        .expr(x::CMP, &[0, 2, 0, 1])
+        .expr(x::MASQ, &[]);
+    write(dir, "hostile-dag-16", &dag.0);
+    // ip daddr vmap { 10.0.0.0/8 : jump c1 }; masquerade; c1: masquerade.
+    let vmap = Prog::v4([10, 1, 2, 3], pod)
+        .table(0)
+        .base(25)
+        .chain()
+        .set(s::VMAP, &[4, 1, 5, 1, 1, 1, 10, 0, 0, 0, 24, 0])
+        .rule(0)
+        .expr(x::DADDR, &[16, 4])
+        .expr(x::LOOKUP, &[0, 0, 1])
+        .rule(0)
+        .expr(x::COMPAT, &[1, 0, 0])
+        .rule(1)
+        .expr(x::MASQ, &[]);
+    write(dir, "vmap-jump-masquerade", &vmap.0);
+    // c0 -> c1 -> c2 -goto-> c1, then a masquerade in c0; c2 also jumps to a chain that
+    // does not exist.
+    let lp = Prog::v4([192, 168, 0, 5], pod)
+        .table(0)
+        .base(25)
+        .chain()
+        .chain()
+        .rule(0)
+        .expr(x::JUMP, &[1])
+        .rule(1)
+        .expr(x::JUMP, &[2])
+        .rule(2)
+        .expr(x::GOTO, &[1])
+        .rule(2)
+        .expr(x::JUMP, &[60])
+        .rule(0)
+        .expr(x::MASQ, &[]);
+    write(dir, "loop-and-dangling-jump", &lp.0);
+    // kube-proxy: jump c1; c1: mark & 0x4000 != 0x4000 return; masquerade.
+    let mark = 0x4000u32.to_ne_bytes();
+    let kp = Prog::v4([192, 168, 0, 5], pod)
+        .table(0)
+        .base(25)
+        .chain()
+        .rule(0)
+        .expr(x::JUMP, &[1])
+        .rule(1)
+        .expr(x::META, &[2])
+        .expr(
+            x::BITWISE,
+            &[mark[0], mark[1], mark[2], mark[3], 0, 0, 0, 0],
+        )
+        .expr(x::CMP, &[1, 4, mark[0], mark[1], mark[2], mark[3]])
+        .expr(x::VERDICT, &[2])
+        .rule(1)
+        .expr(x::MASQ, &[]);
+    write(dir, "kube-proxy-mark", &kp.0);
+    // ip daddr != @s0 masquerade, s0 = { 10.0.0.0/8 }; a set not read; snat to a register.
+    let sets = Prog::v4([172, 16, 0, 5], pod)
+        .table(0)
+        .base(25)
+        .set(s::KEYS, &[4, 1, 10, 0, 0, 0, 24])
+        .set(s::OPAQUE, &[4])
+        .rule(0)
+        .expr(x::DADDR, &[16, 4])
+        .expr(x::LOOKUP, &[0, 1, 0])
+        .expr(x::MASQ, &[])
+        .rule(0)
+        .expr(x::DADDR, &[16, 4])
+        .expr(x::LOOKUP, &[1, 0, 0])
+        .expr(x::VALUE, &[4, 198, 51, 100, 7])
+        .expr(x::SNAT, &[1]);
+    write(dir, "sets-and-snat", &sets.0);
+    // An inet table asked about IPv6: nfproto match, output interface, iptables-nft rules.
+    let mut v6 = vec![1];
+    v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
+    v6.extend_from_slice(&[0, 1, 1]);
+    let inet = Prog(v6)
+        .table(2)
+        .base(25)
+        .base(-10)
+        .rule(0)
+        .expr(x::META, &[0])
+        .expr(x::CMP, &[0, 1, 10])
+        .expr(x::META, &[1])
+        .expr(x::CMP, &[0, 4, b'e', b't', b'h', b'0'])
+        .expr(x::COMPAT, &[1, 0, 0])
+        .rule(1)
+        .expr(x::COMPAT, &[0, 6, 8, 0, 0, 2, 0, 2, 0, 0, 0])
+        .expr(
+            x::COMPAT,
+            &[1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 198, 51, 100, 9],
+        );
+    write(dir, "inet-ipv6-iptables-nft", &inet.0);
 }

@@ -203,6 +203,7 @@ enum AExpr {
     Lookup {
         set: String,
         sreg: u32,
+        dreg: Option<u32>,
         flags: u32,
     },
     Fib {
@@ -301,9 +302,15 @@ impl AExpr {
                 len: *len,
                 dreg: *dreg,
             },
-            AExpr::Lookup { set, sreg, flags } => Expr::Lookup {
+            AExpr::Lookup {
+                set,
+                sreg,
+                dreg,
+                flags,
+            } => Expr::Lookup {
                 set: name(set),
                 sreg: *sreg,
+                dreg: *dreg,
                 set_id: None,
                 flags: *flags,
             },
@@ -626,10 +633,15 @@ fn wire(exprs: &[Expr]) -> Vec<Expr> {
         .map(|a| Expr::decode(&a.expect("our own attributes frame")).expect("our own expression"))
         .map(|e| match e {
             Expr::Lookup {
-                set, sreg, flags, ..
+                set,
+                sreg,
+                dreg,
+                flags,
+                ..
             } => Expr::Lookup {
                 set,
                 sreg,
+                dreg,
                 set_id: None,
                 flags,
             },

@@ -1,10 +1,13 @@
 //! What the fuzz targets share: the flags a config input selects, the encode -> decode round
-//! trip with its assertions, and the invariants of a decoded or desired table.
+//! trip with its assertions, the invariants of a decoded or desired table, and foreign NAT
+//! tables built from bytes ([`foreign`]).
 //!
 //! The targets themselves are in `fuzz_targets/`; the seed corpora in `seeds/` are written by
 //! `examples/seeds.rs` (see DEVELOPERS.md, "Fuzzing").
 
 use std::collections::HashSet;
+
+pub mod foreign;
 
 use ipnet::IpNet;
 use nft_masq_agent::config::{Config, DEFAULT_MAX_PREFIXES, PolicyFlags, values};

@@ -65,11 +65,6 @@ pub struct Options {
     pub max_foreign_elements: usize,
 }
 
-// STAND-IN (issue 17, helper B's branch): helper A adds `--max-foreign-elements` with its
-// default; until that is merged the daemon options carry this constant (see cli.rs).
-/// The default of `--max-foreign-elements` until the flag exists.
-pub const DEFAULT_MAX_FOREIGN_ELEMENTS: usize = 100_000;
-
 /// Runs the daemon until SIGTERM or SIGINT. The table stays in force on exit.
 pub fn run(opts: Options) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -53,6 +53,9 @@ pub enum Expr {
         set: String,
         /// Source register.
         sreg: u32,
+        /// Destination register of a map lookup: the element's data goes there (0, the
+        /// verdict register, for a verdict map: `vmap`); `None` for a set membership test.
+        dreg: Option<u32>,
         /// Set id within the batch, when sent.
         set_id: Option<u32>,
         /// `NFT_LOOKUP_F_*` (inverted lookup).
@@ -202,9 +205,10 @@ impl Expr {
             Expr::Lookup {
                 set,
                 sreg,
+                dreg,
                 set_id,
                 flags,
-            } => emit_lookup(w, set, *sreg, *set_id, *flags),
+            } => emit_lookup(w, set, *sreg, *dreg, *set_id, *flags),
             Expr::Fib {
                 flags,
                 result,
@@ -294,10 +298,18 @@ impl Expr {
                 dreg,
             } => format!("payload load {len}b @ base {base} + {offset} => reg {dreg}"),
             Expr::Lookup {
-                set, sreg, flags, ..
+                set,
+                sreg,
+                dreg,
+                flags,
+                ..
             } => {
                 let inv = if flags & 1 != 0 { " inverted" } else { "" };
-                format!("lookup reg {sreg} set {set}{inv}")
+                match dreg {
+                    Some(NFT_REG_VERDICT) => format!("lookup reg {sreg} vmap {set}{inv}"),
+                    Some(d) => format!("lookup reg {sreg} map {set} => reg {d}{inv}"),
+                    None => format!("lookup reg {sreg} set {set}{inv}"),
+                }
             }
             Expr::Fib {
                 flags,
@@ -552,10 +564,20 @@ fn parse_payload(f: &Fields<'_>) -> Result<Expr, Malformed> {
     })
 }
 
-// lookup: the set by name (and by batch-local id when sent), the register, inversion flags.
-fn emit_lookup(w: &mut Writer, set: &str, sreg: u32, set_id: Option<u32>, flags: u32) {
+// lookup: the set by name (and by batch-local id when sent), the registers, inversion flags.
+fn emit_lookup(
+    w: &mut Writer,
+    set: &str,
+    sreg: u32,
+    dreg: Option<u32>,
+    set_id: Option<u32>,
+    flags: u32,
+) {
     w.put_str(NFTA_LOOKUP_SET, set);
     w.put_u32(NFTA_LOOKUP_SREG, sreg);
+    if let Some(d) = dreg {
+        w.put_u32(NFTA_LOOKUP_DREG, d);
+    }
     if let Some(id) = set_id {
         w.put_u32(NFTA_LOOKUP_SET_ID, id);
     }
@@ -571,6 +593,7 @@ fn parse_lookup(f: &Fields<'_>) -> Result<Expr, Malformed> {
             .map(|a| a.str_lossy().into_owned())
             .unwrap_or_default(),
         sreg: f.u32(NFTA_LOOKUP_SREG)?,
+        dreg: f.opt_u32(NFTA_LOOKUP_DREG)?,
         // The id only exists inside a batch; the kernel does not report it.
         set_id: None,
         flags: f.opt_u32(NFTA_LOOKUP_FLAGS)?.unwrap_or(0),
@@ -630,7 +653,8 @@ fn parse_immediate(f: &Fields<'_>) -> Result<Expr, Malformed> {
     })
 }
 
-fn parse_verdict(nest: &Attr<'_>) -> Result<ImmData, Malformed> {
+/// A verdict (`NFTA_DATA_VERDICT`'s nest): its code and chain.
+pub(crate) fn parse_verdict(nest: &Attr<'_>) -> Result<ImmData, Malformed> {
     let mut code = None;
     let mut chain = None;
     for v in nest.nested() {
@@ -790,8 +814,16 @@ mod tests {
             Expr::Lookup {
                 set: "s".into(),
                 sreg: 1,
+                dreg: None,
                 set_id: None,
                 flags: 1,
+            },
+            Expr::Lookup {
+                set: "__map0".into(),
+                sreg: 1,
+                dreg: Some(NFT_REG_VERDICT),
+                set_id: None,
+                flags: 0,
             },
             Expr::Fib {
                 flags: 2,

@@ -8,15 +8,16 @@
 use std::io;
 use std::time::Duration;
 
-use super::decode::{self, ChainMsg};
+use super::decode;
 use super::encode::{self, Batch};
 use super::error::NftError;
 use super::offsets;
-use super::ruleset::{self, ForeignTable};
 use super::uapi::*;
 use crate::model::Table;
 use crate::netlink::ack::{self, Ack};
 use crate::netlink::{Malformed, Msg, NetlinkSocket, Writer, messages};
+
+mod foreign;
 
 /// Netlink receive buffer: dump replies come in skbs of at most 32 KiB.
 const RECV_BUF: usize = 64 * 1024;
@@ -263,6 +264,21 @@ impl NftSocket {
         attrs: impl FnOnce(&mut Writer),
         mut each: impl FnMut(&Msg<'_>) -> Result<(), NftError>,
     ) -> Result<(), NftError> {
+        self.exchange_until(kind, dump, family, attrs, |m| each(m).map(|()| true))?;
+        Ok(())
+    }
+
+    /// [`NftSocket::exchange`], which `each` may end early by returning `false`: then the
+    /// rest of the reply is left unread and this returns `false`. Such a socket is only fit
+    /// to be dropped (closing it ends the kernel's dump; reading on would drain it first).
+    fn exchange_until(
+        &mut self,
+        kind: u16,
+        dump: bool,
+        family: u8,
+        attrs: impl FnOnce(&mut Writer),
+        mut each: impl FnMut(&Msg<'_>) -> Result<bool, NftError>,
+    ) -> Result<bool, NftError> {
         self.drain();
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
@@ -293,12 +309,12 @@ impl NftSocket {
                     return Err(NftError::Interrupted);
                 }
                 match m.ty {
-                    NLMSG_DONE => return Ok(()),
+                    NLMSG_DONE => return Ok(true),
                     NLMSG_ERROR => {
                         let ack = ack::parse(&m)
                             .ok_or_else(|| NftError::Malformed(Malformed("short error".into())))?;
                         if ack.errno == 0 {
-                            return Ok(());
+                            return Ok(true);
                         }
                         return Err(NftError::Kernel {
                             request: msg_name(kind),
@@ -308,7 +324,11 @@ impl NftSocket {
                     NLMSG_NOOP | NLMSG_OVERRUN => {}
                     // A get answers with one message, then the ACK we asked for; a dump
                     // with multi-part messages, then NLMSG_DONE.
-                    _ => each(&m)?,
+                    _ => {
+                        if !each(&m)? {
+                            return Ok(false);
+                        }
+                    }
                 }
             }
         }
@@ -519,128 +539,6 @@ impl NftSocket {
             Err(e) => Err(e),
             Ok(()) => Ok(true),
         }
-    }
-
-    /// Every other table with a NAT chain at the postrouting hook (families ip, ip6, inet;
-    /// our own table left out), with its chains, rules and sets. Read between two
-    /// generation reads and retried if the ruleset changed meanwhile.
-    // STAND-IN (issue 17, helper B's branch): helper A's bounded read replaces this
-    // signature's body (`max_elements` ignored here); the lead drops it at merge.
-    pub fn read_nat_tables(
-        &mut self,
-        ours: &str,
-        _max_elements: usize,
-    ) -> Result<ruleset::ForeignRead, NftError> {
-        for _ in 0..8 {
-            match self.read_nat_tables_once(ours) {
-                Err(NftError::Interrupted) => continue,
-                other => {
-                    return other.map(|tables| ruleset::ForeignRead {
-                        tables,
-                        ..Default::default()
-                    });
-                }
-            }
-        }
-        Err(NftError::Interrupted)
-    }
-
-    fn read_nat_tables_once(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError> {
-        let gen_before = self.generation()?;
-        let mut chains = Vec::new();
-        self.exchange(
-            NFT_MSG_GETCHAIN,
-            true,
-            NFPROTO_UNSPEC,
-            |_| {},
-            |m| {
-                chains.push(ruleset::chain_of(m)?);
-                Ok(())
-            },
-        )?;
-        let mut out = Vec::new();
-        for (family, table) in ruleset::nat_tables(&chains, ours) {
-            let own: Vec<ChainMsg> = chains
-                .iter()
-                .filter(|(f, c)| *f == family && c.table == table)
-                .map(|(_, c)| c.clone())
-                .collect();
-            out.push(self.read_foreign(family, table, own)?);
-        }
-        if self.generation()? != gen_before {
-            return Err(NftError::Interrupted);
-        }
-        Ok(out)
-    }
-
-    fn read_foreign(
-        &mut self,
-        family: u8,
-        table: String,
-        chains: Vec<ChainMsg>,
-    ) -> Result<ForeignTable, NftError> {
-        let mut rules = Vec::new();
-        let name = table.as_str();
-        self.exchange(
-            NFT_MSG_GETRULE,
-            true,
-            family,
-            |w| w.put_str(NFTA_RULE_TABLE, name),
-            |m| {
-                if decode::is_of_table(m, name) {
-                    rules.push(decode::rule(m)?);
-                }
-                Ok(())
-            },
-        )?;
-        let mut set_msgs = Vec::new();
-        self.exchange(
-            NFT_MSG_GETSET,
-            true,
-            family,
-            |w| w.put_str(NFTA_SET_TABLE, name),
-            |m| {
-                if decode::is_of_table(m, name) {
-                    set_msgs.push(decode::set(m)?);
-                }
-                Ok(())
-            },
-        )?;
-        let mut sets = Vec::new();
-        for s in set_msgs {
-            let mut elements = Vec::new();
-            let read = self.exchange(
-                NFT_MSG_GETSETELEM,
-                true,
-                family,
-                |w| {
-                    w.put_str(NFTA_SET_ELEM_LIST_TABLE, name);
-                    w.put_str(NFTA_SET_ELEM_LIST_SET, &s.name);
-                },
-                |m| {
-                    elements.extend(decode::elements(m)?.elements);
-                    Ok(())
-                },
-            );
-            match read {
-                Ok(()) => sets.push(ruleset::foreign_set(&s, &elements)),
-                // A set we cannot read (a name that is not UTF-8): lookups in it are
-                // unknown, not a reason to fail the whole analysis.
-                Err(NftError::Kernel { .. }) => sets.push(ruleset::ForeignSet {
-                    name: s.name.clone(),
-                    key_len: s.key_len as usize,
-                    spans: None,
-                }),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(ForeignTable {
-            family,
-            name: table,
-            chains,
-            rules,
-            sets,
-        })
     }
 
     /// Takes the table this socket committed last and the generation its commit made (a

@@ -78,6 +78,7 @@ fn addr_lookup(
         Expr::Lookup {
             set: set.into(),
             sreg: R1,
+            dreg: None,
             set_id: set_id(set),
             flags,
         },
@@ -127,6 +128,7 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
             Expr::Lookup {
                 set: set.clone(),
                 sreg: R1,
+                dreg: None,
                 set_id: set_id(set),
                 flags: NFT_LOOKUP_F_INV,
             },
@@ -269,7 +271,14 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
                 return Vec::new();
             };
             let mut out = Vec::new();
-            if let [_, Expr::Lookup { set, .. }, ..] = rest {
+            if let [
+                _,
+                Expr::Lookup {
+                    set, dreg: None, ..
+                },
+                ..,
+            ] = rest
+            {
                 out.push(Stmt::DaddrInSet {
                     family,
                     set: set.clone(),
@@ -287,7 +296,13 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
             .map(|p| Stmt::L4proto(*p))
             .into_iter()
             .collect(),
-        [Expr::Meta { key, .. }, Expr::Lookup { set, .. }, ..] if *key == NFT_META_OIFNAME => {
+        [
+            Expr::Meta { key, .. },
+            Expr::Lookup {
+                set, dreg: None, ..
+            },
+            ..,
+        ] if *key == NFT_META_OIFNAME => {
             vec![Stmt::OifnameNotInSet { set: set.clone() }]
         }
         [Expr::Fib { .. }, ..] => vec![Stmt::FibDaddrLocal],

@@ -66,16 +66,19 @@ pub const NFTA_SET_NAME: u16 = 2;
 pub const NFTA_SET_FLAGS: u16 = 3;
 pub const NFTA_SET_KEY_TYPE: u16 = 4;
 pub const NFTA_SET_KEY_LEN: u16 = 5;
+pub const NFTA_SET_DATA_TYPE: u16 = 6;
 pub const NFTA_SET_ID: u16 = 10;
 
 pub const NFT_SET_ANONYMOUS: u32 = 0x1;
 pub const NFT_SET_CONSTANT: u32 = 0x2;
 pub const NFT_SET_INTERVAL: u32 = 0x4;
 pub const NFT_SET_MAP: u32 = 0x8;
+pub const NFT_SET_OBJECT: u32 = 0x40;
 pub const NFT_SET_CONCAT: u32 = 0x80;
 
 // enum nft_set_elem_attributes / nft_set_elem_list_attributes
 pub const NFTA_SET_ELEM_KEY: u16 = 1;
+pub const NFTA_SET_ELEM_DATA: u16 = 2;
 pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -96,6 +99,8 @@ pub const NFTA_DATA_VALUE: u16 = 1;
 pub const NFTA_DATA_VERDICT: u16 = 2;
 pub const NFTA_VERDICT_CODE: u16 = 1;
 pub const NFTA_VERDICT_CHAIN: u16 = 2;
+/// A set's data type when its data are verdicts (a verdict map).
+pub const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 
 // Verdicts (linux/netfilter.h and enum nft_verdicts).
 pub const NF_DROP: i32 = 0;
@@ -141,6 +146,7 @@ pub const NFT_META_IIFNAME: u32 = 6;
 pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 pub const NFTA_LOOKUP_SET: u16 = 1;
 pub const NFTA_LOOKUP_SREG: u16 = 2;
+pub const NFTA_LOOKUP_DREG: u16 = 3;
 pub const NFTA_LOOKUP_SET_ID: u16 = 4;
 pub const NFTA_LOOKUP_FLAGS: u16 = 5;
 pub const NFT_LOOKUP_F_INV: u32 = 1;
