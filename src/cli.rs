@@ -792,7 +792,7 @@ mod tests {
             0
         );
         for bad in [
-            &["--max-foreign-elements", "-1"][..],
+            &["--max-foreign-elements=-1"][..],
             &["--table-owner", "maybe"][..],
             &["--metrics-address", "localhost"],
             &["--debounce=-5ms"],
