@@ -3,6 +3,7 @@
 //! - [`agent`]: the reconciler, what to do when something happens (sync, generic over the
 //!   kernel and the config source, unit-tested without root in `tests.rs`);
 //! - [`reconcile`]: its pure rules (commit budget, backoff, readiness);
+//! - [`takeover`]: `--take-over-iptables-chain` after the first commit of a valid config;
 //! - [`event_loop`]: the wake-ups (signals, config watch, nftables notifications, timers,
 //!   pings) turned into calls on the agent;
 //! - this module: wiring the real sockets, watch and HTTP endpoint together.
@@ -11,6 +12,7 @@ pub mod agent;
 pub mod error;
 pub mod event_loop;
 pub mod reconcile;
+pub mod takeover;
 
 #[cfg(test)]
 mod fake;
@@ -54,6 +56,9 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// Quiet time after a config event before reading the file.
     pub debounce: Duration,
+    /// ip-masq-agent's iptables chain to take over after the first commit
+    /// (`--take-over-iptables-chain`); `None`: leave iptables alone.
+    pub take_over_chain: Option<String>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. The table stays in force on exit.
@@ -94,7 +99,8 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
     let watch = ConfigWatch::new(&opts.config, hint.clone())?;
     let source = ConfigSource::with_paths(opts.config.clone(), opts.flags.clone());
     let agent = Agent::new(kernel, source, opts.flags, opts.owner, out, Instant::now())
-        .with_conntrack(opts.conntrack);
+        .with_conntrack(opts.conntrack)
+        .with_takeover(opts.take_over_chain);
     event_loop::run(
         agent,
         event_loop::Wakers {

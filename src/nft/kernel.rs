@@ -7,6 +7,7 @@ use super::error::NftError;
 use super::events::Membership;
 use super::ruleset::ForeignTable;
 use super::socket::NftSocket;
+use super::takeover::{self, Done, Outcome, TakeoverError};
 use crate::conntrack::{self, Conntrack, ConntrackError, Flow, Protocols, Report};
 use crate::model::{Table, TableFlags};
 use crate::prefix::Family;
@@ -49,6 +50,17 @@ pub trait Kernel {
 
     /// The other tables with NAT chains at the postrouting hook (`ours` left out).
     fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError>;
+
+    /// Removes ip-masq-agent's iptables-nft chain `chain` and the jumps to it, unless it
+    /// holds rules ip-masq-agent would not have written ([`takeover::take_over`]). The
+    /// default, for kernels without iptables (the daemon's test kernel), finds nothing.
+    fn take_over(&mut self, chain: &str) -> Result<Outcome, TakeoverError> {
+        Ok(Outcome {
+            chain: chain.to_string(),
+            result: Done::Absent,
+            legacy: Vec::new(),
+        })
+    }
 
     /// Deletes the conntrack entries of `protocols` in `families` that `affected` selects
     /// (ctnetlink, in the same network namespace).
@@ -111,6 +123,10 @@ impl Kernel for Netlink {
 
     fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError> {
         self.sock.read_nat_tables(ours)
+    }
+
+    fn take_over(&mut self, chain: &str) -> Result<Outcome, TakeoverError> {
+        takeover::take_over(&mut self.sock, chain)
     }
 
     fn reconcile_flows(
