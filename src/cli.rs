@@ -731,6 +731,8 @@ impl Cli {
             listen: self.metrics_address.0,
             debounce: self.debounce,
             take_over_chain: self.take_over_chain(),
+            // STAND-IN until helper A's `--max-foreign-elements` is merged.
+            max_foreign_elements: nft_masq_agent::daemon::DEFAULT_MAX_FOREIGN_ELEMENTS,
         }
     }
 

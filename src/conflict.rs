@@ -115,6 +115,21 @@ pub fn analyze(tables: &[ForeignTable], probe: &Probe) -> Vec<Finding> {
     out
 }
 
+// STAND-IN (issue 17, helper B's branch): helper A delivers the real, memoised
+// `analyze_until` that checks `stop` during the walk. This one checks it once, before
+// walking; the lead drops it at merge.
+/// [`analyze`], unless `stop` says to give up: `None` when stopped.
+pub fn analyze_until(
+    tables: &[ForeignTable],
+    probe: &Probe,
+    stop: &dyn Fn() -> bool,
+) -> Option<Vec<Finding>> {
+    if stop() {
+        return None;
+    }
+    Some(analyze(tables, probe))
+}
+
 /// One walk of every base chain with the packet's mark known (or not).
 fn pass(tables: &[ForeignTable], probe: &Probe, mark: Option<u32>) -> Vec<Finding> {
     let mut bases: Vec<(&ForeignTable, &str, i32)> = Vec::new();

@@ -90,6 +90,47 @@ pub struct Question {
     pub local: Option<bool>,
 }
 
+/// A question that describes no packet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuestionError {
+    /// The source is of the other family than the destination.
+    #[error(
+        "--source {src} is an {} address and --explain {dst} an {} one: a packet's source and \
+         destination are of one family; give a --source of the destination's family",
+        family_name(src),
+        family_name(dst)
+    )]
+    FamilyMismatch {
+        /// The destination asked about.
+        dst: IpAddr,
+        /// The source given.
+        src: IpAddr,
+    },
+}
+
+fn family_name(a: &IpAddr) -> &'static str {
+    match Family::of_addr(a) {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+impl Question {
+    /// Refuses a question no packet can ask: a source of the other family than the
+    /// destination (the answer would describe a packet that cannot exist).
+    pub fn check(&self) -> Result<(), QuestionError> {
+        match self.source {
+            Some(src) if Family::of_addr(&src) != Family::of_addr(&self.destination) => {
+                Err(QuestionError::FamilyMismatch {
+                    dst: self.destination,
+                    src,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 struct Reasons<'a> {
     config: &'a Config,
     because: Vec<Because>,
@@ -554,5 +595,27 @@ mod tests {
         }
         assert_eq!(json["decision"], "snat");
         assert_eq!(json["because"][0]["key"], "sourceCIDRs");
+    }
+
+    #[test]
+    fn a_source_of_the_other_family_is_refused() {
+        let mut question = q("10.0.0.1");
+        question.source = Some("2001:db8::1".parse().unwrap());
+        assert_eq!(
+            question.check().unwrap_err().to_string(),
+            "--source 2001:db8::1 is an IPv6 address and --explain 10.0.0.1 an IPv4 one: a \
+             packet's source and destination are of one family; give a --source of the \
+             destination's family"
+        );
+        let mut question = q("2001:db8::5");
+        question.source = Some("10.244.1.2".parse().unwrap());
+        assert!(matches!(
+            question.check(),
+            Err(QuestionError::FamilyMismatch { .. })
+        ));
+        // Same family, or no source: a packet that can exist.
+        question.source = Some("fd00::5".parse().unwrap());
+        assert_eq!(question.check(), Ok(()));
+        assert_eq!(q("10.0.0.1").check(), Ok(()));
     }
 }

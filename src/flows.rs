@@ -1,8 +1,15 @@
 //! Which open flows a policy change affects: our chain evaluated on a conntrack entry's
-//! original tuple under the table that was in force and under the one just committed. A
-//! flow is affected when the two outcomes differ; its entry is then deleted so that its
-//! next packet is decided by the new rules (issue 12). Pure: tables and flows in, a
-//! predicate out.
+//! first packet as our postrouting chain saw it, under the table that was in force and under
+//! the one just committed. A flow is affected when the two outcomes differ; its entry is then
+//! deleted so that its next packet is decided by the new rules (issue 12). Pure: tables and
+//! flows in, a predicate out.
+//!
+//! The packet is judged where NAT is decided, at postrouting (issue 17): its destination is
+//! the one after destination NAT (a Service address DNAT'ed to an endpoint at prerouting or
+//! output), which conntrack keeps as the reply tuple's source; its source is the one before
+//! source NAT, the original tuple's source. Judging by the original destination would keep
+//! a flow through a Service on its old translation when the endpoint's range changes
+//! decision, and reset flows to a Service range whose endpoints are not affected.
 //!
 //! The outcome of a flow is what our chain does with its first packet: leave it alone, or
 //! translate it (masquerade, or SNAT to an address range), possibly only when it leaves
@@ -80,10 +87,12 @@ impl<'t> Evaluator<'t> {
             .map_or(&[], |n| n.names.as_slice())
     }
 
-    /// The outcome for `flow`: the base chains' rules in order, on its original tuple.
+    /// The outcome for `flow`: the base chains' rules in order, on its first packet as
+    /// postrouting saw it (the source before source NAT, the destination after destination
+    /// NAT).
     pub fn outcome(&self, flow: &Flow) -> Outcome<'t> {
-        let src = addr_to_u128(flow.original.src);
-        let dst = addr_to_u128(flow.original.dst);
+        let src = addr_to_u128(flow.postrouting_source());
+        let dst = addr_to_u128(flow.postrouting_destination());
         let mut via = None;
         for chain in self.table.chains.iter().filter(|c| c.base.is_some()) {
             'rules: for rule in &chain.rules {
@@ -220,6 +229,15 @@ mod tests {
         }
     }
 
+    /// A flow to `service` that destination NAT sent to `endpoint` (the reply comes from
+    /// the endpoint), as conntrack reports a Service connection.
+    fn dnat(src: &str, service: &str, endpoint: &str) -> Flow {
+        let mut f = flow(UDP, src, service);
+        f.reply.src = endpoint.parse().unwrap();
+        f.status = crate::conntrack::uapi::IPS_DST_NAT;
+        f
+    }
+
     const UDP: u8 = 17;
 
     fn v6() -> PolicyFlags {
@@ -247,6 +265,66 @@ mod tests {
         let c = Change::new(&new, &back);
         assert!(c.affects(&flow(UDP, "10.244.1.2", "203.0.113.9")));
         assert!(!c.affects(&flow(UDP, "10.244.1.2", "203.0.113.200")));
+    }
+
+    #[test]
+    fn a_flow_through_a_service_is_judged_by_its_endpoint() {
+        let f = PolicyFlags::default();
+        let old = table("nonMasqueradeCIDRs: [10.0.0.0/8]\n", &f);
+        let new = table("nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n", &f);
+        let c = Change::new(&old, &new);
+        // A Service address inside 10/8 (exempt under both tables), DNAT'ed to an endpoint
+        // that just became exempt: postrouting masqueraded it before and leaves it now.
+        let via_service = dnat("10.244.1.2", "10.96.0.10", "203.0.113.2");
+        assert!(c.affects(&via_service));
+        assert!(matches!(
+            Evaluator::new(&old).outcome(&via_service),
+            Outcome::Translated { .. }
+        ));
+        assert_eq!(
+            Evaluator::new(&new).outcome(&via_service),
+            Outcome::Untouched
+        );
+        // The same Service sending to an endpoint whose decision did not change.
+        assert!(!c.affects(&dnat("10.244.1.2", "10.96.0.10", "198.51.100.9")));
+        assert!(!c.affects(&dnat("10.244.1.2", "10.96.0.10", "10.1.2.3")));
+    }
+
+    #[test]
+    fn a_service_range_that_changes_decision_does_not_affect_endpoints_that_do_not() {
+        let f = PolicyFlags::default();
+        // The Service range 203.0.113.0/24 becomes exempt; its endpoints are elsewhere.
+        let old = table("nonMasqueradeCIDRs: [10.0.0.0/8]\n", &f);
+        let new = table("nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n", &f);
+        let c = Change::new(&old, &new);
+        // Endpoint outside every exempt range: masqueraded under both tables.
+        assert!(!c.affects(&dnat("10.244.1.2", "203.0.113.7", "198.51.100.9")));
+        // Endpoint in 10/8: left alone under both.
+        assert!(!c.affects(&dnat("10.244.1.2", "203.0.113.7", "10.20.0.5")));
+        // An endpoint inside the range that changed is affected, whatever the Service.
+        assert!(c.affects(&dnat("10.244.1.2", "192.0.2.7", "203.0.113.9")));
+        // A direct flow (no DNAT: the reply comes from the destination) as before.
+        assert!(c.affects(&flow(UDP, "10.244.1.2", "203.0.113.7")));
+    }
+
+    #[test]
+    fn the_source_is_judged_before_source_nat() {
+        let f = PolicyFlags::default();
+        let all = table("nonMasqueradeCIDRs: [10.0.0.0/8]\n", &f);
+        let scoped = table(
+            "nonMasqueradeCIDRs: [10.0.0.0/8]\nsourceCIDRs: [10.244.0.0/16]\n",
+            &f,
+        );
+        let c = Change::new(&all, &scoped);
+        // Masqueraded by us: the reply goes to the node's address, which is not in
+        // sourceCIDRs; the pod's is, so the decision did not change.
+        let mut masqueraded = flow(UDP, "10.244.1.2", "198.51.100.9");
+        masqueraded.reply.dst = "192.0.2.1".parse().unwrap();
+        masqueraded.status = crate::conntrack::uapi::IPS_SRC_NAT;
+        assert!(!c.affects(&masqueraded));
+        let mut other = masqueraded;
+        other.original.src = "10.99.0.5".parse().unwrap();
+        assert!(c.affects(&other));
     }
 
     #[test]

@@ -87,8 +87,6 @@ fn is_local(addr: std::net::IpAddr) -> Option<bool> {
 
 /// `--explain`: the config's decision, then what the kernel holds (if it may be read).
 fn explain(cli: &cli::Cli) -> Result<ExitCode> {
-    let config = config(cli)?;
-    let flags = cli.policy_flags();
     let dst = cli.explain.context("--explain needs a destination")?;
     let question = Question {
         destination: dst,
@@ -96,10 +94,14 @@ fn explain(cli: &cli::Cli) -> Result<ExitCode> {
         out_interface: cli.out_interface.clone(),
         local: is_local(dst),
     };
+    // A question about a packet that cannot exist is refused before anything is read.
+    question.check()?;
+    let config = config(cli)?;
+    let flags = cli.policy_flags();
     let mut want = model::desired(&config, &flags, TableFlags::default());
     let (table, conflicts) = match NftSocket::open().and_then(|mut s| {
         let live = s.read_table(TABLE_NAME)?;
-        let others = s.read_nat_tables(TABLE_NAME)?;
+        let others = s.read_nat_tables(TABLE_NAME, usize::MAX)?.tables;
         Ok((live, others))
     }) {
         Ok((live, others)) => {

@@ -97,6 +97,9 @@ pub struct Metrics {
     owner: Family<Labels, Gauge>,
     contested: Gauge,
     conflicts: Gauge,
+    too_large: Gauge,
+    analysis_incomplete: Family<Labels, Counter>,
+    analysis_duration: Gauge<f64, AtomicU64>,
     events_lost: Counter,
     ready: Gauge,
     ct_runs: Counter,
@@ -131,6 +134,10 @@ const HELP_MASQ_BYTES: &str =
     "Bytes of the first packets of masqueraded connections, from the rules' counters";
 const HELP_OWNER: &str = "1 for the table ownership mode in force (off, owner, owner-persist)";
 const HELP_CONFLICTS: &str = "NAT rules of other components that translate before ours and would override a non-masquerade decision (rules for marked packets only, such as kube-proxy's, are not counted)";
+const HELP_TOO_LARGE: &str = "Other NAT tables not analysed for conflicts because their sets hold more elements than --max-foreign-elements allows";
+const HELP_ANALYSIS_INCOMPLETE: &str = "Conflict analysis passes that did not complete: cut off by the time budget (reason budget: their findings are a lower bound) or stopped for a newer config or ruleset (reason superseded)";
+const HELP_ANALYSIS_DURATION: &str =
+    "Duration of the last conflict analysis pass (reading the other NAT tables included)";
 const HELP_CONTESTED: &str =
     "1 while another committer keeps changing the table (repairs cannot win: find it)";
 const HELP_EVENTS_LOST: &str =
@@ -203,6 +210,17 @@ impl Metrics {
             owner: reg(&mut r, "table_owner", HELP_OWNER),
             contested: reg(&mut r, "table_contested", HELP_CONTESTED),
             conflicts: reg(&mut r, "conflicting_nat_rules", HELP_CONFLICTS),
+            too_large: reg(&mut r, "foreign_tables_too_large", HELP_TOO_LARGE),
+            analysis_incomplete: {
+                let f: Family<Labels, Counter> =
+                    reg(&mut r, "analysis_incomplete", HELP_ANALYSIS_INCOMPLETE);
+                // Both series from the start, so a rate() sees the first one.
+                for reason in ["budget", "superseded"] {
+                    drop(f.get_or_create(&label("reason", reason)));
+                }
+                f
+            },
+            analysis_duration: reg(&mut r, "analysis_duration_seconds", HELP_ANALYSIS_DURATION),
             events_lost: reg(&mut r, "events_lost", HELP_EVENTS_LOST),
             ready: reg(&mut r, "ready", HELP_READY),
             ct_runs: reg(&mut r, "conntrack_reconciliations", HELP_CT_RUNS),
@@ -285,6 +303,25 @@ impl Metrics {
         self.conflicts.set(n as i64);
     }
 
+    /// A conflict analysis pass ended after `seconds`, `too_large` tables left out; `cut_off`
+    /// when the time budget ended it early.
+    pub fn analysed(&self, seconds: f64, too_large: usize, cut_off: bool) {
+        self.analysis_duration.set(seconds);
+        self.too_large.set(too_large as i64);
+        if cut_off {
+            self.analysis_incomplete
+                .get_or_create(&label("reason", "budget"))
+                .inc();
+        }
+    }
+
+    /// A conflict analysis pass was stopped for a newer one.
+    pub fn analysis_superseded(&self) {
+        self.analysis_incomplete
+            .get_or_create(&label("reason", "superseded"))
+            .inc();
+    }
+
     /// Sets the ownership mode in force.
     pub fn owner_mode(&self, mode: &str) {
         for m in ["off", "owner", "owner-persist"] {
@@ -349,6 +386,8 @@ mod tests {
         m.owner_mode("owner-persist");
         m.masqueraded(10, 600);
         m.masqueraded(7, 500); // never goes down
+        m.analysed(0.25, 2, true);
+        m.analysis_superseded();
         let text = m.render();
         for line in [
             "nft_masq_agent_commits_total{reason=\"startup\"} 1",
@@ -361,6 +400,10 @@ mod tests {
             "nft_masq_agent_masqueraded_packets_total 10",
             "nft_masq_agent_masqueraded_bytes_total 600",
             "nft_masq_agent_commit_duration_seconds_count 2",
+            "nft_masq_agent_foreign_tables_too_large 2",
+            "nft_masq_agent_analysis_incomplete_total{reason=\"budget\"} 1",
+            "nft_masq_agent_analysis_incomplete_total{reason=\"superseded\"} 1",
+            "nft_masq_agent_analysis_duration_seconds 0.25",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -689,3 +689,81 @@ fn with_reconciliation_off_an_open_flow_keeps_its_old_translation() {
     assert_eq!(fresh.send().ip(), pod4);
     assert!(!agent.log().contains("conntrack:"), "{}", agent.log());
 }
+
+/// A kube-proxy-like Service in a foreign table of the node namespace: UDP to
+/// `service:port` is DNAT'ed to `endpoint` (same port) at prerouting (pods) and output (the
+/// node itself).
+fn service(t: &Topology, name: &str, service: &str, port: u16, endpoint: &str) {
+    let rule = format!("ip daddr {service} udp dport {port} dnat to {endpoint}");
+    let script = format!(
+        "table ip {name} {{\n\
+         \tchain pre {{ type nat hook prerouting priority -100; policy accept; {rule}; }}\n\
+         \tchain out {{ type nat hook output priority -100; policy accept; {rule}; }}\n\
+         }}\n"
+    );
+    let out = t.node.nft_stdin(&["-f", "-"], &script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 17, finding 4: a flow is judged where NAT is decided, at postrouting, by its
+/// destination after DNAT. A flow through a Service whose endpoint's range becomes
+/// non-masqueraded moves to the pod's source; a flow through a Service address in that
+/// range, whose endpoint is elsewhere, keeps its entry and its translation.
+#[test]
+fn flows_through_a_service_are_judged_by_their_endpoint() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("ct-dnat");
+    t.host("203.0.113.2");
+    // The Service range 10.96.0.0/12 lies in 10/8 (never masqueraded); the endpoint of the
+    // first Service is outside it, so postrouting masquerades the flow to it.
+    service(&t, "svc-a", "10.96.0.10", 6201, "203.0.113.2");
+    // A "Service" address in the range that will change, with its endpoint elsewhere.
+    service(&t, "svc-b", "203.0.113.100", 6202, "11.22.33.44");
+    let agent = agent_with(&t, "nonMasqueradeCIDRs: [10.0.0.0/8]\n", &[]);
+    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), common::NODE4.into());
+    let mut via_a = Stream::new(&t, pod4, 44001, "10.96.0.10", 6201);
+    let mut via_b = Stream::new(&t, pod4, 44002, "203.0.113.100", 6202);
+    assert_eq!(via_a.send().ip(), node4);
+    let b_seen = via_b.send();
+    assert_eq!(b_seen.ip(), node4);
+    let before = dump(&t.node, Family::V4);
+    let a = *flow_of(&before, 44001, "10.96.0.10").expect("flow through Service A");
+    assert!(a.is_dst_nat() && a.is_src_nat(), "{a}");
+    assert_eq!(a.reply.src, addr("203.0.113.2"), "{a}");
+    let b_id = flow_of(&before, 44002, "203.0.113.100")
+        .expect("flow through Service B")
+        .id;
+
+    write_config(&t, "nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n");
+    // The far end sees the pod's address on the flow through Service A.
+    let took = sees_within(&mut via_a, pod4, Duration::from_secs(2));
+    assert!(
+        took.is_some(),
+        "the flow through the Service kept the node's source:\n{}",
+        agent.log()
+    );
+    eprintln!("the endpoint's new decision reached the flow through the Service after {took:?}");
+    assert!(
+        agent.wait_log("conntrack: 1 of", Duration::from_secs(2)),
+        "{}",
+        agent.log()
+    );
+    // Service B's flow was left alone: the same entry (nothing was sent on it since), and
+    // the same translation.
+    let after = dump(&t.node, Family::V4);
+    let b = flow_of(&after, 44002, "203.0.113.100").unwrap_or_else(|| {
+        panic!(
+            "the flow through Service B was reset although its endpoint's decision did not \
+             change:\n{}",
+            agent.log()
+        )
+    });
+    assert_eq!(b.id, b_id);
+    assert_eq!(via_b.send(), b_seen);
+}

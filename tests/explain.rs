@@ -242,3 +242,50 @@ fn explain_without_privileges_answers_from_the_config() {
     assert_eq!(e["decision"], "masquerade");
     assert_eq!(e["table"], "not_read", "{e}");
 }
+
+/// Issue 17, finding 7: a source of the other family than the destination describes no
+/// packet; `--explain` refuses it, in either direction, and still answers a source of the
+/// destination's family.
+#[test]
+fn explain_refuses_a_source_of_the_other_family() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("explainf");
+    let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    t.apply(&cfg, &["--enable-ipv6"]);
+    for (dst, src, dst_family, src_family) in [
+        ("10.0.0.1", "2001:db8::1", "IPv4", "IPv6"),
+        ("2001:db8:5::5", "10.244.1.2", "IPv6", "IPv4"),
+    ] {
+        let out = t
+            .agent()
+            .args([
+                "--explain",
+                dst,
+                "--source",
+                src,
+                "--enable-ipv6",
+                "--config",
+            ])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{dst} from {src} was answered");
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "--source {src} is an {src_family} address and --explain {dst} an {dst_family} \
+                 one: a packet's source and destination are of one family"
+            )),
+            "{err}"
+        );
+    }
+    let e = explain(&t, &cfg, &[], "10.0.0.1");
+    assert_eq!(e["decision"], "none", "{e}");
+}

@@ -594,7 +594,19 @@ fn config_read_errors_name_their_cause_and_a_new_cause_is_logged() {
     );
     assert_eq!(t.listing().as_deref(), Some(good.as_str()));
     t.expect(&["192.168.0.5"], &["10.20.0.5", "11.22.33.44"]);
-    assert_eq!(t.get("/readyz").status, 200);
+    // A config that cannot be read: not ready, saying which file and why (issue 17).
+    let r = t.get("/readyz");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains(&cfg.display().to_string()), "{}", r.body);
+    assert!(
+        r.body.to_lowercase().contains("is a directory"),
+        "{}",
+        r.body
+    );
+    // Readable again: ready.
+    write_atomic(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
+    assert!(wait_until(patience(), || t.get("/readyz").status == 200));
+    assert_eq!(t.listing().as_deref(), Some(good.as_str()));
 }
 
 /// SYNs the node namespace dropped because an accept queue was full (`ListenOverflows` of

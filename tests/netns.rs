@@ -237,6 +237,60 @@ fn dump_matches_dry_run_and_nft_accepts_it() {
     }
 }
 
+/// Issue 17, finding 7: `snatTo` addresses no packet may leave with are refused by
+/// `--dry-run` and `--once`, naming the file, the entry, its value and the kind of address;
+/// the table in force stays as it was.
+#[test]
+fn snat_to_addresses_no_packet_may_leave_with_are_refused() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("snatbad");
+    let good = t.config("good", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    t.apply(&good, &["--enable-ipv6"]);
+    let before = t.nft_table().expect("table exists");
+    for (value, kind) in [
+        ("127.0.0.1", "is a loopback address (127.0.0.0/8)"),
+        ("::1", "is a loopback address (::1/128)"),
+        ("fe80::1", "is a link-local address (fe80::/10)"),
+        ("169.254.1.1", "is a link-local address (169.254.0.0/16)"),
+        ("::ffff:192.0.2.10", "is an IPv4-mapped IPv6 address"),
+        (
+            "0.0.0.1-255.255.255.254",
+            "the range contains loopback (127.0.0.0/8), link-local (169.254.0.0/16) and \
+             multicast (224.0.0.0/4) addresses",
+        ),
+        ("224.0.0.1", "is a multicast address (224.0.0.0/4)"),
+        ("0.0.0.0", "is the unspecified address"),
+        ("::", "is the unspecified address"),
+        ("255.255.255.255", "is the broadcast address"),
+    ] {
+        let cfg = t.config(
+            "bad",
+            &format!("nonMasqueradeCIDRs: [10.0.0.0/8]\nsnatTo: ['{value}']\n"),
+        );
+        for mode in ["--dry-run", "--once"] {
+            let out = t
+                .agent()
+                .args([mode, "--enable-ipv6", "--config"])
+                .arg(&cfg)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{mode} accepted snatTo {value}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            let entry = format!("{}: snatTo[0] = \"{value}\": ", cfg.display());
+            assert!(err.contains(&entry), "{mode} {value}: {err}");
+            assert!(err.contains(kind), "{mode} {value}: {err}");
+            assert!(
+                err.contains("no packet may leave the node with"),
+                "{mode} {value}: {err}"
+            );
+        }
+        assert_eq!(t.nft_table().as_deref(), Some(before.as_str()));
+    }
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+}
+
 #[test]
 fn dump_without_table_fails_clearly() {
     if !require_root() {

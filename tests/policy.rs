@@ -285,6 +285,122 @@ fn a_directory_of_config_files_is_merged_and_followed() {
     );
 }
 
+/// Issue 17, finding 5: the user's file of a config directory replaced by a symlink loop next
+/// to the provider's file. The agent keeps the last good merged policy (10/8 still not
+/// masqueraded), says it is not ready naming the file and the cause, and recovers when the
+/// file is back.
+#[test]
+fn an_unreadable_file_in_a_config_directory_keeps_the_last_good_policy() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("dirloop");
+    let dir = t.dir.join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let user = write(&dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    write(
+        &dir,
+        "ip-masq-agent-reconciled",
+        "nonMasqueradeCIDRs: [100.64.0.0/10]\n",
+    );
+    let agent = t.start(&dir, &["--table-owner", "off"]);
+    t.expect(&["11.22.33.44"], &["10.20.0.5", "100.64.0.5"]);
+    assert!(wait_until(T, || t.get("/readyz").status == 200));
+    let good = t.listing().unwrap();
+
+    // Replaced in one rename: the agent never sees the file missing.
+    let tmp = dir.join("next");
+    std::os::unix::fs::symlink(&user, &tmp).unwrap();
+    std::fs::rename(&tmp, &user).unwrap();
+    // ELOOP: "Too many levels of symbolic links" (glibc), "Symbolic link loop" (musl).
+    assert!(
+        agent.wait_log("(os error 40)", T),
+        "the loop was not reported:\n{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("cannot read config file {}", user.display())),
+        "{log}"
+    );
+    assert!(log.contains("keeping the last good config"), "{log}");
+    let r = t.get("/readyz");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains(&user.display().to_string()), "{}", r.body);
+    assert!(r.body.contains("(os error 40)"), "{}", r.body);
+    assert_eq!(t.metric("nft_masq_agent_config_valid"), 0.0);
+    // By packets: the merged policy stays, 10/8 is still not masqueraded.
+    t.expect(&["11.22.33.44"], &["10.20.0.5", "100.64.0.5"]);
+    assert_eq!(t.listing().as_deref(), Some(good.as_str()));
+
+    // The file is back: valid again, ready, the same policy.
+    let fixed = write(&dir, "fixed", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    std::fs::rename(&fixed, &user).unwrap();
+    assert!(agent.wait_log("is valid again", T), "{}", agent.log());
+    assert!(wait_until(T, || t.get("/readyz").status == 200));
+    assert_eq!(t.listing().as_deref(), Some(good.as_str()));
+    t.expect(&["11.22.33.44"], &["10.20.0.5", "100.64.0.5"]);
+}
+
+/// kubelet's update of a ConfigMap volume that removes a key: after the `..data` rename the
+/// key's link points at nothing until kubelet removes it. That state (held here for as long
+/// as the agent needs to read it) is the new data without the key, not an unreadable file: no
+/// error, ready throughout, the new policy committed.
+#[test]
+fn a_configmap_update_removing_a_key_is_no_read_error() {
+    if !require_root() {
+        return;
+    }
+    let t = Topology::new("cmkey");
+    let dir = t.dir.join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let version = |ts: &str, files: &[(&str, &str)]| {
+        std::fs::create_dir(dir.join(ts)).unwrap();
+        for (name, text) in files {
+            write(&dir.join(ts), name, text);
+        }
+        std::os::unix::fs::symlink(ts, dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    };
+    version(
+        "..2026_11_25_12_00_00.0001",
+        &[
+            ("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n"),
+            ("ip-masq-extra", "nonMasqueradeCIDRs: [100.64.0.0/10]\n"),
+        ],
+    );
+    for key in ["ip-masq-agent", "ip-masq-extra"] {
+        std::os::unix::fs::symlink(format!("..data/{key}"), dir.join(key)).unwrap();
+    }
+    let agent = t.start(&dir, &["--table-owner", "off"]);
+    t.expect(&["11.22.33.44"], &["10.20.0.5", "100.64.0.5"]);
+
+    // The new version without ip-masq-extra; its link stays until the policy is committed.
+    version(
+        "..2026_11_25_12_00_00.0002",
+        &[("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")],
+    );
+    assert!(
+        wait_until(T, || t.masqueraded("100.64.0.5")),
+        "the new data was not committed:\n{}",
+        agent.log()
+    );
+    assert!(
+        std::fs::symlink_metadata(dir.join("ip-masq-extra")).is_ok(),
+        "the link must still be there"
+    );
+    assert_eq!(t.get("/readyz").status, 200);
+    // kubelet's last steps.
+    std::fs::remove_file(dir.join("ip-masq-extra")).unwrap();
+    std::fs::remove_dir_all(dir.join("..2026_11_25_12_00_00.0001")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(t.get("/readyz").status, 200);
+    let log = agent.log();
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_eq!(t.metric("nft_masq_agent_config_errors_total"), 0.0);
+    t.expect(&["11.22.33.44", "100.64.0.5"], &["10.20.0.5"]);
+}
+
 #[test]
 fn several_config_flags_are_merged() {
     if !require_root() {

@@ -1,7 +1,8 @@
 //! Config bytes -> `config::parse`, under flag combinations chosen by the first byte.
 //!
 //! Never panics, and every accepted config keeps its promises: no IPv6 without
-//! `--enable-ipv6`, host bits clear, `snatTo` ranges ordered within one family,
+//! `--enable-ipv6`, host bits clear, `snatTo` ranges ordered within one family and free of
+//! addresses no packet may leave with,
 //! `resyncInterval` at least the minimum; the desired table builds, holds at most `--max-prefixes` prefixes in canonical
 //! form, exempts every non-masquerade address that no `masqueradeCIDRs` entry covers and none
 //! that one does, holds exactly the `sourceCIDRs` as sources, renders, and survives encode -> decode unchanged. A refusal lists between 1
@@ -57,6 +58,10 @@ fn check(c: &Config, flags: &PolicyFlags, table_flags: TableFlags) {
             "snatTo {t}"
         );
         assert!(t.first <= t.last, "snatTo {t}");
+        assert!(
+            config::snat::unusable_blocks(t.first, t.last).is_empty(),
+            "snatTo {t} holds an address no packet may leave with"
+        );
     }
 
     let table = model::desired(c, flags, table_flags);

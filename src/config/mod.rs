@@ -3,11 +3,13 @@
 //! - this module: the validated [`Config`], its defaults (one place for the default list and
 //!   link-local), the [`PolicyFlags`] and the errors;
 //! - [`validate`]: bytes into a [`Config`], collecting every problem (pure);
+//! - [`snat`]: `snatTo` entries, and the addresses no packet may leave with (pure);
 //! - [`source`]: the files on disk, read, hashed and validated (the only I/O here).
 
 pub mod duration;
 pub mod merge;
 pub mod ports;
+pub mod snat;
 pub mod source;
 pub mod validate;
 pub mod yaml;
@@ -386,6 +388,15 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// An `ip-masq*` entry of a config directory is a symlink to nothing (and not kubelet's
+    /// link to a key the ConfigMap no longer holds).
+    #[error("config file {path} is a symbolic link to {target}, which does not exist")]
+    Dangling {
+        /// The entry.
+        path: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
     /// The path is not a regular file (a directory, a FIFO, a device): never read, since a
     /// FIFO would block the agent and a device could feed it without end.
     #[error("config path {path} is {kind}, not a regular file")]
@@ -479,6 +490,16 @@ impl fmt::Display for ProblemList<'_> {
 }
 
 impl ConfigError {
+    /// Whether the config could not be read at all (an I/O error, not a regular file, a
+    /// dangling link): the agent cannot tell what it asks for, unlike a config it read and
+    /// refused.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(
+            self,
+            ConfigError::Read { .. } | ConfigError::NotAFile { .. } | ConfigError::Dangling { .. }
+        )
+    }
+
     /// The individual problems (empty for a read error).
     pub fn problems(&self) -> &[Problem] {
         match self {

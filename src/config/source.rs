@@ -40,8 +40,9 @@ pub trait Source {
 pub const MAX_DIR_FILES: usize = 64;
 
 /// The config files at some paths, as ip-masq-agent reads one (a missing file means the
-/// defaults) and ip-masq-agent-v2 reads a directory (every regular file whose name starts
-/// with `ip-masq`, in name order), merged.
+/// defaults) and ip-masq-agent-v2 reads a directory (every file whose name starts with
+/// `ip-masq`, in name order), merged. Every `ip-masq*` entry of a directory is read, or the
+/// whole read fails (see [`dir_files`]).
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     paths: Vec<PathBuf>,
@@ -81,14 +82,18 @@ impl ConfigSource {
     }
 
     /// The files the paths stand for now: a file path as it is, a directory's `ip-masq*`
-    /// regular files in name order.
-    fn files(&self) -> Result<Vec<PathBuf>, ConfigError> {
+    /// files in name order, each with the directory it was listed in.
+    fn files(&self) -> Result<Vec<(PathBuf, Option<&Path>)>, ConfigError> {
         let mut out = Vec::new();
         for (path, &dir) in self.paths.iter().zip(&self.dirs) {
             if dir && path.is_dir() {
-                out.extend(dir_files(path)?);
+                out.extend(
+                    dir_files(path)?
+                        .into_iter()
+                        .map(|f| (f, Some(path.as_path()))),
+                );
             } else {
-                out.push(path.clone());
+                out.push((path.clone(), None));
             }
         }
         Ok(out)
@@ -98,10 +103,20 @@ impl ConfigSource {
     fn read(&self) -> Result<Vec<(PathBuf, Vec<u8>)>, ConfigError> {
         let mut budget = self.flags.max_config_bytes();
         let mut out = Vec::new();
-        for path in self.files()? {
-            if let Some(bytes) = read_bounded(&path, budget)? {
-                budget -= bytes.len() as u64;
-                out.push((path, bytes));
+        for (path, listed_in) in self.files()? {
+            match read_bounded(&path, budget)? {
+                Some(bytes) => {
+                    budget -= bytes.len() as u64;
+                    out.push((path, bytes));
+                }
+                // A file path that does not exist contributes nothing (ip-masq-agent's "no
+                // file"); a directory's entry gone between the listing and the read is judged
+                // as the listing judges one.
+                None => {
+                    if let Some(dir) = listed_in {
+                        absent_entry(dir, &path)?;
+                    }
+                }
             }
         }
         Ok(out)
@@ -135,8 +150,24 @@ impl ConfigSource {
     }
 }
 
-/// The `ip-masq*` regular files of a directory, in name order (kubelet's `..data` machinery
-/// and anything else there is not config).
+/// The name of kubelet's link to the current version of a ConfigMap volume's data.
+const KUBELET_DATA: &str = "..data";
+
+/// The `ip-masq*` files of a directory, in name order (kubelet's `..data` machinery and
+/// anything else there is not config). Symlinks are followed: a ConfigMap's files are
+/// symlinks through `..data`.
+///
+/// Every `ip-masq*` entry is a file of the config or the whole read fails, naming it and the
+/// cause, as for a single file path (issue 17, finding 5): one that cannot be looked at (a
+/// symlink loop, EACCES, EIO), one that is not a regular file (a directory, a FIFO), a
+/// dangling symlink. Dropping it would commit a policy made of the other files, which nobody
+/// wrote. Two kinds of missing entry are not errors, since they are not in the config:
+/// - an entry gone between the listing and the look at it (deleted, renamed away);
+/// - kubelet's link `NAME -> ..data/NAME` while `..data` is a directory without `NAME`: the
+///   ConfigMap's current data does not hold that key. kubelet leaves such a link for a
+///   moment during every update that removes a key (the `..data` rename comes before the
+///   removal of the old links) and, in older versions, that adds one (the new links come
+///   before the rename); the watch reports the step that follows.
 fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: dir.to_path_buf(),
@@ -150,11 +181,14 @@ fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
             continue;
         }
         let path = entry.path();
-        // Followed: a ConfigMap's files are symlinks through `..data`.
-        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            continue;
+        match std::fs::metadata(&path) {
+            Ok(m) => match not_a_file(m.file_type()) {
+                None => out.push(path),
+                Some(kind) => return Err(ConfigError::NotAFile { path, kind }),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => absent_entry(dir, &path)?,
+            Err(source) => return Err(ConfigError::Read { path, source }),
         }
-        out.push(path);
     }
     if out.len() > MAX_DIR_FILES {
         return Err(ConfigError::TooManyFiles {
@@ -167,10 +201,64 @@ fn dir_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(out)
 }
 
+/// An `ip-masq*` entry of `dir` whose target was not found: `Ok` when it is not part of the
+/// config (gone, or kubelet's link to a key the current data does not hold; see
+/// [`dir_files`]), else the error that fails the read.
+fn absent_entry(dir: &Path, path: &Path) -> Result<(), ConfigError> {
+    let target = match std::fs::read_link(path) {
+        Ok(target) => target,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // There, but not a symlink: it was replaced since its target was looked for. The
+        // next event re-reads it; this read cannot tell what it holds.
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let Some(name) = path.file_name() else {
+        return Ok(());
+    };
+    let data = dir.join(KUBELET_DATA);
+    let key_not_in_data = target == Path::new(KUBELET_DATA).join(name)
+        && std::fs::metadata(&data).is_ok_and(|m| m.is_dir())
+        && std::fs::symlink_metadata(data.join(name))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    if key_not_in_data {
+        return Ok(());
+    }
+    Err(ConfigError::Dangling {
+        path: path.to_path_buf(),
+        target,
+    })
+}
+
+/// What a file type is when it is not a regular file, for messages; `None` for a regular
+/// file.
+fn not_a_file(ty: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if ty.is_file() {
+        None
+    } else if ty.is_dir() {
+        Some("a directory")
+    } else if ty.is_fifo() {
+        Some("a FIFO")
+    } else if ty.is_char_device() {
+        Some("a character device")
+    } else if ty.is_block_device() {
+        Some("a block device")
+    } else if ty.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
 /// Reads a regular file of at most `max` bytes; `None` when it does not exist.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, ConfigError> {
     use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -187,22 +275,7 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, ConfigErro
     };
     // What was opened (symlinks followed), not what the path said a moment before.
     let ty = file.metadata().map_err(read_err)?.file_type();
-    let kind = if ty.is_file() {
-        None
-    } else if ty.is_dir() {
-        Some("a directory")
-    } else if ty.is_fifo() {
-        Some("a FIFO")
-    } else if ty.is_char_device() {
-        Some("a character device")
-    } else if ty.is_block_device() {
-        Some("a block device")
-    } else if ty.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
-    };
-    if let Some(kind) = kind {
+    if let Some(kind) = not_a_file(ty) {
         return Err(ConfigError::NotAFile {
             path: path.to_path_buf(),
             kind,
@@ -371,6 +444,196 @@ mod tests {
         assert_eq!(read_bounded(&f, 1024).unwrap().unwrap().len(), 1024);
         let err = read_bounded(&f, 1023).unwrap_err();
         assert!(err.to_string().contains("larger than 1023 bytes"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A config directory as ip-masq-agent-v2 has it: the user's file, the provider's, and a
+    /// file that is not config.
+    fn two_file_dir(name: &str) -> PathBuf {
+        let dir = scratch(name);
+        std::fs::write(
+            dir.join("ip-masq-agent"),
+            "nonMasqueradeCIDRs: [10.0.0.0/8]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("ip-masq-agent-reconciled"),
+            "nonMasqueradeCIDRs: [100.64.0.0/10]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("other"), "not: [config]\n").unwrap();
+        dir
+    }
+
+    fn merged(l: &Loaded) -> Vec<String> {
+        crate::config::values(&l.config.non_masquerade_cidrs)
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_unreadable_entry_of_a_config_directory_fails_the_whole_read() {
+        // Issue 17, finding 5: the user's file became a symlink loop and the provider's file
+        // was committed alone (10/8 masqueraded from then on).
+        let dir = two_file_dir("dir-loop");
+        let mut s = ConfigSource::new(&dir, PolicyFlags::default());
+        let Update::Loaded(l) = s.reload() else {
+            panic!("the directory did not load")
+        };
+        assert_eq!(merged(&l), ["10.0.0.0/8", "100.64.0.0/10"]);
+        let user = dir.join("ip-masq-agent");
+        std::fs::remove_file(&user).unwrap();
+        std::os::unix::fs::symlink(&user, &user).unwrap();
+        let Update::Failed(err) = s.reload() else {
+            panic!("a directory with a symlink loop in it was read")
+        };
+        assert!(err.is_unreadable());
+        let text = err.to_string();
+        assert!(text.contains(&user.display().to_string()), "{text}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(cause.contains("(os error 40)"), "{cause}");
+        assert!(s.load().is_err());
+        // Back: read again, both files.
+        std::fs::remove_file(&user).unwrap();
+        std::fs::write(&user, "nonMasqueradeCIDRs: [10.0.0.0/8]\n").unwrap();
+        let Update::Loaded(l) = s.reload() else {
+            panic!("the mended directory did not load")
+        };
+        assert_eq!(merged(&l), ["10.0.0.0/8", "100.64.0.0/10"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_dangling_link_a_directory_or_a_fifo_in_a_config_directory_fails_the_read() {
+        let dir = two_file_dir("dir-kinds");
+        let user = dir.join("ip-masq-agent");
+        std::fs::remove_file(&user).unwrap();
+        // A dangling link.
+        std::os::unix::fs::symlink("/nonexistent/ip-masq-agent", &user).unwrap();
+        let err = ConfigSource::new(&dir, PolicyFlags::default())
+            .load()
+            .unwrap_err();
+        assert!(err.is_unreadable());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "config file {} is a symbolic link to /nonexistent/ip-masq-agent, which does \
+                 not exist",
+                user.display()
+            )
+        );
+        // A directory, directly or through a link.
+        std::fs::remove_file(&user).unwrap();
+        std::fs::create_dir(&user).unwrap();
+        let err = ConfigSource::new(&dir, PolicyFlags::default())
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        std::fs::remove_dir(&user).unwrap();
+        std::os::unix::fs::symlink(&dir, &user).unwrap();
+        let err = ConfigSource::new(&dir, PolicyFlags::default())
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        // A FIFO: refused without opening it (which would wait for a writer).
+        std::fs::remove_file(&user).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&user).status();
+        assert!(made.unwrap().success());
+        let err = ConfigSource::new(&dir, PolicyFlags::default())
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("is a FIFO"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn entries_not_named_ip_masq_stay_ignored_whatever_they_are() {
+        let dir = two_file_dir("dir-others");
+        for name in ["loop", "..data", "README"] {
+            let p = dir.join(name);
+            let _ = std::fs::remove_file(&p);
+            std::os::unix::fs::symlink(&p, &p).unwrap();
+        }
+        std::fs::create_dir(dir.join("..2026_01_01_00_00_00.1")).unwrap();
+        let l = ConfigSource::new(&dir, PolicyFlags::default())
+            .load()
+            .unwrap();
+        assert_eq!(merged(&l), ["10.0.0.0/8", "100.64.0.0/10"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A ConfigMap volume's layout: `..data -> ..TS`, `KEY -> ..data/KEY`.
+    fn configmap(dir: &Path, ts: &str, files: &[(&str, &str)]) {
+        let ts_dir = dir.join(ts);
+        std::fs::create_dir(&ts_dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(ts_dir.join(name), text).unwrap();
+        }
+        let tmp = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(ts, &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join(KUBELET_DATA)).unwrap();
+    }
+
+    fn key_link(dir: &Path, name: &str) {
+        std::os::unix::fs::symlink(Path::new(KUBELET_DATA).join(name), dir.join(name)).unwrap();
+    }
+
+    #[test]
+    fn kubelets_link_to_a_key_the_data_does_not_hold_is_no_error() {
+        // kubelet's update removing the key ip-masq-extra: after the `..data` rename and
+        // before the old link is removed, `ip-masq-extra -> ..data/ip-masq-extra` points at
+        // nothing. That is the new data without the key, not an unreadable file.
+        let dir = scratch("kubelet");
+        configmap(
+            &dir,
+            "..ts1",
+            &[
+                ("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n"),
+                ("ip-masq-extra", "nonMasqueradeCIDRs: [100.64.0.0/10]\n"),
+            ],
+        );
+        key_link(&dir, "ip-masq-agent");
+        key_link(&dir, "ip-masq-extra");
+        let mut s = ConfigSource::new(&dir, PolicyFlags::default());
+        assert_eq!(merged(&s.load().unwrap()), ["10.0.0.0/8", "100.64.0.0/10"]);
+        configmap(
+            &dir,
+            "..ts2",
+            &[("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")],
+        );
+        let Update::Loaded(l) = s.reload() else {
+            panic!("the swap's intermediate state did not load")
+        };
+        assert_eq!(merged(&l), ["10.0.0.0/8"]);
+        // The same link with `..data` itself gone is not kubelet's state: an error.
+        std::fs::remove_file(dir.join(KUBELET_DATA)).unwrap();
+        std::os::unix::fs::symlink("..ts2", dir.join(KUBELET_DATA)).unwrap();
+        std::fs::remove_dir_all(dir.join("..ts2")).unwrap();
+        let Update::Failed(err) = s.reload() else {
+            panic!("links into a missing ..data were read as no files")
+        };
+        assert!(matches!(err, ConfigError::Dangling { .. }), "{err}");
+        // A link elsewhere that dangles is an error even with a good `..data`.
+        configmap(
+            &dir,
+            "..ts3",
+            &[("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")],
+        );
+        std::fs::remove_file(dir.join("ip-masq-extra")).unwrap();
+        std::os::unix::fs::symlink("..ts1/ip-masq-gone", dir.join("ip-masq-extra")).unwrap();
+        let Update::Failed(err) = s.reload() else {
+            panic!("a dangling link was dropped")
+        };
+        assert!(err.to_string().contains("..ts1/ip-masq-gone"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_entry_gone_since_the_listing_is_not_part_of_the_config() {
+        let dir = scratch("gone");
+        assert!(absent_entry(&dir, &dir.join("ip-masq-agent")).is_ok());
+        std::os::unix::fs::symlink("elsewhere", dir.join("ip-masq-agent")).unwrap();
+        assert!(absent_entry(&dir, &dir.join("ip-masq-agent")).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

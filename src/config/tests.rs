@@ -492,8 +492,10 @@ fn snat_to_errors_name_the_entry() {
             "snatTo[3] = \"192.0.2.1-2001:db8::1\": a range must be within one family (IPv4 or \
              IPv6)",
             "snatTo[4] = \"nope\": \"nope\" is not an IP address (write an address or A-B)",
-            "snatTo[5] = \"0.0.0.0\": 0.0.0.0 cannot be a source address",
-            "snatTo[6] = \"224.0.0.1\": 224.0.0.1 cannot be a source address",
+            "snatTo[5] = \"0.0.0.0\": 0.0.0.0 is the unspecified address: no packet may leave \
+             the node with it as its source",
+            "snatTo[6] = \"224.0.0.1\": 224.0.0.1 is a multicast address (224.0.0.0/4): no \
+             packet may leave the node with it as its source",
         ]
     );
     assert_eq!(
@@ -504,6 +506,51 @@ fn snat_to_errors_name_the_entry() {
         ]
     );
     assert!(problems("snatTo: 192.0.2.1", &flags())[0].contains("expected a list"));
+}
+
+#[test]
+fn snat_to_refuses_addresses_no_packet_may_leave_with_naming_file_entry_and_kind() {
+    // Issue 17, finding 7: each of these was accepted.
+    let cases = [
+        ("127.0.0.1", "a loopback address"),
+        ("::1", "a loopback address"),
+        ("fe80::1", "a link-local address"),
+        ("169.254.1.1", "a link-local address"),
+        ("::ffff:192.0.2.10", "an IPv4-mapped IPv6 address"),
+        ("0.0.0.1-255.255.255.254", "loopback (127.0.0.0/8)"),
+        ("224.0.0.1", "a multicast address"),
+        ("0.0.0.0", "the unspecified address"),
+        ("::", "the unspecified address"),
+        ("255.255.255.255", "the broadcast address"),
+    ];
+    let path = Path::new("/etc/config/ip-masq-agent");
+    for (value, kind) in cases {
+        // Second in the list, after a good entry of the other family.
+        let other = if value.contains(':') {
+            "192.0.2.1"
+        } else {
+            "2001:db8::1"
+        };
+        let text = format!("snatTo: ['{other}', '{value}']\n");
+        let err = parse_str(&text, path, &v6()).unwrap_err().to_string();
+        let entry = format!("/etc/config/ip-masq-agent: snatTo[1] = \"{value}\": ");
+        assert!(err.contains(&entry), "{value}: {err}");
+        assert!(err.contains(kind), "{value}: {err}");
+        assert!(
+            err.contains("no packet may leave the node with"),
+            "{value}: {err}"
+        );
+    }
+    // The range names every kind it contains.
+    let p = problems("snatTo: ['0.0.0.1-255.255.255.254']", &flags());
+    assert_eq!(
+        p,
+        [
+            "snatTo[0] = \"0.0.0.1-255.255.255.254\": the range contains loopback (127.0.0.0/8), \
+          link-local (169.254.0.0/16) and multicast (224.0.0.0/4) addresses: no packet may \
+          leave the node with them as its source; choose a range of addresses of this node"
+        ]
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 
 use super::duration::parse_go_duration;
 use super::merge::merge;
+use super::snat::parse_snat_target;
 use super::yaml::{self, Node as Value};
 use super::{
     Config, ConfigError, DEFAULT_CIDR_LIMIT, FileConfig, Interface, KNOWN_KEYS, Loaded,
@@ -501,39 +502,6 @@ fn family_name(f: Family) -> &'static str {
         Family::V4 => "IPv4",
         Family::V6 => "IPv6",
     }
-}
-
-/// Parses a `snatTo` entry: `A` or `A-B`, one family, A <= B, and addresses a packet can
-/// carry as its source.
-pub fn parse_snat_target(s: &str) -> Result<SnatTarget, String> {
-    let addr = |a: &str| -> Result<IpAddr, String> {
-        let a = a.trim();
-        let ip: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IP address (write an address or A-B)"))?;
-        let unusable = match ip {
-            IpAddr::V4(v4) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
-            IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
-        };
-        if unusable {
-            return Err(format!("{ip} cannot be a source address"));
-        }
-        Ok(ip)
-    };
-    let (first, last) = match s.split_once('-') {
-        Some((a, b)) => (addr(a)?, addr(b)?),
-        None => {
-            let a = addr(s)?;
-            (a, a)
-        }
-    };
-    if first.is_ipv4() != last.is_ipv4() {
-        return Err("a range must be within one family (IPv4 or IPv6)".into());
-    }
-    if first > last {
-        return Err(format!("the range is empty: {first} comes after {last}"));
-    }
-    Ok(SnatTarget { first, last })
 }
 
 /// The known key `name` stands for: exactly, else case-insensitively.

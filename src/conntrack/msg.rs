@@ -97,6 +97,20 @@ impl Flow {
         self.is_src_nat().then_some(self.reply.dst)
     }
 
+    /// The source a NAT postrouting hook saw on the flow's first packet: the original
+    /// source, before any source NAT (which happens at that hook or after it).
+    pub fn postrouting_source(&self) -> IpAddr {
+        self.original.src
+    }
+
+    /// The destination a NAT postrouting hook saw on the flow's first packet: after any
+    /// destination NAT (a Service address DNAT'ed to an endpoint at prerouting or output),
+    /// which is where the reply comes from, the reply tuple's source. Without DNAT it is the
+    /// original destination.
+    pub fn postrouting_destination(&self) -> IpAddr {
+        self.reply.src
+    }
+
     /// Decodes a conntrack entry message (`IPCTNL_MSG_CT_NEW`, the type dump replies use).
     /// Never panics; see the module docs for what counts as malformed.
     pub fn decode(msg: &Msg<'_>) -> Result<Flow, Malformed> {

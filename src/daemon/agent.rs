@@ -7,6 +7,11 @@
 //! check, a check that finds a difference queues a commit, a commit that others raced queues
 //! a check. Nothing recurses, and nothing commits around the budget.
 //!
+//! What others decide the size of (the conflict analysis of their NAT tables, the conntrack
+//! reconciliation over the node's flows) is handed to the background worker as jobs
+//! ([`Jobs`]); the agent applies the outcomes it sends back ([`Agent::worker_done`]) and
+//! never waits for it.
+//!
 //! Own commits are recognised by the netlink port id of the command socket, never by PID.
 //! During its own commit the agent leaves the notification group, so the kernel does not
 //! build one notification per element; generation ids read around the commit tell whether
@@ -15,14 +20,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::findings::Findings;
 use super::reconcile::{
     BACKOFF_MAX, BACKOFF_MIN, Backoff, Budget, Condition, FightWatch, LogLimit, readiness,
 };
+use super::worker::{Analysis, Jobs, Outcome, Reconciled};
 use crate::config::{Config, PolicyFlags, Source, Update};
 use crate::conntrack::Protocols;
 use crate::counters::MasqCounters;
 use crate::drift::{Change, Tracker, Verdict};
-use crate::flows;
 use crate::health::Health;
 use crate::metrics::{Metrics, PolicySource, Reason};
 use crate::model::{self, Family, SetDiff, TABLE_NAME, Table, TableFlags};
@@ -104,12 +110,16 @@ pub struct Agent<K: Kernel, S: Source> {
     config: Config,
     /// The last config error, logged once until it changes.
     config_error: Option<String>,
+    /// Set while the config cannot be read at all (not while it is read and refused): the
+    /// agent cannot tell what the operator asks for, so it is not ready.
+    config_unreadable: Option<String>,
     /// Set until a config validates: why the table in force is not the operator's.
     no_good_config: Option<String>,
     table_flags: TableFlags,
     desired: Table,
-    /// The table last committed (or adopted): what should be live.
-    in_force: Option<Table>,
+    /// The table last committed (or adopted): what should be live. Shared with the
+    /// worker's jobs.
+    in_force: Option<Arc<Table>>,
     drift: Tracker,
     /// A foreign change not yet repaired.
     drift_pending: Option<String>,
@@ -133,8 +143,10 @@ pub struct Agent<K: Kernel, S: Source> {
     check_log: LogLimit,
     /// The latest time the agent was told, for readiness that depends on it.
     now: Instant,
-    /// Other NAT rules that override our decisions, as last reported (family, table, handle).
-    conflicts: Option<Vec<(String, String, u64)>>,
+    /// The background worker's queue: conflict analyses and conntrack reconciliations.
+    jobs: Jobs,
+    /// The analyses' findings as last reported.
+    findings: Findings,
     /// Which conntrack entries a decision change deletes; `None`: none (`off`).
     conntrack: Option<Protocols>,
     /// The table found at start (a previous agent's), until the first commit replaces it:
@@ -153,12 +165,14 @@ fn unix_now() -> f64 {
 
 impl<K: Kernel, S: Source> Agent<K, S> {
     /// An agent that has done nothing yet; [`Agent::start`] loads the config and commits.
+    /// `jobs` is the queue of the background worker that serves it.
     pub fn new(
         kernel: K,
         source: S,
         flags: PolicyFlags,
         owner: OwnerMode,
         out: Outputs,
+        jobs: Jobs,
         now: Instant,
     ) -> Agent<K, S> {
         let config = Config::defaults(&flags);
@@ -174,6 +188,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             resync_at: now + config.resync_interval,
             config,
             config_error: None,
+            config_unreadable: None,
             no_good_config: None,
             table_flags,
             desired,
@@ -195,7 +210,8 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             drift_log: LogLimit::default(),
             check_log: LogLimit::default(),
             now,
-            conflicts: None,
+            jobs,
+            findings: Findings::default(),
             conntrack: Some(Protocols::Connectionless),
             found_at_start: None,
             takeover: None,
@@ -285,7 +301,8 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         }
         drop(busy);
         self.work(now);
-        self.look_for_conflicts();
+        // Whether or not the first commit succeeded: what else translates before us.
+        self.analyse();
     }
 
     /// With conntrack reconciliation on, reads the table a previous agent left: flows opened
@@ -320,7 +337,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                 );
                 self.policy_source = PolicySource::Adopted;
                 self.desired = live.clone();
-                self.in_force = Some(live);
+                self.in_force = Some(Arc::new(live));
             }
             other => {
                 if let Err(e) = other {
@@ -480,15 +497,22 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                 self.out.metrics.config_loaded(false, 0.0);
                 // The cause is part of the text, so a change of cause is logged too.
                 let text = chain(&e);
+                self.config_unreadable = e.is_unreadable().then(|| text.clone());
                 if self.config_error.as_deref() != Some(&text) {
+                    let ready = if e.is_unreadable() {
+                        "; not ready until it can be read"
+                    } else {
+                        ""
+                    };
                     tracing::error!(
-                        "{text}; keeping the last good config ({} prefixes in force)",
+                        "{text}; keeping the last good config ({} prefixes in force){ready}",
                         self.desired.prefix_count()
                     );
                     self.config_error = Some(text);
                 }
             }
             Update::Loaded(loaded) => {
+                self.config_unreadable = None;
                 self.out.metrics.config_loaded(true, unix_now());
                 if self.config_error.take().is_some() {
                     tracing::info!("config {} is valid again", self.source.describe());
@@ -645,7 +669,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             reason = reason.as_str(),
             "table inet {TABLE_NAME} is already as wanted ({why}): nothing to commit"
         );
-        self.in_force = Some(self.desired.clone());
+        self.in_force = Some(Arc::new(self.desired.clone()));
         self.commit_error = None;
         self.drift_pending = None;
         self.backoff.succeeded();
@@ -660,7 +684,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             .map(|s| s.prefixes.len())
             .sum();
         let v6 = self.desired.prefix_count() - v4;
-        let diff = SetDiff::between(self.in_force.as_ref(), &self.desired);
+        let diff = SetDiff::between(self.in_force.as_deref(), &self.desired);
         let metrics = &self.out.metrics;
         metrics.committed(reason, elapsed.as_secs_f64(), v4, v6, report.elements);
         metrics.owner_mode(compat::owner_label(self.table_flags));
@@ -675,36 +699,56 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             duration_ms = format!("{:.3}", elapsed.as_secs_f64() * 1e3),
             "committed table inet {TABLE_NAME} ({why}): {diff}"
         );
-        let before = self.in_force.replace(self.desired.clone());
+        let after = Arc::new(self.desired.clone());
+        let before = self.in_force.replace(after.clone());
         self.commit_error = None;
         self.drift_pending = None;
         self.backoff.succeeded();
-        if let Some(old) = before.or_else(|| self.found_at_start.take()) {
-            self.reconcile_flows(&old);
+        let before = before.or_else(|| self.found_at_start.take().map(Arc::new));
+        let changed = before.as_ref().is_none_or(|b| !b.same_policy(&after));
+        if let (Some(protocols), Some(before)) = (self.conntrack, before) {
+            // Off the loop: the dump walks the node's whole conntrack table. A commit that
+            // comes before it runs merges into the same job (see `worker::Flows`).
+            self.jobs.reconcile(before, after, protocols);
+        }
+        if changed {
+            self.analyse();
         }
     }
 
-    /// After a commit that changes a translation decision, deletes the conntrack entries of
-    /// the flows it affects, so their next packet is decided by the new rules. A failure is
-    /// logged and counted; the commit stands.
-    fn reconcile_flows(&mut self, old: &Table) {
-        let Some(protocols) = self.conntrack else {
-            return;
-        };
-        let change = flows::Change::new(old, &self.desired);
-        if !change.any() {
-            return;
+    /// Applies what the background worker sends back: a pass's findings, a reconciliation's
+    /// report. Neither touches the table nor readiness.
+    pub fn worker_done(&mut self, outcome: Outcome, now: Instant) {
+        self.now = now;
+        match outcome {
+            Outcome::Analysed(a) => self.findings.analysed(&a, now, &self.out.metrics),
+            Outcome::Superseded => {
+                tracing::debug!("conflict analysis stopped for a newer one");
+                self.findings.superseded(&self.out.metrics);
+            }
+            Outcome::AnalysisFailed(e) => {
+                tracing::debug!("reading the other NAT tables failed: {e}");
+            }
+            Outcome::Reconciled(r) => self.flows_reconciled(r),
         }
-        let health = self.out.health.clone();
-        let _busy = health.busy("reconciling conntrack");
-        let start = Instant::now();
-        let families = change.families();
-        let result = self
-            .kernel
-            .reconcile_flows(&families, protocols, &|f| change.affects(f));
-        let elapsed = start.elapsed();
+    }
+
+    /// A conntrack reconciliation ran: the conntrack entries of the flows a change of
+    /// decision affects were deleted, so their next packet is decided by the new rules. A
+    /// failure is logged and counted; the commit stands.
+    fn flows_reconciled(&mut self, r: Reconciled) {
         let metrics = &self.out.metrics;
-        match result {
+        let elapsed = r.duration;
+        let protocols = r.protocols;
+        if r.dropped > 0 {
+            tracing::warn!(
+                "conntrack: {} tables in force for a moment between two reconciliations were not \
+                 compared (commits kept coming while one ran); flows opened under them only \
+                 may keep their old translation",
+                r.dropped
+            );
+        }
+        match r.result {
             Ok(r) => {
                 let ok = r.failed == 0;
                 metrics.conntrack_reconciled(ok, r.deleted, elapsed.as_secs_f64());
@@ -735,9 +779,8 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             Err(e) => {
                 metrics.conntrack_reconciled(false, 0, elapsed.as_secs_f64());
                 tracing::warn!(
-                    "conntrack reconciliation failed: {}; flows opened before the change keep \
-                     their old translation (the table is committed)",
-                    chain(&e)
+                    "conntrack reconciliation failed: {e}; flows opened before the change keep \
+                     their old translation (the table is committed)"
                 );
             }
         }
@@ -797,7 +840,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         match live {
             Ok(live) => {
                 self.check_ok();
-                self.look_for_conflicts();
+                self.analyse();
                 if live.as_ref().is_some_and(|l| l.same_policy(&self.desired)) {
                     return;
                 }
@@ -838,53 +881,15 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         self.recheck_at = Some(now + wait.min(self.config.resync_interval).min(BACKOFF_MAX));
     }
 
-    /// Other components' NAT rules that run before ours and would translate destinations
-    /// our table exempts: warned about when the set changes, counted in a gauge. Rules for
-    /// marked packets only (kube-proxy's) are expected and not counted.
-    fn look_for_conflicts(&mut self) {
-        let tables = match self.kernel.nat_tables(TABLE_NAME) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!("reading the other NAT tables failed: {}", chain(&e));
-                return;
-            }
-        };
-        let mut found: Vec<crate::conflict::Finding> = Vec::new();
-        for probe in sample_probes(&self.desired, &self.config) {
-            for f in crate::conflict::conflicts(&crate::conflict::analyze(&tables, &probe)) {
-                if !found
-                    .iter()
-                    .any(|g| g.family == f.family && g.table == f.table && g.handle == f.handle)
-                {
-                    found.push(f.clone());
-                }
-            }
-        }
-        let keys: Vec<(String, String, u64)> = found
-            .iter()
-            .map(|f| (f.family.to_string(), f.table.clone(), f.handle))
-            .collect();
-        if self.conflicts.as_ref() != Some(&keys) {
-            for f in &found {
-                tracing::warn!(
-                    "NAT rule {} {} chain {} (priority {}, handle {}) translates before ours \
-                     and overrides non-masquerade decisions ({}): {}; find its owner \
-                     (`nft-masq-agent --explain <destination>` shows which destinations)",
-                    f.family,
-                    f.table,
-                    f.chain,
-                    f.priority,
-                    f.handle,
-                    f.verdict,
-                    f.rule
-                );
-            }
-            if found.is_empty() && self.conflicts.as_ref().is_some_and(|c| !c.is_empty()) {
-                tracing::info!("no other NAT rule overrides our decisions any more");
-            }
-            self.conflicts = Some(keys);
-        }
-        self.out.metrics.set_conflicts(found.len());
+    /// Asks the worker which other components' NAT rules run before ours and would
+    /// translate destinations our table exempts (warned about when they change, counted in
+    /// a gauge). Rules for marked packets only (kube-proxy's) are expected and not counted.
+    /// The generation lets the worker skip a question it answered for the same ruleset.
+    fn analyse(&mut self) {
+        self.jobs.analyse(Analysis {
+            probes: sample_probes(&self.desired, &self.config),
+            generation: self.kernel.generation().ok(),
+        });
     }
 
     /// Publishes readiness to the probe and the metric.
@@ -892,6 +897,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         let contested = self.fights.fight(self.now);
         let condition = Condition {
             no_good_config: self.no_good_config.clone(),
+            config_unreadable: self.config_unreadable.clone(),
             commit_failed: self.commit_error.clone(),
             drift: self.drift_pending.clone(),
             contested: contested.clone(),

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use super::agent::Agent;
 use super::error::{RunError, setup};
+use super::worker::Outcome;
 use crate::config::Source;
 use crate::health::Pings;
 use crate::model::TABLE_NAME;
@@ -31,6 +33,8 @@ pub struct Wakers {
     pub hint: Arc<Notify>,
     /// Liveness pings from the HTTP endpoint.
     pub pings: Pings,
+    /// What the background worker finished.
+    pub results: UnboundedReceiver<Outcome>,
     /// Quiet time after a config event before reading the file.
     pub debounce: Duration,
 }
@@ -43,6 +47,7 @@ enum Wake {
     Events(Result<Drained, NftError>),
     Timer,
     Ping(crate::health::Ping),
+    Worker(Option<Outcome>),
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -56,6 +61,7 @@ pub async fn run<K: Kernel, S: Source>(
     let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
 
     agent.start(std::time::Instant::now());
+    let mut worker_alive = true;
     loop {
         // Left-over work runs at once, after the other wake-ups had their turn.
         let wake_at = if agent.has_work() {
@@ -71,6 +77,7 @@ pub async fn run<K: Kernel, S: Source>(
             drained = w.events.next() => Wake::Events(drained),
             _ = tokio::time::sleep_until(wake_at) => Wake::Timer,
             Some(reply) = w.pings.recv() => Wake::Ping(reply),
+            outcome = w.results.recv(), if worker_alive => Wake::Worker(outcome),
         };
         let now = std::time::Instant::now;
         match wake {
@@ -102,6 +109,16 @@ pub async fn run<K: Kernel, S: Source>(
             }
             Wake::Ping(reply) => {
                 let _ = reply.send(());
+            }
+            Wake::Worker(Some(outcome)) => agent.worker_done(outcome, now()),
+            Wake::Worker(None) => {
+                // Only a panic ends it early (a release build aborts instead): the table is
+                // still kept in force, only the analyses and reconciliations stop.
+                tracing::error!(
+                    "the background worker ended: other NAT rules are no longer analysed and \
+                     conntrack is no longer reconciled after changes"
+                );
+                worker_alive = false;
             }
         }
     }

@@ -1,15 +1,18 @@
 //! In-memory stand-ins for the kernel and the config files, for the daemon's unit tests.
 //! Both are handles to shared state, so a test keeps one copy to look at (and meddle with)
-//! what the agent owns.
+//! what the agent owns. The fake kernel serves both seams: the loop's ([`Kernel`]) and the
+//! background worker's ([`WorkerKernel`]), with a clock of its own for the worker's budget.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, Loaded, PolicyFlags, Source, Update};
 use crate::conntrack::{ConntrackError, Flow, Protocols, Report};
 use crate::model::{Table, TableFlags};
+use crate::nft::ruleset::{ForeignRead, ForeignTable};
 use crate::nft::uapi::NFT_MSG_NEWTABLE;
-use crate::nft::{CommitReport, Holder, Kernel, NftError, ReplaceForm};
+use crate::nft::{CommitReport, Holder, Kernel, NftError, ReplaceForm, WorkerKernel};
 use crate::prefix::Family;
 
 /// How a kernel version answers table flags it does not know.
@@ -57,7 +60,16 @@ pub struct KernelState {
     /// The port id of a socket that owns the table (refusing everyone else's commits).
     pub owned_by: Option<u32>,
     /// Other components' NAT tables.
-    pub nat_tables: Vec<crate::nft::ruleset::ForeignTable>,
+    pub nat_tables: Vec<ForeignTable>,
+    /// Tables a read leaves out as too large (family, name).
+    pub too_large: Vec<(&'static str, String)>,
+    /// Reads of the other NAT tables so far.
+    pub nat_reads: usize,
+    /// The worker's clock.
+    pub clock: Instant,
+    /// How far the worker's clock moves each time it is read: each look at the budget is a
+    /// step of the analysis taking this long.
+    pub clock_step: Duration,
     /// Someone else commits this right after the agent's next commit (while the agent is
     /// still out of the notification group, so only the generation tells).
     pub race_next: Option<Option<Table>>,
@@ -92,6 +104,10 @@ impl FakeKernel {
             race_next: None,
             owned_by: None,
             nat_tables: Vec::new(),
+            too_large: Vec::new(),
+            nat_reads: 0,
+            clock: Instant::now(),
+            clock_step: Duration::ZERO,
             flows: Vec::new(),
             conntrack_fails: None,
             reconciliations: Vec::new(),
@@ -115,6 +131,14 @@ impl FakeKernel {
     /// The live table.
     pub fn table(&self) -> Option<Table> {
         self.0.borrow().table.clone()
+    }
+
+    /// Reads the worker's clock, which moves on by `clock_step`.
+    pub fn tick(&self) -> Instant {
+        let mut s = self.0.borrow_mut();
+        let step = s.clock_step;
+        s.clock += step;
+        s.clock
     }
 }
 
@@ -206,11 +230,25 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
-    fn nat_tables(
-        &mut self,
-        _ours: &str,
-    ) -> Result<Vec<crate::nft::ruleset::ForeignTable>, NftError> {
-        Ok(self.0.borrow().nat_tables.clone())
+    fn holder(&mut self, _name: &str) -> Result<Holder, NftError> {
+        let s = self.0.borrow();
+        Ok(match (&s.table, s.owned_by) {
+            (None, _) => Holder::Absent,
+            (Some(_), Some(port)) => Holder::Owned(port),
+            (Some(_), None) => Holder::Free,
+        })
+    }
+}
+
+impl WorkerKernel for FakeKernel {
+    fn nat_tables(&mut self, _ours: &str, _max: usize) -> Result<ForeignRead, NftError> {
+        let mut s = self.0.borrow_mut();
+        s.nat_reads += 1;
+        Ok(ForeignRead {
+            tables: s.nat_tables.clone(),
+            too_large: s.too_large.clone(),
+            elements: 0,
+        })
     }
 
     fn reconcile_flows(
@@ -240,15 +278,6 @@ impl Kernel for FakeKernel {
             ..Report::default()
         })
     }
-
-    fn holder(&mut self, _name: &str) -> Result<Holder, NftError> {
-        let s = self.0.borrow();
-        Ok(match (&s.table, s.owned_by) {
-            (None, _) => Holder::Absent,
-            (Some(_), Some(port)) => Holder::Owned(port),
-            (Some(_), None) => Holder::Free,
-        })
-    }
 }
 
 /// The config file's contents, or `None` for no file.
@@ -256,6 +285,8 @@ impl Kernel for FakeKernel {
 pub struct FakeSource {
     /// The file's text.
     pub text: Rc<RefCell<Option<String>>>,
+    /// While set, reading fails with this errno (the file cannot be read).
+    pub read_errno: Rc<RefCell<Option<i32>>>,
     flags: PolicyFlags,
     last: Option<Option<String>>,
 }
@@ -265,6 +296,7 @@ impl FakeSource {
     pub fn new(text: Option<&str>, flags: &PolicyFlags) -> FakeSource {
         FakeSource {
             text: Rc::new(RefCell::new(text.map(str::to_string))),
+            read_errno: Rc::new(RefCell::new(None)),
             flags: flags.clone(),
             last: None,
         }
@@ -294,6 +326,13 @@ impl Source for FakeSource {
     }
 
     fn reload(&mut self) -> Update {
+        if let Some(errno) = *self.read_errno.borrow() {
+            self.last = None;
+            return Update::Failed(ConfigError::Read {
+                path: "/fake/ip-masq-agent".into(),
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
         let text = self.text.borrow().clone();
         if self.last.as_ref() == Some(&text) {
             return Update::Unchanged;

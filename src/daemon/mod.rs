@@ -4,15 +4,21 @@
 //!   kernel and the config source, unit-tested without root in `tests.rs`);
 //! - [`reconcile`]: its pure rules (commit budget, backoff, readiness);
 //! - [`takeover`]: `--take-over-iptables-chain` after the first commit of a valid config;
+//! - [`worker`]: the background worker, which runs what others decide the size of (the
+//!   conflict analysis of their NAT tables, the conntrack reconciliation) apart from the
+//!   loop, with sockets of its own;
+//! - [`findings`]: what the agent keeps of the analyses and how it reports them;
 //! - [`event_loop`]: the wake-ups (signals, config watch, nftables notifications, timers,
-//!   pings) turned into calls on the agent;
+//!   pings, the worker's outcomes) turned into calls on the agent;
 //! - this module: wiring the real sockets, watch and HTTP endpoint together.
 
 pub mod agent;
 pub mod error;
 pub mod event_loop;
+pub mod findings;
 pub mod reconcile;
 pub mod takeover;
+pub mod worker;
 
 #[cfg(test)]
 mod fake;
@@ -35,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::nft::compat::OwnerMode;
 use crate::nft::events::EventSocket;
 use crate::nft::socket::Progress;
-use crate::nft::{Netlink, NftSocket};
+use crate::nft::{Netlink, NftSocket, WorkerNetlink};
 use crate::watch::ConfigWatch;
 use agent::{Agent, Outputs};
 pub use error::RunError;
@@ -59,7 +65,15 @@ pub struct Options {
     /// ip-masq-agent's iptables chain to take over after the first commit
     /// (`--take-over-iptables-chain`); `None`: leave iptables alone.
     pub take_over_chain: Option<String>,
+    /// The most set elements of other NAT tables read per conflict analysis
+    /// (`--max-foreign-elements`).
+    pub max_foreign_elements: usize,
 }
+
+// STAND-IN (issue 17, helper B's branch): helper A adds `--max-foreign-elements` with its
+// default; until that is merged the daemon options carry this constant (see cli.rs).
+/// The default of `--max-foreign-elements` until the flag exists.
+pub const DEFAULT_MAX_FOREIGN_ELEMENTS: usize = 100_000;
 
 /// Runs the daemon until SIGTERM or SIGINT. The table stays in force on exit.
 pub fn run(opts: Options) -> Result<(), RunError> {
@@ -98,9 +112,28 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
     let hint = Arc::new(Notify::new());
     let watch = ConfigWatch::new(&opts.config, hint.clone())?;
     let source = ConfigSource::with_paths(opts.config.clone(), opts.flags.clone());
-    let agent = Agent::new(kernel, source, opts.flags, opts.owner, out, Instant::now())
-        .with_conntrack(opts.conntrack)
-        .with_takeover(opts.take_over_chain);
+    // The worker gets sockets of its own and a thread nobody joins: SIGTERM ends the
+    // process whatever the worker is waiting for.
+    let (jobs, worker) = worker::new(
+        WorkerNetlink::new(),
+        Instant::now,
+        opts.max_foreign_elements,
+    );
+    let (done, results) = tokio::sync::mpsc::unbounded_channel();
+    worker
+        .spawn(done)
+        .map_err(setup("cannot start the background worker thread"))?;
+    let agent = Agent::new(
+        kernel,
+        source,
+        opts.flags,
+        opts.owner,
+        out,
+        jobs,
+        Instant::now(),
+    )
+    .with_conntrack(opts.conntrack)
+    .with_takeover(opts.take_over_chain);
     event_loop::run(
         agent,
         event_loop::Wakers {
@@ -108,6 +141,7 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
             watch,
             hint,
             pings,
+            results,
             debounce: opts.debounce,
         },
     )

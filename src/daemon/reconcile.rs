@@ -188,6 +188,8 @@ pub struct Condition {
     /// No config file has validated since start: the defaults (or an adopted table) are in
     /// force because of an error.
     pub no_good_config: Option<String>,
+    /// The config cannot be read now (the last good one is in force), with the error.
+    pub config_unreadable: Option<String>,
     /// The last commit failed, with its error.
     pub commit_failed: Option<String>,
     /// Someone changed the table and the repair has not happened yet.
@@ -207,6 +209,11 @@ pub struct Condition {
 pub fn readiness(c: &Condition) -> Result<(), String> {
     if let Some(why) = &c.no_good_config {
         return Err(why.clone());
+    }
+    if let Some(e) = &c.config_unreadable {
+        return Err(format!(
+            "cannot read the config (the last good one is in force): {e}"
+        ));
     }
     if let Some(who) = &c.held_by_other {
         return Err(format!("table owned by another process ({who})"));
@@ -351,6 +358,15 @@ mod tests {
         );
         c.commit_failed = Some("EPERM".into());
         assert_eq!(readiness(&c), Err("commit failed: EPERM".into()));
+        c.config_unreadable = Some("cannot read config file F: loop".into());
+        assert_eq!(
+            readiness(&c),
+            Err(
+                "cannot read the config (the last good one is in force): cannot read config \
+                 file F: loop"
+                    .into()
+            )
+        );
         c.no_good_config = Some("config invalid".into());
         assert_eq!(readiness(&c), Err("config invalid".into()));
     }

@@ -43,17 +43,15 @@ mod tests {
 
     use super::super::agent::{Agent, Outputs};
     use super::super::fake::{FakeKernel, FakeSource, LINUX_6_12};
+    use super::super::worker;
     use crate::config::PolicyFlags;
-    use crate::conntrack::{ConntrackError, Flow, Protocols, Report};
     use crate::counters::MasqCounters;
     use crate::health::Health;
     use crate::metrics::Metrics;
     use crate::model::Table;
     use crate::nft::compat::OwnerMode;
-    use crate::nft::ruleset::ForeignTable;
     use crate::nft::takeover::{Done, Outcome, TakeoverError};
     use crate::nft::{CommitReport, Holder, Kernel, NftError};
-    use crate::prefix::Family;
 
     /// The fake kernel, recording each takeover (with the number of commits before it) and
     /// failing the first `failures` of them.
@@ -85,17 +83,6 @@ mod tests {
         }
         fn holder(&mut self, name: &str) -> Result<Holder, NftError> {
             self.inner.holder(name)
-        }
-        fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError> {
-            self.inner.nat_tables(ours)
-        }
-        fn reconcile_flows(
-            &mut self,
-            families: &[Family],
-            protocols: Protocols,
-            affected: &dyn Fn(&Flow) -> bool,
-        ) -> Result<Report, ConntrackError> {
-            self.inner.reconcile_flows(families, protocols, affected)
         }
         fn take_over(&mut self, chain: &str) -> Result<Outcome, TakeoverError> {
             self.calls
@@ -139,12 +126,15 @@ mod tests {
             counters: Arc::new(MasqCounters::default()),
         };
         let now = Instant::now();
+        // The worker is never run here: the takeover is the loop's.
+        let (jobs, _worker) = worker::new(kernel.inner.clone(), Instant::now, 1000);
         let agent = Agent::new(
             kernel.clone(),
             source.clone(),
             flags,
             OwnerMode::Off,
             out,
+            jobs,
             now,
         )
         .with_takeover(takeover.map(str::to_string));

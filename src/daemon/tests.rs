@@ -1,5 +1,6 @@
 //! The reconciler's decisions, without root: a fake kernel, a config held in memory, and a
-//! clock that only moves when the test says so.
+//! clock that only moves when the test says so. The background worker runs synchronously,
+//! when the test says so ([`Harness::run_worker`]), on the same fake kernel.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use super::agent::OWNER_POLL;
 use super::agent::{Agent, Outputs};
 use super::fake::{self, FakeKernel, FakeSource, KernelVersion, LINUX_5_10, LINUX_6_1, LINUX_6_12};
 use super::reconcile::{BACKOFF_MIN, BUDGET_COMMITS, BUDGET_WINDOW, FIGHT_CALM};
+use super::worker::{self, Outcome, Worker};
 use crate::config::PolicyFlags;
 use crate::counters::MasqCounters;
 use crate::health::Health;
@@ -20,12 +22,22 @@ use crate::nft::uapi::{NFPROTO_INET, NFT_MSG_DELRULE};
 /// The port id of "nft" run by someone else.
 const OTHER: u32 = 777;
 
+/// The worker's clock: the fake kernel's.
+type Clock = Box<dyn Fn() -> Instant>;
+
 struct Harness {
     agent: Agent<FakeKernel, FakeSource>,
+    worker: Worker<FakeKernel, Clock>,
     kernel: FakeKernel,
     source: FakeSource,
     out: Outputs,
     now: Instant,
+}
+
+/// A worker on `kernel`, with its clock, and the queue that feeds it.
+fn worker_on(kernel: &FakeKernel) -> (worker::Jobs, Worker<FakeKernel, Clock>) {
+    let k = kernel.clone();
+    worker::new(kernel.clone(), Box::new(move || k.tick()), 1000)
 }
 
 fn outputs() -> Outputs {
@@ -47,16 +59,19 @@ impl Harness {
         let source = FakeSource::new(config, &flags);
         let out = outputs();
         let now = Instant::now();
+        let (jobs, worker) = worker_on(&kernel);
         let agent = Agent::new(
             kernel.clone(),
             source.clone(),
             flags,
             owner,
             out.clone(),
+            jobs,
             now,
         );
         Harness {
             agent,
+            worker,
             kernel,
             source,
             out,
@@ -64,9 +79,18 @@ impl Harness {
         }
     }
 
+    /// Starts the agent and lets the worker do what the start asked of it.
     fn start(mut self) -> Harness {
         self.agent.start(self.now);
+        self.run_worker();
         self
+    }
+
+    /// Runs every job waiting for the worker and hands the outcomes to the agent.
+    fn run_worker(&mut self) {
+        for outcome in self.worker.run_pending() {
+            self.agent.worker_done(outcome, self.now);
+        }
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -152,6 +176,30 @@ fn bad_config_at_start_without_a_table_commits_the_defaults_not_ready_until_fixe
         ["100.64.0.0/10", "169.254.0.0/16"]
     );
     assert_eq!(h.ready(), Ok(()));
+}
+
+#[test]
+fn a_config_that_cannot_be_read_keeps_the_last_good_table_and_is_not_ready() {
+    // Issue 17, finding 5: unlike a config read and refused, one that cannot be read leaves
+    // the agent unable to tell what is asked of it.
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    *h.source.read_errno.borrow_mut() = Some(libc::ELOOP);
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.kernel.commits(), 1);
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "100.64.0.0/10");
+    let why = h.ready().unwrap_err();
+    assert!(
+        why.starts_with("cannot read the config (the last good one is in force): cannot read config file /fake/ip-masq-agent"),
+        "{why}"
+    );
+    assert!(why.contains("(os error 40)"), "{why}");
+    assert_eq!(h.metric("nft_masq_agent_config_valid"), 0.0);
+    // Readable again (the same bytes): ready, nothing committed.
+    *h.source.read_errno.borrow_mut() = None;
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(h.kernel.commits(), 1);
+    assert_eq!(h.metric("nft_masq_agent_config_valid"), 1.0);
 }
 
 #[test]
@@ -505,10 +553,13 @@ fn other_nat_rules_that_override_exempt_ranges_are_counted() {
         "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\nmasqLinkLocal: true\n",
     ));
     h.advance(Duration::from_secs(60));
+    h.run_worker();
     assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 1.0);
     // The rule goes away: seen at the next full check.
     h.kernel.0.borrow_mut().nat_tables.clear();
+    h.kernel.foreign_commit(h.kernel.table());
     h.advance(Duration::from_secs(60));
+    h.run_worker();
     assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 0.0);
 }
 
@@ -563,6 +614,9 @@ fn a_decision_change_deletes_the_affected_flows_after_the_commit() {
     h.source.write(Some(VPN));
     h.agent.config_changed("config file changed", h.now);
     assert_eq!(h.kernel.commits(), 2);
+    // Off the loop: nothing deleted until the worker runs.
+    assert_eq!(flows_left(&h), ["203.0.113.9", "198.51.100.9"]);
+    h.run_worker();
     assert_eq!(flows_left(&h), ["198.51.100.9"]);
     let (families, protocols, _) = h.kernel.0.borrow().reconciliations[0].clone();
     assert_eq!(families, [crate::prefix::Family::V4]);
@@ -578,6 +632,7 @@ fn a_decision_change_deletes_the_affected_flows_after_the_commit() {
 
     // A repair restores the same table: no decision changed, conntrack is left alone.
     h.tamper();
+    h.run_worker();
     assert_eq!(h.kernel.commits(), 3);
     assert_eq!(h.kernel.0.borrow().reconciliations.len(), 1);
 }
@@ -592,6 +647,7 @@ fn a_failed_reconciliation_is_counted_and_the_commit_stands() {
     }
     h.source.write(Some(VPN));
     h.agent.config_changed("config file changed", h.now);
+    h.run_worker();
     assert!(set_of(&h.kernel.table().unwrap()).contains(&"203.0.113.0/24".to_string()));
     assert_eq!(h.ready(), Ok(()));
     assert_eq!(
@@ -612,12 +668,14 @@ fn conntrack_off_leaves_every_flow() {
     let source = FakeSource::new(Some(CGNAT), &flags);
     let out = outputs();
     let now = Instant::now();
+    let (jobs, mut worker) = worker_on(&kernel);
     let mut agent = Agent::new(
         kernel.clone(),
         source.clone(),
         flags,
         OwnerMode::Auto,
         out,
+        jobs,
         now,
     )
     .with_conntrack(None);
@@ -625,6 +683,9 @@ fn conntrack_off_leaves_every_flow() {
     kernel.0.borrow_mut().flows = vec![udp_flow("10.244.1.2", "203.0.113.9")];
     source.write(Some(VPN));
     agent.config_changed("config file changed", now);
+    for outcome in worker.run_pending() {
+        agent.worker_done(outcome, now);
+    }
     assert_eq!(kernel.commits(), 2);
     assert!(kernel.0.borrow().reconciliations.is_empty());
     assert_eq!(kernel.0.borrow().flows.len(), 1);
@@ -675,4 +736,180 @@ fn a_change_undone_before_its_commit_sends_nothing_and_spends_no_budget() {
     );
     assert!(h.live_is_desired());
     assert_eq!(h.ready(), Ok(()));
+}
+
+/// Only 10/8 exempt (link-local masqueraded): kubenet's rule never masquerades it.
+const ONLY_10: &str = "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n";
+/// 192.168/16 exempt too: kubenet's rule masquerades it first.
+const WITH_192: &str = "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\nmasqLinkLocal: true\n";
+
+fn with_kubenet() -> FakeKernel {
+    let kernel = FakeKernel::new(LINUX_6_12);
+    kernel.0.borrow_mut().nat_tables = vec![kubenet()];
+    kernel
+}
+
+#[test]
+fn an_analysis_superseded_by_a_newer_config_stops_and_the_newer_one_reports() {
+    let mut h = Harness::with_kernel(with_kubenet(), OwnerMode::Off, Some(ONLY_10));
+    h.agent.start(h.now);
+    // The worker takes the start-up analysis (10/8 only: no conflict)...
+    let running = h.worker.take().expect("the start-up analysis");
+    // ...and meanwhile 192.168/16 becomes exempt: a newer question.
+    h.source.write(Some(WITH_192));
+    h.agent.config_changed("config file changed", h.now);
+    let outcome = h.worker.run(running).expect("an outcome");
+    assert!(matches!(outcome, Outcome::Superseded), "{outcome:?}");
+    h.agent.worker_done(outcome, h.now);
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 0.0);
+    // The newest question runs next and its answer is the one reported.
+    h.run_worker();
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 1.0);
+    assert_eq!(
+        h.metric("nft_masq_agent_analysis_incomplete_total{reason=\"superseded\"}"),
+        1.0
+    );
+    assert_eq!(
+        h.metric("nft_masq_agent_analysis_incomplete_total{reason=\"budget\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn commits_are_made_while_an_analysis_runs() {
+    let mut h = Harness::with_kernel(with_kubenet(), OwnerMode::Off, Some(WITH_192));
+    h.agent.start(h.now);
+    let running = h.worker.take().expect("the start-up analysis");
+    // The analysis has not ended: a repair and a config change are committed all the same.
+    h.tamper();
+    assert_eq!(h.kernel.commits(), 2);
+    assert!(h.live_is_desired());
+    assert_eq!(h.ready(), Ok(()));
+    h.source.write(Some(CGNAT));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.kernel.commits(), 3);
+    assert_eq!(set_of(&h.kernel.table().unwrap())[0], "100.64.0.0/10");
+    assert_eq!(h.ready(), Ok(()));
+    // The pass in progress asked about the old config: stopped; the new one reports.
+    let outcome = h.worker.run(running).expect("an outcome");
+    assert!(matches!(outcome, Outcome::Superseded), "{outcome:?}");
+    h.run_worker();
+    // CGNAT's 100.64/10 and link-local: kubenet's rule masquerades both.
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 1.0);
+}
+
+#[test]
+fn a_repair_does_not_stop_the_analysis_in_progress() {
+    let mut h = Harness::with_kernel(with_kubenet(), OwnerMode::Off, Some(WITH_192));
+    h.agent.start(h.now);
+    let running = h.worker.take().expect("the start-up analysis");
+    h.tamper();
+    assert_eq!(h.kernel.commits(), 2);
+    // The same table was restored: the question is the same, the pass goes on.
+    let outcome = h.worker.run(running).expect("an outcome");
+    assert!(matches!(outcome, Outcome::Analysed(_)), "{outcome:?}");
+    h.agent.worker_done(outcome, h.now);
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 1.0);
+    assert!(h.worker.take().is_none());
+}
+
+#[test]
+fn a_pass_over_budget_is_cut_off_and_counted_and_the_same_question_is_not_asked_again() {
+    let kernel = with_kubenet();
+    // Each step of the walk takes longer than the whole budget.
+    kernel.0.borrow_mut().clock_step = worker::ANALYSIS_BUDGET + Duration::from_millis(1);
+    let mut h = Harness::with_kernel(kernel, OwnerMode::Off, Some(WITH_192)).start();
+    assert_eq!(
+        h.metric("nft_masq_agent_analysis_incomplete_total{reason=\"budget\"}"),
+        1.0
+    );
+    assert!(h.metric("nft_masq_agent_analysis_duration_seconds") > 2.0);
+    // Nothing analysed: the conflict is not known yet.
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 0.0);
+    // A full check with the ruleset unchanged asks the same question: not asked again.
+    let reads = h.kernel.0.borrow().nat_reads;
+    h.advance(Duration::from_secs(60));
+    h.run_worker();
+    assert_eq!(h.kernel.0.borrow().nat_reads, reads);
+    // The ruleset changes and the read is fast again: the next check's pass completes.
+    h.kernel.0.borrow_mut().clock_step = Duration::ZERO;
+    h.kernel.foreign_commit(h.kernel.table());
+    h.advance(Duration::from_secs(60));
+    h.run_worker();
+    assert_eq!(h.kernel.0.borrow().nat_reads, reads + 1);
+    assert_eq!(h.metric("nft_masq_agent_conflicting_nat_rules"), 1.0);
+    assert_eq!(
+        h.metric("nft_masq_agent_analysis_incomplete_total{reason=\"budget\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn tables_too_large_to_analyse_are_counted() {
+    let kernel = with_kubenet();
+    kernel.0.borrow_mut().too_large = vec![("ip", "kube-proxy".into())];
+    let mut h = Harness::with_kernel(kernel, OwnerMode::Off, Some(WITH_192)).start();
+    assert_eq!(h.metric("nft_masq_agent_foreign_tables_too_large"), 1.0);
+    h.kernel.0.borrow_mut().too_large.clear();
+    h.kernel.foreign_commit(h.kernel.table());
+    h.advance(Duration::from_secs(60));
+    h.run_worker();
+    assert_eq!(h.metric("nft_masq_agent_foreign_tables_too_large"), 0.0);
+}
+
+/// 198.51.100.0/24 exempt instead of 203.0.113.0/24.
+const THIRD: &str = "nonMasqueradeCIDRs: [100.64.0.0/10, 198.51.100.0/24]\n";
+
+/// Flows to destinations each table decides differently (CGNAT, VPN, THIRD):
+/// 198.51.100.9 masq, masq, exempt; 203.0.113.9 masq, exempt, masq; 100.64.0.9 exempt
+/// throughout; 192.0.2.9 masqueraded throughout.
+fn four_flows() -> Vec<crate::conntrack::Flow> {
+    ["198.51.100.9", "203.0.113.9", "100.64.0.9", "192.0.2.9"]
+        .into_iter()
+        .map(|d| udp_flow("10.244.1.2", d))
+        .collect()
+}
+
+#[test]
+fn coalesced_reconciliations_compare_with_every_table_in_between() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    h.kernel.0.borrow_mut().flows = four_flows();
+    // Two commits before the worker gets to the first reconciliation.
+    h.source.write(Some(VPN));
+    h.agent.config_changed("config file changed", h.now);
+    h.source.write(Some(THIRD));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.kernel.commits(), 3);
+    h.run_worker();
+    // One dump for both commits. 198.51.100.9 was masqueraded under CGNAT and is exempt
+    // now; 203.0.113.9 may have been opened while VPN exempted it (so not masqueraded) and
+    // is masqueraded now: comparing CGNAT with THIRD alone would keep it.
+    assert_eq!(h.kernel.0.borrow().reconciliations.len(), 1);
+    assert_eq!(flows_left(&h), ["100.64.0.9", "192.0.2.9"]);
+}
+
+#[test]
+fn commits_during_a_reconciliation_are_reconciled_from_its_table_on() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT)).start();
+    h.kernel.0.borrow_mut().flows = four_flows();
+    h.source.write(Some(VPN));
+    h.agent.config_changed("config file changed", h.now);
+    // The worker takes CGNAT → VPN; THIRD is committed while it runs.
+    let running = h.worker.take().expect("a reconciliation");
+    h.source.write(Some(THIRD));
+    h.agent.config_changed("config file changed", h.now);
+    let outcome = h.worker.run(running).expect("a report");
+    h.agent.worker_done(outcome, h.now);
+    // CGNAT → VPN: only 203.0.113.9 changed.
+    assert_eq!(flows_left(&h), ["198.51.100.9", "100.64.0.9", "192.0.2.9"]);
+    // Its next packet came while VPN was still in force: a new flow, exempt.
+    h.kernel
+        .0
+        .borrow_mut()
+        .flows
+        .push(udp_flow("10.244.1.2", "203.0.113.9"));
+    // VPN → THIRD: 198.51.100.9 is exempt now, 203.0.113.9 masqueraded again.
+    h.run_worker();
+    assert_eq!(h.kernel.0.borrow().reconciliations.len(), 2);
+    assert_eq!(flows_left(&h), ["100.64.0.9", "192.0.2.9"]);
 }

@@ -1,11 +1,14 @@
-//! The seam between the daemon and the kernel: everything the reconcile loop asks of
-//! nf_tables, as a trait. [`Netlink`] implements it with the real sockets; the daemon's
-//! unit tests implement it in memory, so its decisions are tested without root.
+//! The seams between the daemon and the kernel, as traits: [`Kernel`], everything the
+//! reconcile loop asks of nf_tables (its own table: commit, read back, generation), and
+//! [`WorkerKernel`], what the background worker asks (other components' NAT tables, the
+//! conntrack table: work whose size others decide, kept off the loop). [`Netlink`] and
+//! [`WorkerNetlink`] implement them with real sockets, each its own; the daemon's unit tests
+//! implement them in memory, so its decisions are tested without root.
 
 use super::commit::{self, CommitReport};
 use super::error::NftError;
 use super::events::Membership;
-use super::ruleset::ForeignTable;
+use super::ruleset::ForeignRead;
 use super::socket::NftSocket;
 use super::takeover::{self, Done, Outcome, TakeoverError};
 use crate::conntrack::{self, Conntrack, ConntrackError, Flow, Protocols, Report};
@@ -48,9 +51,6 @@ pub trait Kernel {
     /// Who holds table `name`, without reading its contents.
     fn holder(&mut self, name: &str) -> Result<Holder, NftError>;
 
-    /// The other tables with NAT chains at the postrouting hook (`ours` left out).
-    fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError>;
-
     /// Removes ip-masq-agent's iptables-nft chain `chain` and the jumps to it, unless it
     /// holds rules ip-masq-agent would not have written ([`takeover::take_over`]). The
     /// default, for kernels without iptables (the daemon's test kernel), finds nothing.
@@ -61,6 +61,15 @@ pub trait Kernel {
             legacy: Vec::new(),
         })
     }
+}
+
+/// What the background worker needs from the kernel: reads and deletions whose size other
+/// components decide (their NAT tables, the node's conntrack table), so they never run on
+/// the loop that keeps the table in force.
+pub trait WorkerKernel {
+    /// The other tables with NAT chains at the postrouting hook (`ours` left out), reading
+    /// at most `max_elements` set elements in all.
+    fn nat_tables(&mut self, ours: &str, max_elements: usize) -> Result<ForeignRead, NftError>;
 
     /// Deletes the conntrack entries of `protocols` in `families` that `affected` selects
     /// (ctnetlink, in the same network namespace).
@@ -78,18 +87,12 @@ pub trait Kernel {
 pub struct Netlink {
     sock: NftSocket,
     membership: Membership,
-    /// The ctnetlink socket, opened on first use (most agents' policy never changes).
-    conntrack: Option<Conntrack>,
 }
 
 impl Netlink {
     /// Wraps an open command socket and the membership handle of the event socket.
     pub fn new(sock: NftSocket, membership: Membership) -> Netlink {
-        Netlink {
-            sock,
-            membership,
-            conntrack: None,
-        }
+        Netlink { sock, membership }
     }
 }
 
@@ -121,12 +124,51 @@ impl Kernel for Netlink {
         self.membership.subscribe(on)
     }
 
-    fn nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError> {
-        self.sock.read_nat_tables(ours)
+    fn holder(&mut self, name: &str) -> Result<Holder, NftError> {
+        Ok(match self.sock.table_info(name)? {
+            None => Holder::Absent,
+            Some(t) => match t.owner {
+                Some(port) if t.flags.has(TableFlags::OWNER) => Holder::Owned(port),
+                _ => Holder::Free,
+            },
+        })
     }
 
     fn take_over(&mut self, chain: &str) -> Result<Outcome, TakeoverError> {
         takeover::take_over(&mut self.sock, chain)
+    }
+}
+
+/// The worker's kernel through netlink: sockets of its own, opened on first use and
+/// reopened after an error, so a read or a dump left half-way never touches the loop's
+/// sockets (nor its notification group).
+#[derive(Debug, Default)]
+pub struct WorkerNetlink {
+    /// The nf_tables socket for reading other tables.
+    sock: Option<NftSocket>,
+    /// The ctnetlink socket (most agents' policy never changes: often never opened).
+    conntrack: Option<Conntrack>,
+}
+
+impl WorkerNetlink {
+    /// No socket open yet.
+    pub fn new() -> WorkerNetlink {
+        WorkerNetlink::default()
+    }
+}
+
+impl WorkerKernel for WorkerNetlink {
+    fn nat_tables(&mut self, ours: &str, max_elements: usize) -> Result<ForeignRead, NftError> {
+        let sock = match &mut self.sock {
+            Some(s) => s,
+            None => self.sock.insert(NftSocket::open()?),
+        };
+        let result = sock.read_nat_tables(ours, max_elements);
+        if result.is_err() {
+            // A socket in an unknown state (a dump read half-way): the next call opens anew.
+            self.sock = None;
+        }
+        result
     }
 
     fn reconcile_flows(
@@ -145,15 +187,5 @@ impl Kernel for Netlink {
             self.conntrack = None;
         }
         result
-    }
-
-    fn holder(&mut self, name: &str) -> Result<Holder, NftError> {
-        Ok(match self.sock.table_info(name)? {
-            None => Holder::Absent,
-            Some(t) => match t.owner {
-                Some(port) if t.flags.has(TableFlags::OWNER) => Holder::Owned(port),
-                _ => Holder::Free,
-            },
-        })
     }
 }

@@ -6,10 +6,10 @@
 //! [`compat`] (which table flags each kernel accepts), [`ruleset`] (the other NAT tables, as
 //! read for the conflict analysis). I/O: [`socket`] (the command socket:
 //! batches, ACKs, reads), [`events`] (the notification group) and [`commit`] (replace and
-//! delete). [`kernel`] is the seam the daemon talks to: a trait with the netlink
-//! implementation, so the daemon's decisions are testable without root. [`takeover`]
-//! (`--take-over-iptables-chain`) recognises ip-masq-agent's iptables-nft chain (pure) and
-//! removes it in one compare-and-commit batch.
+//! delete). [`kernel`] is the seam the daemon talks to: two traits (the loop's, the background
+//! worker's) with their netlink implementations, so the daemon's decisions are testable
+//! without root. [`takeover`] (`--take-over-iptables-chain`) recognises ip-masq-agent's
+//! iptables-nft chain (pure) and removes it in one compare-and-commit batch.
 
 pub mod commit;
 pub mod compat;
@@ -30,5 +30,5 @@ pub mod uapi;
 pub use commit::{CommitReport, delete_table, replace_table};
 pub use encode::ReplaceForm;
 pub use error::NftError;
-pub use kernel::{Holder, Kernel, Netlink};
+pub use kernel::{Holder, Kernel, Netlink, WorkerKernel, WorkerNetlink};
 pub use socket::NftSocket;

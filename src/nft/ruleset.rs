@@ -24,6 +24,19 @@ pub struct ForeignTable {
     pub sets: Vec<ForeignSet>,
 }
 
+// STAND-IN (issue 17, helper B's branch): helper A delivers the bounded read and this
+// type with it; the lead drops this copy at merge.
+/// What a read of the other NAT tables found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignRead {
+    /// The tables read whole.
+    pub tables: Vec<ForeignTable>,
+    /// Tables (family name, table name) whose sets were not read: too many elements.
+    pub too_large: Vec<(&'static str, String)>,
+    /// Set elements read in all.
+    pub elements: usize,
+}
+
 /// A set, reduced to what a lookup needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignSet {

@@ -524,11 +524,22 @@ impl NftSocket {
     /// Every other table with a NAT chain at the postrouting hook (families ip, ip6, inet;
     /// our own table left out), with its chains, rules and sets. Read between two
     /// generation reads and retried if the ruleset changed meanwhile.
-    pub fn read_nat_tables(&mut self, ours: &str) -> Result<Vec<ForeignTable>, NftError> {
+    // STAND-IN (issue 17, helper B's branch): helper A's bounded read replaces this
+    // signature's body (`max_elements` ignored here); the lead drops it at merge.
+    pub fn read_nat_tables(
+        &mut self,
+        ours: &str,
+        _max_elements: usize,
+    ) -> Result<ruleset::ForeignRead, NftError> {
         for _ in 0..8 {
             match self.read_nat_tables_once(ours) {
                 Err(NftError::Interrupted) => continue,
-                other => return other,
+                other => {
+                    return other.map(|tables| ruleset::ForeignRead {
+                        tables,
+                        ..Default::default()
+                    });
+                }
             }
         }
         Err(NftError::Interrupted)

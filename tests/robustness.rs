@@ -1,0 +1,561 @@
+//! Issue 17: other components' rules can never stall, blind or kill the agent. Each test
+//! builds another component's NAT table in the node namespace (a hostile jump graph, a huge
+//! set, thousands of masquerade rules) and runs the real binary next to it: the loop that
+//! keeps our table in force must go on answering /healthz, committing config changes,
+//! repairing and exiting on SIGTERM, whatever the analysis of the other table costs; its
+//! memory must stay within the budget of its own limits; its log must stay readable.
+//! Timing claims are measured and printed (`--nocapture` shows them). `NMA_AGENT_BIN` runs
+//! them against another build. Needs root.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{Agent, Reply, Topology, require_root, run, wait_until};
+use nft_masq_agent::model::{
+    self, BaseChain, Chain, Family, HOOK_POSTROUTING, Rule, Set, Stmt, Table,
+};
+use nft_masq_agent::nft::{self, NftSocket};
+use nix::sys::signal::Signal;
+
+/// The bound the issue sets for the loop's reactions (three times that in an emulated
+/// guest, see [`common::slack`]).
+fn second() -> Duration {
+    Duration::from_secs(1) * common::slack()
+}
+
+/// Generous bound for what is not the claim (start-up on a loaded machine, loading a
+/// fixture), and how long a failing test waits to measure what it reports.
+/// `NMA_PATIENCE_SECS` sets it, to measure how long an older build really takes.
+fn patience() -> Duration {
+    let secs = std::env::var("NMA_PATIENCE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs) * common::slack()
+}
+
+const COMMITTED: &str = "committed table inet nft-masq-agent";
+
+/// These tests load the CPU (a walk of a hostile graph, a huge set read): one at a time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A config directory as kubelet writes a ConfigMap volume: `ip-masq-agent ->
+/// ..data/ip-masq-agent`, `..data -> ..<timestamp>`, swapped by renaming `..data`.
+struct ConfigMap {
+    dir: PathBuf,
+    generation: u32,
+}
+
+impl ConfigMap {
+    fn new(dir: PathBuf, text: &str) -> ConfigMap {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = ConfigMap { dir, generation: 0 };
+        c.update(text);
+        std::os::unix::fs::symlink("..data/ip-masq-agent", c.dir.join("ip-masq-agent")).unwrap();
+        c
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("ip-masq-agent")
+    }
+
+    /// kubelet's atomic writer: a new timestamped directory, `..data` renamed onto it.
+    fn update(&mut self, text: &str) {
+        self.generation += 1;
+        let ts = format!("..2026_12_01_12_00_00.{:04}", self.generation);
+        std::fs::create_dir(self.dir.join(&ts)).unwrap();
+        std::fs::write(self.dir.join(&ts).join("ip-masq-agent"), text).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&ts, &tmp).unwrap();
+        let old = std::fs::read_link(self.dir.join("..data")).ok();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        if let Some(old) = old {
+            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+        }
+    }
+}
+
+/// Where the agent serves its endpoint: the node's address, asked from the remote
+/// namespace. A connection begun inside the node namespace crosses its NAT postrouting
+/// hook, where the kernel itself walks the hostile graph for the first packet (all 4^12
+/// paths: 0.8 s per connection at depth 12), which would time the kernel, not the agent.
+const ENDPOINT: &str = "198.51.100.1:9983";
+
+/// The agent's flags for these tests.
+const FLAGS: &[&str] = &["--table-owner", "off", "--metrics-address", ENDPOINT];
+
+/// `GET path` on the agent's endpoint from the remote namespace, bounded by 5 s (a failure
+/// to connect or read is a reply of status 0).
+fn get(t: &Topology, path: &str) -> Reply {
+    let path = path.to_string();
+    t.remote.enter(move || ask(&path))
+}
+
+/// `GET path` on [`ENDPOINT`] from the calling thread's namespace.
+fn ask(path: &str) -> Reply {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(5);
+    let start = Instant::now();
+    let answer = (|| -> std::io::Result<String> {
+        let mut s =
+            std::net::TcpStream::connect_timeout(&ENDPOINT.parse().expect("address"), timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    })();
+    let took = start.elapsed();
+    match answer {
+        Ok(text) => Reply {
+            status: text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
+            body: text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+            took,
+        },
+        Err(e) => Reply {
+            status: 0,
+            body: format!("error: {e}"),
+            took,
+        },
+    }
+}
+
+/// One metric series (0 if absent).
+fn metric(t: &Topology, series: &str) -> f64 {
+    let r = get(t, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    common::series(&r.body, series)
+}
+
+/// Asks `/healthz` every 50 ms from the remote namespace until told to stop; each ask
+/// bounded by 5 s, so a stalled agent shows as a slow or failed reply, not a hung test.
+struct Prober {
+    done: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<Reply>>,
+}
+
+impl Prober {
+    fn start(t: &Topology) -> Prober {
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = t.remote.spawn(move || {
+            let mut replies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                replies.push(ask("/healthz"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            replies
+        });
+        Prober { done, thread }
+    }
+
+    fn stop(self) -> Vec<Reply> {
+        self.done.store(true, Ordering::Relaxed);
+        self.thread.join().expect("prober")
+    }
+}
+
+/// Every reply a 200 within `bound`; returns the worst time.
+fn assert_all_200(replies: &[Reply], bound: Duration, log: &str) -> Duration {
+    let worst = replies.iter().map(|r| r.took).max().unwrap_or_default();
+    let bad: Vec<String> = replies
+        .iter()
+        .filter(|r| r.status != 200 || r.took >= bound)
+        .map(|r| format!("{} in {:?}: {}", r.status, r.took, r.body.trim()))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "/healthz: {} of {} probes failed or took {bound:?} or more (worst {worst:?}):\n{}\nlog:\n{}",
+        bad.len(),
+        replies.len(),
+        bad.join("\n"),
+        log
+    );
+    worst
+}
+
+/// Loads `script` with `nft -f -` in the node namespace.
+fn nft_load(t: &Topology, script: &str) {
+    let out = t.node.nft_stdin(&["-f", "-"], script);
+    assert!(
+        out.status.success(),
+        "nft -f failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `table ip hostile`: a NAT postrouting chain at priority srcnat jumping 4 times to `c1`,
+/// each `ci` 4 times to `c(i+1)`, down to `c<depth>`, whose one rule masquerades an address
+/// no probe asks about: 4^depth paths through 4 × depth + 1 rules, and the walk never stops
+/// early. The kernel checks it at once; an analysis that walks every path never ends.
+fn hostile_dag(depth: usize) -> String {
+    let mut s = String::from(
+        "table ip hostile {\n chain postrouting {\n  type nat hook postrouting priority srcnat; \
+         policy accept;\n",
+    );
+    let jumps = |s: &mut String, to: usize| {
+        for _ in 0..4 {
+            s.push_str(&format!("  jump c{to}\n"));
+        }
+    };
+    jumps(&mut s, 1);
+    s.push_str(" }\n");
+    for i in 1..depth {
+        s.push_str(&format!(" chain c{i} {{\n"));
+        jumps(&mut s, i + 1);
+        s.push_str(" }\n");
+    }
+    s.push_str(&format!(
+        " chain c{depth} {{\n  ip daddr 192.0.2.1 masquerade\n }}\n}}\n"
+    ));
+    s
+}
+
+/// Waits until our table is listed as `good` again, returning how long that took.
+fn time_to_repair(t: &Topology, good: &str, timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    wait_until(timeout, || t.listing().as_deref() == Some(good)).then(|| start.elapsed())
+}
+
+/// Flushes our chain and measures the repair.
+fn flush_and_time_repair(t: &Topology, good: &str) -> Option<Duration> {
+    run(t
+        .node
+        .cmd("nft")
+        .args(["flush", "chain", "inet", "nft-masq-agent", "postrouting"]));
+    time_to_repair(t, good, patience())
+}
+
+/// Waits for the log to hold `needle` `n` times, returning how long that took.
+fn time_to_log(agent: &Agent, needle: &str, n: usize, timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    wait_until(timeout, || agent.count(needle) >= n).then(|| start.elapsed())
+}
+
+/// Sends SIGTERM and measures the exit.
+fn time_to_exit(agent: &mut Agent, timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait_exit(timeout)?;
+    assert!(status.success(), "exit status {status}");
+    Some(start.elapsed())
+}
+
+const BEFORE: &str = "nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n";
+const AFTER: &str = "nonMasqueradeCIDRs: [10.0.0.0/8, 198.18.0.0/15]\n";
+
+/// Finding 1: with a hostile jump graph of `depth` levels next to our table, the loop
+/// answers `/healthz` (every 50 ms) with 200 throughout, commits a ConfigMap swap and
+/// repairs a flushed chain within a second each, and exits on SIGTERM within a second.
+/// Failed before the analysis left the loop: one pass walked the graph on the loop thread
+/// for minutes, /healthz answered 503 and nothing else happened until it ended.
+fn hostile_dag_never_stalls_the_loop(depth: usize) {
+    if !require_root() {
+        return;
+    }
+    let _heavy = heavy();
+    let t = Topology::new(&format!("dag{depth}"));
+    nft_load(&t, &hostile_dag(depth));
+    let mut cm = ConfigMap::new(t.dir.join("config"), BEFORE);
+    let mut agent = t.start(&cm.path(), FLAGS);
+    let prober = Prober::start(&t);
+    // The analysis of the hostile table starts right after the first commit: probe for a
+    // while before anything else, so that the probes span the analysis.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let commits = agent.count(COMMITTED);
+    cm.update(AFTER);
+    let config = time_to_log(&agent, COMMITTED, commits + 1, patience());
+    let good = t.listing().unwrap_or_default();
+    let repair = flush_and_time_repair(&t, &good);
+    std::thread::sleep(Duration::from_secs(1));
+    let replies = prober.stop();
+    let exit = time_to_exit(&mut agent, patience());
+    let log = agent.log();
+    eprintln!(
+        "hostile graph, depth {depth}: config change committed after {config:?}, flushed chain \
+         repaired after {repair:?}, exit after SIGTERM {exit:?}; /healthz {} probes, worst {:?}, \
+         {} not 200",
+        replies.len(),
+        replies.iter().map(|r| r.took).max().unwrap_or_default(),
+        replies.iter().filter(|r| r.status != 200).count(),
+    );
+    assert!(
+        config.is_some_and(|d| d < second()),
+        "config change committed after {config:?}:\n{log}"
+    );
+    assert!(good.contains("198.18.0.0/15"), "{good}\n{log}");
+    assert!(
+        repair.is_some_and(|d| d < second()),
+        "repair after {repair:?}:\n{log}"
+    );
+    assert!(
+        exit.is_some_and(|d| d < second()),
+        "exit after SIGTERM took {exit:?}:\n{log}"
+    );
+    assert!(
+        replies.len() >= 20,
+        "too few probes to tell: {}",
+        replies.len()
+    );
+    assert_all_200(&replies, second(), &log);
+}
+
+/// The issue's depth 12: 49 rules, 16.7 million paths.
+#[test]
+fn hostile_jump_graph_of_depth_12_never_stalls_the_loop() {
+    hostile_dag_never_stalls_the_loop(12);
+}
+
+/// The deepest graph the kernel accepts: 15 jumps below the base chain, 16 chains on each
+/// path (one more and it refuses the rule with EMLINK, its jump stack being 16 deep).
+#[test]
+fn hostile_jump_graph_as_deep_as_the_kernel_allows_never_stalls_the_loop() {
+    hostile_dag_never_stalls_the_loop(15);
+}
+
+/// `n` /32s two addresses apart from 30.0.0.0: nothing merges, each one interval.
+fn spaced_hosts(n: usize) -> Vec<ipnet::IpNet> {
+    let base = u32::from(Ipv4Addr::new(30, 0, 0, 0));
+    (0..n as u32)
+        .map(|i| ipnet::IpNet::new(Ipv4Addr::from(base + 2 * i).into(), 32).unwrap())
+        .collect()
+}
+
+/// Commits `table inet bulk` in the node namespace: a NAT postrouting chain at priority
+/// srcnat whose one rule is `meta l4proto tcp masquerade` (a conflict the analysis reports
+/// once it has read the table: the sign that it has), and a set of `n` elements no rule
+/// uses (kube-proxy's table holds its service maps next to its `nat-postrouting` chain).
+/// Committed through the agent's own encoder: one batch, 2.6 s, where `nft -f` of 500,000
+/// elements takes 6 s and 384 MB (and one `add element` per 50,000 a minute, each reading
+/// the set back first).
+fn bulk_table(t: &Topology, n: usize) {
+    let table = Table {
+        name: "bulk".into(),
+        flags: Default::default(),
+        sets: vec![Set {
+            name: "big".into(),
+            family: Family::V4,
+            prefixes: spaced_hosts(n),
+        }],
+        name_sets: Vec::new(),
+        chains: vec![Chain {
+            name: "postrouting".into(),
+            base: Some(BaseChain {
+                kind: "nat".into(),
+                hook: HOOK_POSTROUTING,
+                priority: 100,
+                policy: model::POLICY_ACCEPT,
+            }),
+            rules: vec![Rule {
+                stmts: vec![
+                    Stmt::L4proto(6),
+                    Stmt::Masquerade {
+                        flags: 0,
+                        ports: None,
+                    },
+                ],
+            }],
+        }],
+        foreign: Vec::new(),
+    };
+    t.node
+        .enter(|| {
+            let mut sock = NftSocket::open()?;
+            nft::replace_table(&mut sock, &table)
+        })
+        .expect("commit table inet bulk");
+}
+
+/// Peak resident memory (`VmHWM`) in KiB.
+fn peak_kib(agent: &Agent) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The agent's documented peak at the prefix cap (docs/design.md, "Limits": 35.5-42.9 MiB,
+/// at most 67 % of the DaemonSet's 64 MiB limit). Whatever other tables hold, the agent
+/// must fit in what its own largest table needs, else a node with a big kube-proxy table
+/// gets it OOM-killed.
+const PEAK_BUDGET_KIB: u64 = 43 * 1024;
+
+/// Finding 2: a foreign table with a NAT postrouting chain and a set of 500,000 elements no
+/// rule uses. The agent's peak memory stays within the budget documented for its own
+/// limits (it read every element, 77.6 MB at 520,000: past the DaemonSet's 64 MiB), and a
+/// flushed chain of ours is repaired within a second while the agent looks at that table
+/// (the read of every element took 9 s at 400,000, on the loop: the repair waited 14 s).
+/// Needs the bounded foreign read (helper A's part of issue 17) for its memory claim.
+#[test]
+fn a_huge_foreign_set_costs_no_memory_and_no_repair_time() {
+    if !require_root() {
+        return;
+    }
+    let _heavy = heavy();
+    let t = Topology::new("bulk");
+    // In an emulated guest 150,000 elements: loading and reading cost time there, and the
+    // memory claim is about what is read, not how fast.
+    let n = if common::emulated() { 150_000 } else { 500_000 };
+    let loading = Instant::now();
+    bulk_table(&t, n);
+    eprintln!(
+        "finding 2: table inet bulk with {n} elements committed in {:?}",
+        loading.elapsed()
+    );
+    // A full check every second: the other tables are looked at again and again.
+    let cfg = t.config("ip-masq-agent", "resyncInterval: 1s\n");
+    let agent = t.start(&cfg, FLAGS);
+    let good = t.listing().unwrap_or_default();
+    // The analysis of table bulk begins right after the first commit: repairs while it runs.
+    let mut repairs = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        repairs.push(flush_and_time_repair(&t, &good));
+    }
+    // The analysis has looked at table bulk once its rule is counted; then a few more checks.
+    let started = Instant::now();
+    let analysed = wait_until(patience(), || {
+        metric(&t, "nft_masq_agent_conflicting_nat_rules") == 1.0
+    });
+    let analysis = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let peak = peak_kib(&agent).expect("VmHWM");
+    let log = agent.log();
+    eprintln!(
+        "finding 2: {n} foreign elements: repairs after {repairs:?}; conflict reported {:?} \
+         after the last repair; peak memory {:.1} MiB (budget {} MiB)",
+        analysed.then_some(analysis),
+        peak as f64 / 1024.0,
+        PEAK_BUDGET_KIB / 1024
+    );
+    assert!(analysed, "table bulk was never analysed:\n{log}");
+    for r in &repairs {
+        assert!(
+            r.is_some_and(|d| d < second()),
+            "repair after {r:?} (all: {repairs:?}):\n{log}"
+        );
+    }
+    assert!(
+        peak <= PEAK_BUDGET_KIB,
+        "peak memory {peak} KiB over the budget of {PEAK_BUDGET_KIB} KiB:\n{log}"
+    );
+}
+
+/// `table ip crowd`: a NAT postrouting chain at priority srcnat with `n` rules
+/// `tcp dport N masquerade`.
+fn crowd(n: usize) -> String {
+    let mut s = String::from(
+        "table ip crowd {\n chain postrouting {\n  type nat hook postrouting priority srcnat; \
+         policy accept;\n",
+    );
+    for p in 1..=n {
+        s.push_str(&format!("  tcp dport {p} masquerade\n"));
+    }
+    s.push_str(" }\n}\n");
+    s
+}
+
+/// Lines of the log that report other NAT rules translating before ours.
+fn conflict_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("before ours"))
+        .count()
+}
+
+/// Finding 6: thousands of foreign masquerade rules (each overrides every exempt range
+/// for its port) are reported in a handful of log lines, at start and after each change,
+/// and counted in the gauge. Failed before: one warning per rule at start (3,003 lines) and
+/// again after every change (12,009 after three toggles).
+#[test]
+fn thousands_of_foreign_masquerade_rules_make_a_handful_of_log_lines() {
+    if !require_root() {
+        return;
+    }
+    let _heavy = heavy();
+    let t = Topology::new("crowd");
+    let n = if common::emulated() { 1_000 } else { 3_000 };
+    nft_load(&t, &crowd(n));
+    // A full check every second: each sees the toggled rule.
+    let cfg = t.config("ip-masq-agent", "resyncInterval: 1s\n");
+    let agent = t.start(&cfg, FLAGS);
+    let gauge = |want: usize| {
+        wait_until(patience(), || {
+            metric(&t, "nft_masq_agent_conflicting_nat_rules") == want as f64
+        })
+    };
+    assert!(
+        gauge(n),
+        "gauge {} instead of {n}:\n{}",
+        metric(&t, "nft_masq_agent_conflicting_nat_rules"),
+        agent.log()
+    );
+    let at_start = conflict_lines(&agent.log());
+    // Three toggles of one rule: deleted, then added back, each seen by the gauge.
+    let handle = |t: &Topology| -> String {
+        let rules = t
+            .node
+            .nft(&["-a", "list", "chain", "ip", "crowd", "postrouting"]);
+        rules
+            .lines()
+            .find(|l| l.contains("dport 7 masquerade"))
+            .and_then(|l| l.rsplit("handle ").next())
+            .unwrap_or_else(|| panic!("no rule for port 7:\n{rules}"))
+            .trim()
+            .to_string()
+    };
+    for _ in 0..3 {
+        let h = handle(&t);
+        run(t
+            .node
+            .cmd("nft")
+            .args(["delete", "rule", "ip", "crowd", "postrouting", "handle", &h]));
+        assert!(gauge(n - 1), "gauge never said {}:\n{}", n - 1, agent.log());
+        run(t.node.cmd("nft").args([
+            "add",
+            "rule",
+            "ip",
+            "crowd",
+            "postrouting",
+            "tcp",
+            "dport",
+            "7",
+            "masquerade",
+        ]));
+        assert!(gauge(n), "gauge never said {n} again:\n{}", agent.log());
+    }
+    let log = agent.log();
+    let total = conflict_lines(&log);
+    eprintln!(
+        "finding 6: {n} foreign masquerade rules: {at_start} conflict lines at start, {total} \
+         after three toggles; log {} bytes",
+        log.len()
+    );
+    assert!(
+        (1..=2).contains(&at_start),
+        "{at_start} conflict lines at start:\n{}",
+        log.lines().take(40).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        total <= 10,
+        "{total} conflict lines after three toggles:\n{}",
+        log.lines().take(40).collect::<Vec<_>>().join("\n")
+    );
+    assert!(log.len() < 64 * 1024, "log of {} bytes", log.len());
+}
