@@ -127,6 +127,15 @@ pub struct Cli {
     #[arg(long, value_name = "WHICH", value_enum, default_value_t = ConntrackReconcile::Connectionless)]
     pub conntrack_reconcile: ConntrackReconcile,
 
+    /// Once the first table of a valid config is committed (also with --once), remove
+    /// ip-masq-agent's iptables chain (IP-MASQ-AGENT, or the --masq-chain given) and every
+    /// jump to it from the iptables-nft nat tables (ip and ip6), in one transaction over
+    /// netlink, so that its old policy stops deciding first. Nothing is removed when the
+    /// chain holds a rule ip-masq-agent would not have written (the log names it); for a
+    /// chain in iptables-legacy the log gives the commands to run.
+    #[arg(long)]
+    pub take_over_iptables_chain: bool,
+
     /// Address for /healthz, /readyz and /metrics; `off` disables the endpoint. The default
     /// listens on loopback only: the DaemonSet probes it there and the metrics overlay
     /// widens it for scraping.
@@ -643,12 +652,20 @@ impl Cli {
         Ok(cli)
     }
 
-    // Read by --take-over-iptables-chain (issue 20's next step), which removes that chain.
-    #[allow(dead_code)]
     /// The last `--masq-chain` given (ip-masq-agent's iptables chain; `IP-MASQ-AGENT` when
     /// none is), or `None`.
     pub fn masq_chain(&self) -> Option<&str> {
         self.foreign_value("masq-chain")
+    }
+
+    /// The chain `--take-over-iptables-chain` removes: `--masq-chain`'s, else
+    /// ip-masq-agent's default `IP-MASQ-AGENT`; `None` without the flag.
+    pub fn take_over_chain(&self) -> Option<String> {
+        self.take_over_iptables_chain.then(|| {
+            self.masq_chain()
+                .unwrap_or(nft_masq_agent::nft::takeover::DEFAULT_CHAIN)
+                .to_string()
+        })
     }
 
     /// klog's `--v`, the last one given.
@@ -723,6 +740,7 @@ impl Cli {
             listen: self.metrics_address.0,
             debounce: self.debounce,
             max_foreign_elements: self.max_foreign_elements,
+            take_over_chain: self.take_over_chain(),
         }
     }
 
@@ -804,6 +822,38 @@ mod tests {
             assert!(e.to_string().contains(flag), "{bad:?}: {e}");
         }
     }
+
+    #[test]
+    fn take_over_names_the_masq_chain_or_ip_masq_agents_default() {
+        assert_eq!(parse(&[]).unwrap().take_over_chain(), None);
+        assert_eq!(
+            parse(&["--masq-chain=IP-MASQ"]).unwrap().take_over_chain(),
+            None
+        );
+        let c = parse(&["--take-over-iptables-chain"]).unwrap();
+        assert_eq!(c.take_over_chain().as_deref(), Some("IP-MASQ-AGENT"));
+        assert_eq!(c.daemon_options().take_over_chain, c.take_over_chain());
+        for args in [
+            &["--take-over-iptables-chain", "--masq-chain=IP-MASQ"][..],
+            &[
+                "-masq-chain",
+                "OLD",
+                "--take-over-iptables-chain",
+                "--masq-chain",
+                "IP-MASQ",
+            ],
+        ] {
+            let c = parse(args).unwrap();
+            assert_eq!(c.take_over_chain().as_deref(), Some("IP-MASQ"), "{args:?}");
+        }
+        assert!(
+            parse(&["--take-over-iptables-chain", "--once"])
+                .unwrap()
+                .take_over_chain()
+                .is_some()
+        );
+    }
+
     /// The arguments of real DaemonSets, as they are (each list's source is in
     /// tests/dropin.rs, which runs the agent with them).
     const MANIFESTS: &[(&str, &[&str])] = &[

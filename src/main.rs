@@ -169,6 +169,12 @@ fn once(cli: &cli::Cli) -> Result<ExitCode> {
         duration_ms = start.elapsed().as_secs_f64() * 1e3,
         "committed table inet {TABLE_NAME}"
     );
+    if let Some(chain) = cli.take_over_chain() {
+        // The table is in force: a failure here is reported, and the exit status says so.
+        nft::takeover::take_over(&mut sock, &chain)
+            .context("the table is committed; run again to retry the takeover")?
+            .log();
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -183,7 +183,8 @@ fn dst_type(probe: &Probe) -> Result<u32, String> {
 }
 
 /// x_tables `addrtype` (revision 1): `struct { u16 source; u16 dest; u32 flags; }`, host
-/// order; a type is `1 << (RTN_* - 1)`; flag 2 inverts the destination test.
+/// order; a type is `1 << RTN_*` (the kernel's `XT_ADDRTYPE_*`: LOCAL is 4); flag 2 inverts
+/// the destination test.
 fn addrtype<'a>(info: &[u8], probe: &Probe) -> Step<'a> {
     let (Some(src), Some(dst), Some(flags)) = (
         info.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]])),
@@ -201,7 +202,7 @@ fn addrtype<'a>(info: &[u8], probe: &Probe) -> Step<'a> {
     }
     match dst_type(probe) {
         Ok(t) => {
-            let is = dst & (1 << (t - 1)) != 0;
+            let is = dst & (1 << t) != 0;
             if is != (flags & 0x2 != 0) {
                 Step::Next
             } else {

@@ -69,9 +69,10 @@ fn target(name: &str) -> Expr {
 /// What iptables-nft 1.8.9 makes of kubenet's and kube-proxy's rules (read back from a
 /// kernel with `nft --debug=netlink`).
 fn kubelet_kubenet_kube_proxy() -> ForeignTable {
-    // -m addrtype ! --dst-type LOCAL: dest = LOCAL (1 << 1), flags = invert dest (2).
+    // -m addrtype ! --dst-type LOCAL: dest = LOCAL (XT_ADDRTYPE_LOCAL, 1 << RTN_LOCAL = 4, as
+    // iptables-nft writes it: tests/fixtures/takeover-ip.bin), flags = invert dest (2).
     let mut addrtype = 0u16.to_ne_bytes().to_vec();
-    addrtype.extend_from_slice(&2u16.to_ne_bytes());
+    addrtype.extend_from_slice(&4u16.to_ne_bytes());
     addrtype.extend_from_slice(&2u32.to_ne_bytes());
     ForeignTable {
         family: NFPROTO_IPV4,

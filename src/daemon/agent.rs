@@ -152,6 +152,9 @@ pub struct Agent<K: Kernel, S: Source> {
     /// The table found at start (a previous agent's), until the first commit replaces it:
     /// what the flows opened before this start were decided by.
     found_at_start: Option<Table>,
+    /// ip-masq-agent's iptables chain to take over after the next commit of a valid config
+    /// (`--take-over-iptables-chain`; see [`super::takeover`]).
+    takeover: Option<String>,
 }
 
 fn unix_now() -> f64 {
@@ -211,12 +214,20 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             findings: Findings::default(),
             conntrack: Some(Protocols::Connectionless),
             found_at_start: None,
+            takeover: None,
         }
     }
 
     /// Sets which conntrack entries a change of decision deletes (`None`: none).
     pub fn with_conntrack(mut self, protocols: Option<Protocols>) -> Agent<K, S> {
         self.conntrack = protocols;
+        self
+    }
+
+    /// Sets ip-masq-agent's iptables chain to take over once a valid config's table is in
+    /// force (`None`: leave iptables alone).
+    pub fn with_takeover(mut self, chain: Option<String>) -> Agent<K, S> {
+        self.takeover = chain;
         self
     }
 
@@ -613,6 +624,8 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                     );
                     self.pending.check = Some(Reason::Resync);
                 }
+                let valid = self.no_good_config.is_none();
+                super::takeover::after_commit(&mut self.kernel, &mut self.takeover, valid);
             }
             Err(e) => self.commit_failed(reason, why, &e, now),
         }

@@ -3,6 +3,7 @@
 //! - [`agent`]: the reconciler, what to do when something happens (sync, generic over the
 //!   kernel and the config source, unit-tested without root in `tests.rs`);
 //! - [`reconcile`]: its pure rules (commit budget, backoff, readiness);
+//! - [`takeover`]: `--take-over-iptables-chain` after the first commit of a valid config;
 //! - [`worker`]: the background worker, which runs what others decide the size of (the
 //!   conflict analysis of their NAT tables, the conntrack reconciliation) apart from the
 //!   loop, with sockets of its own;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod event_loop;
 pub mod findings;
 pub mod reconcile;
+pub mod takeover;
 pub mod worker;
 
 #[cfg(test)]
@@ -60,6 +62,9 @@ pub struct Options {
     pub listen: Option<SocketAddr>,
     /// Quiet time after a config event before reading the file.
     pub debounce: Duration,
+    /// ip-masq-agent's iptables chain to take over after the first commit
+    /// (`--take-over-iptables-chain`); `None`: leave iptables alone.
+    pub take_over_chain: Option<String>,
     /// The most set elements of other NAT tables read per conflict analysis
     /// (`--max-foreign-elements`).
     pub max_foreign_elements: usize,
@@ -122,7 +127,8 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         jobs,
         Instant::now(),
     )
-    .with_conntrack(opts.conntrack);
+    .with_conntrack(opts.conntrack)
+    .with_takeover(opts.take_over_chain);
     event_loop::run(
         agent,
         event_loop::Wakers {

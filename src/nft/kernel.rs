@@ -10,6 +10,7 @@ use super::error::NftError;
 use super::events::Membership;
 use super::ruleset::ForeignRead;
 use super::socket::NftSocket;
+use super::takeover::{self, Done, Outcome, TakeoverError};
 use crate::conntrack::{self, Conntrack, ConntrackError, Flow, Protocols, Report};
 use crate::model::{Table, TableFlags};
 use crate::prefix::Family;
@@ -49,6 +50,17 @@ pub trait Kernel {
 
     /// Who holds table `name`, without reading its contents.
     fn holder(&mut self, name: &str) -> Result<Holder, NftError>;
+
+    /// Removes ip-masq-agent's iptables-nft chain `chain` and the jumps to it, unless it
+    /// holds rules ip-masq-agent would not have written ([`takeover::take_over`]). The
+    /// default, for kernels without iptables (the daemon's test kernel), finds nothing.
+    fn take_over(&mut self, chain: &str) -> Result<Outcome, TakeoverError> {
+        Ok(Outcome {
+            chain: chain.to_string(),
+            result: Done::Absent,
+            legacy: Vec::new(),
+        })
+    }
 }
 
 /// What the background worker needs from the kernel: reads and deletions whose size other
@@ -120,6 +132,10 @@ impl Kernel for Netlink {
                 _ => Holder::Free,
             },
         })
+    }
+
+    fn take_over(&mut self, chain: &str) -> Result<Outcome, TakeoverError> {
+        takeover::take_over(&mut self.sock, chain)
     }
 }
 

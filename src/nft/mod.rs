@@ -8,7 +8,8 @@
 //! batches, ACKs, reads), [`events`] (the notification group) and [`commit`] (replace and
 //! delete). [`kernel`] is the seam the daemon talks to: two traits (the loop's, the background
 //! worker's) with their netlink implementations, so the daemon's decisions are testable
-//! without root.
+//! without root. [`takeover`] (`--take-over-iptables-chain`) recognises ip-masq-agent's
+//! iptables-nft chain (pure) and removes it in one compare-and-commit batch.
 
 pub mod commit;
 pub mod compat;
@@ -23,6 +24,7 @@ pub mod offsets;
 pub mod ruleset;
 pub mod socket;
 pub mod stmt;
+pub mod takeover;
 pub mod uapi;
 
 pub use commit::{CommitReport, delete_table, replace_table};

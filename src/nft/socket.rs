@@ -256,7 +256,7 @@ impl NftSocket {
     /// Sends one request and feeds every reply message to `each` until the kernel signals
     /// the end (NLMSG_DONE for a dump, the ACK for a get). An error reply becomes
     /// [`NftError::Kernel`].
-    fn exchange(
+    pub(super) fn exchange(
         &mut self,
         kind: u16,
         dump: bool,
