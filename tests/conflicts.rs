@@ -129,7 +129,7 @@ fn a_hostile_jump_graph_is_analysed_in_time_and_correctly() {
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     // 12 as in the issue (49 rules; today's main needs about a minute per pass in the
     // daemon); 15, the deepest the kernel accepts (16 chains on the way: it refuses more).
-    for depth in [12, 15] {
+    for depth in [12, 15].map(common::kernel_walkable_depth) {
         let _ = t
             .node
             .cmd("nft")
@@ -237,10 +237,13 @@ fn foreign_sets_are_read_within_the_element_budget() {
     eprintln!("loading {} elements took {:?}", 2 * ranges, load.elapsed());
     // Today's main reads the whole set: 34 MiB more for --explain at 500,000 elements (77.6
     // MB in the daemon at 520,000), 7 MiB more at 100,000. The budget's 20,000 elements
-    // would cost 1.6 MiB.
+    // would cost 1.6 MiB. The bound allows 4 MiB: 6.1's guest measured +3.1 MiB even for
+    // the set nobody looks up, in two runs, where the host (500,000 elements) and 5.10 and
+    // 6.12 (100,000) measured +0.1 MiB; constant, not growing with the set, and still well
+    // below what reading it whole costs.
     let kib = explain_peak("with an unread set");
     assert!(
-        kib < base + 3 * 1024,
+        kib < base + 4 * 1024,
         "peak {kib} KiB, {base} without the set"
     );
     let e = explain(&t, &cfg, "192.168.0.5", &[]);
@@ -250,7 +253,7 @@ fn foreign_sets_are_read_within_the_element_budget() {
     nft_file(&t, "add rule ip big post ip daddr != @big masquerade");
     let kib = explain_peak("with a set past the budget");
     assert!(
-        kib < base + 3 * 1024,
+        kib < base + 4 * 1024,
         "peak {kib} KiB, {base} without the set"
     );
     let e = explain(&t, &cfg, "10.20.0.5", &[]);

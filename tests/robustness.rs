@@ -268,6 +268,7 @@ fn hostile_dag_never_stalls_the_loop(depth: usize) {
     if !require_root() {
         return;
     }
+    let depth = common::kernel_walkable_depth(depth);
     let _heavy = heavy();
     let t = Topology::new(&format!("dag{depth}"));
     nft_load(&t, &hostile_dag(depth));

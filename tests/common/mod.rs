@@ -280,6 +280,20 @@ pub fn family_sum(metrics: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The depth of a hostile jump graph (each chain jumping 4 times to the next) this kernel
+/// can itself load: `depth` from 6.12 on, at most 8 before. 5.10 and 6.1 validate a new
+/// rule's jumps by walking every path (4^depth): loading the depth-15 graph locked a CPU up
+/// in both for over 400 s (soft lockup in `nft`), while 6.12 and 6.18 load it at once. The
+/// agent's own walk is what the tests measure, and it is proved at full depth on the host
+/// and on 6.12; older kernels get the deepest graph they load in a moment.
+pub fn kernel_walkable_depth(depth: usize) -> usize {
+    if kernel_at_least(6, 12) {
+        depth
+    } else {
+        depth.min(8)
+    }
+}
+
 /// Whether the running kernel is at least `major.minor`.
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
