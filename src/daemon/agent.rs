@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::error::chain;
 use super::findings::Findings;
 use super::reconcile::{
     BACKOFF_MAX, BACKOFF_MIN, Backoff, Budget, Condition, FightWatch, LogLimit, readiness,
@@ -84,19 +85,6 @@ fn protocols_label(p: Protocols) -> &'static str {
         Protocols::Connectionless => "UDP, UDP-Lite, ICMP, ICMPv6",
         Protocols::All => "UDP, UDP-Lite, ICMP, ICMPv6, TCP, SCTP, DCCP",
     }
-}
-
-/// An error with its causes, one line: log lines must say why (`Display` of a thiserror
-/// error names only the outermost layer).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// The reconciler's state.

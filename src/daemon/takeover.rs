@@ -8,7 +8,7 @@
 //! (the log says which rules to look at); an error (netlink, or others committing around
 //! every attempt) leaves it pending for the next successful commit.
 
-use crate::daemon::agent::chain as error_chain;
+use super::error::chain as error_chain;
 use crate::nft::Kernel;
 
 /// Called after every successful commit (or a commit that found the table already as

@@ -418,7 +418,7 @@ impl<W: WorkerKernel, C: Fn() -> Instant> Worker<W, C> {
         let superseded = self.shared.stop.swap(false, Ordering::SeqCst);
         match result {
             _ if superseded => Outcome::Superseded,
-            Err(e) => Outcome::AnalysisFailed(super::agent::chain(&e)),
+            Err(e) => Outcome::AnalysisFailed(super::error::chain(&e)),
             Ok(read) => {
                 q.answered = Some(job.clone());
                 Outcome::Analysed(Analysed {
@@ -455,7 +455,7 @@ impl<W: WorkerKernel, C: Fn() -> Instant> Worker<W, C> {
             .reconcile_flows(&families, job.protocols, &|flow| {
                 changes.iter().any(|c| c.affects(flow))
             })
-            .map_err(|e| super::agent::chain(&e));
+            .map_err(|e| super::error::chain(&e));
         Some(Reconciled {
             protocols: job.protocols,
             result,
