@@ -17,10 +17,10 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use nft_masq_agent::config::duration::parse_go_duration;
 use nft_masq_agent::config::{DEFAULT_MAX_PREFIXES, PolicyFlags, ports::PortRanges};
-use nft_masq_agent::conntrack::Protocols;
 use nft_masq_agent::daemon::Options;
-use nft_masq_agent::nft::compat::OwnerMode;
-use nft_masq_agent::nft::ruleset::DEFAULT_MAX_FOREIGN_ELEMENTS;
+use nft_masq_agent::kernel::conntrack::Protocols;
+use nft_masq_agent::kernel::nft::compat::OwnerMode;
+use nft_masq_agent::kernel::nft::ruleset::DEFAULT_MAX_FOREIGN_ELEMENTS;
 
 /// Keeps an ip-masq-agent-compatible masquerade policy in force as one nftables table,
 /// committed atomically over netlink.
@@ -663,7 +663,7 @@ impl Cli {
     pub fn take_over_chain(&self) -> Option<String> {
         self.take_over_iptables_chain.then(|| {
             self.masq_chain()
-                .unwrap_or(nft_masq_agent::nft::takeover::DEFAULT_CHAIN)
+                .unwrap_or(nft_masq_agent::kernel::nft::takeover::DEFAULT_CHAIN)
                 .to_string()
         })
     }

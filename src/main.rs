@@ -5,11 +5,11 @@ mod cli;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use nft_masq_agent::analysis::conflict;
+use nft_masq_agent::analysis::explain::{Question, TableState};
 use nft_masq_agent::config::{Config, ConfigSource, Loaded, Source};
-use nft_masq_agent::conflict;
-use nft_masq_agent::explain::{Question, TableState};
+use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{self, TABLE_NAME, Table, TableFlags};
-use nft_masq_agent::nft::{self, NftSocket};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_args();
@@ -31,7 +31,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     // Every mode but --dry-run and --explain (which reads the kernel only if it may) talks to
     // nf_tables: without CAP_NET_ADMIN, say why, up front.
     if !matches!(cli.mode(), cli::Mode::DryRun | cli::Mode::Explain) {
-        nft_masq_agent::privilege::require_net_admin()?;
+        nft_masq_agent::kernel::privilege::require_net_admin()?;
     }
     match cli.mode() {
         cli::Mode::DryRun => {
@@ -144,7 +144,9 @@ fn explain(cli: &cli::Cli) -> Result<ExitCode> {
         ),
     };
     notes.extend(nft::legacy::note(&nft::legacy::legacy_nat_tables()));
-    let e = nft_masq_agent::explain::explain(&config, &flags, &question, table, conflicts, notes);
+    let e = nft_masq_agent::analysis::explain::explain(
+        &config, &flags, &question, table, conflicts, notes,
+    );
     match cli.output {
         cli::Output::Text => print!("{}", e.text()),
         cli::Output::Json => println!("{}", serde_json::to_string_pretty(&e)?),

@@ -20,12 +20,12 @@ use std::path::Path;
 
 use nft_masq_agent::config::{self, Config, PolicyFlags};
 use nft_masq_agent::model::{self, TableFlags};
-use nft_masq_agent::netlink::Writer;
-use nft_masq_agent::netlink::uapi::{
+use nft_masq_agent::kernel::netlink::Writer;
+use nft_masq_agent::kernel::netlink::uapi::{
     NLM_F_ACK_TLVS, NLMSG_ERROR, NLMSG_HDRLEN, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS,
 };
-use nft_masq_agent::nft::encode::{self, ReplaceForm};
-use nft_masq_agent::nft::uapi::*;
+use nft_masq_agent::kernel::nft::encode::{self, ReplaceForm};
+use nft_masq_agent::kernel::nft::uapi::*;
 use nma_fuzz::flags_byte;
 use nma_fuzz::foreign::{Prog, s, x};
 

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use nft_masq_agent::conflict::{self, Answer};
+use nft_masq_agent::analysis::conflict::{self, Answer};
 
 fuzz_target!(|data: &[u8]| {
     let (probe, tables) = nma_fuzz::foreign::build(data);

@@ -26,11 +26,11 @@ use nft_masq_agent::model::{
     self, BaseChain, Chain, Family, Interface, NAT_PERSISTENT, NAT_PROTO_RANDOM,
     NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED, Rule, Set, Stmt, TABLE_NAME, TableFlags,
 };
-use nft_masq_agent::netlink::{Attrs, Writer};
-use nft_masq_agent::nft::decode;
-use nft_masq_agent::nft::expr::{Expr, ImmData};
-use nft_masq_agent::nft::stmt::{lower, raise};
-use nft_masq_agent::prefix::RangeSet;
+use nft_masq_agent::kernel::netlink::{Attrs, Writer};
+use nft_masq_agent::kernel::nft::decode;
+use nft_masq_agent::kernel::nft::expr::{Expr, ImmData};
+use nft_masq_agent::kernel::nft::stmt::{lower, raise};
+use nft_masq_agent::addr::prefix::RangeSet;
 use nma_fuzz::{
     assert_canonical_sets, assert_exempts, assert_raise_consistent, assert_round_trip,
     representable,

@@ -22,7 +22,7 @@ use super::{
     Config, ConfigError, DEFAULT_RESYNC_INTERVAL, Entry, Loaded, Origin, PolicyFlags, Problem,
     SnatTarget,
 };
-use crate::prefix::{Family, Span};
+use crate::addr::prefix::{Family, Span};
 
 /// The most notes of one kind; the rest are counted.
 const MAX_NOTES: usize = 20;

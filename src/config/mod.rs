@@ -25,8 +25,8 @@ use ipnet::IpNet;
 
 use std::net::IpAddr;
 
-pub use crate::ifname::Interface;
-use crate::prefix::{Family, RangeSet};
+pub use crate::addr::ifname::Interface;
+use crate::addr::prefix::{Family, RangeSet};
 use ports::PortRanges;
 
 /// The file names in a config directory that make up the config: every regular file whose

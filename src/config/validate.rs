@@ -22,7 +22,7 @@ use super::{
     Config, ConfigError, DEFAULT_CIDR_LIMIT, FileConfig, Interface, KNOWN_KEYS, MAX_PROBLEMS,
     MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatTarget,
 };
-use crate::prefix::Family;
+use crate::addr::prefix::Family;
 
 /// What one file says, validated but not merged, with notes for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]

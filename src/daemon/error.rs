@@ -1,8 +1,8 @@
 //! Why the daemon could not run, and how its errors are told in one line. A leaf of the
 //! daemon: the wiring, the event loop, the agent and the worker all report through it.
 
-use crate::nft::NftError;
-use crate::watch::WatchError;
+use crate::daemon::watch::WatchError;
+use crate::kernel::nft::NftError;
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]

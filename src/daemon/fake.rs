@@ -7,13 +7,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::seam::{Holder, Kernel, WorkerKernel};
+use crate::addr::prefix::Family;
 use crate::config::{ConfigError, Loaded, PolicyFlags, Source, Update};
-use crate::conntrack::{ConntrackError, Flow, Protocols, Report};
+use crate::kernel::conntrack::{ConntrackError, Flow, Protocols, Report};
+use crate::kernel::nft::ruleset::{ForeignRead, ForeignTable};
+use crate::kernel::nft::uapi::NFT_MSG_NEWTABLE;
+use crate::kernel::nft::{CommitReport, NftError, ReplaceForm};
 use crate::model::{Table, TableFlags};
-use crate::nft::ruleset::{ForeignRead, ForeignTable};
-use crate::nft::uapi::NFT_MSG_NEWTABLE;
-use crate::nft::{CommitReport, Holder, Kernel, NftError, ReplaceForm, WorkerKernel};
-use crate::prefix::Family;
 
 /// How a kernel version answers table flags it does not know.
 #[derive(Debug, Clone, Copy)]

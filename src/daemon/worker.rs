@@ -26,12 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::conflict::{self, Finding, Probe};
-use crate::conntrack::{Protocols, Report};
-use crate::flows;
+use super::seam::WorkerKernel;
+use crate::addr::prefix::Family;
+use crate::analysis::conflict::{self, Finding, Probe};
+use crate::analysis::flows;
+use crate::kernel::conntrack::{Protocols, Report};
 use crate::model::{TABLE_NAME, Table};
-use crate::nft::WorkerKernel;
-use crate::prefix::Family;
 
 /// The most the walk of one analysis pass may take before it is cut off (the read before
 /// it is bounded by the elements it may read, `--max-foreign-elements`). Far above a real
@@ -500,10 +500,10 @@ impl<W: WorkerKernel, C: Fn() -> Instant> Worker<W, C> {
 mod tests {
     use super::*;
     use crate::config::{PolicyFlags, parse};
-    use crate::conntrack::{ConntrackError, Flow};
+    use crate::kernel::conntrack::{ConntrackError, Flow};
+    use crate::kernel::nft::NftError;
+    use crate::kernel::nft::ruleset::ForeignRead;
     use crate::model::{self, TableFlags};
-    use crate::nft::NftError;
-    use crate::nft::ruleset::ForeignRead;
     use std::sync::mpsc;
 
     fn table(yaml: &str) -> Arc<Table> {

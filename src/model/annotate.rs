@@ -13,8 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 use ipnet::IpNet;
 
 use super::{Family, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Table};
+use crate::addr::prefix::Span;
 use crate::config::{Config, Entry, Interface, Origin};
-use crate::prefix::Span;
 
 /// Labels shown per element (the rest are counted).
 const MAX_LABELS: usize = 3;
