@@ -1,15 +1,20 @@
 //! `--explain`: why a destination is (not) translated. The decision is the config's, with
 //! the entries responsible (file, key, index, value); [`crate::analysis::conflict`] adds what other
-//! NAT rules do to the packet first. Pure: the kernel's answers come in as arguments.
+//! NAT rules do to the packet first. Pure: the kernel's answers come in as arguments
+//! ([`with_kernel`] takes what was read of it, as read).
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
+use super::Packet;
 use crate::addr::prefix::Family;
-use crate::analysis::conflict::{Answer, Finding};
+use crate::analysis::conflict::{self, Answer, Finding};
 use crate::config::{Config, Entry, Interface, Origin, PolicyFlags};
+use crate::kernel::nft::ruleset::{ForeignRead, too_large_message};
+use crate::kernel::nft::{NftError, legacy};
+use crate::model::{self, Table, TableFlags};
 
 /// What the policy does to the packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,19 +82,6 @@ pub struct Explanation {
     pub notes: Vec<String>,
 }
 
-/// The packet asked about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Question {
-    /// Destination.
-    pub destination: IpAddr,
-    /// Source, if given.
-    pub source: Option<IpAddr>,
-    /// Output interface, if given.
-    pub out_interface: Option<String>,
-    /// Whether the destination is an address of this node, if known.
-    pub local: Option<bool>,
-}
-
 /// A question that describes no packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuestionError {
@@ -115,19 +107,14 @@ fn family_name(a: &IpAddr) -> &'static str {
     }
 }
 
-impl Question {
-    /// Refuses a question no packet can ask: a source of the other family than the
-    /// destination (the answer would describe a packet that cannot exist).
-    pub fn check(&self) -> Result<(), QuestionError> {
-        match self.source {
-            Some(src) if Family::of_addr(&src) != Family::of_addr(&self.destination) => {
-                Err(QuestionError::FamilyMismatch {
-                    dst: self.destination,
-                    src,
-                })
-            }
-            _ => Ok(()),
+/// Refuses a question no packet can ask: a source of the other family than the destination
+/// (the answer would describe a packet that cannot exist).
+pub fn check(q: &Packet) -> Result<(), QuestionError> {
+    match q.src {
+        Some(src) if Family::of_addr(&src) != q.family() => {
+            Err(QuestionError::FamilyMismatch { dst: q.dst, src })
         }
+        _ => Ok(()),
     }
 }
 
@@ -184,7 +171,7 @@ fn containing(list: &[Entry<IpNet>], addr: IpAddr) -> Vec<&Entry<IpNet>> {
 pub fn decide(
     config: &Config,
     flags: &PolicyFlags,
-    q: &Question,
+    q: &Packet,
 ) -> (Decision, Vec<Because>, Vec<String>) {
     let mut r = Reasons {
         config,
@@ -195,13 +182,8 @@ pub fn decide(
     (decision, r.because, r.notes)
 }
 
-fn decide_into(
-    config: &Config,
-    flags: &PolicyFlags,
-    q: &Question,
-    r: &mut Reasons<'_>,
-) -> Decision {
-    let family = Family::of_addr(&q.destination);
+fn decide_into(config: &Config, flags: &PolicyFlags, q: &Packet, r: &mut Reasons<'_>) -> Decision {
+    let family = Family::of_addr(&q.dst);
     if family == Family::V6 && !flags.enable_ipv6 {
         r.rule(
             "--enable-ipv6",
@@ -213,7 +195,7 @@ fn decide_into(
     if !in_source_scope(config, q, r) || !in_interface_scope(config, q, r) {
         return Decision::None;
     }
-    match q.local {
+    match q.dst_local {
         Some(true) => {
             r.rule(
                 "(rule)",
@@ -229,7 +211,7 @@ fn decide_into(
                 .into(),
         ),
     }
-    if exempt(config, family, q.destination, r) {
+    if exempt(config, family, q.dst, r) {
         return Decision::None;
     }
     match config.snat_to.iter().find(|e| e.value.family() == family) {
@@ -245,11 +227,11 @@ fn decide_into(
     }
 }
 
-fn in_source_scope(config: &Config, q: &Question, r: &mut Reasons<'_>) -> bool {
+fn in_source_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool {
     if config.source_cidrs.is_empty() {
         return true;
     }
-    let Some(src) = q.source else {
+    let Some(src) = q.src else {
         r.notes.push(
             "sourceCIDRs is set: only packets from those sources are translated; this assumes \
              one of them (give --source to ask about another)"
@@ -276,11 +258,11 @@ fn in_source_scope(config: &Config, q: &Question, r: &mut Reasons<'_>) -> bool {
     true
 }
 
-fn in_interface_scope(config: &Config, q: &Question, r: &mut Reasons<'_>) -> bool {
+fn in_interface_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool {
     if config.egress_interfaces.is_empty() {
         return true;
     }
-    let Some(oif) = &q.out_interface else {
+    let Some(oif) = &q.oif else {
         r.notes.push(
             "egressInterfaces is set: only packets leaving through those are translated; this \
              assumes one of them (give --out-interface to ask about another)"
@@ -364,22 +346,22 @@ fn exempt(config: &Config, family: Family, dst: IpAddr, r: &mut Reasons<'_>) -> 
 pub fn explain(
     config: &Config,
     flags: &PolicyFlags,
-    q: &Question,
+    q: &Packet,
     table: (TableState, Option<String>),
     conflicts: Vec<Finding>,
     mut kernel_notes: Vec<String>,
 ) -> Explanation {
     let (decision, because, mut notes) = decide(config, flags, q);
     notes.append(&mut kernel_notes);
-    let family = Family::of_addr(&q.destination);
+    let family = Family::of_addr(&q.dst);
     let snat_to = match decision {
         Decision::Snat => config.snat_for(family).map(|t| t.to_string()),
         _ => None,
     };
     Explanation {
-        destination: q.destination,
-        source: q.source,
-        out_interface: q.out_interface.clone(),
+        destination: q.dst,
+        source: q.src,
+        out_interface: q.oif.clone(),
         decision,
         snat_to,
         because,
@@ -387,6 +369,68 @@ pub fn explain(
         table_detail: table.1,
         conflicts,
         notes,
+    }
+}
+
+/// What `--explain` read of the kernel: our table (`None`: it does not exist) and the other
+/// tables with NAT postrouting chains, or why they could not be read.
+pub type KernelRead = Result<(Option<Table>, ForeignRead), NftError>;
+
+/// Everything `--explain` prints, from the config and what was read of the kernel: our
+/// table compared with the one the config asks for, the other NAT tables walked for the
+/// packet, and notes on what could not be seen (tables too large to analyse, read with at
+/// most `max_foreign_elements` set elements; iptables-legacy's nat tables of `legacy`
+/// families, which nf_tables cannot read).
+pub fn with_kernel(
+    config: &Config,
+    flags: &PolicyFlags,
+    q: &Packet,
+    read: KernelRead,
+    legacy: &[&str],
+    max_foreign_elements: usize,
+) -> Explanation {
+    let mut notes: Vec<String> = Vec::new();
+    let (table, conflicts) = match read {
+        Ok((live, others)) => {
+            for (family, table) in &others.too_large {
+                notes.push(too_large_message(family, table, max_foreign_elements));
+            }
+            (
+                table_state(config, flags, live),
+                conflict::analyze_all(&others.tables, q),
+            )
+        }
+        Err(e) => (
+            (
+                TableState::NotRead,
+                Some(format!("{e:#} (reading the kernel needs CAP_NET_ADMIN)")),
+            ),
+            Vec::new(),
+        ),
+    };
+    notes.extend(legacy::note(legacy));
+    explain(config, flags, q, table, conflicts, notes)
+}
+
+/// Whether the live table is the one the config asks for (the table flags are the kernel's
+/// choice, so they are not compared).
+fn table_state(
+    config: &Config,
+    flags: &PolicyFlags,
+    live: Option<Table>,
+) -> (TableState, Option<String>) {
+    let Some(live) = live else {
+        return (TableState::Absent, None);
+    };
+    let mut want = model::desired(config, flags, TableFlags::default());
+    want.flags = live.flags;
+    if live.same_policy(&want) {
+        (TableState::InForce, None)
+    } else {
+        (
+            TableState::Differs,
+            Some("compare --dump with --dry-run".into()),
+        )
     }
 }
 
@@ -463,12 +507,10 @@ mod tests {
             .config
     }
 
-    fn q(dst: &str) -> Question {
-        Question {
-            destination: dst.parse().unwrap(),
-            source: None,
-            out_interface: None,
-            local: Some(false),
+    fn q(dst: &str) -> Packet {
+        Packet {
+            dst_local: Some(false),
+            ..Packet::to(dst.parse().unwrap())
         }
     }
 
@@ -535,7 +577,7 @@ mod tests {
             (Decision::None, vec!["--enable-ipv6".to_string()])
         );
         let mut local = q("11.22.33.44");
-        local.local = Some(true);
+        local.dst_local = Some(true);
         assert_eq!(decide(&c, &f, &local).0, Decision::None);
     }
 
@@ -554,16 +596,16 @@ mod tests {
             2,
             "assumptions about source and interface are said"
         );
-        question.source = Some("10.245.0.1".parse().unwrap());
+        question.src = Some("10.245.0.1".parse().unwrap());
         let (d, b, _) = decide(&c, &f, &question);
         assert_eq!(
             (d, keys(&b)),
             (Decision::None, vec!["sourceCIDRs".to_string()])
         );
-        question.source = Some("10.244.0.1".parse().unwrap());
-        question.out_interface = Some("ens5".into());
+        question.src = Some("10.244.0.1".parse().unwrap());
+        question.oif = Some("ens5".into());
         assert_eq!(decide(&c, &f, &question).0, Decision::None);
-        question.out_interface = Some("eth1".into());
+        question.oif = Some("eth1".into());
         let (d, b, _) = decide(&c, &f, &question);
         assert_eq!(d, Decision::Snat);
         assert_eq!(
@@ -600,22 +642,69 @@ mod tests {
     #[test]
     fn a_source_of_the_other_family_is_refused() {
         let mut question = q("10.0.0.1");
-        question.source = Some("2001:db8::1".parse().unwrap());
+        question.src = Some("2001:db8::1".parse().unwrap());
         assert_eq!(
-            question.check().unwrap_err().to_string(),
+            check(&question).unwrap_err().to_string(),
             "--source 2001:db8::1 is an IPv6 address and --explain 10.0.0.1 an IPv4 one: a \
              packet's source and destination are of one family; give a --source of the \
              destination's family"
         );
         let mut question = q("2001:db8::5");
-        question.source = Some("10.244.1.2".parse().unwrap());
+        question.src = Some("10.244.1.2".parse().unwrap());
         assert!(matches!(
-            question.check(),
+            check(&question),
             Err(QuestionError::FamilyMismatch { .. })
         ));
         // Same family, or no source: a packet that can exist.
-        question.source = Some("fd00::5".parse().unwrap());
-        assert_eq!(question.check(), Ok(()));
-        assert_eq!(q("10.0.0.1").check(), Ok(()));
+        question.src = Some("fd00::5".parse().unwrap());
+        assert_eq!(check(&question), Ok(()));
+        assert_eq!(check(&q("10.0.0.1")), Ok(()));
+    }
+
+    #[test]
+    fn the_kernel_read_gives_the_table_state_and_the_notes() {
+        let f = PolicyFlags::default();
+        let c = Config::defaults(&f);
+        let p = q("11.22.33.44");
+        let state = |read: KernelRead| {
+            let e = with_kernel(&c, &f, &p, read, &[], 7);
+            (e.table, e.table_detail, e.notes)
+        };
+        assert_eq!(
+            state(Ok((None, ForeignRead::default()))),
+            (TableState::Absent, None, vec![])
+        );
+        // The kernel's table flags are its own choice: a table that differs only in them is
+        // the one in force.
+        let mut live = model::desired(&c, &f, TableFlags::default());
+        live.flags = TableFlags(TableFlags::OWNER);
+        assert_eq!(
+            state(Ok((Some(live.clone()), ForeignRead::default()))).0,
+            TableState::InForce
+        );
+        live.sets.clear();
+        let too_large = ForeignRead {
+            too_large: vec![("ip", "big".into())],
+            ..ForeignRead::default()
+        };
+        let (table, detail, notes) = state(Ok((Some(live), too_large)));
+        assert_eq!(
+            (table, detail.as_deref()),
+            (TableState::Differs, Some("compare --dump with --dry-run"))
+        );
+        assert_eq!(notes, [too_large_message("ip", "big", 7)]);
+        let (table, detail, _) = state(Err(NftError::Interrupted));
+        assert_eq!(table, TableState::NotRead);
+        assert!(
+            detail
+                .unwrap()
+                .ends_with("(reading the kernel needs CAP_NET_ADMIN)")
+        );
+        let e = with_kernel(&c, &f, &p, Err(NftError::Interrupted), &["ip6"], 7);
+        assert!(
+            e.notes[0].contains("iptables-legacy has a nat table here (ip6)"),
+            "{:?}",
+            e.notes
+        );
     }
 }

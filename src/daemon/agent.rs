@@ -916,7 +916,7 @@ fn touches_our_table(d: &Drained) -> bool {
 
 /// The packets to ask other NAT rules about: the first address of each exempt prefix of our
 /// table (at most [`MAX_SAMPLES`] per family), from a source in scope.
-fn sample_probes(table: &Table, config: &Config) -> Vec<crate::analysis::conflict::Probe> {
+fn sample_probes(table: &Table, config: &Config) -> Vec<crate::analysis::Packet> {
     let mut out = Vec::new();
     for set in table
         .sets
@@ -927,7 +927,7 @@ fn sample_probes(table: &Table, config: &Config) -> Vec<crate::analysis::conflic
             .find(|n| Family::of(n) == set.family)
             .map(|n| n.network());
         for p in set.prefixes.iter().take(MAX_SAMPLES) {
-            out.push(crate::analysis::conflict::Probe {
+            out.push(crate::analysis::Packet {
                 src,
                 dst: p.network(),
                 oif: None,

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use super::seam::WorkerKernel;
 use crate::addr::prefix::Family;
-use crate::analysis::conflict::{self, Finding, Probe};
+use crate::analysis::Packet;
+use crate::analysis::conflict::{self, Finding};
 use crate::analysis::flows;
 use crate::kernel::conntrack::{Protocols, Report};
 use crate::model::{TABLE_NAME, Table};
@@ -52,7 +53,7 @@ pub const WORKER_NICE: i32 = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
     /// One packet per exempt prefix sampled (the config decides these).
-    pub probes: Vec<Probe>,
+    pub probes: Vec<Packet>,
     /// The ruleset generation when the job was made (`None`: unknown).
     pub generation: Option<u32>,
 }
@@ -514,8 +515,8 @@ mod tests {
         Arc::new(model::desired(&config, &flags, TableFlags::default()))
     }
 
-    fn probe(dst: &str) -> Probe {
-        Probe {
+    fn probe(dst: &str) -> Packet {
+        Packet {
             src: None,
             dst: dst.parse().unwrap(),
             oif: None,

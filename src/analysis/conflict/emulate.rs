@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::{MARK, Probe, Why, extend};
+use super::{MARK, Why, extend};
 use crate::addr::prefix::Family;
+use crate::analysis::Packet;
 use crate::kernel::nft::decode::RuleMsg;
 use crate::kernel::nft::expr::{Expr, ImmData};
 use crate::kernel::nft::ruleset::{Contents, ForeignSet};
@@ -16,7 +17,7 @@ use crate::kernel::nft::uapi::*;
 /// What the rule is evaluated with.
 pub(super) struct Env<'a> {
     /// The packet.
-    pub probe: &'a Probe,
+    pub probe: &'a Packet,
     /// The packet's mark, when the pass assumes one.
     pub mark: Option<u32>,
     /// The table's sets by name.
@@ -112,7 +113,7 @@ fn nfproto(f: Family) -> u8 {
 }
 
 /// The network header bytes at `offset..offset+len` we know: the addresses.
-fn header(probe: &Probe, offset: u32, len: u32) -> Result<Vec<u8>, String> {
+fn header(probe: &Packet, offset: u32, len: u32) -> Result<Vec<u8>, String> {
     let (saddr, daddr) = match probe.family() {
         Family::V4 => (12u64, 16u64),
         Family::V6 => (8, 24),
@@ -137,7 +138,7 @@ fn header(probe: &Probe, offset: u32, len: u32) -> Result<Vec<u8>, String> {
     }
 }
 
-fn meta(key: u32, probe: &Probe, mark: Option<u32>) -> Result<Vec<u8>, String> {
+fn meta(key: u32, probe: &Packet, mark: Option<u32>) -> Result<Vec<u8>, String> {
     match key {
         NFT_META_NFPROTO => Ok(vec![nfproto(probe.family())]),
         NFT_META_OIFNAME => {
@@ -174,7 +175,7 @@ fn to_u128(b: &[u8]) -> u128 {
 }
 
 /// `RTN_LOCAL` or `RTN_UNICAST` for the destination, if we know whether it is local.
-fn dst_type(probe: &Probe) -> Result<u32, String> {
+fn dst_type(probe: &Packet) -> Result<u32, String> {
     match probe.dst_local {
         Some(true) => Ok(RTN_LOCAL),
         Some(false) => Ok(1),
@@ -185,7 +186,7 @@ fn dst_type(probe: &Probe) -> Result<u32, String> {
 /// x_tables `addrtype` (revision 1): `struct { u16 source; u16 dest; u32 flags; }`, host
 /// order; a type is `1 << RTN_*` (the kernel's `XT_ADDRTYPE_*`: LOCAL is 4); flag 2 inverts
 /// the destination test.
-fn addrtype<'a>(info: &[u8], probe: &Probe) -> Step<'a> {
+fn addrtype<'a>(info: &[u8], probe: &Packet) -> Step<'a> {
     let (Some(src), Some(dst), Some(flags)) = (
         info.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]])),
         info.get(2..4).map(|b| u16::from_ne_bytes([b[0], b[1]])),
@@ -411,7 +412,7 @@ fn compat<'a>(
     target: bool,
     name: &str,
     info: &[u8],
-    probe: &Probe,
+    probe: &Packet,
     mark: Option<u32>,
 ) -> Option<Step<'a>> {
     match (target, name) {

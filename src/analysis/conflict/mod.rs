@@ -1,6 +1,6 @@
 //! Other components' NAT rules that run before ours, and whether they translate a packet
 //! first. Pure: the tables come in as read ([`crate::kernel::nft::ruleset`]), a packet as far as it
-//! is known ([`Probe`]), findings go out.
+//! is known ([`Packet`]), findings go out.
 //!
 //! NAT chains at the postrouting hook run in priority order for a connection's first
 //! packet, and the first that sets up a binding wins; ours runs at `srcnat + 10`. So a rule
@@ -22,34 +22,15 @@ mod emulate;
 mod walk;
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::Packet;
 use crate::addr::prefix::Family;
 use crate::kernel::nft::decode::RuleMsg;
 use crate::kernel::nft::expr::Expr;
 use crate::kernel::nft::ruleset::ForeignTable;
 use crate::kernel::nft::uapi::*;
-
-/// A packet, as far as the question says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
-    /// Source address, if known.
-    pub src: Option<IpAddr>,
-    /// Destination address.
-    pub dst: IpAddr,
-    /// Output interface name, if known.
-    pub oif: Option<String>,
-    /// Whether the destination is an address of this node, if known.
-    pub dst_local: Option<bool>,
-}
-
-impl Probe {
-    fn family(&self) -> Family {
-        Family::of_addr(&self.dst)
-    }
-}
 
 /// Whether a rule translates the packet first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -152,7 +133,7 @@ impl Stopper<'_> {
 }
 
 /// Whether a table of `family` sees the packet.
-fn sees(family: u8, probe: &Probe) -> bool {
+fn sees(family: u8, probe: &Packet) -> bool {
     match family {
         NFPROTO_INET => true,
         NFPROTO_IPV4 => probe.family() == Family::V4,
@@ -167,7 +148,7 @@ fn sees(family: u8, probe: &Probe) -> bool {
 /// A pod's packet carries no mark, so the packet is first walked unmarked; then with an
 /// unknown mark, to find the rules only a marked packet reaches (kube-proxy marks the service
 /// traffic it wants masqueraded): those are reported as conditional.
-pub fn analyze(tables: &[ForeignTable], probe: &Probe) -> Vec<Finding> {
+pub fn analyze(tables: &[ForeignTable], probe: &Packet) -> Vec<Finding> {
     analyze_until(tables, probe, &|| false).unwrap_or_default()
 }
 
@@ -175,7 +156,7 @@ pub fn analyze(tables: &[ForeignTable], probe: &Probe) -> Vec<Finding> {
 /// `None` when it said to stop, so a pass can be cut off by a deadline or superseded.
 pub fn analyze_until(
     tables: &[ForeignTable],
-    probe: &Probe,
+    probe: &Packet,
     stop: &dyn Fn() -> bool,
 ) -> Option<Vec<Finding>> {
     let mut stopper = Stopper { stop, ticks: 0 };
@@ -234,7 +215,7 @@ pub fn conflicts(findings: &[Finding]) -> impl Iterator<Item = &Finding> {
 
 /// [`analyze`], and every other translating rule a NAT postrouting chain that runs before
 /// ours reaches, whatever the packet: "no" for this packet, so `--explain` can list them.
-pub fn analyze_all(tables: &[ForeignTable], probe: &Probe) -> Vec<Finding> {
+pub fn analyze_all(tables: &[ForeignTable], probe: &Packet) -> Vec<Finding> {
     let mut found = analyze(tables, probe);
     let listed: HashSet<(&str, String, u64)> = found
         .iter()

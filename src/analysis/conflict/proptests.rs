@@ -328,7 +328,7 @@ proptest! {
     #[test]
     fn the_linear_walk_finds_what_following_every_way_finds(spec in tables()) {
         let table = build(&spec);
-        let probe = Probe {
+        let probe = Packet {
             src: Some("10.244.1.2".parse().unwrap()),
             dst: "10.1.2.3".parse().unwrap(),
             oif: None,

@@ -137,8 +137,8 @@ fn kubelet_kubenet_kube_proxy() -> ForeignTable {
     }
 }
 
-fn probe(dst: &str) -> Probe {
-    Probe {
+fn probe(dst: &str) -> Packet {
+    Packet {
         src: Some("10.244.1.2".parse().unwrap()),
         dst: dst.parse().unwrap(),
         oif: None,

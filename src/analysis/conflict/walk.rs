@@ -21,7 +21,8 @@
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::emulate::{self, Act, Env};
-use super::{Answer, Finding, Probe, Stopper, Why, describe, extend, join};
+use super::{Answer, Finding, Stopper, Why, describe, extend, join};
+use crate::analysis::Packet;
 use crate::kernel::nft::decode::RuleMsg;
 use crate::kernel::nft::expr::{Expr, ImmData};
 use crate::kernel::nft::ruleset::{ForeignSet, ForeignTable, family_name, runs_before_ours};
@@ -237,7 +238,7 @@ impl<'a> Table<'a> {
     /// `stop` said so.
     pub fn pass(
         &self,
-        probe: &Probe,
+        probe: &Packet,
         mark: Option<u32>,
         stop: &mut Stopper<'_>,
     ) -> Option<Vec<(i32, Vec<Finding>)>> {
