@@ -16,6 +16,9 @@
 //! - [`daemon`]: the reconciler, its seam to the kernel ([`daemon::Kernel`]), the drift
 //!   decisions, the config watch, the background worker and the event loop.
 //!
+//! [`testing`] (the `testing` feature) stands above them all: the fake kernel and the
+//! wire-fixture builders that tests use.
+//!
 //! [`analysis`] and [`report`] stand side by side: neither uses the other. The rule can be
 //! checked with `grep -rn 'crate::' src/<layer>`: a layer names only layers listed before it.
 
@@ -26,3 +29,5 @@ pub mod daemon;
 pub mod kernel;
 pub mod model;
 pub mod report;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -30,8 +30,6 @@ pub mod worker;
 pub use seam::{Holder, Kernel, Netlink, WorkerKernel, WorkerNetlink};
 
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;

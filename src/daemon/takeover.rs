@@ -42,7 +42,6 @@ mod tests {
     use std::time::Instant;
 
     use super::super::agent::{Agent, Outputs};
-    use super::super::fake::{FakeKernel, FakeSource, LINUX_6_12};
     use super::super::worker;
     use crate::config::PolicyFlags;
     use crate::daemon::seam::{Holder, Kernel};
@@ -53,6 +52,7 @@ mod tests {
     use crate::report::counters::MasqCounters;
     use crate::report::health::Health;
     use crate::report::metrics::Metrics;
+    use crate::testing::fake::{FakeKernel, FakeSource, LINUX_6_12};
 
     /// The fake kernel, recording each takeover (with the number of commits before it) and
     /// failing the first `failures` of them.

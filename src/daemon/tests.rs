@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::agent::OWNER_POLL;
 use super::agent::{Agent, Outputs};
-use super::fake::{self, FakeKernel, FakeSource, KernelVersion, LINUX_5_10, LINUX_6_1, LINUX_6_12};
 use super::reconcile::{BACKOFF_MIN, BUDGET_COMMITS, BUDGET_WINDOW, FIGHT_CALM};
 use super::worker::{self, Outcome, Worker};
 use crate::config::PolicyFlags;
@@ -18,6 +17,9 @@ use crate::model::{TABLE_NAME, Table, TableFlags};
 use crate::report::counters::MasqCounters;
 use crate::report::health::Health;
 use crate::report::metrics::Metrics;
+use crate::testing::fake::{
+    self, FakeKernel, FakeSource, KernelVersion, LINUX_5_10, LINUX_6_1, LINUX_6_12,
+};
 
 /// The port id of "nft" run by someone else.
 const OTHER: u32 = 777;

@@ -57,29 +57,7 @@ pub fn parse(msg: &Msg<'_>) -> Option<Ack> {
 mod tests {
     use super::*;
     use crate::kernel::netlink::attr::messages;
-    use crate::kernel::netlink::uapi::NLMSG_ERROR;
-
-    fn error_msg(error: i32, seq: u32, tlvs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut payload = error.to_ne_bytes().to_vec();
-        let mut hdr = [0u8; NLMSG_HDRLEN];
-        hdr[8..12].copy_from_slice(&seq.to_ne_bytes());
-        payload.extend_from_slice(&hdr);
-        for (ty, data) in tlvs {
-            payload.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-            payload.extend_from_slice(&ty.to_ne_bytes());
-            payload.extend_from_slice(data);
-            payload.resize((payload.len() + 3) & !3, 0);
-        }
-        let flags = if tlvs.is_empty() { 0 } else { NLM_F_ACK_TLVS };
-        let mut out = ((NLMSG_HDRLEN + payload.len()) as u32)
-            .to_ne_bytes()
-            .to_vec();
-        out.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        out.extend_from_slice(&flags.to_ne_bytes());
-        out.extend_from_slice(&[0; 8]);
-        out.extend_from_slice(&payload);
-        out
-    }
+    use crate::testing::wire::ack as error_msg;
 
     fn parsed(bytes: &[u8]) -> Option<Ack> {
         parse(&messages(bytes).next().unwrap().unwrap())

@@ -232,6 +232,7 @@ mod tests {
     use crate::config::{Config, PolicyFlags};
     use crate::kernel::nft::encode;
     use crate::model::{self, TableFlags};
+    use crate::testing::wire::new_generation;
 
     #[test]
     fn a_flood_of_notifications_is_folded_and_bounded() {
@@ -276,14 +277,8 @@ mod tests {
 
     #[test]
     fn generation_message() {
-        let mut w = crate::kernel::netlink::Writer::default();
-        let m = w.begin_msg(nft_type(NFT_MSG_NEWGEN), 0, 0, NFPROTO_UNSPEC, 0);
-        w.put_u32(NFTA_GEN_ID, 42);
-        w.put_u32(NFTA_GEN_PROC_PID, 1234);
-        w.put_str(NFTA_GEN_PROC_NAME, "nft");
-        w.end_msg(m);
-        let mut bytes = w.into_bytes();
-        bytes[12..16].copy_from_slice(&777u32.to_ne_bytes()); // port id of the committer
+        // Committed by the socket with port id 777.
+        let bytes = new_generation(42, 777, Some(1234), Some(b"nft\0"));
         let msg = messages(&bytes).next().unwrap().unwrap();
         assert_eq!(
             classify(&msg),
@@ -299,12 +294,7 @@ mod tests {
     #[test]
     fn a_process_name_that_is_not_utf8_still_ends_the_transaction() {
         // `nft` started through a symlink named "\xff": the repair must not wait for a resync.
-        let mut w = crate::kernel::netlink::Writer::default();
-        let m = w.begin_msg(nft_type(NFT_MSG_NEWGEN), 0, 0, NFPROTO_UNSPEC, 0);
-        w.put_u32(NFTA_GEN_ID, 7);
-        w.put(NFTA_GEN_PROC_NAME, b"\xff\0");
-        w.end_msg(m);
-        let bytes = w.into_bytes();
+        let bytes = new_generation(7, 0, None, Some(b"\xff\0"));
         let msg = messages(&bytes).next().unwrap().unwrap();
         assert!(matches!(
             classify(&msg),

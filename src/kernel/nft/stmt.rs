@@ -19,7 +19,7 @@ use crate::model::{NAT_PERSISTENT, NAT_PROTO_RANDOM, NAT_PROTO_RANDOM_FULLY, NAT
 const R1: u32 = NFT_REG_1;
 
 /// The NAT flags the agent may set; a masquerade with any other flag is not ours.
-const KNOWN_NAT_FLAGS: u32 =
+pub const KNOWN_NAT_FLAGS: u32 =
     NAT_PROTO_SPECIFIED | NAT_PROTO_RANDOM | NAT_PERSISTENT | NAT_PROTO_RANDOM_FULLY;
 
 fn nfproto_of(f: Family) -> u8 {

@@ -1,4 +1,5 @@
-//! In-memory stand-ins for the kernel and the config files, for the daemon's unit tests.
+//! In-memory stand-ins for the kernel and the config files, for the daemon's unit tests and
+//! for any test that drives an [`Agent`](crate::daemon::agent::Agent) without root.
 //! Both are handles to shared state, so a test keeps one copy to look at (and meddle with)
 //! what the agent owns. The fake kernel serves both seams: the loop's ([`Kernel`]) and the
 //! background worker's ([`WorkerKernel`]), with a clock of its own for the worker's budget.
@@ -7,9 +8,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::seam::{Holder, Kernel, WorkerKernel};
 use crate::addr::prefix::Family;
 use crate::config::{ConfigError, Loaded, PolicyFlags, Source, Update};
+use crate::daemon::seam::{Holder, Kernel, WorkerKernel};
 use crate::kernel::conntrack::{ConntrackError, Flow, Protocols, Report};
 use crate::kernel::nft::ruleset::{ForeignRead, ForeignTable};
 use crate::kernel::nft::uapi::NFT_MSG_NEWTABLE;
