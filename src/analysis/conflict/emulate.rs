@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::{MARK, Why, extend};
+use super::finding::{MARK, Why, extend};
 use crate::addr::prefix::Family;
 use crate::analysis::Packet;
 use crate::kernel::nft::decode::RuleMsg;

@@ -17,13 +17,16 @@
 //! (`walk.rs`) is linear in the size of the tables: each chain is summarised once per mark
 //! assumption, whatever the number of jumps to it, and a loop or a chain not read is
 //! "cannot tell", never a hang. [`analyze_until`] can be cut off between any two rules.
+//! What both speak (an answer and the unknowns it depends on, a finding) is `finding.rs`.
 
 mod emulate;
+mod finding;
 mod walk;
 
 use std::collections::HashSet;
 
-use serde::Serialize;
+pub use finding::{Answer, Finding};
+use finding::{MARK, Stopper};
 
 use super::Packet;
 use crate::addr::prefix::Family;
@@ -31,106 +34,6 @@ use crate::kernel::nft::decode::RuleMsg;
 use crate::kernel::nft::expr::Expr;
 use crate::kernel::nft::ruleset::ForeignTable;
 use crate::kernel::nft::uapi::*;
-
-/// Whether a rule translates the packet first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Answer {
-    /// It does: our decision for this packet is overridden.
-    Yes,
-    /// It does not.
-    No,
-    /// It depends on what could not be evaluated, named.
-    CannotTell(Vec<String>),
-    /// It depends only on a packet mark: the component marks the packets it means (kube-proxy
-    /// does so for service traffic); expected, not a conflict.
-    Conditional(Vec<String>),
-}
-
-/// A translating rule of another table, and what it does to the packet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// `ip`, `ip6` or `inet`.
-    pub family: &'static str,
-    /// Table.
-    pub table: String,
-    /// The chain the rule is in.
-    pub chain: String,
-    /// The base chain's priority (it runs before ours at lower priority).
-    pub priority: i32,
-    /// The rule's handle.
-    pub handle: u64,
-    /// The rule, described.
-    pub rule: String,
-    /// What it would do: `masquerade` or `snat`.
-    pub verdict: String,
-    /// Whether it translates this packet first.
-    pub answer: Answer,
-}
-
-/// Unknowns a result depends on, each once, at most [`MAX_WHY`]; empty: none (surely).
-type Why = Vec<String>;
-
-/// The most unknowns a result names: beyond it, "more unknowns". Keeps joining the ways
-/// into a chain cheap whatever the table.
-const MAX_WHY: usize = 8;
-
-/// What stands for the unknowns beyond [`MAX_WHY`].
-const MORE: &str = "more unknowns";
-
-/// Adds the conditions of `more` not already in `to`.
-fn extend(to: &mut Why, more: &[String]) {
-    for m in more {
-        if to.contains(m) {
-            continue;
-        }
-        if to.len() + 1 < MAX_WHY {
-            to.push(m.clone());
-        } else {
-            if to.last().map(String::as_str) != Some(MORE) {
-                to.push(MORE.into());
-            }
-            break;
-        }
-    }
-}
-
-/// Joins a second way to the same place: surely reached if either is sure, else under
-/// the unknowns of both.
-fn join(to: &mut Why, other: Why) {
-    if to.is_empty() {
-        return;
-    }
-    if other.is_empty() {
-        to.clear();
-    } else {
-        extend(to, &other);
-    }
-}
-
-/// What a packet mark dependency is called (kube-proxy's marked service traffic).
-const MARK: &str = "packet mark";
-
-/// Calls the caller's `stop` every so often: often enough to cut a pass short within a
-/// fraction of a millisecond, rarely enough to cost nothing.
-struct Stopper<'s> {
-    stop: &'s dyn Fn() -> bool,
-    ticks: u32,
-}
-
-impl Stopper<'_> {
-    /// One unit of work (a rule evaluated, a chain visited); `None`: stop now. The first
-    /// unit asks too, so a pass already over its budget (or superseded) before this probe
-    /// stops at once, whatever the size of the tables.
-    fn tick(&mut self) -> Option<()> {
-        let ask = self.ticks % 256 == 0;
-        self.ticks = self.ticks.wrapping_add(1);
-        if ask && (self.stop)() {
-            return None;
-        }
-        Some(())
-    }
-}
 
 /// Whether a table of `family` sees the packet.
 fn sees(family: u8, probe: &Packet) -> bool {
@@ -159,7 +62,7 @@ pub fn analyze_until(
     probe: &Packet,
     stop: &dyn Fn() -> bool,
 ) -> Option<Vec<Finding>> {
-    let mut stopper = Stopper { stop, ticks: 0 };
+    let mut stopper = Stopper::new(stop);
     let mut unmarked: Vec<(i32, Vec<Finding>)> = Vec::new();
     let mut any_mark: Vec<(i32, Vec<Finding>)> = Vec::new();
     for t in tables.iter().filter(|t| sees(t.family, probe)) {
@@ -194,17 +97,6 @@ pub fn analyze_until(
     Some(out)
 }
 
-/// The rule as expressions, for people (nft's own rendering would need its parser).
-fn describe(rule: &RuleMsg) -> String {
-    let parts: Vec<String> = rule
-        .exprs
-        .iter()
-        .filter(|e| !matches!(e, Expr::Counter { .. }))
-        .map(Expr::describe)
-        .collect();
-    parts.join("; ")
-}
-
 /// The rules of `findings` that override a non-masquerade decision (answer yes, or cannot
 /// tell), as opposed to conditional ones and ones that do not apply.
 pub fn conflicts(findings: &[Finding]) -> impl Iterator<Item = &Finding> {
@@ -222,10 +114,7 @@ pub fn analyze_all(tables: &[ForeignTable], probe: &Packet) -> Vec<Finding> {
         .map(|f| (f.family, f.table.clone(), f.handle))
         .collect();
     let never = || false;
-    let mut stopper = Stopper {
-        stop: &never,
-        ticks: 0,
-    };
+    let mut stopper = Stopper::new(&never);
     for t in tables.iter().filter(|t| sees(t.family, probe)) {
         let Some(index) = walk::Table::new(t, &mut stopper) else {
             continue;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::emulate::{self, Act, Env};
+use super::finding::{Stopper, Why, extend, join};
 use super::*;
 use crate::addr::prefix::Span;
 use crate::kernel::nft::decode::ChainMsg;
@@ -336,7 +337,7 @@ proptest! {
         };
         let sets = table.sets.iter().map(|s| (s.name.as_str(), s)).collect();
         let never = || false;
-        let mut stop = Stopper { stop: &never, ticks: 0 };
+        let mut stop = Stopper::new(&never);
         let index = walk::Table::new(&table, &mut stop).unwrap();
         for mark in [Some(0), None] {
             let mut reference = Reference {

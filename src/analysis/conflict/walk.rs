@@ -21,7 +21,7 @@
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::emulate::{self, Act, Env};
-use super::{Answer, Finding, Stopper, Why, describe, extend, join};
+use super::finding::{Answer, Finding, Stopper, Why, describe, extend, join};
 use crate::analysis::Packet;
 use crate::kernel::nft::decode::RuleMsg;
 use crate::kernel::nft::expr::{Expr, ImmData};
