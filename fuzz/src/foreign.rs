@@ -10,13 +10,13 @@
 //! set), so loops, dangling jumps and any nesting are all reachable.
 
 use arbitrary::Unstructured;
+use nft_masq_agent::addr::prefix::Span;
 use nft_masq_agent::analysis::Packet;
-use nft_masq_agent::model::{BaseChain, Chain, HOOK_POSTROUTING};
 use nft_masq_agent::kernel::nft::decode::{ChainMsg, RuleMsg};
 use nft_masq_agent::kernel::nft::expr::{Expr, ImmData};
 use nft_masq_agent::kernel::nft::ruleset::{ForeignSet, ForeignTable, Verdict};
 use nft_masq_agent::kernel::nft::uapi::*;
-use nft_masq_agent::addr::prefix::Span;
+use nft_masq_agent::model::{BaseChain, Chain, HOOK_POSTROUTING};
 
 /// Operation codes (the byte modulo [`OPS`]).
 pub const OP_TABLE: u8 = 0;
