@@ -16,11 +16,12 @@
 //! - [`daemon`]: the reconciler, its seam to the kernel ([`daemon::Kernel`]), the drift
 //!   decisions, the config watch, the background worker and the event loop.
 //!
-//! [`testing`] (the `testing` feature) stands above them all: the fake kernel and the
+//! `testing` (the `testing` feature) stands above them all: the fake kernel and the
 //! wire-fixture builders that tests use.
 //!
 //! [`analysis`] and [`report`] stand side by side: neither uses the other. The rule can be
-//! checked with `grep -rn 'crate::' src/<layer>`: a layer names only layers listed before it.
+//! checked with `grep -rn 'crate::' src/<layer>`: outside its tests, a layer names only
+//! layers listed before it.
 
 pub mod addr;
 pub mod analysis;

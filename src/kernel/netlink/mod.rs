@@ -1,6 +1,6 @@
-//! Netfilter netlink, the foundation under [`crate::kernel::nft`]: message and attribute framing
-//! ([`attr`], pure), the acknowledgement format ([`ack`], pure) and the socket ([`socket`]).
-//! nf_tables and the other netfilter subsystems (conntrack) share all three.
+//! Netfilter netlink, the foundation of this layer: message and attribute framing ([`attr`],
+//! pure), the acknowledgement format ([`ack`], pure) and the socket ([`socket`]). nf_tables
+//! and the other netfilter subsystems (conntrack) share all three; it knows neither.
 
 pub mod ack;
 pub mod attr;

@@ -1,7 +1,7 @@
 //! The other NAT tables: what the kernel holds at the postrouting hook outside our table,
 //! as raw parts (chains, rules with their expressions, sets with their keys), for the
-//! conflict analysis of `crate::analysis::conflict`. The reading is in [`super::socket`]; this module
-//! is the data, its assembly from dump messages and the choice of what to read. Pure.
+//! conflict analysis above this layer. The reading is in [`super::socket`]; this module is
+//! the data, its assembly from dump messages and the choice of what to read. Pure.
 //!
 //! Others decide how large their tables are, so the reader is bounded: it reads only the
 //! sets that rules reachable from a NAT postrouting chain look up ([`Reach`]), and at most a
