@@ -24,9 +24,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nft_masq_agent::config::{self, Config, PolicyFlags};
+use nft_masq_agent::kernel::nft::events::EventSocket;
+use nft_masq_agent::kernel::nft::{self, NftSocket, encode};
 use nft_masq_agent::model::{self, TableFlags};
-use nft_masq_agent::nft::events::EventSocket;
-use nft_masq_agent::nft::{self, NftSocket, encode};
 use support::{Netns, Stats, arg, flag, ip_masq_agent_text, prefixes, record};
 
 /// Runs `program --noflush` with `text` on stdin; returns its wall time, or None if the
@@ -92,7 +92,7 @@ fn thread_cpu() -> Duration {
 /// Someone else's commit, as far as the agent can tell: a table of another name created and
 /// deleted (two transactions that change the generation, not our table).
 fn touch_table(sock: &mut NftSocket) -> anyhow::Result<()> {
-    use nft_masq_agent::nft::uapi::{
+    use nft_masq_agent::kernel::nft::uapi::{
         NFPROTO_INET, NFT_MSG_DELTABLE, NFT_MSG_NEWTABLE, NFTA_TABLE_NAME,
     };
     for kind in [NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE] {

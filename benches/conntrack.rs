@@ -16,12 +16,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nft_masq_agent::addr::prefix::Family;
+use nft_masq_agent::analysis::flows;
 use nft_masq_agent::config::{self, Config, PolicyFlags};
-use nft_masq_agent::conntrack::uapi::{IPPROTO_TCP, IPPROTO_UDP};
-use nft_masq_agent::conntrack::{self, Conntrack, Flow, L4, Protocols, Tuple};
-use nft_masq_agent::flows;
+use nft_masq_agent::kernel::conntrack::uapi::{IPPROTO_TCP, IPPROTO_UDP};
+use nft_masq_agent::kernel::conntrack::{self, Conntrack, Flow, L4, Protocols, Tuple};
 use nft_masq_agent::model::{self, Table, TableFlags};
-use nft_masq_agent::prefix::Family;
 use support::{Netns, Stats, arg, record, record_value};
 
 /// Entries live this long: far beyond the benchmark, so none expires during it.

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
 use nft_masq_agent::config::{Config, Interface, PolicyFlags, SnatTarget, entries};
+use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{self, TableFlags};
-use nft_masq_agent::nft::{self, NftSocket};
 use support::{Netns, arg, flag, ip_masq_agent_text, prefixes, record_value};
 
 const DST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nft_masq_agent::kernel::nft::events::{Event, EventSocket};
+use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::TABLE_NAME;
-use nft_masq_agent::nft::events::{Event, EventSocket};
-use nft_masq_agent::nft::{self, NftSocket};
 use support::{Netns, Stats, arg, record, record_value};
 
 /// A listener for transaction ends (NEWGEN), timestamped on receipt.
@@ -287,8 +287,8 @@ fn mono_ns() -> u128 {
 /// own socket and exits (closing the socket is part of what the kernel makes a repairer
 /// wait for). Prints the monotonic time at which its commit was acknowledged.
 fn tamper_child(kind: &str, handle: Option<u64>) -> anyhow::Result<()> {
-    use nft_masq_agent::nft::encode;
-    use nft_masq_agent::nft::uapi::*;
+    use nft_masq_agent::kernel::nft::encode;
+    use nft_masq_agent::kernel::nft::uapi::*;
     let mut sock = NftSocket::open()?;
     let batch = match kind {
         // nft flush ruleset: DELTABLE without a name, in every family.

@@ -96,11 +96,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nft_masq_agent::daemon::reconcile::{BUDGET_COMMITS, BUDGET_SLOW_PERIOD, BUDGET_WINDOW};
-use nft_masq_agent::http::{HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES};
+use nft_masq_agent::kernel::netlink::uapi::NFNLGRP_NFTABLES;
+use nft_masq_agent::kernel::netlink::{NetlinkSocket, messages};
+use nft_masq_agent::kernel::nft::events::{Event, classify};
 use nft_masq_agent::model::TABLE_NAME;
-use nft_masq_agent::netlink::uapi::NFNLGRP_NFTABLES;
-use nft_masq_agent::netlink::{NetlinkSocket, messages};
-use nft_masq_agent::nft::events::{Event, classify};
+use nft_masq_agent::report::http::{HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES};
 use support::{Netns, record_value};
 
 /// The pod's address: what un-masqueraded probes arrive from.

@@ -4,8 +4,8 @@
 //! `ip netns exec nma-capture cargo run --example capture_dump -- tests/fixtures/x.bin`.
 //! The file holds the NEWTABLE/NEWSET/NEWSETELEM/NEWCHAIN/NEWRULE messages back to back.
 
+use nft_masq_agent::kernel::nft::NftSocket;
 use nft_masq_agent::model::TABLE_NAME;
-use nft_masq_agent::nft::NftSocket;
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::args()

@@ -1,5 +1,5 @@
 //! Captures the kernel's reply to a read of the iptables-nft `nat` tables (chains and rules),
-//! for the takeover's fixture tests (`src/nft/takeover/tests.rs`).
+//! for the takeover's fixture tests (`src/kernel/nft/takeover/tests.rs`).
 //!
 //! Run as root inside a throwaway network namespace where `iptables-nft-restore` (and
 //! `ip6tables-nft-restore`) loaded the rules, e.g.
@@ -7,9 +7,9 @@
 //! writes `takeover-ip.bin` and `takeover-ip6.bin` (the NEWCHAIN/NEWRULE messages back to
 //! back).
 
-use nft_masq_agent::nft::NftSocket;
-use nft_masq_agent::nft::takeover::read_raw;
-use nft_masq_agent::nft::uapi::{NFPROTO_IPV4, NFPROTO_IPV6};
+use nft_masq_agent::kernel::nft::NftSocket;
+use nft_masq_agent::kernel::nft::takeover::read_raw;
+use nft_masq_agent::kernel::nft::uapi::{NFPROTO_IPV4, NFPROTO_IPV6};
 
 fn main() -> anyhow::Result<()> {
     let prefix = std::env::args()

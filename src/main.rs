@@ -5,11 +5,10 @@ mod cli;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use nft_masq_agent::analysis::{Packet, explain};
 use nft_masq_agent::config::{Config, ConfigSource, Loaded, Source};
-use nft_masq_agent::conflict;
-use nft_masq_agent::explain::{Question, TableState};
+use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{self, TABLE_NAME, Table, TableFlags};
-use nft_masq_agent::nft::{self, NftSocket};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_args();
@@ -31,7 +30,7 @@ fn run(cli: cli::Cli) -> Result<ExitCode> {
     // Every mode but --dry-run and --explain (which reads the kernel only if it may) talks to
     // nf_tables: without CAP_NET_ADMIN, say why, up front.
     if !matches!(cli.mode(), cli::Mode::DryRun | cli::Mode::Explain) {
-        nft_masq_agent::privilege::require_net_admin()?;
+        nft_masq_agent::kernel::privilege::require_net_admin()?;
     }
     match cli.mode() {
         cli::Mode::DryRun => {
@@ -88,63 +87,28 @@ fn is_local(addr: std::net::IpAddr) -> Option<bool> {
 /// `--explain`: the config's decision, then what the kernel holds (if it may be read).
 fn explain(cli: &cli::Cli) -> Result<ExitCode> {
     let dst = cli.explain.context("--explain needs a destination")?;
-    let question = Question {
-        destination: dst,
-        source: cli.source,
-        out_interface: cli.out_interface.clone(),
-        local: is_local(dst),
+    let packet = Packet {
+        src: cli.source,
+        oif: cli.out_interface.clone(),
+        dst_local: is_local(dst),
+        ..Packet::to(dst)
     };
     // A question about a packet that cannot exist is refused before anything is read.
-    question.check()?;
+    explain::check(&packet)?;
     let config = config(cli)?;
-    let flags = cli.policy_flags();
-    let mut want = model::desired(&config, &flags, TableFlags::default());
-    let mut notes: Vec<String> = Vec::new();
-    let (table, conflicts) = match NftSocket::open().and_then(|mut s| {
+    let read = NftSocket::open().and_then(|mut s| {
         let live = s.read_table(TABLE_NAME)?;
         let others = s.read_nat_tables(TABLE_NAME, cli.max_foreign_elements)?;
         Ok((live, others))
-    }) {
-        Ok((live, others)) => {
-            let state = match live {
-                None => (TableState::Absent, None),
-                Some(live) => {
-                    want.flags = live.flags;
-                    if live.same_policy(&want) {
-                        (TableState::InForce, None)
-                    } else {
-                        (
-                            TableState::Differs,
-                            Some("compare --dump with --dry-run".into()),
-                        )
-                    }
-                }
-            };
-            let probe = conflict::Probe {
-                src: question.source,
-                dst,
-                oif: question.out_interface.clone(),
-                dst_local: question.local,
-            };
-            for (family, table) in &others.too_large {
-                notes.push(nft::ruleset::too_large_message(
-                    family,
-                    table,
-                    cli.max_foreign_elements,
-                ));
-            }
-            (state, conflict::analyze_all(&others.tables, &probe))
-        }
-        Err(e) => (
-            (
-                TableState::NotRead,
-                Some(format!("{e:#} (reading the kernel needs CAP_NET_ADMIN)")),
-            ),
-            Vec::new(),
-        ),
-    };
-    notes.extend(nft::legacy::note(&nft::legacy::legacy_nat_tables()));
-    let e = nft_masq_agent::explain::explain(&config, &flags, &question, table, conflicts, notes);
+    });
+    let e = explain::with_kernel(
+        &config,
+        &cli.policy_flags(),
+        &packet,
+        read,
+        &nft::legacy::legacy_nat_tables(),
+        cli.max_foreign_elements,
+    );
     match cli.output {
         cli::Output::Text => print!("{}", e.text()),
         cli::Output::Json => println!("{}", serde_json::to_string_pretty(&e)?),

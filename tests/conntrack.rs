@@ -10,12 +10,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::{NODE4, Netns, POD4, POD6, Topology, require_root};
+use nft_masq_agent::addr::prefix::Family;
 use nft_masq_agent::config::{self, Config, PolicyFlags};
-use nft_masq_agent::conntrack::uapi::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
-use nft_masq_agent::conntrack::{self, Conntrack, Flow, L4, Protocols, Tuple};
+use nft_masq_agent::kernel::conntrack::uapi::{
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+};
+use nft_masq_agent::kernel::conntrack::{self, Conntrack, Flow, L4, Protocols, Tuple};
+use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{self, TableFlags};
-use nft_masq_agent::nft::{self, NftSocket};
-use nft_masq_agent::prefix::Family;
 
 fn addr(s: &str) -> IpAddr {
     s.parse().unwrap()

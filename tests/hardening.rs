@@ -260,9 +260,9 @@ fn foreign_chain_named_in_bytes_that_are_not_utf8_blinds_nothing() {
     if !require_root() {
         return;
     }
-    use nft_masq_agent::nft::NftSocket;
-    use nft_masq_agent::nft::encode;
-    use nft_masq_agent::nft::uapi::{
+    use nft_masq_agent::kernel::nft::NftSocket;
+    use nft_masq_agent::kernel::nft::encode;
+    use nft_masq_agent::kernel::nft::uapi::{
         NFPROTO_INET, NFT_MSG_NEWCHAIN, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
     };
     let t = Topology::new("badchain");
@@ -901,12 +901,12 @@ fn chain_listing(t: &Topology) -> String {
 /// emulated guest starts it only a few times a second, too few to tell. Joins to the number
 /// of tampers the kernel took.
 fn tamper_storm(t: &Topology, secs: u32) -> std::thread::JoinHandle<usize> {
-    use nft_masq_agent::netlink::uapi::{NLM_F_APPEND, NLM_F_CREATE};
-    use nft_masq_agent::nft::uapi::{
+    use nft_masq_agent::kernel::netlink::uapi::{NLM_F_APPEND, NLM_F_CREATE};
+    use nft_masq_agent::kernel::nft::uapi::{
         NFPROTO_INET, NFT_MSG_NEWRULE, NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_RULE_CHAIN,
         NFTA_RULE_EXPRESSIONS, NFTA_RULE_TABLE,
     };
-    use nft_masq_agent::nft::{NftSocket, encode};
+    use nft_masq_agent::kernel::nft::{NftSocket, encode};
     t.node.spawn(move || {
         let mut sock = NftSocket::open().expect("netlink socket");
         let end = Instant::now() + Duration::from_secs(secs.into());

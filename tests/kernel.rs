@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::{Netns, require_root};
 use nft_masq_agent::config::{Config, PolicyFlags};
+use nft_masq_agent::kernel::nft::events::{Event, EventSocket};
+use nft_masq_agent::kernel::nft::{self, NftError, NftSocket, ReplaceForm};
 use nft_masq_agent::model::{self, TableFlags};
-use nft_masq_agent::nft::events::{Event, EventSocket};
-use nft_masq_agent::nft::{self, NftError, NftSocket, ReplaceForm};
 
 fn ns(tag: &str) -> Netns {
     Netns::new(format!("nma-{}-kernel-{tag}", std::process::id()))

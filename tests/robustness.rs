@@ -17,10 +17,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{Agent, Reply, Topology, require_root, run, wait_until};
+use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{
     self, BaseChain, Chain, Family, HOOK_POSTROUTING, Rule, Set, Stmt, Table,
 };
-use nft_masq_agent::nft::{self, NftSocket};
 use nix::sys::signal::Signal;
 
 /// The bound the issue sets for the loop's reactions (three times that in an emulated

@@ -440,9 +440,9 @@ fn a_chain_in_iptables_legacy_gets_the_commands_to_run() {
 
 #[test]
 fn a_rule_planted_between_read_and_commit_is_never_removed_unseen() {
-    use nft_masq_agent::nft::NftSocket;
-    use nft_masq_agent::nft::takeover::{self, Done, Plan, dump, plan};
-    use nft_masq_agent::nft::uapi::{NFPROTO_IPV4, NFPROTO_IPV6};
+    use nft_masq_agent::kernel::nft::NftSocket;
+    use nft_masq_agent::kernel::nft::takeover::{self, Done, Plan, dump, plan};
+    use nft_masq_agent::kernel::nft::uapi::{NFPROTO_IPV4, NFPROTO_IPV6};
 
     if !require_root() {
         return;

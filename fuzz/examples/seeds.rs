@@ -19,13 +19,10 @@ use std::fs;
 use std::path::Path;
 
 use nft_masq_agent::config::{self, Config, PolicyFlags};
+use nft_masq_agent::kernel::netlink::uapi::{NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS};
+use nft_masq_agent::kernel::nft::encode::{self, ReplaceForm};
 use nft_masq_agent::model::{self, TableFlags};
-use nft_masq_agent::netlink::Writer;
-use nft_masq_agent::netlink::uapi::{
-    NLM_F_ACK_TLVS, NLMSG_ERROR, NLMSG_HDRLEN, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS,
-};
-use nft_masq_agent::nft::encode::{self, ReplaceForm};
-use nft_masq_agent::nft::uapi::*;
+use nft_masq_agent::testing::wire::{ack, new_generation};
 use nma_fuzz::flags_byte;
 use nma_fuzz::foreign::{Prog, s, x};
 
@@ -318,29 +315,6 @@ fn batches(repo: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// An `NLMSG_ERROR` with an error code, the echoed header of `seq`, and extended attributes.
-fn ack(error: i32, seq: u32, tlvs: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut payload = error.to_ne_bytes().to_vec();
-    let mut hdr = [0u8; NLMSG_HDRLEN];
-    hdr[8..12].copy_from_slice(&seq.to_ne_bytes());
-    payload.extend_from_slice(&hdr);
-    for (ty, data) in tlvs {
-        payload.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-        payload.extend_from_slice(&ty.to_ne_bytes());
-        payload.extend_from_slice(data);
-        payload.resize((payload.len() + 3) & !3, 0);
-    }
-    let flags = if tlvs.is_empty() { 0 } else { NLM_F_ACK_TLVS };
-    let mut out = ((NLMSG_HDRLEN + payload.len()) as u32)
-        .to_ne_bytes()
-        .to_vec();
-    out.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&payload);
-    out
-}
-
 fn decode_seeds(batches: &[(String, Vec<u8>)], dir: &Path) {
     for (name, bytes) in batches {
         write(dir, name, bytes);
@@ -358,13 +332,11 @@ fn decode_seeds(batches: &[(String, Vec<u8>)], dir: &Path) {
             ],
         ),
     );
-    let mut w = Writer::default();
-    let m = w.begin_msg(nft_type(NFT_MSG_NEWGEN), 0, 0, NFPROTO_UNSPEC, 0);
-    w.put_u32(NFTA_GEN_ID, 42);
-    w.put_u32(NFTA_GEN_PROC_PID, 1234);
-    w.put_str(NFTA_GEN_PROC_NAME, "nft");
-    w.end_msg(m);
-    write(dir, "newgen", &w.into_bytes());
+    write(
+        dir,
+        "newgen",
+        &new_generation(42, 0, Some(1234), Some(b"nft\0")),
+    );
 }
 
 fn roundtrip_seeds(batches: &[(String, Vec<u8>)], dir: &Path) {

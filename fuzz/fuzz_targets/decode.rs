@@ -10,9 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use nft_masq_agent::kernel::netlink::{ack, messages};
+use nft_masq_agent::kernel::nft::{decode, events, offsets};
 use nft_masq_agent::model::{Family, Interface, TABLE_NAME};
-use nft_masq_agent::netlink::{ack, messages};
-use nft_masq_agent::nft::{decode, events, offsets};
 use nma_fuzz::{assert_canonical_sets, assert_raise_consistent, assert_round_trip, representable};
 
 fuzz_target!(|data: &[u8]| {

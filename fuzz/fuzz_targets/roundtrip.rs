@@ -3,7 +3,8 @@
 //! The first byte picks the mode:
 //! - even: the rest is read with `arbitrary` into a config, policy flags and table flags
 //!   (lists beyond `cidrLimit`, any prefixes, any port ranges), extra sets and chains with
-//!   arbitrary statements, a statement list and an expression list. Checked: the desired
+//!   arbitrary statements, a statement list and an expression list (the library's own types,
+//!   drawn by its `fuzzing` feature as the wire carries them). Checked: the desired
 //!   table is canonical and exempts what the config says; `decode(encode(table)) == table`
 //!   with the extras added, in both replace forms; `raise(lower(stmts)) == stmts`, also
 //!   through the wire bytes and with batch-local set ids; a masquerade with a flag we do not
@@ -22,23 +23,16 @@ use arbitrary::{Arbitrary, Unstructured};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use libfuzzer_sys::fuzz_target;
 use nft_masq_agent::config::{Config, PolicyFlags, SnatTarget, entries};
-use nft_masq_agent::model::{
-    self, BaseChain, Chain, Family, Interface, NAT_PERSISTENT, NAT_PROTO_RANDOM,
-    NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED, Rule, Set, Stmt, TABLE_NAME, TableFlags,
-};
-use nft_masq_agent::netlink::{Attrs, Writer};
-use nft_masq_agent::nft::decode;
-use nft_masq_agent::nft::expr::{Expr, ImmData};
-use nft_masq_agent::nft::stmt::{lower, raise};
-use nft_masq_agent::prefix::RangeSet;
+use nft_masq_agent::kernel::netlink::{Attrs, Writer};
+use nft_masq_agent::kernel::nft::decode;
+use nft_masq_agent::kernel::nft::expr::Expr;
+use nft_masq_agent::kernel::nft::stmt::{KNOWN_NAT_FLAGS, lower, raise};
+use nft_masq_agent::model::{self, Chain, Family, Interface, Set, Stmt, TABLE_NAME, TableFlags};
 use nma_fuzz::{
     assert_canonical_sets, assert_exempts, assert_raise_consistent, assert_round_trip,
     representable,
 };
 
-/// The NAT flags the agent writes (and so reads back as its own).
-const KNOWN_NAT_FLAGS: u32 =
-    NAT_PROTO_SPECIFIED | NAT_PROTO_RANDOM | NAT_PERSISTENT | NAT_PROTO_RANDOM_FULLY;
 /// At most this many entries per list: keeps one input's table small enough to stay fast.
 const MAX_LIST: usize = 64;
 
@@ -67,44 +61,6 @@ impl Net {
     }
 }
 
-#[derive(Arbitrary, Debug)]
-enum AStmt {
-    Nfproto(bool),
-    L4proto(u8),
-    Fib,
-    DaddrInSet {
-        v6: bool,
-        set: String,
-    },
-    SaddrNotInSet {
-        v6: bool,
-        set: String,
-    },
-    OifnameNotInSet {
-        set: String,
-    },
-    Numgen {
-        modulus: u32,
-        below: u32,
-    },
-    Counter {
-        packets: u64,
-        bytes: u64,
-    },
-    Masquerade {
-        flags: u32,
-        ports: Option<(u16, u16)>,
-    },
-    Snat {
-        v6: bool,
-        first: u128,
-        last: u128,
-        flags: u32,
-        ports: Option<(u16, u16)>,
-    },
-    Return,
-}
-
 /// An address of the family, from any integer (IPv4 uses the low 32 bits).
 fn addr(v6: bool, a: u128) -> IpAddr {
     if v6 {
@@ -116,327 +72,6 @@ fn addr(v6: bool, a: u128) -> IpAddr {
 
 fn family(v6: bool) -> Family {
     if v6 { Family::V6 } else { Family::V4 }
-}
-
-/// A name as the wire carries it: no NUL (names are NUL-terminated), short.
-fn name(s: &str) -> String {
-    s.chars().filter(|&c| c != '\0').take(32).collect()
-}
-
-impl AStmt {
-    /// The statement; `known_flags` masks a masquerade's flags to those the agent writes.
-    fn stmt(&self, known_flags: bool) -> Stmt {
-        match self {
-            AStmt::Nfproto(v6) => Stmt::Nfproto(family(*v6)),
-            AStmt::L4proto(p) => Stmt::L4proto(*p),
-            AStmt::Fib => Stmt::FibDaddrLocal,
-            AStmt::DaddrInSet { v6, set } => Stmt::DaddrInSet {
-                family: family(*v6),
-                set: name(set),
-            },
-            AStmt::SaddrNotInSet { v6, set } => Stmt::SaddrNotInSet {
-                family: family(*v6),
-                set: name(set),
-            },
-            AStmt::OifnameNotInSet { set } => Stmt::OifnameNotInSet { set: name(set) },
-            AStmt::Numgen { modulus, below } => Stmt::NumgenBelow {
-                modulus: *modulus,
-                below: *below,
-            },
-            AStmt::Counter { packets, bytes } => Stmt::Counter {
-                packets: *packets,
-                bytes: *bytes,
-            },
-            AStmt::Masquerade { flags, ports } => Stmt::Masquerade {
-                flags: if known_flags {
-                    flags & KNOWN_NAT_FLAGS
-                } else {
-                    *flags
-                },
-                ports: *ports,
-            },
-            AStmt::Snat {
-                v6,
-                first,
-                last,
-                flags,
-                ports,
-            } => Stmt::Snat {
-                family: family(*v6),
-                first: addr(*v6, *first.min(last)),
-                last: addr(*v6, *first.max(last)),
-                flags: if known_flags {
-                    flags & KNOWN_NAT_FLAGS
-                } else {
-                    *flags
-                },
-                ports: *ports,
-            },
-            AStmt::Return => Stmt::Return,
-        }
-    }
-}
-
-#[derive(Arbitrary, Debug)]
-enum AImm {
-    Verdict(i32, Option<String>),
-    Value(Vec<u8>),
-}
-
-#[derive(Arbitrary, Debug)]
-enum AExpr {
-    Meta {
-        key: u32,
-        dreg: u32,
-    },
-    Cmp {
-        sreg: u32,
-        op: u32,
-        data: Vec<u8>,
-    },
-    Payload {
-        base: u32,
-        offset: u32,
-        len: u32,
-        dreg: u32,
-    },
-    Lookup {
-        set: String,
-        sreg: u32,
-        dreg: Option<u32>,
-        flags: u32,
-    },
-    Fib {
-        flags: u32,
-        result: u32,
-        dreg: u32,
-    },
-    Immediate {
-        dreg: u32,
-        data: AImm,
-    },
-    Counter {
-        packets: u64,
-        bytes: u64,
-    },
-    Masq {
-        flags: u32,
-        reg_min: Option<u32>,
-        reg_max: Option<u32>,
-    },
-    Nat {
-        kind: u32,
-        family: u32,
-        regs: [Option<u32>; 4],
-        flags: u32,
-    },
-    Bitwise {
-        sreg: u32,
-        dreg: u32,
-        len: u32,
-        mask: Vec<u8>,
-        xor: Vec<u8>,
-    },
-    Compat {
-        target: bool,
-        name: String,
-        rev: u32,
-        info: Vec<u8>,
-    },
-    Numgen {
-        dreg: u32,
-        modulus: u32,
-        kind: u32,
-        offset: u32,
-    },
-    Byteorder {
-        sreg: u32,
-        dreg: u32,
-        op: u32,
-        len: u32,
-        size: u32,
-    },
-    Other {
-        name: String,
-    },
-}
-
-/// The names `Expr::decode` parses itself: an `Other` by one of them is not an `Other`.
-const MODELLED: [&str; 14] = [
-    "meta",
-    "cmp",
-    "payload",
-    "lookup",
-    "fib",
-    "immediate",
-    "counter",
-    "masq",
-    "nat",
-    "numgen",
-    "byteorder",
-    "bitwise",
-    "match",
-    "target",
-];
-
-impl AExpr {
-    fn expr(&self) -> Expr {
-        match self {
-            AExpr::Meta { key, dreg } => Expr::Meta {
-                key: *key,
-                dreg: *dreg,
-            },
-            AExpr::Cmp { sreg, op, data } => Expr::Cmp {
-                sreg: *sreg,
-                op: *op,
-                data: data.clone(),
-            },
-            AExpr::Payload {
-                base,
-                offset,
-                len,
-                dreg,
-            } => Expr::Payload {
-                base: *base,
-                offset: *offset,
-                len: *len,
-                dreg: *dreg,
-            },
-            AExpr::Lookup {
-                set,
-                sreg,
-                dreg,
-                flags,
-            } => Expr::Lookup {
-                set: name(set),
-                sreg: *sreg,
-                dreg: *dreg,
-                set_id: None,
-                flags: *flags,
-            },
-            AExpr::Fib {
-                flags,
-                result,
-                dreg,
-            } => Expr::Fib {
-                flags: *flags,
-                result: *result,
-                dreg: *dreg,
-            },
-            AExpr::Immediate { dreg, data } => Expr::Immediate {
-                dreg: *dreg,
-                data: match data {
-                    AImm::Verdict(code, chain) => {
-                        ImmData::Verdict(*code, chain.as_deref().map(name))
-                    }
-                    AImm::Value(v) => ImmData::Value(v.iter().copied().take(256).collect()),
-                },
-            },
-            AExpr::Counter { packets, bytes } => Expr::Counter {
-                packets: *packets,
-                bytes: *bytes,
-            },
-            AExpr::Masq {
-                flags,
-                reg_min,
-                reg_max,
-            } => Expr::Masq {
-                flags: *flags,
-                reg_min: *reg_min,
-                reg_max: *reg_max,
-            },
-            AExpr::Nat {
-                kind,
-                family,
-                regs: [addr_min, addr_max, proto_min, proto_max],
-                flags,
-            } => Expr::Nat {
-                kind: *kind,
-                family: *family,
-                reg_addr_min: *addr_min,
-                // The kernel reports a missing last address as the first one's register,
-                // and NF_NAT_RANGE_MAP_IPS with an address: the decoder folds both back.
-                reg_addr_max: addr_max.filter(|r| Some(*r) != *addr_min),
-                reg_proto_min: *proto_min,
-                reg_proto_max: *proto_max,
-                flags: if addr_min.is_some() {
-                    flags & !1
-                } else {
-                    *flags
-                },
-            },
-            AExpr::Bitwise {
-                sreg,
-                dreg,
-                len,
-                mask,
-                xor,
-            } => Expr::Bitwise {
-                sreg: *sreg,
-                dreg: *dreg,
-                len: *len,
-                mask: mask.iter().copied().take(256).collect(),
-                xor: xor.iter().copied().take(256).collect(),
-            },
-            AExpr::Compat {
-                target,
-                name: n,
-                rev,
-                info,
-            } => Expr::Compat {
-                target: *target,
-                name: name(n),
-                rev: *rev,
-                info: info.iter().copied().take(256).collect(),
-            },
-            AExpr::Numgen {
-                dreg,
-                modulus,
-                kind,
-                offset,
-            } => Expr::Numgen {
-                dreg: *dreg,
-                modulus: *modulus,
-                kind: *kind,
-                offset: *offset,
-            },
-            AExpr::Byteorder {
-                sreg,
-                dreg,
-                op,
-                len,
-                size,
-            } => Expr::Byteorder {
-                sreg: *sreg,
-                dreg: *dreg,
-                op: *op,
-                len: *len,
-                size: *size,
-            },
-            AExpr::Other { name: n } => {
-                let mut n = name(n);
-                if n.is_empty() || MODELLED.contains(&n.as_str()) {
-                    n.insert(0, 'x');
-                }
-                Expr::Other { name: n }
-            }
-        }
-    }
-}
-
-#[derive(Arbitrary, Debug)]
-struct ASet {
-    name: String,
-    v6: bool,
-    nets: Vec<Net>,
-    holes: Vec<Net>,
-}
-
-#[derive(Arbitrary, Debug)]
-struct AChain {
-    name: String,
-    base: Option<(String, u32, i32, u32)>,
-    rules: Vec<Vec<AStmt>>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -454,10 +89,13 @@ struct Input {
     masq_link_local_ipv6: bool,
     table_flags: u32,
     seq: u32,
-    sets: Vec<ASet>,
-    chains: Vec<AChain>,
-    stmts: Vec<AStmt>,
-    exprs: Vec<AExpr>,
+    sets: Vec<Set>,
+    chains: Vec<Chain>,
+    stmts: Vec<Stmt>,
+    /// NAT flags added to the masquerades and SNATs of `stmts`: those the agent never writes
+    /// must not be read back as ours.
+    foreign_nat_flags: u32,
+    exprs: Vec<Expr>,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -532,65 +170,27 @@ fn structured(input: &Input) {
         .chain(table.name_sets.iter().map(|s| s.name.clone()))
         .collect();
     for s in input.sets.iter().take(4) {
-        let n = name(&s.name);
-        if !set_names.insert(n.clone()) {
-            continue;
+        if set_names.insert(s.name.clone()) {
+            table.sets.push(s.clone());
         }
-        let family = family(s.v6);
-        let of_family = |l: &[Net]| -> RangeSet {
-            let v: Vec<IpNet> = nets(l)
-                .into_iter()
-                .filter(|n| Family::of(n) == family)
-                .collect();
-            RangeSet::from_nets(&v)
-        };
-        let prefixes = of_family(&s.nets)
-            .difference(&of_family(&s.holes))
-            .to_prefixes(family.bits());
-        table.sets.push(Set {
-            name: n,
-            family,
-            prefixes,
-        });
     }
     let mut chain_names: HashSet<String> = table.chains.iter().map(|c| c.name.clone()).collect();
     for c in input.chains.iter().take(4) {
-        let n = name(&c.name);
-        if !chain_names.insert(n.clone()) {
-            continue;
+        if chain_names.insert(c.name.clone()) {
+            table.chains.push(c.clone());
         }
-        table.chains.push(Chain {
-            name: n,
-            base: c
-                .base
-                .as_ref()
-                .map(|(kind, hook, priority, policy)| BaseChain {
-                    kind: name(kind),
-                    hook: *hook,
-                    priority: *priority,
-                    policy: *policy,
-                }),
-            rules: c
-                .rules
-                .iter()
-                .take(16)
-                .map(|r| Rule {
-                    stmts: r.iter().take(16).map(|s| s.stmt(true)).collect(),
-                })
-                .collect(),
-        });
     }
     assert!(representable(&table));
     let _ = table.to_string();
     assert_round_trip(&table, input.seq);
 
-    statements(&input.stmts);
+    statements(&input.stmts, input.foreign_nat_flags);
     expressions(&input.exprs);
 }
 
 /// `raise(lower(x)) == x`, in memory and through the wire, with and without set ids.
-fn statements(list: &[AStmt]) {
-    let stmts: Vec<Stmt> = list.iter().take(64).map(|s| s.stmt(true)).collect();
+fn statements(list: &[Stmt], foreign_flags: u32) {
+    let stmts: Vec<Stmt> = list.iter().take(64).cloned().collect();
     let exprs = lower(&stmts, &|_| None);
     assert_eq!(raise(&exprs), stmts);
     for ids in [false, true] {
@@ -599,22 +199,26 @@ fn statements(list: &[AStmt]) {
         assert_eq!(raise(&back), stmts, "through the wire (set ids: {ids})");
     }
     // A masquerade or SNAT with a flag the agent never writes is not read back as ours.
-    for s in list.iter().take(64) {
-        if let AStmt::Masquerade { flags, .. } | AStmt::Snat { flags, .. } = s {
-            if flags & !KNOWN_NAT_FLAGS != 0 {
-                let raised = raise(&lower(&[s.stmt(false)], &|_| None));
-                assert!(
-                    raised.iter().all(|s| matches!(s, Stmt::Unknown(_))),
-                    "{s:?} read back as {raised:?}"
-                );
-            }
+    let foreign = foreign_flags & !KNOWN_NAT_FLAGS;
+    if foreign == 0 {
+        return;
+    }
+    for s in &stmts {
+        let mut s = s.clone();
+        if let Stmt::Masquerade { flags, .. } | Stmt::Snat { flags, .. } = &mut s {
+            *flags |= foreign;
+            let raised = raise(&lower(&[s.clone()], &|_| None));
+            assert!(
+                raised.iter().all(|s| matches!(s, Stmt::Unknown(_))),
+                "{s:?} read back as {raised:?}"
+            );
         }
     }
 }
 
 /// Every expression survives encode -> decode; `raise` reads any list only as `lower` writes.
-fn expressions(list: &[AExpr]) {
-    let exprs: Vec<Expr> = list.iter().take(64).map(AExpr::expr).collect();
+fn expressions(list: &[Expr]) {
+    let exprs: Vec<Expr> = list.iter().take(64).cloned().collect();
     assert_eq!(wire(&exprs), exprs);
     assert_raise_consistent(&exprs);
     for e in &exprs {

@@ -10,13 +10,13 @@
 //! set), so loops, dangling jumps and any nesting are all reachable.
 
 use arbitrary::Unstructured;
-use nft_masq_agent::conflict::Probe;
+use nft_masq_agent::addr::prefix::Span;
+use nft_masq_agent::analysis::Packet;
+use nft_masq_agent::kernel::nft::decode::{ChainMsg, RuleMsg};
+use nft_masq_agent::kernel::nft::expr::{Expr, ImmData};
+use nft_masq_agent::kernel::nft::ruleset::{ForeignSet, ForeignTable, Verdict};
+use nft_masq_agent::kernel::nft::uapi::*;
 use nft_masq_agent::model::{BaseChain, Chain, HOOK_POSTROUTING};
-use nft_masq_agent::nft::decode::{ChainMsg, RuleMsg};
-use nft_masq_agent::nft::expr::{Expr, ImmData};
-use nft_masq_agent::nft::ruleset::{ForeignSet, ForeignTable, Verdict};
-use nft_masq_agent::nft::uapi::*;
-use nft_masq_agent::prefix::Span;
 
 /// Operation codes (the byte modulo [`OPS`]).
 pub const OP_TABLE: u8 = 0;
@@ -120,7 +120,7 @@ fn verdict(sel: u8, chain: u8) -> Verdict {
 
 /// The probe and tables a program builds. Bounded: at most 4 tables, 64 chains, 512 rules
 /// and 32 expressions a rule, 64 keys a set, so one input stays small.
-pub fn build(data: &[u8]) -> (Probe, Vec<ForeignTable>) {
+pub fn build(data: &[u8]) -> (Packet, Vec<ForeignTable>) {
     let mut r = Reader(Unstructured::new(data));
     let v6 = r.byte() & 1 == 1;
     let addr = |r: &mut Reader<'_>| -> std::net::IpAddr {
@@ -138,7 +138,7 @@ pub fn build(data: &[u8]) -> (Probe, Vec<ForeignTable>) {
         _ => Some("eth1".to_string()),
     };
     let dst_local = [None, Some(false), Some(true)][usize::from(r.byte() % 3)];
-    let probe = Probe {
+    let probe = Packet {
         src,
         dst,
         oif,

@@ -10,17 +10,17 @@ use std::collections::HashSet;
 pub mod foreign;
 
 use ipnet::IpNet;
+use nft_masq_agent::addr::prefix::{RangeSet, Span};
 use nft_masq_agent::config::{Config, DEFAULT_MAX_PREFIXES, PolicyFlags, values};
+use nft_masq_agent::kernel::netlink::messages;
+use nft_masq_agent::kernel::nft::decode;
+use nft_masq_agent::kernel::nft::encode::{self, ReplaceForm};
+use nft_masq_agent::kernel::nft::events::{self, Event};
+use nft_masq_agent::kernel::nft::expr::Expr;
+use nft_masq_agent::kernel::nft::stmt::{lower, raise};
 use nft_masq_agent::model::{
     Family, Interface, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Stmt, Table,
 };
-use nft_masq_agent::netlink::messages;
-use nft_masq_agent::nft::decode;
-use nft_masq_agent::nft::encode::{self, ReplaceForm};
-use nft_masq_agent::nft::events::{self, Event};
-use nft_masq_agent::nft::expr::Expr;
-use nft_masq_agent::nft::stmt::{lower, raise};
-use nft_masq_agent::prefix::{RangeSet, Span};
 
 /// The `--to-ports` value a flags byte may select (ip-masq-agent's documented example).
 pub const TO_PORTS: &str = "1024-29999,32768-65535";

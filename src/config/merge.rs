@@ -15,14 +15,14 @@
 //! The cap on the resulting prefixes applies to the merged config, and so do the notes about
 //! overlapping and ineffective entries.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::validate::Parsed;
 use super::{
     Config, ConfigError, DEFAULT_RESYNC_INTERVAL, Entry, Loaded, Origin, PolicyFlags, Problem,
     SnatTarget,
 };
-use crate::prefix::{Family, Span};
+use crate::addr::prefix::{Family, Span};
 
 /// The most notes of one kind; the rest are counted.
 const MAX_NOTES: usize = 20;
@@ -167,23 +167,6 @@ fn check_prefix_cap(config: &Config, flags: &PolicyFlags) -> Result<(), ConfigEr
     })
 }
 
-/// How an entry is named in notes: `key[index]`, with its file when several are merged, or
-/// what the default is.
-pub fn label(config: &Config, key: &str, origin: Origin) -> String {
-    match origin {
-        Origin::File { file, index } if config.files.len() > 1 => {
-            let path = config
-                .files
-                .get(file)
-                .map_or(Path::new("?"), |p| p.as_path());
-            format!("{key}[{index}] of {}", path.display())
-        }
-        Origin::File { index, .. } => format!("{key}[{index}]"),
-        Origin::Default => format!("{key} (ip-masq-agent's default)"),
-        Origin::ReservedRanges => format!("{key} (--nomasq-all-reserved-ranges)"),
-    }
-}
-
 /// Notes entries that lie inside (or repeat) another entry of the same list; the model
 /// merges them, so they change nothing, but the operator should know.
 fn overlap_notes(config: &Config, key: &str, list: &[Entry<ipnet::IpNet>]) -> Vec<String> {
@@ -201,9 +184,9 @@ fn overlap_notes(config: &Config, key: &str, list: &[Entry<ipnet::IpNet>]) -> Ve
                 let what = if span == c { "repeats" } else { "lies inside" };
                 notes.push(format!(
                     "{} {} {what} {} {}; merged",
-                    label(config, key, list[i].origin),
+                    config.label(key, list[i].origin),
                     list[i].value,
-                    label(config, key, list[ci].origin),
+                    config.label(key, list[ci].origin),
                     list[ci].value
                 ));
             }
@@ -227,7 +210,7 @@ fn no_effect_notes(config: &Config) -> Vec<String> {
             notes.push(format!(
                 "{} {} is outside every non-masquerade range, so it changes nothing (those \
                  destinations are masqueraded anyway)",
-                label(config, "masqueradeCIDRs", e.origin),
+                config.label("masqueradeCIDRs", e.origin),
                 e.value
             ));
         }

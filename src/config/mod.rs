@@ -14,8 +14,8 @@ pub mod source;
 pub mod validate;
 pub mod yaml;
 
-pub use source::{ConfigSource, Source, Update};
-pub use validate::{parse, parse_cidr, parse_str};
+pub use source::{ConfigSource, Source, Update, parse, parse_str};
+pub use validate::parse_cidr;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,8 +25,8 @@ use ipnet::IpNet;
 
 use std::net::IpAddr;
 
-pub use crate::ifname::Interface;
-use crate::prefix::{Family, RangeSet};
+pub use crate::addr::ifname::Interface;
+use crate::addr::prefix::{Family, RangeSet};
 use ports::PortRanges;
 
 /// The file names in a config directory that make up the config: every regular file whose
@@ -343,6 +343,20 @@ impl Config {
         match origin {
             Origin::File { file, .. } => self.files.get(file).map(PathBuf::as_path),
             _ => None,
+        }
+    }
+
+    /// How an entry of `key` is named in notes and annotations: `key[index]`, with its file
+    /// when several are merged, or what the default is.
+    pub fn label(&self, key: &str, origin: Origin) -> String {
+        match origin {
+            Origin::File { index, .. } if self.files.len() > 1 => {
+                let path = self.file_of(origin).unwrap_or(Path::new("?"));
+                format!("{key}[{index}] of {}", path.display())
+            }
+            Origin::File { index, .. } => format!("{key}[{index}]"),
+            Origin::Default => format!("{key} (ip-masq-agent's default)"),
+            Origin::ReservedRanges => format!("{key} (--nomasq-all-reserved-ranges)"),
         }
     }
 }

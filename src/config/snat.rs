@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::SnatTarget;
-use crate::prefix::{Span, addr_to_u128};
+use crate::addr::prefix::{Span, addr_to_u128};
 
 /// A kind of address no translated packet may carry as its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! The config on disk: one way to read, hash, validate and report it, used by every mode
-//! (`--once`, `--dry-run`, the daemon).
+//! Where a config comes from: the files on disk, with one way to read, hash, validate and
+//! report them, used by every mode (`--once`, `--dry-run`, the daemon); or one file's bytes
+//! already in hand ([`parse`], [`parse_str`]).
 //!
 //! The daemon re-reads the file on every hint and every resync; hashing the bytes lets it
 //! skip validating a file that did not change (100,000 entries take a noticeable fraction of
@@ -11,6 +12,19 @@ use std::path::{Path, PathBuf};
 
 use super::merge::merge;
 use super::{ConfigError, DIR_FILE_PREFIX, Loaded, PolicyFlags, validate};
+
+/// Validates the bytes of one config file into the whole config (defaults for what it does
+/// not set); `path` is only used in messages.
+pub fn parse(bytes: &[u8], path: &Path, flags: &PolicyFlags) -> Result<Loaded, ConfigError> {
+    let parsed = validate::parse_file(bytes, path, flags)?;
+    merge(vec![(path.to_path_buf(), parsed)], flags)
+}
+
+/// Validates config text into the whole config; `path` is only used in messages.
+pub fn parse_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Loaded, ConfigError> {
+    let parsed = validate::parse_file_str(text, path, flags)?;
+    merge(vec![(path.to_path_buf(), parsed)], flags)
+}
 
 /// What a re-read found.
 #[derive(Debug)]

@@ -387,7 +387,7 @@ fn the_resulting_prefixes_are_capped_not_just_the_entries() {
     let c = parse_str(&text, Path::new("/cfg"), &unlimited)
         .unwrap()
         .config;
-    let made = crate::model::non_masquerade_prefixes(&c, crate::prefix::Family::V4).len();
+    let made = crate::model::non_masquerade_prefixes(&c, crate::addr::prefix::Family::V4).len();
     assert!(made > 1000, "{made}");
     let small = PolicyFlags {
         max_prefixes: 1000,

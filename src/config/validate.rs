@@ -1,5 +1,6 @@
 //! Validation: one config file's bytes into a [`FileConfig`], strictly, collecting every
-//! problem; [`super::merge`] then makes one [`super::Config`] of the files. Pure.
+//! problem; [`super::merge`] then makes one [`super::Config`] of the files (and
+//! [`super::parse`] of one file alone). Pure.
 //!
 //! Two steps, as the habit "parse, then validate into new types" asks: the file is read as a
 //! generic YAML tree (JSON is YAML), then every key is checked by hand, collecting *every*
@@ -15,14 +16,13 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::duration::parse_go_duration;
-use super::merge::merge;
 use super::snat::parse_snat_target;
 use super::yaml::{self, Node as Value};
 use super::{
-    Config, ConfigError, DEFAULT_CIDR_LIMIT, FileConfig, Interface, KNOWN_KEYS, Loaded,
-    MAX_PROBLEMS, MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatTarget,
+    Config, ConfigError, DEFAULT_CIDR_LIMIT, FileConfig, Interface, KNOWN_KEYS, MAX_PROBLEMS,
+    MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatTarget,
 };
-use crate::prefix::Family;
+use crate::addr::prefix::Family;
 
 /// What one file says, validated but not merged, with notes for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,19 +31,6 @@ pub struct Parsed {
     pub config: FileConfig,
     /// Notes about the file itself (keys matched case-insensitively).
     pub notes: Vec<String>,
-}
-
-/// Validates the bytes of one config file into the whole config (defaults for what it does
-/// not set); `path` is only used in messages.
-pub fn parse(bytes: &[u8], path: &Path, flags: &PolicyFlags) -> Result<Loaded, ConfigError> {
-    let parsed = parse_file(bytes, path, flags)?;
-    merge(vec![(path.to_path_buf(), parsed)], flags)
-}
-
-/// Validates config text into the whole config; `path` is only used in messages.
-pub fn parse_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Loaded, ConfigError> {
-    let parsed = parse_file_str(text, path, flags)?;
-    merge(vec![(path.to_path_buf(), parsed)], flags)
 }
 
 /// Validates the bytes of one file, on its own.

@@ -20,22 +20,24 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::error::chain;
 use super::findings::Findings;
 use super::reconcile::{
     BACKOFF_MAX, BACKOFF_MIN, Backoff, Budget, Condition, FightWatch, LogLimit, readiness,
 };
+use super::seam::{Holder, Kernel};
 use super::worker::{Analysis, Jobs, Outcome, Reconciled};
 use crate::config::{Config, PolicyFlags, Source, Update};
-use crate::conntrack::Protocols;
-use crate::counters::MasqCounters;
-use crate::drift::{Change, Tracker, Verdict};
-use crate::health::Health;
-use crate::metrics::{Metrics, PolicySource, Reason};
+use crate::daemon::drift::{Change, Tracker, Verdict};
+use crate::kernel::conntrack::Protocols;
+use crate::kernel::nft::compat::{self, OwnerMode};
+use crate::kernel::nft::events::Drained;
+use crate::kernel::nft::uapi::NFT_MSG_NEWTABLE;
+use crate::kernel::nft::{CommitReport, NftError};
 use crate::model::{self, Family, SetDiff, TABLE_NAME, Table, TableFlags};
-use crate::nft::compat::{self, OwnerMode};
-use crate::nft::events::Drained;
-use crate::nft::uapi::NFT_MSG_NEWTABLE;
-use crate::nft::{CommitReport, Holder, Kernel, NftError};
+use crate::report::counters::MasqCounters;
+use crate::report::health::Health;
+use crate::report::metrics::{Metrics, PolicySource, Reason};
 
 /// Where the agent reports: readiness, metrics, counters.
 #[derive(Debug, Clone)]
@@ -84,19 +86,6 @@ fn protocols_label(p: Protocols) -> &'static str {
         Protocols::Connectionless => "UDP, UDP-Lite, ICMP, ICMPv6",
         Protocols::All => "UDP, UDP-Lite, ICMP, ICMPv6, TCP, SCTP, DCCP",
     }
-}
-
-/// An error with its causes, one line: log lines must say why (`Display` of a thiserror
-/// error names only the outermost layer).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// The reconciler's state.
@@ -296,7 +285,9 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             }
             Err(e) => self.start_without_config(&chain(&e)),
         }
-        if let Some(note) = crate::nft::legacy::note(&crate::nft::legacy::legacy_nat_tables()) {
+        if let Some(note) =
+            crate::kernel::nft::legacy::note(&crate::kernel::nft::legacy::legacy_nat_tables())
+        {
             tracing::warn!("{note}");
         }
         drop(busy);
@@ -916,7 +907,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
 
 /// Whether any notification concerns our table.
 fn touches_our_table(d: &Drained) -> bool {
-    use crate::nft::events::Event;
+    use crate::kernel::nft::events::Event;
     d.lost
         || d.events
             .iter()
@@ -925,7 +916,7 @@ fn touches_our_table(d: &Drained) -> bool {
 
 /// The packets to ask other NAT rules about: the first address of each exempt prefix of our
 /// table (at most [`MAX_SAMPLES`] per family), from a source in scope.
-fn sample_probes(table: &Table, config: &Config) -> Vec<crate::conflict::Probe> {
+fn sample_probes(table: &Table, config: &Config) -> Vec<crate::analysis::Packet> {
     let mut out = Vec::new();
     for set in table
         .sets
@@ -936,7 +927,7 @@ fn sample_probes(table: &Table, config: &Config) -> Vec<crate::conflict::Probe> 
             .find(|n| Family::of(n) == set.family)
             .map(|n| n.network());
         for p in set.prefixes.iter().take(MAX_SAMPLES) {
-            out.push(crate::conflict::Probe {
+            out.push(crate::analysis::Packet {
                 src,
                 dst: p.network(),
                 oif: None,

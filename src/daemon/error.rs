@@ -1,8 +1,8 @@
-//! Why the daemon could not run. A leaf of the daemon: the wiring and the event loop both
-//! report through it.
+//! Why the daemon could not run, and how its errors are told in one line. A leaf of the
+//! daemon: the wiring, the event loop, the agent and the worker all report through it.
 
-use crate::nft::NftError;
-use crate::watch::WatchError;
+use crate::daemon::watch::WatchError;
+use crate::kernel::nft::NftError;
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -28,4 +28,17 @@ pub enum RunError {
 pub fn setup(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
     let what = what.into();
     move |source| RunError::Setup { what, source }
+}
+
+/// An error with its causes, one line: log lines must say why (`Display` of a thiserror
+/// error names only the outermost layer).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

@@ -11,14 +11,14 @@ use tokio::time::Instant;
 
 use super::agent::Agent;
 use super::error::{RunError, setup};
+use super::seam::Kernel;
 use super::worker::Outcome;
 use crate::config::Source;
-use crate::health::Pings;
+use crate::daemon::watch::ConfigWatch;
+use crate::kernel::nft::NftError;
+use crate::kernel::nft::events::{AsyncEventSocket, Drained};
 use crate::model::TABLE_NAME;
-use crate::nft::Kernel;
-use crate::nft::NftError;
-use crate::nft::events::{AsyncEventSocket, Drained};
-use crate::watch::ConfigWatch;
+use crate::report::health::Pings;
 
 /// The longest a burst of config events can postpone the reload.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(100);
@@ -46,7 +46,7 @@ enum Wake {
     ConfigEvent,
     Events(Result<Drained, NftError>),
     Timer,
-    Ping(crate::health::Ping),
+    Ping(crate::report::health::Ping),
     Worker(Option<Outcome>),
 }
 

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::reconcile::LogLimit;
 use super::worker::Analysed;
-use crate::conflict::Finding;
-use crate::metrics::Metrics;
+use crate::analysis::conflict::Finding;
+use crate::report::metrics::Metrics;
 
 /// How many findings a log line names; the rest are counted.
 pub const NAMED: usize = 5;
@@ -166,7 +166,7 @@ pub fn summary(findings: &[Finding], cut_off: bool, held: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conflict::Answer;
+    use crate::analysis::conflict::Answer;
 
     fn finding(handle: u64) -> Finding {
         Finding {

@@ -2,6 +2,9 @@
 //!
 //! - [`agent`]: the reconciler, what to do when something happens (sync, generic over the
 //!   kernel and the config source, unit-tested without root in `tests.rs`);
+//! - [`seam`]: what the agent and the worker ask of the kernel, as traits ([`Kernel`],
+//!   [`WorkerKernel`]), with their netlink implementations;
+//! - [`drift`]: what nftables notifications mean for our table (pure);
 //! - [`reconcile`]: its pure rules (commit budget, backoff, readiness);
 //! - [`takeover`]: `--take-over-iptables-chain` after the first commit of a valid config;
 //! - [`worker`]: the background worker, which runs what others decide the size of (the
@@ -10,18 +13,22 @@
 //! - [`findings`]: what the agent keeps of the analyses and how it reports them;
 //! - [`event_loop`]: the wake-ups (signals, config watch, nftables notifications, timers,
 //!   pings, the worker's outcomes) turned into calls on the agent;
+//! - [`watch`]: the config directories' inotify watch, turned into hints;
 //! - this module: wiring the real sockets, watch and HTTP endpoint together.
 
 pub mod agent;
+pub mod drift;
 pub mod error;
 pub mod event_loop;
 pub mod findings;
 pub mod reconcile;
+pub mod seam;
 pub mod takeover;
+pub mod watch;
 pub mod worker;
 
-#[cfg(test)]
-mod fake;
+pub use seam::{Holder, Kernel, Netlink, WorkerKernel, WorkerNetlink};
+
 #[cfg(test)]
 mod tests;
 
@@ -33,16 +40,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::{ConfigSource, PolicyFlags};
-use crate::conntrack::Protocols;
-use crate::counters::MasqCounters;
-use crate::health::Health;
-use crate::http::{self, Endpoints};
-use crate::metrics::Metrics;
-use crate::nft::compat::OwnerMode;
-use crate::nft::events::EventSocket;
-use crate::nft::socket::Progress;
-use crate::nft::{Netlink, NftSocket, WorkerNetlink};
-use crate::watch::ConfigWatch;
+use crate::daemon::watch::ConfigWatch;
+use crate::kernel::conntrack::Protocols;
+use crate::kernel::nft::NftSocket;
+use crate::kernel::nft::compat::OwnerMode;
+use crate::kernel::nft::events::EventSocket;
+use crate::kernel::nft::socket::Progress;
+use crate::report::counters::MasqCounters;
+use crate::report::health::Health;
+use crate::report::http::{self, Endpoints};
+use crate::report::metrics::Metrics;
 use agent::{Agent, Outputs};
 pub use error::RunError;
 use error::setup;

@@ -1,5 +1,5 @@
 //! `--take-over-iptables-chain` in the daemon: when it runs. What it removes is
-//! [`crate::nft::takeover`]'s.
+//! [`crate::kernel::nft::takeover`]'s.
 //!
 //! After the first commit of a valid config's table, and only then: before it, removing
 //! ip-masq-agent's chain would leave the node with no masquerade at all, and with an invalid
@@ -8,8 +8,8 @@
 //! (the log says which rules to look at); an error (netlink, or others committing around
 //! every attempt) leaves it pending for the next successful commit.
 
-use crate::daemon::agent::chain as error_chain;
-use crate::nft::Kernel;
+use super::error::chain as error_chain;
+use super::seam::Kernel;
 
 /// Called after every successful commit (or a commit that found the table already as
 /// wanted): takes over `pending`'s chain if there is one and the config is valid, logging
@@ -42,16 +42,17 @@ mod tests {
     use std::time::Instant;
 
     use super::super::agent::{Agent, Outputs};
-    use super::super::fake::{FakeKernel, FakeSource, LINUX_6_12};
     use super::super::worker;
     use crate::config::PolicyFlags;
-    use crate::counters::MasqCounters;
-    use crate::health::Health;
-    use crate::metrics::Metrics;
+    use crate::daemon::seam::{Holder, Kernel};
+    use crate::kernel::nft::compat::OwnerMode;
+    use crate::kernel::nft::takeover::{Done, Outcome, TakeoverError};
+    use crate::kernel::nft::{CommitReport, NftError};
     use crate::model::Table;
-    use crate::nft::compat::OwnerMode;
-    use crate::nft::takeover::{Done, Outcome, TakeoverError};
-    use crate::nft::{CommitReport, Holder, Kernel, NftError};
+    use crate::report::counters::MasqCounters;
+    use crate::report::health::Health;
+    use crate::report::metrics::Metrics;
+    use crate::testing::fake::{FakeKernel, FakeSource, LINUX_6_12};
 
     /// The fake kernel, recording each takeover (with the number of commits before it) and
     /// failing the first `failures` of them.

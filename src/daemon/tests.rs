@@ -7,17 +7,19 @@ use std::time::{Duration, Instant};
 
 use super::agent::OWNER_POLL;
 use super::agent::{Agent, Outputs};
-use super::fake::{self, FakeKernel, FakeSource, KernelVersion, LINUX_5_10, LINUX_6_1, LINUX_6_12};
 use super::reconcile::{BACKOFF_MIN, BUDGET_COMMITS, BUDGET_WINDOW, FIGHT_CALM};
 use super::worker::{self, Outcome, Worker};
 use crate::config::PolicyFlags;
-use crate::counters::MasqCounters;
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::kernel::nft::compat::OwnerMode;
+use crate::kernel::nft::events::{Drained, Event};
+use crate::kernel::nft::uapi::{NFPROTO_INET, NFT_MSG_DELRULE};
 use crate::model::{TABLE_NAME, Table, TableFlags};
-use crate::nft::compat::OwnerMode;
-use crate::nft::events::{Drained, Event};
-use crate::nft::uapi::{NFPROTO_INET, NFT_MSG_DELRULE};
+use crate::report::counters::MasqCounters;
+use crate::report::health::Health;
+use crate::report::metrics::Metrics;
+use crate::testing::fake::{
+    self, FakeKernel, FakeSource, KernelVersion, LINUX_5_10, LINUX_6_1, LINUX_6_12,
+};
 
 /// The port id of "nft" run by someone else.
 const OTHER: u32 = 777;
@@ -488,12 +490,12 @@ fn a_table_owned_by_another_socket_is_taken_over_when_released() {
 }
 
 /// kubenet's rule as a native nft rule: `ip daddr != 10.0.0.0/8 masquerade`, priority srcnat.
-fn kubenet() -> crate::nft::ruleset::ForeignTable {
+fn kubenet() -> crate::kernel::nft::ruleset::ForeignTable {
+    use crate::kernel::nft::decode::{ChainMsg, RuleMsg};
+    use crate::kernel::nft::expr::Expr;
+    use crate::kernel::nft::uapi::*;
     use crate::model::{BaseChain, Chain, HOOK_POSTROUTING};
-    use crate::nft::decode::{ChainMsg, RuleMsg};
-    use crate::nft::expr::Expr;
-    use crate::nft::uapi::*;
-    crate::nft::ruleset::ForeignTable {
+    crate::kernel::nft::ruleset::ForeignTable {
         family: NFPROTO_IPV4,
         name: "nat".into(),
         chains: vec![ChainMsg {
@@ -564,8 +566,8 @@ fn other_nat_rules_that_override_exempt_ranges_are_counted() {
 }
 
 /// A UDP flow from `src` to `dst`, as conntrack would list it.
-fn udp_flow(src: &str, dst: &str) -> crate::conntrack::Flow {
-    use crate::conntrack::{Flow, L4, Tuple};
+fn udp_flow(src: &str, dst: &str) -> crate::kernel::conntrack::Flow {
+    use crate::kernel::conntrack::{Flow, L4, Tuple};
     let (src, dst): (std::net::IpAddr, std::net::IpAddr) =
         (src.parse().unwrap(), dst.parse().unwrap());
     let l4 = L4::Ports {
@@ -573,7 +575,7 @@ fn udp_flow(src: &str, dst: &str) -> crate::conntrack::Flow {
         dst: 4789,
     };
     Flow {
-        family: crate::prefix::Family::of_addr(&src),
+        family: crate::addr::prefix::Family::of_addr(&src),
         protocol: 17,
         original: Tuple { src, dst, l4 },
         reply: Tuple {
@@ -619,8 +621,11 @@ fn a_decision_change_deletes_the_affected_flows_after_the_commit() {
     h.run_worker();
     assert_eq!(flows_left(&h), ["198.51.100.9"]);
     let (families, protocols, _) = h.kernel.0.borrow().reconciliations[0].clone();
-    assert_eq!(families, [crate::prefix::Family::V4]);
-    assert_eq!(protocols, crate::conntrack::Protocols::Connectionless);
+    assert_eq!(families, [crate::addr::prefix::Family::V4]);
+    assert_eq!(
+        protocols,
+        crate::kernel::conntrack::Protocols::Connectionless
+    );
     assert_eq!(
         h.metric("nft_masq_agent_conntrack_reconciliations_total"),
         1.0
@@ -863,7 +868,7 @@ const THIRD: &str = "nonMasqueradeCIDRs: [100.64.0.0/10, 198.51.100.0/24]\n";
 /// Flows to destinations each table decides differently (CGNAT, VPN, THIRD):
 /// 198.51.100.9 masq, masq, exempt; 203.0.113.9 masq, exempt, masq; 100.64.0.9 exempt
 /// throughout; 192.0.2.9 masqueraded throughout.
-fn four_flows() -> Vec<crate::conntrack::Flow> {
+fn four_flows() -> Vec<crate::kernel::conntrack::Flow> {
     ["198.51.100.9", "203.0.113.9", "100.64.0.9", "192.0.2.9"]
         .into_iter()
         .map(|d| udp_flow("10.244.1.2", d))

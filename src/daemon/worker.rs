@@ -26,12 +26,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::conflict::{self, Finding, Probe};
-use crate::conntrack::{Protocols, Report};
-use crate::flows;
+use super::seam::WorkerKernel;
+use crate::addr::prefix::Family;
+use crate::analysis::Packet;
+use crate::analysis::conflict::{self, Finding};
+use crate::analysis::flows;
+use crate::kernel::conntrack::{Protocols, Report};
 use crate::model::{TABLE_NAME, Table};
-use crate::nft::WorkerKernel;
-use crate::prefix::Family;
 
 /// The most the walk of one analysis pass may take before it is cut off (the read before
 /// it is bounded by the elements it may read, `--max-foreign-elements`). Far above a real
@@ -52,7 +53,7 @@ pub const WORKER_NICE: i32 = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
     /// One packet per exempt prefix sampled (the config decides these).
-    pub probes: Vec<Probe>,
+    pub probes: Vec<Packet>,
     /// The ruleset generation when the job was made (`None`: unknown).
     pub generation: Option<u32>,
 }
@@ -418,7 +419,7 @@ impl<W: WorkerKernel, C: Fn() -> Instant> Worker<W, C> {
         let superseded = self.shared.stop.swap(false, Ordering::SeqCst);
         match result {
             _ if superseded => Outcome::Superseded,
-            Err(e) => Outcome::AnalysisFailed(super::agent::chain(&e)),
+            Err(e) => Outcome::AnalysisFailed(super::error::chain(&e)),
             Ok(read) => {
                 q.answered = Some(job.clone());
                 Outcome::Analysed(Analysed {
@@ -455,7 +456,7 @@ impl<W: WorkerKernel, C: Fn() -> Instant> Worker<W, C> {
             .reconcile_flows(&families, job.protocols, &|flow| {
                 changes.iter().any(|c| c.affects(flow))
             })
-            .map_err(|e| super::agent::chain(&e));
+            .map_err(|e| super::error::chain(&e));
         Some(Reconciled {
             protocols: job.protocols,
             result,
@@ -500,10 +501,10 @@ impl<W: WorkerKernel, C: Fn() -> Instant> Worker<W, C> {
 mod tests {
     use super::*;
     use crate::config::{PolicyFlags, parse};
-    use crate::conntrack::{ConntrackError, Flow};
+    use crate::kernel::conntrack::{ConntrackError, Flow};
+    use crate::kernel::nft::NftError;
+    use crate::kernel::nft::ruleset::ForeignRead;
     use crate::model::{self, TableFlags};
-    use crate::nft::NftError;
-    use crate::nft::ruleset::ForeignRead;
     use std::sync::mpsc;
 
     fn table(yaml: &str) -> Arc<Table> {
@@ -514,8 +515,8 @@ mod tests {
         Arc::new(model::desired(&config, &flags, TableFlags::default()))
     }
 
-    fn probe(dst: &str) -> Probe {
-        Probe {
+    fn probe(dst: &str) -> Packet {
+        Packet {
             src: None,
             dst: dst.parse().unwrap(),
             oif: None,

@@ -13,9 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 use ipnet::IpNet;
 
 use super::{Family, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Table};
-use crate::config::merge::label;
+use crate::addr::prefix::Span;
 use crate::config::{Config, Entry, Interface, Origin};
-use crate::prefix::Span;
 
 /// Labels shown per element (the rest are counted).
 const MAX_LABELS: usize = 3;
@@ -49,7 +48,7 @@ fn sources(config: &Config, key: &str, list: &[Entry<IpNet>], family: Family) ->
         .filter(|e| Family::of(&e.value) == family)
         .map(|e| Source {
             span: Span::of(&e.value),
-            label: format!("{} {}", label(config, key, e.origin), e.value),
+            label: format!("{} {}", config.label(key, e.origin), e.value),
         })
         .collect()
 }
@@ -198,7 +197,7 @@ fn names(set: &NameSet, config: &Config) -> Vec<String> {
 }
 
 fn entry_label(config: &Config, key: &str, origin: Origin, value: &Interface) -> String {
-    format!("{} {value}", label(config, key, origin))
+    format!("{} {value}", config.label(key, origin))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use super::{
     SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Stmt, TABLE_NAME, TO_PORTS_PROTOCOLS, Table,
     TableFlags,
 };
+use crate::addr::prefix::Family;
 use crate::config::{Config, PolicyFlags, SnatTarget, values};
-use crate::prefix::Family;
 
 /// The non-masquerade prefixes of one family: `nonMasqueradeCIDRs` and link-local merged,
 /// minus the `masqueradeCIDRs` carve-outs, as the fewest prefixes.

@@ -15,8 +15,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-pub use crate::ifname::Interface;
-pub use crate::prefix::Family;
+pub use crate::addr::ifname::Interface;
+pub use crate::addr::prefix::Family;
 pub use annotate::{Annotations, annotate};
 pub use desired::{desired, non_masquerade_prefixes};
 

@@ -1,0 +1,710 @@
+//! `--explain`: why a destination is (not) translated. The decision is the config's, with
+//! the entries responsible (file, key, index, value); [`crate::analysis::conflict`] adds what other
+//! NAT rules do to the packet first. Pure: the kernel's answers come in as arguments
+//! ([`with_kernel`] takes what was read of it, as read).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::Packet;
+use crate::addr::prefix::Family;
+use crate::analysis::conflict::{self, Answer, Finding};
+use crate::config::{Config, Entry, Interface, Origin, PolicyFlags};
+use crate::kernel::nft::ruleset::{ForeignRead, too_large_message};
+use crate::kernel::nft::{NftError, legacy};
+use crate::model::{self, Table, TableFlags};
+
+/// What the policy does to the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Masqueraded: the node's address on the way out.
+    Masquerade,
+    /// SNATed to a `snatTo` address.
+    Snat,
+    /// Left alone.
+    None,
+}
+
+/// A config entry (or rule) that made the decision what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Because {
+    /// The file it is in (`null` for a default or a flag).
+    pub file: Option<String>,
+    /// The key (or flag, or rule).
+    pub key: String,
+    /// The list index, for a list entry.
+    pub index: Option<usize>,
+    /// The value.
+    pub value: String,
+    /// What it did, for people.
+    pub why: String,
+}
+
+/// Whether our table in the kernel is the one the config asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableState {
+    /// The live table is the desired one.
+    InForce,
+    /// It exists and differs.
+    Differs,
+    /// It does not exist.
+    Absent,
+    /// It could not be read (no privilege, no kernel support, ...).
+    NotRead,
+}
+
+/// The whole answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The destination asked about.
+    pub destination: IpAddr,
+    /// The source, if given.
+    pub source: Option<IpAddr>,
+    /// The output interface, if given.
+    pub out_interface: Option<String>,
+    /// What the policy does.
+    pub decision: Decision,
+    /// The SNAT address or range, for `snat`.
+    pub snat_to: Option<String>,
+    /// The entries responsible.
+    pub because: Vec<Because>,
+    /// Whether the table in the kernel is in force.
+    pub table: TableState,
+    /// Why the table state is what it is, when not in force.
+    pub table_detail: Option<String>,
+    /// Rules of other components that translate before ours (yes, no, cannot tell).
+    pub conflicts: Vec<Finding>,
+    /// What the answer assumes or could not see.
+    pub notes: Vec<String>,
+}
+
+/// A question that describes no packet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuestionError {
+    /// The source is of the other family than the destination.
+    #[error(
+        "--source {src} is an {} address and --explain {dst} an {} one: a packet's source and \
+         destination are of one family; give a --source of the destination's family",
+        family_name(src),
+        family_name(dst)
+    )]
+    FamilyMismatch {
+        /// The destination asked about.
+        dst: IpAddr,
+        /// The source given.
+        src: IpAddr,
+    },
+}
+
+fn family_name(a: &IpAddr) -> &'static str {
+    match Family::of_addr(a) {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+/// Refuses a question no packet can ask: a source of the other family than the destination
+/// (the answer would describe a packet that cannot exist).
+pub fn check(q: &Packet) -> Result<(), QuestionError> {
+    match q.src {
+        Some(src) if Family::of_addr(&src) != q.family() => {
+            Err(QuestionError::FamilyMismatch { dst: q.dst, src })
+        }
+        _ => Ok(()),
+    }
+}
+
+struct Reasons<'a> {
+    config: &'a Config,
+    because: Vec<Because>,
+    notes: Vec<String>,
+}
+
+impl Reasons<'_> {
+    fn entry<T: std::fmt::Display>(&mut self, key: &str, e: &Entry<T>, why: impl Into<String>) {
+        let (file, index) = match e.origin {
+            Origin::File { index, .. } => (
+                self.config
+                    .file_of(e.origin)
+                    .map(|p| p.display().to_string()),
+                Some(index),
+            ),
+            Origin::Default => (None, None),
+            Origin::ReservedRanges => (None, None),
+        };
+        let why = match e.origin {
+            Origin::Default => format!("{} (ip-masq-agent's default list)", why.into()),
+            Origin::ReservedRanges => {
+                format!("{} (--nomasq-all-reserved-ranges)", why.into())
+            }
+            Origin::File { .. } => why.into(),
+        };
+        self.because.push(Because {
+            file,
+            key: key.into(),
+            index,
+            value: e.value.to_string(),
+            why,
+        });
+    }
+
+    fn rule(&mut self, key: &str, value: impl Into<String>, why: impl Into<String>) {
+        self.because.push(Because {
+            file: None,
+            key: key.into(),
+            index: None,
+            value: value.into(),
+            why: why.into(),
+        });
+    }
+}
+
+fn containing(list: &[Entry<IpNet>], addr: IpAddr) -> Vec<&Entry<IpNet>> {
+    list.iter().filter(|e| e.value.contains(&addr)).collect()
+}
+
+/// The config's decision for the packet, and why.
+pub fn decide(
+    config: &Config,
+    flags: &PolicyFlags,
+    q: &Packet,
+) -> (Decision, Vec<Because>, Vec<String>) {
+    let mut r = Reasons {
+        config,
+        because: Vec::new(),
+        notes: Vec::new(),
+    };
+    let decision = decide_into(config, flags, q, &mut r);
+    (decision, r.because, r.notes)
+}
+
+fn decide_into(config: &Config, flags: &PolicyFlags, q: &Packet, r: &mut Reasons<'_>) -> Decision {
+    let family = Family::of_addr(&q.dst);
+    if family == Family::V6 && !flags.enable_ipv6 {
+        r.rule(
+            "--enable-ipv6",
+            "false",
+            "IPv6 is left alone without --enable-ipv6",
+        );
+        return Decision::None;
+    }
+    if !in_source_scope(config, q, r) || !in_interface_scope(config, q, r) {
+        return Decision::None;
+    }
+    match q.dst_local {
+        Some(true) => {
+            r.rule(
+                "(rule)",
+                "fib daddr type local return",
+                "the destination is an address of this node",
+            );
+            return Decision::None;
+        }
+        Some(false) => {}
+        None => r.notes.push(
+            "assumes the destination is not an address of this node (those are never \
+             translated)"
+                .into(),
+        ),
+    }
+    if exempt(config, family, q.dst, r) {
+        return Decision::None;
+    }
+    match config.snat_to.iter().find(|e| e.value.family() == family) {
+        Some(t) => {
+            r.entry(
+                "snatTo",
+                t,
+                "translated to this address instead of masqueraded",
+            );
+            Decision::Snat
+        }
+        None => Decision::Masquerade,
+    }
+}
+
+fn in_source_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool {
+    if config.source_cidrs.is_empty() {
+        return true;
+    }
+    let Some(src) = q.src else {
+        r.notes.push(
+            "sourceCIDRs is set: only packets from those sources are translated; this assumes \
+             one of them (give --source to ask about another)"
+                .into(),
+        );
+        return true;
+    };
+    let inside = containing(&config.source_cidrs, src);
+    if inside.is_empty() {
+        r.rule(
+            "sourceCIDRs",
+            src.to_string(),
+            "no sourceCIDRs entry contains the source: not considered for translation",
+        );
+        return false;
+    }
+    for e in inside {
+        r.entry(
+            "sourceCIDRs",
+            e,
+            "contains the source: considered for translation",
+        );
+    }
+    true
+}
+
+fn in_interface_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool {
+    if config.egress_interfaces.is_empty() {
+        return true;
+    }
+    let Some(oif) = &q.oif else {
+        r.notes.push(
+            "egressInterfaces is set: only packets leaving through those are translated; this \
+             assumes one of them (give --out-interface to ask about another)"
+                .into(),
+        );
+        return true;
+    };
+    let name = Interface {
+        name: oif.clone(),
+        wildcard: false,
+    }
+    .span();
+    let matching: Vec<&Entry<Interface>> = config
+        .egress_interfaces
+        .iter()
+        .filter(|e| {
+            let s = e.value.span();
+            s.lo <= name.lo && name.hi <= s.hi
+        })
+        .collect();
+    if matching.is_empty() {
+        r.rule(
+            "egressInterfaces",
+            oif.clone(),
+            "no egressInterfaces entry matches the interface: not translated",
+        );
+        return false;
+    }
+    for e in matching {
+        r.entry("egressInterfaces", e, "matches the output interface");
+    }
+    true
+}
+
+/// Whether the destination is exempt; records the entries (and carve-outs) responsible.
+fn exempt(config: &Config, family: Family, dst: IpAddr, r: &mut Reasons<'_>) -> bool {
+    let mut exempting = containing(&config.non_masquerade_cidrs, dst);
+    exempting.retain(|e| Family::of(&e.value) == family);
+    let link_local = config
+        .link_local_exempt(family)
+        .filter(|n| n.contains(&dst));
+    let carving = containing(&config.masquerade_cidrs, dst);
+    if exempting.is_empty() && link_local.is_none() {
+        r.rule(
+            "nonMasqueradeCIDRs",
+            dst.to_string(),
+            "no non-masquerade entry contains the destination",
+        );
+        for e in &carving {
+            r.entry("masqueradeCIDRs", e, "contains it too (no effect here)");
+        }
+        return false;
+    }
+    let carved = !carving.is_empty();
+    for e in &carving {
+        r.entry(
+            "masqueradeCIDRs",
+            e,
+            "carves the destination out of the non-masquerade entries below",
+        );
+    }
+    let verb = if carved {
+        "contains the destination, but the carve-out above wins"
+    } else {
+        "contains the destination: not masqueraded"
+    };
+    for e in exempting {
+        r.entry("nonMasqueradeCIDRs", e, verb);
+    }
+    if let Some(ll) = link_local {
+        let key = match family {
+            Family::V4 => "masqLinkLocal",
+            Family::V6 => "masqLinkLocalIPv6",
+        };
+        r.rule(key, "false", format!("link-local {ll} {verb}"));
+    }
+    !carved
+}
+
+/// Everything `--explain` prints, from the decision and what the kernel said.
+pub fn explain(
+    config: &Config,
+    flags: &PolicyFlags,
+    q: &Packet,
+    table: (TableState, Option<String>),
+    conflicts: Vec<Finding>,
+    mut kernel_notes: Vec<String>,
+) -> Explanation {
+    let (decision, because, mut notes) = decide(config, flags, q);
+    notes.append(&mut kernel_notes);
+    let family = Family::of_addr(&q.dst);
+    let snat_to = match decision {
+        Decision::Snat => config.snat_for(family).map(|t| t.to_string()),
+        _ => None,
+    };
+    Explanation {
+        destination: q.dst,
+        source: q.src,
+        out_interface: q.oif.clone(),
+        decision,
+        snat_to,
+        because,
+        table: table.0,
+        table_detail: table.1,
+        conflicts,
+        notes,
+    }
+}
+
+/// What `--explain` read of the kernel: our table (`None`: it does not exist) and the other
+/// tables with NAT postrouting chains, or why they could not be read.
+pub type KernelRead = Result<(Option<Table>, ForeignRead), NftError>;
+
+/// Everything `--explain` prints, from the config and what was read of the kernel: our
+/// table compared with the one the config asks for, the other NAT tables walked for the
+/// packet, and notes on what could not be seen (tables too large to analyse, read with at
+/// most `max_foreign_elements` set elements; iptables-legacy's nat tables of `legacy`
+/// families, which nf_tables cannot read).
+pub fn with_kernel(
+    config: &Config,
+    flags: &PolicyFlags,
+    q: &Packet,
+    read: KernelRead,
+    legacy: &[&str],
+    max_foreign_elements: usize,
+) -> Explanation {
+    let mut notes: Vec<String> = Vec::new();
+    let (table, conflicts) = match read {
+        Ok((live, others)) => {
+            for (family, table) in &others.too_large {
+                notes.push(too_large_message(family, table, max_foreign_elements));
+            }
+            (
+                table_state(config, flags, live),
+                conflict::analyze_all(&others.tables, q),
+            )
+        }
+        Err(e) => (
+            (
+                TableState::NotRead,
+                Some(format!("{e:#} (reading the kernel needs CAP_NET_ADMIN)")),
+            ),
+            Vec::new(),
+        ),
+    };
+    notes.extend(legacy::note(legacy));
+    explain(config, flags, q, table, conflicts, notes)
+}
+
+/// Whether the live table is the one the config asks for (the table flags are the kernel's
+/// choice, so they are not compared).
+fn table_state(
+    config: &Config,
+    flags: &PolicyFlags,
+    live: Option<Table>,
+) -> (TableState, Option<String>) {
+    let Some(live) = live else {
+        return (TableState::Absent, None);
+    };
+    let mut want = model::desired(config, flags, TableFlags::default());
+    want.flags = live.flags;
+    if live.same_policy(&want) {
+        (TableState::InForce, None)
+    } else {
+        (
+            TableState::Differs,
+            Some("compare --dump with --dry-run".into()),
+        )
+    }
+}
+
+impl Explanation {
+    /// The first other rule that translates the packet before ours, if one surely does.
+    pub fn overridden_by(&self) -> Option<&Finding> {
+        self.conflicts.iter().find(|f| f.answer == Answer::Yes)
+    }
+
+    /// Short text for people: the decision first.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let what = match self.decision {
+            Decision::Masquerade => "masquerade (the node's address)".to_string(),
+            Decision::Snat => format!("snat to {}", self.snat_to.as_deref().unwrap_or("?")),
+            Decision::None => "not translated".to_string(),
+        };
+        let _ = writeln!(out, "{}: {what}", self.destination);
+        if let (Decision::None, Some(f)) = (self.decision, self.overridden_by()) {
+            let _ = writeln!(
+                out,
+                "  BUT {} {} chain {} (handle {}) translates it first: {}",
+                f.family, f.table, f.chain, f.handle, f.verdict
+            );
+        }
+        for b in &self.because {
+            let at = match (&b.file, b.index) {
+                (Some(file), Some(i)) => format!("{}[{i}] in {file}", b.key),
+                (None, Some(i)) => format!("{}[{i}]", b.key),
+                _ => b.key.clone(),
+            };
+            let _ = writeln!(out, "  because {at} = {}: {}", b.value, b.why);
+        }
+        let table = match self.table {
+            TableState::InForce => "in force",
+            TableState::Differs => "DIFFERS from the config",
+            TableState::Absent => "ABSENT",
+            TableState::NotRead => "not read",
+        };
+        let _ = write!(out, "  table inet nft-masq-agent: {table}");
+        if let Some(d) = &self.table_detail {
+            let _ = write!(out, " ({d})");
+        }
+        out.push('\n');
+        for f in &self.conflicts {
+            let answer = match &f.answer {
+                Answer::Yes => "YES, first".to_string(),
+                Answer::No => "no".to_string(),
+                Answer::CannotTell(w) => format!("cannot tell (depends on {})", w.join(", ")),
+                Answer::Conditional(w) => format!("only for {} (expected)", w.join(", ")),
+            };
+            let _ = writeln!(
+                out,
+                "  other NAT rule {} {} chain {} priority {} handle {} ({}): {answer}",
+                f.family, f.table, f.chain, f.priority, f.handle, f.verdict
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str, flags: &PolicyFlags) -> Config {
+        crate::config::parse_str(text, Path::new("/etc/config/ip-masq-agent"), flags)
+            .unwrap()
+            .config
+    }
+
+    fn q(dst: &str) -> Packet {
+        Packet {
+            dst_local: Some(false),
+            ..Packet::to(dst.parse().unwrap())
+        }
+    }
+
+    fn keys(b: &[Because]) -> Vec<String> {
+        b.iter()
+            .map(|b| match b.index {
+                Some(i) => format!("{}[{i}]", b.key),
+                None => b.key.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_carve_out_names_both_entries() {
+        let f = PolicyFlags::default();
+        let c = config(
+            "nonMasqueradeCIDRs: [10.40.0.0/14]\nmasqueradeCIDRs: [10.41.0.0/24]\n",
+            &f,
+        );
+        let (d, because, _) = decide(&c, &f, &q("10.41.0.9"));
+        assert_eq!(d, Decision::Masquerade);
+        assert_eq!(
+            keys(&because),
+            ["masqueradeCIDRs[0]", "nonMasqueradeCIDRs[0]"]
+        );
+        assert_eq!(because[0].value, "10.41.0.0/24");
+        assert_eq!(
+            because[0].file.as_deref(),
+            Some("/etc/config/ip-masq-agent")
+        );
+        let (d, because, _) = decide(&c, &f, &q("10.42.0.9"));
+        assert_eq!(d, Decision::None);
+        assert_eq!(keys(&because), ["nonMasqueradeCIDRs[0]"]);
+    }
+
+    #[test]
+    fn defaults_link_local_reserved_and_ipv6() {
+        let f = PolicyFlags {
+            nomasq_all_reserved_ranges: true,
+            ..PolicyFlags::default()
+        };
+        let c = Config::defaults(&f);
+        let (d, b, _) = decide(&c, &f, &q("192.168.1.1"));
+        assert_eq!(d, Decision::None);
+        assert!(b[0].why.contains("ip-masq-agent's default list"), "{b:?}");
+        let (_, b, _) = decide(&c, &f, &q("100.64.0.5"));
+        assert!(b[0].why.contains("--nomasq-all-reserved-ranges"), "{b:?}");
+        let (d, b, _) = decide(&c, &f, &q("169.254.0.5"));
+        assert_eq!(
+            (d, keys(&b)),
+            (Decision::None, vec!["masqLinkLocal".to_string()])
+        );
+        let (d, b, _) = decide(&c, &f, &q("11.22.33.44"));
+        assert_eq!(
+            (d, b[0].why.as_str()),
+            (
+                Decision::Masquerade,
+                "no non-masquerade entry contains the destination"
+            )
+        );
+        let (d, b, _) = decide(&c, &f, &q("2001:db8::5"));
+        assert_eq!(
+            (d, keys(&b)),
+            (Decision::None, vec!["--enable-ipv6".to_string()])
+        );
+        let mut local = q("11.22.33.44");
+        local.dst_local = Some(true);
+        assert_eq!(decide(&c, &f, &local).0, Decision::None);
+    }
+
+    #[test]
+    fn scopes_and_snat() {
+        let f = PolicyFlags::default();
+        let c = config(
+            "sourceCIDRs: [10.244.0.0/16]\negressInterfaces: ['eth*']\nsnatTo: [198.51.100.9]\n",
+            &f,
+        );
+        let mut question = q("11.22.33.44");
+        let (d, _, notes) = decide(&c, &f, &question);
+        assert_eq!(d, Decision::Snat);
+        assert_eq!(
+            notes.len(),
+            2,
+            "assumptions about source and interface are said"
+        );
+        question.src = Some("10.245.0.1".parse().unwrap());
+        let (d, b, _) = decide(&c, &f, &question);
+        assert_eq!(
+            (d, keys(&b)),
+            (Decision::None, vec!["sourceCIDRs".to_string()])
+        );
+        question.src = Some("10.244.0.1".parse().unwrap());
+        question.oif = Some("ens5".into());
+        assert_eq!(decide(&c, &f, &question).0, Decision::None);
+        question.oif = Some("eth1".into());
+        let (d, b, _) = decide(&c, &f, &question);
+        assert_eq!(d, Decision::Snat);
+        assert_eq!(
+            keys(&b),
+            [
+                "sourceCIDRs[0]",
+                "egressInterfaces[0]",
+                "nonMasqueradeCIDRs",
+                "snatTo[0]"
+            ]
+        );
+        let e = explain(
+            &c,
+            &f,
+            &question,
+            (TableState::InForce, None),
+            Vec::new(),
+            Vec::new(),
+        );
+        assert_eq!(e.snat_to.as_deref(), Some("198.51.100.9"));
+        assert!(
+            e.text().starts_with("11.22.33.44: snat to 198.51.100.9\n"),
+            "{}",
+            e.text()
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        for key in ["decision", "because", "table", "conflicts"] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+        assert_eq!(json["decision"], "snat");
+        assert_eq!(json["because"][0]["key"], "sourceCIDRs");
+    }
+
+    #[test]
+    fn a_source_of_the_other_family_is_refused() {
+        let mut question = q("10.0.0.1");
+        question.src = Some("2001:db8::1".parse().unwrap());
+        assert_eq!(
+            check(&question).unwrap_err().to_string(),
+            "--source 2001:db8::1 is an IPv6 address and --explain 10.0.0.1 an IPv4 one: a \
+             packet's source and destination are of one family; give a --source of the \
+             destination's family"
+        );
+        let mut question = q("2001:db8::5");
+        question.src = Some("10.244.1.2".parse().unwrap());
+        assert!(matches!(
+            check(&question),
+            Err(QuestionError::FamilyMismatch { .. })
+        ));
+        // Same family, or no source: a packet that can exist.
+        question.src = Some("fd00::5".parse().unwrap());
+        assert_eq!(check(&question), Ok(()));
+        assert_eq!(check(&q("10.0.0.1")), Ok(()));
+    }
+
+    #[test]
+    fn the_kernel_read_gives_the_table_state_and_the_notes() {
+        let f = PolicyFlags::default();
+        let c = Config::defaults(&f);
+        let p = q("11.22.33.44");
+        let state = |read: KernelRead| {
+            let e = with_kernel(&c, &f, &p, read, &[], 7);
+            (e.table, e.table_detail, e.notes)
+        };
+        assert_eq!(
+            state(Ok((None, ForeignRead::default()))),
+            (TableState::Absent, None, vec![])
+        );
+        // The kernel's table flags are its own choice: a table that differs only in them is
+        // the one in force.
+        let mut live = model::desired(&c, &f, TableFlags::default());
+        live.flags = TableFlags(TableFlags::OWNER);
+        assert_eq!(
+            state(Ok((Some(live.clone()), ForeignRead::default()))).0,
+            TableState::InForce
+        );
+        live.sets.clear();
+        let too_large = ForeignRead {
+            too_large: vec![("ip", "big".into())],
+            ..ForeignRead::default()
+        };
+        let (table, detail, notes) = state(Ok((Some(live), too_large)));
+        assert_eq!(
+            (table, detail.as_deref()),
+            (TableState::Differs, Some("compare --dump with --dry-run"))
+        );
+        assert_eq!(notes, [too_large_message("ip", "big", 7)]);
+        let (table, detail, _) = state(Err(NftError::Interrupted));
+        assert_eq!(table, TableState::NotRead);
+        assert!(
+            detail
+                .unwrap()
+                .ends_with("(reading the kernel needs CAP_NET_ADMIN)")
+        );
+        let e = with_kernel(&c, &f, &p, Err(NftError::Interrupted), &["ip6"], 7);
+        assert!(
+            e.notes[0].contains("iptables-legacy has a nat table here (ip6)"),
+            "{:?}",
+            e.notes
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! nf_tables over netlink, in pure Rust from the kernel UAPI headers.
+//!
+//! Pure and byte-tested: [`expr`] (the wire format of expressions), [`stmt`] (statements to
+//! expressions and back), [`encode`] (a table into one batch), [`decode`] (kernel messages
+//! into the model), [`offsets`] (the kernel's error offsets into attribute names) and
+//! [`compat`] (which table flags each kernel accepts), [`ruleset`] (the other NAT tables, as
+//! read for the conflict analysis). I/O: [`socket`] (the command socket:
+//! batches, ACKs, reads), [`events`] (the notification group) and [`commit`] (replace and
+//! delete). [`takeover`] (`--take-over-iptables-chain`) recognises ip-masq-agent's
+//! iptables-nft chain (pure) and removes it in one compare-and-commit batch.
+
+pub mod commit;
+pub mod compat;
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod events;
+pub mod expr;
+pub mod legacy;
+pub mod offsets;
+pub mod ruleset;
+pub mod socket;
+pub mod stmt;
+pub mod takeover;
+pub mod uapi;
+
+pub use commit::{CommitReport, delete_table, replace_table};
+pub use encode::ReplaceForm;
+pub use error::NftError;
+pub use socket::NftSocket;
