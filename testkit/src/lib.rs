@@ -16,6 +16,26 @@
 //! - [`root_or_skip!`]: the guard every root test starts with; [`emulated`], [`slack`],
 //!   [`kernel_at_least`], [`wait_until`].
 //!
+//! A namespace test (in `tests/*.rs` of the agent's package; add the file to `test_targets` in
+//! `vm-tests/run` so the VM suite runs it too):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use nma_testkit::{Topology, root_or_skip, write_atomic};
+//!
+//! #[test]
+//! fn a_new_exempt_range_is_followed() {
+//!     root_or_skip!(); // fails without root, unless NMA_SKIP_ROOT_TESTS=1 skips it
+//!     let t = Topology::new("newrange"); // pod, node, remote; deleted on drop
+//!     let cfg = t.config("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+//!     let agent = t.start(&cfg, &["--table-owner", "off"]); // after its first commit
+//!     t.expect(&["11.22.33.44"], &["10.20.0.5"]); // datagrams: masqueraded, not
+//!     write_atomic(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
+//!     assert!(agent.wait_commits(2, Duration::from_secs(5)).is_some(), "{}", agent.log());
+//!     t.expect(&[], &["11.22.33.44", "10.20.0.5"]);
+//! }
+//! ```
+//!
 //! Everything here needs only `ip` (iproute2) and, for observers, `nft`: the same harness runs
 //! in the QEMU guests of `vm-tests/`. It never touches the host's network: every address and
 //! every packet stays inside namespaces it creates (named `nma-…`).
