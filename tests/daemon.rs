@@ -136,19 +136,8 @@ fn tampering_is_repaired_and_other_tables_are_untouched() {
     };
 
     // Delete one rule: the non-masquerade lookup.
-    let h = t
-        .node
-        .rule_handle("inet", "nft-masq-agent", "postrouting", "@nonmasq-v4")
-        .to_string();
-    t.node.nft(&[
-        "delete",
-        "rule",
-        "inet",
-        "nft-masq-agent",
-        "postrouting",
-        "handle",
-        &h,
-    ]);
+    t.node
+        .delete_rule("inet", "nft-masq-agent", "postrouting", "@nonmasq-v4");
     repaired("rule delete");
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
 

@@ -187,16 +187,8 @@ fn foreign_chain_named_in_bytes_that_are_not_utf8_blinds_nothing() {
     assert!(dump.contains("masquerade"), "{dump}");
 
     let good = t.listing().unwrap();
-    let h = rule_handle(&t, "@nonmasq-v4");
-    t.node.nft(&[
-        "delete",
-        "rule",
-        "inet",
-        "nft-masq-agent",
-        "postrouting",
-        "handle",
-        &h,
-    ]);
+    t.node
+        .delete_rule("inet", "nft-masq-agent", "postrouting", "@nonmasq-v4");
     assert!(
         wait_until(patience(), || t.listing().as_deref() == Some(good.as_str())),
         "not repaired:\n{}",

@@ -174,6 +174,22 @@ impl Netns {
             .unwrap_or_else(|| panic!("no rule with {needle:?} in:\n{rules}"))
     }
 
+    /// Deletes the first rule of `FAMILY TABLE CHAIN` whose line contains `needle` (a
+    /// tamperer's `nft delete rule ... handle N`); its handle.
+    pub fn delete_rule(&self, family: &str, table: &str, chain: &str, needle: &str) -> u64 {
+        let h = self.rule_handle(family, table, chain, needle);
+        self.nft(&[
+            "delete",
+            "rule",
+            family,
+            table,
+            chain,
+            "handle",
+            &h.to_string(),
+        ]);
+        h
+    }
+
     /// Kills every process in the namespace but this one (which may have entered it).
     pub fn kill_all(&self) {
         kill_processes_in(&self.name);

@@ -632,7 +632,12 @@ fn run_case(o: &Opts, runc: &Runc, case: &Case) -> Result<()> {
         let (at, path) = url(k)?;
         let r = t.node.enter(|| http_get(at, &path, Duration::from_secs(2)));
         let (code, body) = r.map_or((0, String::new()), |r| (r.status, r.body));
-        let head: String = body.chars().take(80).collect();
+        let head: String = body
+            .chars()
+            .take(80)
+            .collect::<String>()
+            .trim_end()
+            .to_string();
         println!(
             "  probe {} (from the node's network namespace): {code:03} {head}",
             probes[k].as_str().unwrap_or_default()
