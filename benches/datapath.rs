@@ -26,7 +26,7 @@ use ipnet::{IpNet, Ipv4Net};
 use nft_masq_agent::config::{Config, Interface, PolicyFlags, SnatTarget, entries};
 use nft_masq_agent::model::{self, TableFlags};
 use nft_masq_agent::nft::{self, NftSocket};
-use nma_testkit::{Netns, Topology, ip};
+use nma_testkit::{Netns, Topology};
 use support::{PREFIX, arg, flag, ip_masq_agent_text, prefixes, record_value};
 
 const DST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
@@ -405,15 +405,7 @@ fn scopes_section(runs: usize, packets: usize) {
             let t = topology(&format!("sc{i}"));
             if case.snat {
                 // Same subnet as the primary address: a secondary one, never masquerade's pick.
-                ip(&[
-                    "-n",
-                    &t.node.name,
-                    "addr",
-                    "add",
-                    &format!("{SNAT_ADDR}/24"),
-                    "dev",
-                    "eth0",
-                ]);
+                t.node.ip(&format!("addr add {SNAT_ADDR}/24 dev eth0"));
             }
             commit(&t.node, &scope_config(case, &flags), &flags);
             let (rate, loss) = measure(&t, if case.snat { SNAT_ADDR } else { NODE }, packets);

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use nma_testkit::{DESTS4, NODE4, POD4, Topology, ip, root_or_skip, run};
+use nma_testkit::{DESTS4, NODE4, POD4, Topology, root_or_skip, run};
 
 /// What a datagram from the pod to `dst` arrives with: `masquerade`, `snat` or `none`.
 fn observed(t: &Topology, dst: &str, snat: Option<IpAddr>) -> &'static str {
@@ -26,15 +26,7 @@ fn observed(t: &Topology, dst: &str, snat: Option<IpAddr>) -> &'static str {
 fn explain_agrees_with_packets_for_every_key_and_flag() {
     root_or_skip!();
     let t = Topology::new("explain");
-    ip(&[
-        "-n",
-        &t.node.name,
-        "addr",
-        "add",
-        "198.51.100.77/24",
-        "dev",
-        "eth0",
-    ]);
+    t.node.ip("addr add 198.51.100.77/24 dev eth0");
     let cases = [
         (
             "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.11.0.0/24]\n",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nma_testkit::{
-    Agent, ConfigMap, NODE4, POD4, Topology, ip, root_or_skip, wait_until, write_atomic,
+    Agent, ConfigMap, NODE4, POD4, Topology, root_or_skip, wait_until, write_atomic,
 };
 
 /// Generous bound for things that are not about time (a loaded 2-core machine).
@@ -43,15 +43,7 @@ fn snat_to_a_chosen_address_and_port_range() {
     root_or_skip!();
     let t = Topology::new("snat");
     // A secondary address on the node's egress interface: what traffic should leave with.
-    ip(&[
-        "-n",
-        &t.node.name,
-        "addr",
-        "add",
-        "198.51.100.50/24",
-        "dev",
-        "eth0",
-    ]);
+    t.node.ip("addr add 198.51.100.50/24 dev eth0");
     let cfg = t.config("c", "snatTo: [198.51.100.50]\n");
     t.apply(&cfg, &[]);
     let from = seen(&t, "11.22.33.44");
@@ -76,18 +68,9 @@ fn snat_to_a_range_and_ipv6() {
     root_or_skip!();
     let t = Topology::new("snat6");
     for a in ["198.51.100.50/24", "198.51.100.51/24"] {
-        ip(&["-n", &t.node.name, "addr", "add", a, "dev", "eth0"]);
+        t.node.ip(&format!("addr add {a} dev eth0"));
     }
-    ip(&[
-        "-n",
-        &t.node.name,
-        "addr",
-        "add",
-        "2001:db8:ffff::50/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
+    t.node.ip("addr add 2001:db8:ffff::50/64 dev eth0 nodad");
     let cfg = t.config(
         "c",
         "snatTo: ['198.51.100.50-198.51.100.51', '2001:db8:ffff::50']\n",
@@ -107,15 +90,7 @@ fn only_sources_in_source_cidrs_are_translated() {
     let t = Topology::new("src");
     // A second source on the pod side, outside sourceCIDRs (like a load balancer's or the
     // host's own traffic through the bridge).
-    ip(&[
-        "-n",
-        &t.pod.name,
-        "addr",
-        "add",
-        "10.244.1.3/24",
-        "dev",
-        "eth0",
-    ]);
+    t.pod.ip("addr add 10.244.1.3/24 dev eth0");
     let cfg = t.config("c", "sourceCIDRs: [10.244.1.2/32]\n");
     t.apply(&cfg, &[]);
     let inside = t.probe_from(POD4.into(), addr("11.22.33.44")).unwrap();
@@ -136,26 +111,17 @@ fn only_sources_in_source_cidrs_are_translated() {
 
 /// A second link from the node to the remote, `eth1`, and the route to `dst` through it.
 fn second_link(t: &Topology, dst: &str) {
-    let (node, remote) = (t.node.name.as_str(), t.remote.name.as_str());
-    ip(&[
-        "-n", node, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", remote,
-    ]);
-    ip(&["-n", node, "addr", "add", "192.0.2.1/24", "dev", "eth1"]);
-    ip(&["-n", remote, "addr", "add", "192.0.2.2/24", "dev", "eth1"]);
-    ip(&["-n", node, "link", "set", "eth1", "up"]);
-    ip(&["-n", remote, "link", "set", "eth1", "up"]);
+    t.node.ip(&format!(
+        "link add eth1 type veth peer name eth1 netns {}",
+        t.remote.name
+    ));
+    t.node.ip("addr add 192.0.2.1/24 dev eth1");
+    t.remote.ip("addr add 192.0.2.2/24 dev eth1");
+    t.node.ip("link set eth1 up");
+    t.remote.ip("link set eth1 up");
     t.remote.sysctl("net.ipv4.conf.eth1.rp_filter", "0");
-    ip(&[
-        "-n",
-        node,
-        "route",
-        "add",
-        &format!("{dst}/32"),
-        "via",
-        "192.0.2.2",
-        "dev",
-        "eth1",
-    ]);
+    t.node
+        .ip(&format!("route add {dst}/32 via 192.0.2.2 dev eth1"));
 }
 
 #[test]

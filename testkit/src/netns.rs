@@ -98,6 +98,14 @@ impl Netns {
         self.enter(|| http_get_here(port, path, timeout))
     }
 
+    /// Runs `ip -n NAME ARGS` (`args` split at whitespace: `"addr add 10.0.0.1/24 dev eth0"`);
+    /// panics on failure.
+    pub fn ip(&self, args: &str) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend(args.split_whitespace());
+        ip(&all);
+    }
+
     /// Writes a sysctl of this namespace (`net.ipv4.ip_forward`).
     pub fn sysctl(&self, key: &str, value: &str) {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::agent::{Agent, AgentBuilder, agent_bin};
-use crate::env::{ip, run, slack};
+use crate::env::{run, slack};
 use crate::http::{HTTP_PORT, Reply, series};
 use crate::listing::without_counters;
 use crate::netns::{Netns, sweep_stale};
@@ -180,12 +180,11 @@ impl TopologyBuilder {
                 ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
             }
         }
-        let node = t.node.name.as_str();
         for (k, pod) in t.pods().enumerate() {
-            wire_pod(&pod.name, node, k, self.ipv6);
+            wire_pod(pod, &t.node, k, self.ipv6);
         }
         for (k, remote) in t.remotes().enumerate() {
-            wire_remote(node, &remote.name, k, self.ipv6);
+            wire_remote(&t.node, remote, k, self.ipv6);
             // The remote accepts sources it has no route back to (the un-masqueraded pod).
             for key in ["all", "default", "eth0"] {
                 remote.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0");
@@ -209,120 +208,51 @@ impl TopologyBuilder {
 
 /// Pod `k`: its `eth0` to the node's `pod<k>`, 10.244.(k+1).0/24 (and fd00:10:244:(k+1)::/64),
 /// the node the pod's default route.
-fn wire_pod(pod: &str, node: &str, k: usize, ipv6: bool) {
-    let dev = format!("pod{k}");
+fn wire_pod(pod: &Netns, node: &Netns, k: usize, ipv6: bool) {
     // Links are created inside the namespaces, so no name ever appears on the host.
-    ip(&[
-        "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", &dev, "netns", node,
-    ]);
-    ip(&["-n", pod, "link", "set", "eth0", "up"]);
-    ip(&["-n", node, "link", "set", &dev, "up"]);
+    pod.ip(&format!(
+        "link add eth0 type veth peer name pod{k} netns {}",
+        node.name
+    ));
+    pod.ip("link set eth0 up");
+    node.ip(&format!("link set pod{k} up"));
     let net = k + 1;
-    ip(&[
-        "-n",
-        pod,
-        "addr",
-        "add",
-        &format!("10.244.{net}.2/24"),
-        "dev",
-        "eth0",
-    ]);
-    ip(&[
-        "-n",
-        node,
-        "addr",
-        "add",
-        &format!("10.244.{net}.1/24"),
-        "dev",
-        &dev,
-    ]);
-    ip(&[
-        "-n",
-        pod,
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("10.244.{net}.1"),
-    ]);
+    pod.ip(&format!("addr add 10.244.{net}.2/24 dev eth0"));
+    node.ip(&format!("addr add 10.244.{net}.1/24 dev pod{k}"));
+    pod.ip(&format!("route add default via 10.244.{net}.1"));
     if ipv6 {
-        let (p, n) = (
-            format!("fd00:10:244:{net:x}::2"),
-            format!("fd00:10:244:{net:x}::1"),
-        );
-        ip(&[
-            "-n",
-            pod,
-            "addr",
-            "add",
-            &format!("{p}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-        ip(&[
-            "-n",
-            node,
-            "addr",
-            "add",
-            &format!("{n}/64"),
-            "dev",
-            &dev,
-            "nodad",
-        ]);
-        ip(&["-n", pod, "-6", "route", "add", "default", "via", &n]);
+        pod.ip(&format!(
+            "addr add fd00:10:244:{net:x}::2/64 dev eth0 nodad"
+        ));
+        node.ip(&format!(
+            "addr add fd00:10:244:{net:x}::1/64 dev pod{k} nodad"
+        ));
+        pod.ip(&format!("-6 route add default via fd00:10:244:{net:x}::1"));
     }
 }
 
 /// Remote `k`: the node's `eth<k>` to its `eth0`. Remote 0 is 198.51.100.2/24 (and
 /// 2001:db8:ffff::2/64) and the node's default route; remote k from 1 is 192.0.(k+1).2/24.
-fn wire_remote(node: &str, remote: &str, k: usize, ipv6: bool) {
-    let dev = format!("eth{k}");
-    ip(&[
-        "-n", node, "link", "add", &dev, "type", "veth", "peer", "name", "eth0", "netns", remote,
-    ]);
-    ip(&["-n", node, "link", "set", &dev, "up"]);
-    ip(&["-n", remote, "link", "set", "eth0", "up"]);
-    let (node_addr, remote_addr) = if k == 0 {
-        ("198.51.100.1".to_string(), "198.51.100.2".to_string())
+fn wire_remote(node: &Netns, remote: &Netns, k: usize, ipv6: bool) {
+    node.ip(&format!(
+        "link add eth{k} type veth peer name eth0 netns {}",
+        remote.name
+    ));
+    node.ip(&format!("link set eth{k} up"));
+    remote.ip("link set eth0 up");
+    let net = if k == 0 {
+        "198.51.100".to_string()
     } else {
-        (format!("192.0.{}.1", k + 1), format!("192.0.{}.2", k + 1))
+        format!("192.0.{}", k + 1)
     };
-    ip(&[
-        "-n",
-        node,
-        "addr",
-        "add",
-        &format!("{node_addr}/24"),
-        "dev",
-        &dev,
-    ]);
-    ip(&[
-        "-n",
-        remote,
-        "addr",
-        "add",
-        &format!("{remote_addr}/24"),
-        "dev",
-        "eth0",
-    ]);
+    node.ip(&format!("addr add {net}.1/24 dev eth{k}"));
+    remote.ip(&format!("addr add {net}.2/24 dev eth0"));
     if k == 0 {
-        ip(&["-n", node, "route", "add", "default", "via", &remote_addr]);
+        node.ip(&format!("route add default via {net}.2"));
         if ipv6 {
-            let args = ["addr", "add", "2001:db8:ffff::1/64", "dev", &dev, "nodad"];
-            ip(&[&["-n", node][..], &args].concat());
-            let args = ["addr", "add", "2001:db8:ffff::2/64", "dev", "eth0", "nodad"];
-            ip(&[&["-n", remote][..], &args].concat());
-            ip(&[
-                "-n",
-                node,
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                "2001:db8:ffff::2",
-            ]);
+            node.ip("addr add 2001:db8:ffff::1/64 dev eth0 nodad");
+            remote.ip("addr add 2001:db8:ffff::2/64 dev eth0 nodad");
+            node.ip("-6 route add default via 2001:db8:ffff::2");
         }
     }
 }
@@ -573,15 +503,7 @@ impl Drop for Topology {
 
 fn host_in(ns: &Netns, addr: &str) {
     let len = if addr.contains(':') { 128 } else { 32 };
-    ip(&[
-        "-n",
-        &ns.name,
-        "addr",
-        "add",
-        &format!("{addr}/{len}"),
-        "dev",
-        "lo",
-    ]);
+    ns.ip(&format!("addr add {addr}/{len} dev lo"));
 }
 
 fn unspecified(dst: IpAddr) -> IpAddr {
