@@ -2,13 +2,11 @@
 //! notification on the `NFNLGRP_NFTABLES` group. Independent of the agent's own netlink code,
 //! so that a timing taken with it does not depend on what it measures.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use nix::poll::{PollFd, PollFlags, poll};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, socket,
-};
 
 /// `NFNLGRP_NFTABLES`: the multicast group of nf_tables notifications.
 const NFNLGRP_NFTABLES: u32 = 7;
@@ -17,63 +15,53 @@ const NEWGEN: u16 = (10 << 8) | 15;
 
 /// A netlink socket subscribed to nf_tables notifications in the namespace it was opened in.
 pub struct Generations {
-    fd: OwnedFd,
+    sock: Socket,
 }
 
 impl Generations {
     /// Subscribes in the calling thread's namespace (open it inside [`crate::Netns::enter`]).
-    pub fn open() -> nix::Result<Generations> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            SockProtocol::NetlinkNetFilter,
-        )?;
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &NetlinkAddr::new(0, 1 << (NFNLGRP_NFTABLES - 1)),
-        )?;
-        Ok(Generations { fd })
+    pub fn open() -> std::io::Result<Generations> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        sock.bind(&SocketAddr::new(0, 0))?;
+        sock.add_membership(NFNLGRP_NFTABLES)?;
+        sock.set_non_blocking(true)?;
+        Ok(Generations { sock })
+    }
+
+    /// Receives what is queued, without waiting; whether it held the end of a transaction.
+    fn drain(&self) -> bool {
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        let mut seen = false;
+        loop {
+            buf.clear();
+            match self.sock.recv(&mut buf, 0) {
+                Ok(n) if n > 0 => seen |= has_newgen(&buf),
+                _ => return seen,
+            }
+        }
     }
 
     /// Drops every notification received so far.
     pub fn clear(&self) {
-        let mut buf = vec![0u8; 1 << 16];
-        while recv(
-            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-            &mut buf,
-            MsgFlags::empty(),
-        )
-        .is_ok_and(|n| n > 0)
-        {}
+        self.drain();
     }
 
     /// Waits up to `timeout` for the end of a transaction; when it was received.
     pub fn next(&self, timeout: Duration) -> Option<Instant> {
         let end = Instant::now() + timeout;
-        let mut buf = vec![0u8; 1 << 16];
         loop {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
             let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
             if poll(&mut fds, ms).unwrap_or(0) == 0 {
                 continue;
             }
             let now = Instant::now();
-            while let Ok(n) = recv(
-                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-                &mut buf,
-                MsgFlags::empty(),
-            ) {
-                if n == 0 {
-                    break;
-                }
-                if has_newgen(&buf[..n]) {
-                    return Some(now);
-                }
+            if self.drain() {
+                return Some(now);
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use nma_testkit::events::Generations;
 use nma_testkit::topology::probe_between;
 use nma_testkit::{POD4, Topology, ip, root_or_skip};
 
@@ -80,4 +81,22 @@ fn namespaces_and_scratch_go_on_drop_and_on_panic() {
     .downcast::<Vec<String>>()
     .expect("the names");
     assert!(!names.iter().any(|n| exists(n)), "{names:?}");
+}
+
+#[test]
+fn the_end_of_each_transaction_is_seen_in_its_namespace_only() {
+    root_or_skip!();
+    let a = nma_testkit::Netns::new(format!("nma-{}-kit-gens-a", std::process::id()));
+    let b = nma_testkit::Netns::new(format!("nma-{}-kit-gens-b", std::process::id()));
+    let gens = a.enter(Generations::open).expect("subscribe");
+    let timeout = std::time::Duration::from_millis(500);
+    b.nft(&["add", "table", "ip", "elsewhere"]);
+    assert!(
+        gens.next(timeout).is_none(),
+        "a commit in another namespace"
+    );
+    a.nft(&["add", "table", "ip", "here"]);
+    assert!(gens.next(timeout).is_some(), "no NEWGEN for the commit");
+    gens.clear();
+    assert!(gens.next(std::time::Duration::from_millis(100)).is_none());
 }
