@@ -27,7 +27,8 @@ use nft_masq_agent::config::{self, Config, PolicyFlags};
 use nft_masq_agent::kernel::nft::events::EventSocket;
 use nft_masq_agent::kernel::nft::{self, NftSocket, encode};
 use nft_masq_agent::model::{self, TableFlags};
-use support::{Netns, Stats, arg, flag, ip_masq_agent_text, prefixes, record};
+use nma_testkit::Netns;
+use support::{PREFIX, Stats, arg, flag, ip_masq_agent_text, prefixes, record};
 
 /// Runs `program --noflush` with `text` on stdin; returns its wall time, or None if the
 /// backend does not work here.
@@ -156,8 +157,8 @@ fn main() -> anyhow::Result<()> {
     let runs: usize = arg("--runs").map_or(Ok(9), |s| s.parse())?;
     let cpu = flag("--cpu");
     let mut cpu_rows = Vec::new();
-    let ns = Netns::new("commit");
-    ns.enter();
+    let ns = Netns::unique(PREFIX, "commit");
+    ns.enter_current_thread();
     let mut sock = NftSocket::open()?;
     let flags = PolicyFlags::default();
     let legacy_ok = ensure_jump("iptables-legacy-restore");

@@ -22,7 +22,8 @@ use nft_masq_agent::config::{self, Config, PolicyFlags};
 use nft_masq_agent::kernel::conntrack::uapi::{IPPROTO_TCP, IPPROTO_UDP};
 use nft_masq_agent::kernel::conntrack::{self, Conntrack, Flow, L4, Protocols, Tuple};
 use nft_masq_agent::model::{self, Table, TableFlags};
-use support::{Netns, Stats, arg, record, record_value};
+use nma_testkit::Netns;
+use support::{PREFIX, Stats, arg, record, record_value};
 
 /// Entries live this long: far beyond the benchmark, so none expires during it.
 const TIMEOUT_SECS: u32 = 3600;
@@ -138,10 +139,10 @@ fn main() -> anyhow::Result<()> {
     let n_affected: usize = arg("--affected").map_or(Ok(1000), |s| s.parse())?;
     let runs: usize = arg("--runs").map_or(Ok(7), |s| s.parse())?;
     anyhow::ensure!(n_affected <= entries, "--affected exceeds --entries");
-    let ns = Netns::new("conntrack");
+    let ns = Netns::unique(PREFIX, "conntrack");
     // The whole (single-threaded) benchmark runs in the namespace: its conntrack table is
     // the only one touched.
-    ns.enter();
+    ns.enter_current_thread();
     let mut conn = Conntrack::open()?;
 
     let t0 = Instant::now();

@@ -19,16 +19,15 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
 use nft_masq_agent::config::{Config, Interface, PolicyFlags, SnatTarget, entries};
 use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{self, TableFlags};
-use support::{Netns, arg, flag, ip_masq_agent_text, prefixes, record_value};
+use nma_testkit::{Netns, Topology};
+use support::{PREFIX, arg, flag, ip_masq_agent_text, prefixes, record_value};
 
 const DST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 const POD: &str = "10.244.1.2";
@@ -41,61 +40,14 @@ const SCOPE_PREFIXES: usize = 10_000;
 /// one measurement sends, so no packet reuses a conntrack entry.
 const SOCKETS: usize = 16;
 
-fn ip(args: &[&str]) {
-    let ok = Command::new("ip")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "ip {args:?} failed");
-}
-
-struct Topo {
-    pod: Netns,
-    node: Netns,
-    remote: Netns,
-}
-
-fn topology(tag: &str) -> Topo {
-    let t = Topo {
-        pod: Netns::new(&format!("{tag}-pod")),
-        node: Netns::new(&format!("{tag}-node")),
-        remote: Netns::new(&format!("{tag}-remote")),
-    };
-    let (p, n, r) = (
-        t.pod.name.as_str(),
-        t.node.name.as_str(),
-        t.remote.name.as_str(),
-    );
-    for ns in [p, n, r] {
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
-    ip(&[
-        "-n", p, "link", "add", "eth0", "type", "veth", "peer", "name", "pod0", "netns", n,
-    ]);
-    ip(&[
-        "-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", r,
-    ]);
-    for (ns, dev) in [(p, "eth0"), (n, "pod0"), (n, "eth0"), (r, "eth0")] {
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-    }
-    ip(&["-n", p, "addr", "add", "10.244.1.2/24", "dev", "eth0"]);
-    ip(&["-n", p, "route", "add", "default", "via", "10.244.1.1"]);
-    ip(&["-n", n, "addr", "add", "10.244.1.1/24", "dev", "pod0"]);
-    ip(&["-n", n, "addr", "add", "198.51.100.1/24", "dev", "eth0"]);
-    ip(&["-n", n, "route", "add", "default", "via", "198.51.100.2"]);
-    ip(&["-n", r, "addr", "add", "198.51.100.2/24", "dev", "eth0"]);
-    ip(&["-n", r, "addr", "add", "203.0.113.5/32", "dev", "lo"]);
-    let sysctl = |ns: &str, kv: &str| {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", ns, "sysctl", "-qw", kv])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "sysctl {kv}");
-    };
-    sysctl(n, "net.ipv4.ip_forward=1");
-    sysctl(r, "net.ipv4.conf.all.rp_filter=0");
-    sysctl(r, "net.ipv4.conf.eth0.rp_filter=0");
-    t
+/// Fresh pod, node and remote namespaces (conntrack starts empty), IPv4 only, the remote
+/// hosting [`DST`].
+fn topology(tag: &str) -> Topology {
+    Topology::builder(tag)
+        .prefix(PREFIX)
+        .ipv6(false)
+        .dests4(&["203.0.113.5"])
+        .build()
 }
 
 /// In the remote: count packets from `source`, drop everything before conntrack.
@@ -104,18 +56,7 @@ fn sink(remote: &Netns, source: &str) {
         "table ip nma-sink {{\n chain pre {{\n  type filter hook prerouting priority raw; policy accept;\n  \
          iifname \"eth0\" ip saddr {source} udp dport 1-65535 counter drop\n  iifname \"eth0\" udp dport 1-65535 drop\n }}\n}}\n"
     );
-    let mut c = remote
-        .cmd("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("nft");
-    c.stdin
-        .take()
-        .expect("stdin")
-        .write_all(rules.as_bytes())
-        .expect("write");
-    assert!(c.wait().expect("nft").success());
+    remote.nft_file(&rules);
 }
 
 fn arrived(remote: &Netns) -> u64 {
@@ -154,7 +95,7 @@ impl Mode {
 /// Commits the agent's table for `config` in the node, through the library as the agent does.
 fn commit(node: &Netns, config: &Config, flags: &PolicyFlags) {
     let table = model::desired(config, flags, TableFlags::default());
-    node.run_in(|| {
+    node.enter(|| {
         let mut sock = NftSocket::open().expect("socket");
         nft::replace_table(&mut sock, &table).expect("commit");
     });
@@ -179,22 +120,7 @@ fn install(mode: Mode, node: &Netns, n: usize) {
                 ":IP-MASQ-AGENT - [0:0]\n-A POSTROUTING -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n",
                 1,
             );
-            let mut child = node
-                .cmd(&format!("{prog}-restore"))
-                .arg("--noflush")
-                .stdin(Stdio::piped())
-                .spawn()
-                .expect("iptables-restore");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(text.as_bytes())
-                .expect("write");
-            assert!(
-                child.wait().expect("wait").success(),
-                "{prog}-restore failed"
-            );
+            node.restore(&format!("{prog}-restore"), &["--noflush"], &text);
         }
     }
 }
@@ -202,7 +128,7 @@ fn install(mode: Mode, node: &Netns, n: usize) {
 /// Sends `packets` datagrams, each a new flow, as fast as one thread can; returns
 /// (sent, elapsed).
 fn blast(pod: &Netns, packets: usize) -> (usize, Duration) {
-    pod.run_in(|| {
+    pod.enter(|| {
         let socks: Vec<UdpSocket> = (0..SOCKETS)
             .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
             .collect();
@@ -232,7 +158,7 @@ fn blast(pod: &Netns, packets: usize) -> (usize, Duration) {
 
 /// Sends `packets` new flows from the pod and counts those that reach the remote from
 /// `source`; returns (arriving flows per second, fraction of the sent ones lost).
-fn measure(t: &Topo, source: &str, packets: usize) -> (f64, f64) {
+fn measure(t: &Topology, source: &str, packets: usize) -> (f64, f64) {
     sink(&t.remote, source);
     let (sent, elapsed) = blast(&t.pod, packets);
     std::thread::sleep(Duration::from_millis(200));
@@ -479,15 +405,7 @@ fn scopes_section(runs: usize, packets: usize) {
             let t = topology(&format!("sc{i}"));
             if case.snat {
                 // Same subnet as the primary address: a secondary one, never masquerade's pick.
-                ip(&[
-                    "-n",
-                    &t.node.name,
-                    "addr",
-                    "add",
-                    &format!("{SNAT_ADDR}/24"),
-                    "dev",
-                    "eth0",
-                ]);
+                t.node.ip(&format!("addr add {SNAT_ADDR}/24 dev eth0"));
             }
             commit(&t.node, &scope_config(case, &flags), &flags);
             let (rate, loss) = measure(&t, if case.snat { SNAT_ADDR } else { NODE }, packets);

@@ -18,13 +18,16 @@ mod support;
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nft_masq_agent::kernel::nft::events::{Event, EventSocket};
 use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::TABLE_NAME;
-use support::{Netns, Stats, arg, record, record_value};
+use nma_testkit::configs::ConfigText;
+use nma_testkit::listing::handle_of;
+use nma_testkit::{Agent, AgentBuilder, ConfigMap, Netns, agent_bin};
+use support::{PREFIX, Stats, arg, record, record_value};
 
 /// A listener for transaction ends (NEWGEN), timestamped on receipt.
 struct Gens {
@@ -79,48 +82,18 @@ impl Gens {
     }
 }
 
-struct Agent {
-    child: Child,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_nft-masq-agent"))
+/// The daemon from `bin` in this (the benchmark's) namespace, its log discarded (warnings
+/// only: the figures are taken from the kernel's notifications).
+fn spawn_from(bin: &Path, config: &Path, args: &[&str]) -> Agent {
+    AgentBuilder::new(bin, None)
+        .config(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .spawn()
 }
 
 fn spawn_agent(config: &Path, args: &[&str]) -> Agent {
-    let child = Command::new(agent_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn agent");
-    Agent { child }
-}
-
-/// kubelet's ConfigMap update: new dir, `..data_tmp` symlink, rename over `..data`.
-fn swap(dir: &Path, n: u32, text: &str) -> Instant {
-    let ts = format!("..2026_11_25.{n:06}");
-    std::fs::create_dir(dir.join(&ts)).unwrap();
-    std::fs::write(dir.join(&ts).join("ip-masq-agent"), text).unwrap();
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(&ts, &tmp).unwrap();
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    let t0 = Instant::now();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    if let Some(old) = old {
-        let _ = std::fs::remove_dir_all(dir.join(old));
-    }
-    t0
+    spawn_from(&agent_bin(), config, args)
 }
 
 fn nft(args: &[&str]) {
@@ -133,12 +106,8 @@ fn rule_handle() -> String {
         .args(["-a", "list", "chain", "inet", TABLE_NAME, "postrouting"])
         .output()
         .expect("nft");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.contains("@nonmasq-v4"))
-        .and_then(|l| l.rsplit("handle ").next())
+    handle_of(&String::from_utf8_lossy(&out.stdout), "@nonmasq-v4")
         .expect("rule handle")
-        .trim()
         .to_string()
 }
 
@@ -173,17 +142,7 @@ fn memory(dir: &Path, gens: &mut Gens) -> anyhow::Result<()> {
     } else {
         "static musl"
     };
-    let spawn = |config: &Path, args: &[&str]| Agent {
-        child: Command::new(&bin)
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn agent"),
-    };
+    let spawn = |config: &Path, args: &[&str]| spawn_from(&bin, config, args);
     let mib = |kib: u64| kib as f64 / 1024.0;
     for n in [64usize, 10_000, 100_000] {
         let p = dir.join(format!("mem-{n}"));
@@ -192,7 +151,7 @@ fn memory(dir: &Path, gens: &mut Gens) -> anyhow::Result<()> {
         let agent = spawn(&p, &["--table-owner", "off"]);
         gens.next(Duration::from_secs(30)).expect("startup commit");
         std::thread::sleep(Duration::from_millis(300));
-        let pid = agent.child.id();
+        let pid = agent.pid();
         let rss = proc_field(pid, "status", "VmRSS:");
         let hwm = proc_field(pid, "status", "VmHWM:");
         println!(
@@ -207,26 +166,26 @@ fn memory(dir: &Path, gens: &mut Gens) -> anyhow::Result<()> {
     // included in the count, so the table holds exactly DEFAULT_MAX_PREFIXES prefixes.
     let cap = DEFAULT_MAX_PREFIXES;
     let text = |shift: u128| {
-        let mut s = format!("cidrLimit: {cap}\nresyncInterval: 1s\nnonMasqueradeCIDRs:\n");
         let base = u128::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
-        for i in 0..(cap as u128 - 2) {
-            let a = std::net::Ipv6Addr::from(base + (((i + shift) * 2) << 64));
-            s.push_str(&format!("  - {a}/64\n"));
-        }
-        s
+        let nets: Vec<String> = (0..(cap as u128 - 2))
+            .map(|i| {
+                format!(
+                    "{}/64",
+                    std::net::Ipv6Addr::from(base + (((i + shift) * 2) << 64))
+                )
+            })
+            .collect();
+        ConfigText::new()
+            .resync("1s")
+            .non_masquerade(&nets)
+            .render()
     };
-    let cm = dir.join("mem-cap");
-    std::fs::create_dir_all(&cm)?;
-    swap(&cm, 0, &text(0));
-    std::os::unix::fs::symlink("..data/ip-masq-agent", cm.join("ip-masq-agent"))?;
+    let mut cm = ConfigMap::new(dir.join("mem-cap"), &text(0));
     gens.clear();
-    let agent = spawn(
-        &cm.join("ip-masq-agent"),
-        &["--table-owner", "off", "--enable-ipv6"],
-    );
-    let pid = agent.child.id();
+    let agent = spawn(&cm.path(), &["--table-owner", "off", "--enable-ipv6"]);
+    let pid = agent.pid();
     gens.next(Duration::from_secs(60)).expect("startup commit");
-    swap(&cm, 1, &text(1));
+    cm.update(&text(1));
     gens.next(Duration::from_secs(60)).expect("config commit");
     std::thread::sleep(Duration::from_secs(3)); // full checks, once a second
     nft(&["delete", "table", "inet", TABLE_NAME]);
@@ -270,11 +229,9 @@ fn cpu_and_switches(pid: u32) -> (u64, u64) {
 }
 
 fn config_text(prefixes: usize) -> String {
-    let mut s = format!("cidrLimit: {}\nnonMasqueradeCIDRs:\n", prefixes.max(64));
-    for p in support::prefixes(prefixes) {
-        s.push_str(&format!("  - {p}\n"));
-    }
-    s
+    ConfigText::new()
+        .non_masquerade(&support::prefixes(prefixes))
+        .render()
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes, unlike `Instant`.
@@ -459,19 +416,13 @@ fn main() -> anyhow::Result<()> {
     let idle_secs: u64 = arg("--idle-seconds").map_or(Ok(60), |s| s.parse())?;
     let sections = arg("--sections").unwrap_or_else(|| "config,tamper,start,idle,memory".into());
     let want = |s: &str| sections.split(',').any(|x| x == s);
-    let ns = Netns::new("live");
-    ns.enter();
-    Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()?;
+    let ns = Netns::unique(PREFIX, "live");
+    ns.enter_current_thread();
     let dir = std::env::temp_dir().join(format!("nma-bench-live-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let cm = dir.join("config");
-    std::fs::create_dir_all(&cm)?;
-    swap(&cm, 0, "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
-    std::os::unix::fs::symlink("..data/ip-masq-agent", cm.join("ip-masq-agent"))?;
-    let cfg = cm.join("ip-masq-agent");
+    let mut cm = ConfigMap::new(dir.join("config"), "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    let cfg = cm.path();
     let mut gens = Gens::new();
     println!("### Live agent: reaction and footprint ({runs} runs per figure)\n");
     println!("Times are taken outside the agent, from the kernel's nftables notifications.\n");
@@ -491,7 +442,7 @@ fn main() -> anyhow::Result<()> {
             } else {
                 "nonMasqueradeCIDRs: [10.0.0.0/8]\n"
             };
-            let t0 = swap(&cm, i + 1, text);
+            let t0 = cm.update(text);
             let (t1, _) = gens.next(Duration::from_secs(5)).expect("config commit");
             t.push(t1 - t0);
         }
@@ -524,7 +475,7 @@ fn main() -> anyhow::Result<()> {
         let agent = spawn_agent(&cfg, &["--table-owner", "off"]);
         gens.next(Duration::from_secs(5)).expect("startup commit");
         std::thread::sleep(Duration::from_millis(500));
-        let pid = agent.child.id();
+        let pid = agent.pid();
         let (c0, s0) = cpu_and_switches(pid);
         std::thread::sleep(Duration::from_secs(idle_secs));
         let (c1, s1) = cpu_and_switches(pid);

@@ -1,8 +1,8 @@
 //! Soak test (issue 10): the agent under everything at once, for minutes, with a verdict.
 //!
-//! In three network namespaces of its own (`nma-soak-<pid>-pod|node|remote`, the topology
-//! of tests/common: pod → node → remote; deleted at the end, on a panic too, and swept by
-//! the next run when a run was killed), the release agent runs in the node namespace with a
+//! In three network namespaces of its own (`nma-soak-<pid>-pod|node|remote`, the test kit's
+//! topology: pod → node → remote; deleted at the end, on a panic too, and swept by the next
+//! run when a run was killed), the release agent runs in the node namespace with a
 //! large table (50,000 prefixes by default, ip-masq-agent's config format) and
 //! `--table-owner off`, so that anyone can tamper with it. For the whole run, concurrently:
 //!
@@ -101,7 +101,8 @@ use nft_masq_agent::kernel::netlink::{NetlinkSocket, messages};
 use nft_masq_agent::kernel::nft::events::{Event, classify};
 use nft_masq_agent::model::TABLE_NAME;
 use nft_masq_agent::report::http::{HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES};
-use support::{Netns, record_value};
+use nma_testkit::Netns;
+use support::record_value;
 
 /// The pod's address: what un-masqueraded probes arrive from.
 const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
@@ -277,9 +278,9 @@ impl Topology {
     fn new() -> Topology {
         sweep_scratch();
         let t = Topology {
-            pod: Netns::with_prefix(PREFIX, "pod"),
-            node: Netns::with_prefix(PREFIX, "node"),
-            remote: Netns::with_prefix(PREFIX, "remote"),
+            pod: Netns::unique(PREFIX, "pod"),
+            node: Netns::unique(PREFIX, "node"),
+            remote: Netns::unique(PREFIX, "remote"),
             dir: std::env::temp_dir().join(format!("{PREFIX}-{}", std::process::id())),
         };
         let _ = std::fs::remove_dir_all(&t.dir);
@@ -388,7 +389,7 @@ impl Drop for Topology {
 
 /// Removes scratch directories of soak runs whose process is gone.
 fn sweep_scratch() {
-    support::sweep_stale(PREFIX);
+    nma_testkit::netns::sweep_stale(PREFIX);
     let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };

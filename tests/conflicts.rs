@@ -2,40 +2,9 @@
 //! own namespaces): verdict maps are followed, hostile jump graphs are analysed in time and
 //! correctly, and foreign sets are read within the element budget. Needs root.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Topology, require_root, run, slack};
-
-/// `--explain DST --output json` with `args`, in the node namespace: the answer and how long
-/// it took.
-fn explain(t: &Topology, cfg: &std::path::Path, dst: &str, args: &[&str]) -> serde_json::Value {
-    let out = run(t
-        .agent()
-        .args([
-            "--explain",
-            dst,
-            "--source",
-            "10.244.1.2",
-            "--output",
-            "json",
-        ])
-        .arg("--config")
-        .arg(cfg)
-        .args(args));
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-/// Loads an nft script in the node namespace; panics with nft's words if it fails.
-fn nft_file(t: &Topology, script: &str) {
-    let out = t.node.nft_stdin(&["-f", "-"], script);
-    assert!(
-        out.status.success(),
-        "nft -f failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use nma_testkit::{Topology, root_or_skip, run, slack};
 
 fn conflicts(e: &serde_json::Value) -> &Vec<serde_json::Value> {
     e["conflicts"].as_array().expect("conflicts")
@@ -43,12 +12,9 @@ fn conflicts(e: &serde_json::Value) -> &Vec<serde_json::Value> {
 
 #[test]
 fn a_verdict_map_that_jumps_to_a_masquerade_is_reported() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("vmap");
-    nft_file(
-        &t,
+    t.node.nft_file(
         "table ip vm {
            chain domasq { masquerade; }
            chain post {
@@ -60,7 +26,7 @@ fn a_verdict_map_that_jumps_to_a_masquerade_is_reported() {
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     t.apply(&cfg, &[]);
     // Our config exempts 10/8; the verdict map sends it to a masquerade first.
-    let e = explain(&t, &cfg, "10.20.0.5", &[]);
+    let e = t.explain(&cfg, "10.20.0.5", &[]);
     assert_eq!(e["decision"], "none", "{e:#}");
     let yes: Vec<_> = conflicts(&e)
         .iter()
@@ -72,7 +38,7 @@ fn a_verdict_map_that_jumps_to_a_masquerade_is_reported() {
     assert_eq!(yes[0]["verdict"], "masquerade");
     assert!(t.masqueraded("10.20.0.5"), "the datagram proves it");
     // Outside the map nothing translates first.
-    let e = explain(&t, &cfg, "192.168.0.5", &[]);
+    let e = t.explain(&cfg, "192.168.0.5", &[]);
     assert!(conflicts(&e).iter().all(|c| c["answer"] == "no"), "{e:#}");
     // The text says it first.
     let text = run(t
@@ -88,7 +54,7 @@ fn a_verdict_map_that_jumps_to_a_masquerade_is_reported() {
     // The daemon counts it.
     let _agent = t.start(&cfg, &[]);
     assert!(
-        common::wait_until(Duration::from_secs(10) * slack(), || {
+        nma_testkit::wait_until(Duration::from_secs(10) * slack(), || {
             t.metric("nft_masq_agent_conflicting_nat_rules") == 1.0
         }),
         "the gauge never counted the rule behind the verdict map"
@@ -122,22 +88,20 @@ fn hostile(depth: usize) -> String {
 
 #[test]
 fn a_hostile_jump_graph_is_analysed_in_time_and_correctly() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dag");
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     // 12 as in the issue (49 rules; today's main needs about a minute per pass in the
     // daemon); 15, the deepest the kernel accepts (16 chains on the way: it refuses more).
-    for depth in [12, 15].map(common::kernel_walkable_depth) {
+    for depth in [12, 15].map(nma_testkit::env::kernel_walkable_depth) {
         let _ = t
             .node
             .cmd("nft")
             .args(["delete", "table", "ip", "hostile"])
             .output();
-        nft_file(&t, &hostile(depth));
+        t.node.nft_file(&hostile(depth));
         let start = Instant::now();
-        let e = explain(&t, &cfg, "10.20.0.5", &[]);
+        let e = t.explain(&cfg, "10.20.0.5", &[]);
         let took = start.elapsed();
         eprintln!("depth {depth}: --explain took {took:?}");
         assert!(
@@ -205,17 +169,18 @@ fn big_set(n: u32) -> String {
 
 #[test]
 fn foreign_sets_are_read_within_the_element_budget() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("budget");
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     // 250,000 ranges (500,000 kernel elements) that no postrouting rule looks up; 100,000
     // elements in an emulated guest (nft takes 365 MB and seconds to load the 500,000),
     // still five times the default budget.
-    let ranges = if common::emulated() { 50_000 } else { 250_000 };
-    nft_file(
-        &t,
+    let ranges = if nma_testkit::emulated() {
+        50_000
+    } else {
+        250_000
+    };
+    t.node.nft_file(
         "table ip big {
            chain post {
              type nat hook postrouting priority srcnat; policy accept;
@@ -233,7 +198,7 @@ fn foreign_sets_are_read_within_the_element_budget() {
     };
     let base = explain_peak("with the set empty");
     let load = Instant::now();
-    nft_file(&t, &big_set(ranges));
+    t.node.nft_file(&big_set(ranges));
     eprintln!("loading {} elements took {:?}", 2 * ranges, load.elapsed());
     // Today's main reads the whole set: 34 MiB more for --explain at 500,000 elements (77.6
     // MB in the daemon at 520,000), 7 MiB more at 100,000. The budget's 20,000 elements
@@ -246,17 +211,18 @@ fn foreign_sets_are_read_within_the_element_budget() {
         kib < base + 4 * 1024,
         "peak {kib} KiB, {base} without the set"
     );
-    let e = explain(&t, &cfg, "192.168.0.5", &[]);
+    let e = t.explain(&cfg, "192.168.0.5", &[]);
     assert_eq!(conflicts(&e)[0]["answer"], "yes", "{e:#}");
     // Looked up by a postrouting rule: past the budget it is not read, the table is said to
     // be too large, and the answer is "cannot tell", not "no".
-    nft_file(&t, "add rule ip big post ip daddr != @big masquerade");
+    t.node
+        .nft_file("add rule ip big post ip daddr != @big masquerade");
     let kib = explain_peak("with a set past the budget");
     assert!(
         kib < base + 4 * 1024,
         "peak {kib} KiB, {base} without the set"
     );
-    let e = explain(&t, &cfg, "10.20.0.5", &[]);
+    let e = t.explain(&cfg, "10.20.0.5", &[]);
     let unread = conflicts(&e)
         .iter()
         .find(|c| c["answer"] != "no")
@@ -276,7 +242,7 @@ fn foreign_sets_are_read_within_the_element_budget() {
     );
     // Within a budget that holds it, the set is read and the answer exact: 10.20.0.5 is
     // not in @big, so the second rule masquerades it.
-    let e = explain(&t, &cfg, "10.20.0.5", &["--max-foreign-elements", "600000"]);
+    let e = t.explain(&cfg, "10.20.0.5", &["--max-foreign-elements", "600000"]);
     let yes: Vec<_> = conflicts(&e)
         .iter()
         .filter(|c| c["answer"] == "yes")

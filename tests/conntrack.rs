@@ -1,15 +1,12 @@
 //! Conntrack reconciliation against the running kernel, with real datagrams: the dump shows
 //! what the `conntrack` CLI shows, deletes hit exactly the selected entries (zone and id
 //! respected, protocols filtered), and the next datagram of a deleted flow is translated by
-//! the rules in force. Needs root; every namespace is the test's own (see tests/common), and
+//! the rules in force. Needs root; every namespace is the test's own (see nma_testkit), and
 //! every conntrack socket is opened inside one of them.
-
-mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::{NODE4, Netns, POD4, POD6, Topology, require_root};
 use nft_masq_agent::addr::prefix::Family;
 use nft_masq_agent::config::{self, Config, PolicyFlags};
 use nft_masq_agent::kernel::conntrack::uapi::{
@@ -18,6 +15,7 @@ use nft_masq_agent::kernel::conntrack::uapi::{
 use nft_masq_agent::kernel::conntrack::{self, Conntrack, Flow, L4, Protocols, Tuple};
 use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{self, TableFlags};
+use nma_testkit::{NODE4, Netns, POD4, POD6, Topology, root_or_skip};
 
 fn addr(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -178,9 +176,7 @@ fn ours_udp(flows: &[Flow]) -> Vec<String> {
 
 #[test]
 fn dump_shows_real_flows_and_reconcile_deletes_exactly_the_selected_ones() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("ct-dump");
     commit(&t, &[]);
     let pod4: IpAddr = POD4.into();
@@ -272,9 +268,7 @@ fn dump_shows_real_flows_and_reconcile_deletes_exactly_the_selected_ones() {
 
 #[test]
 fn a_deleted_flow_is_translated_again_by_the_rules_in_force() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("ct-renat");
     commit(&t, &[]);
     let pod4: IpAddr = POD4.into();
@@ -349,9 +343,7 @@ fn ports(src: u16, dst: u16) -> L4 {
 /// filter distinguishes, zones, and a tuple reused by a newer entry.
 #[test]
 fn zones_ids_and_protocols_are_respected() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let ns = Netns::new(format!("nma-{}-ct-synth", std::process::id()));
     let udp = synthetic(
         Family::V4,
@@ -519,9 +511,7 @@ fn zones_ids_and_protocols_are_respected() {
 #[test]
 #[ignore]
 fn capture_fixtures() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("ct-capture");
     t.node.sysctl("net.netfilter.nf_conntrack_acct", "1");
     t.node.sysctl("net.netfilter.nf_conntrack_timestamp", "1");
@@ -566,9 +556,8 @@ fn capture_fixtures() {
 
 /// Replaces the config file atomically (a rename, as a ConfigMap update does).
 fn write_config(t: &Topology, text: &str) -> std::path::PathBuf {
-    let tmp = t.config("ip-masq-agent.tmp", text);
     let path = t.dir.join("ip-masq-agent");
-    std::fs::rename(tmp, &path).unwrap();
+    nma_testkit::write_atomic(&path, text);
     path
 }
 
@@ -586,18 +575,16 @@ fn sees_within(stream: &mut Stream, want: IpAddr, limit: Duration) -> Option<Dur
 }
 
 /// The daemon with `args`, its config at `text`, after its first commit.
-fn agent_with(t: &Topology, text: &str, args: &[&str]) -> common::Agent {
+fn agent_with(t: &Topology, text: &str, args: &[&str]) -> nma_testkit::Agent {
     let path = write_config(t, text);
-    let mut all = vec![
-        "--config",
-        path.to_str().unwrap(),
-        "--metrics-address",
-        "off",
-    ];
-    all.extend_from_slice(args);
-    let agent = t.spawn_agent(&all);
+    let agent = t
+        .agent_builder()
+        .config(&path)
+        .args(["--metrics-address", "off"])
+        .args(args)
+        .spawn();
     assert!(
-        agent.wait_log("committed table", Duration::from_secs(10)),
+        agent.wait_commits(1, Duration::from_secs(10)).is_some(),
         "{}",
         agent.log()
     );
@@ -606,12 +593,10 @@ fn agent_with(t: &Topology, text: &str, args: &[&str]) -> common::Agent {
 
 #[test]
 fn the_daemon_moves_open_flows_to_the_new_decision_and_leaves_the_others() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("ct-daemon");
     let agent = agent_with(&t, "nonMasqueradeCIDRs: [10.0.0.0/8]\n", &[]);
-    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), common::NODE4.into());
+    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), nma_testkit::NODE4.into());
     let mut moved = Stream::new(&t, pod4, 43001, "11.22.33.44", 6101);
     let mut kept = Stream::new(&t, pod4, 43002, "203.0.113.5", 6102);
     assert_eq!(moved.send().ip(), node4);
@@ -663,16 +648,14 @@ fn the_daemon_moves_open_flows_to_the_new_decision_and_leaves_the_others() {
 
 #[test]
 fn with_reconciliation_off_an_open_flow_keeps_its_old_translation() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("ct-off");
     let agent = agent_with(
         &t,
         "nonMasqueradeCIDRs: [10.0.0.0/8]\n",
         &["--conntrack-reconcile", "off"],
     );
-    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), common::NODE4.into());
+    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), nma_testkit::NODE4.into());
     let mut moved = Stream::new(&t, pod4, 43011, "11.22.33.44", 6111);
     assert_eq!(moved.send().ip(), node4);
     write_config(&t, "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
@@ -703,12 +686,7 @@ fn service(t: &Topology, name: &str, service: &str, port: u16, endpoint: &str) {
          \tchain out {{ type nat hook output priority -100; policy accept; {rule}; }}\n\
          }}\n"
     );
-    let out = t.node.nft_stdin(&["-f", "-"], &script);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.node.nft_file(&script);
 }
 
 /// Issue 17, finding 4: a flow is judged where NAT is decided, at postrouting, by its
@@ -717,9 +695,7 @@ fn service(t: &Topology, name: &str, service: &str, port: u16, endpoint: &str) {
 /// range, whose endpoint is elsewhere, keeps its entry and its translation.
 #[test]
 fn flows_through_a_service_are_judged_by_their_endpoint() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("ct-dnat");
     t.host("203.0.113.2");
     // The Service range 10.96.0.0/12 lies in 10/8 (never masqueraded); the endpoint of the
@@ -728,7 +704,7 @@ fn flows_through_a_service_are_judged_by_their_endpoint() {
     // A "Service" address in the range that will change, with its endpoint elsewhere.
     service(&t, "svc-b", "203.0.113.100", 6202, "11.22.33.44");
     let agent = agent_with(&t, "nonMasqueradeCIDRs: [10.0.0.0/8]\n", &[]);
-    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), common::NODE4.into());
+    let (pod4, node4): (IpAddr, IpAddr) = (POD4.into(), nma_testkit::NODE4.into());
     let mut via_a = Stream::new(&t, pod4, 44001, "10.96.0.10", 6201);
     let mut via_b = Stream::new(&t, pod4, 44002, "203.0.113.100", 6202);
     assert_eq!(via_a.send().ip(), node4);

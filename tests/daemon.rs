@@ -2,82 +2,12 @@
 //! bad configs, self-repair after tampering, table ownership, signals and metrics. Real
 //! datagrams decide every behavioural check. Needs root.
 
-mod common;
-
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, Topology, require_root, run, wait_until};
 use nix::sys::signal::Signal;
+use nma_testkit::{ConfigMap, Topology, kernel_at_least, root_or_skip, run, wait_until};
 
 const T: Duration = Duration::from_secs(5);
-
-/// A config directory laid out as kubelet writes a ConfigMap volume:
-/// `ip-masq-agent -> ..data/ip-masq-agent`, `..data -> ..<timestamp>`.
-struct ConfigMapDir {
-    dir: PathBuf,
-    generation: u32,
-}
-
-impl ConfigMapDir {
-    fn new(dir: PathBuf, text: &str) -> ConfigMapDir {
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut c = ConfigMapDir { dir, generation: 0 };
-        c.update(text);
-        std::os::unix::fs::symlink("..data/ip-masq-agent", c.dir.join("ip-masq-agent")).unwrap();
-        c
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.join("ip-masq-agent")
-    }
-
-    /// kubelet's atomic writer: new timestamped dir, `..data_tmp` symlink, rename over
-    /// `..data`, remove the old dir.
-    fn update(&mut self, text: &str) {
-        self.generation += 1;
-        let ts = format!("..2026_11_25_12_00_00.{:04}", self.generation);
-        let new = self.dir.join(&ts);
-        std::fs::create_dir(&new).unwrap();
-        std::fs::write(new.join("ip-masq-agent"), text).unwrap();
-        let tmp = self.dir.join("..data_tmp");
-        std::os::unix::fs::symlink(&ts, &tmp).unwrap();
-        let old = std::fs::read_link(self.dir.join("..data")).ok();
-        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
-        if let Some(old) = old {
-            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
-        }
-    }
-}
-
-/// GET a path of the agent's HTTP endpoint (127.0.0.1:9983 in the node namespace).
-fn http_get(t: &Topology, path: &str) -> (u16, String) {
-    let text = t.node.enter(|| {
-        let mut s = std::net::TcpStream::connect("127.0.0.1:9983").expect("connect to agent");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    });
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
-/// The value of one metric line (`name{labels} value`).
-fn metric(t: &Topology, series: &str) -> f64 {
-    let (status, body) = http_get(t, "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
 
 fn wait_masq(t: &Topology, dst: &str, want: bool) {
     assert!(
@@ -86,53 +16,12 @@ fn wait_masq(t: &Topology, dst: &str, want: bool) {
     );
 }
 
-fn start(t: &Topology, config: &Path, args: &[&str]) -> Agent {
-    let mut full = vec!["--config", config.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let a = t.spawn_agent(&full);
-    assert!(
-        a.wait_log("committed table inet nft-masq-agent", T),
-        "agent did not commit:\n{}",
-        a.log()
-    );
-    a
-}
-
-/// `counter packets N bytes M` becomes `counter`.
-fn strip_counters(line: &str) -> String {
-    const C: &str = "counter packets ";
-    match line.find(C) {
-        None => line.to_string(),
-        Some(i) => {
-            // After the marker: N, "bytes", M, and the rest of the rule.
-            let tail = line[i + C.len()..].splitn(4, ' ').nth(3).unwrap_or("");
-            format!("{}counter {tail}", &line[..i])
-        }
-    }
-}
-
-/// `nft list table` of the agent's table with counter values blanked.
-fn listing(t: &Topology) -> Option<String> {
-    t.nft_table()
-        .map(|s| s.lines().map(strip_counters).collect::<Vec<_>>().join("\n"))
-}
-
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
-    let a: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let b: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    (a, b) >= (major, minor)
-}
-
 #[test]
 fn configmap_swap_and_bad_updates() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("cmswap");
-    let mut cm = ConfigMapDir::new(t.dir.join("config"), "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
-    let agent = start(&t, &cm.path(), &["--table-owner", "off"]);
+    let mut cm = ConfigMap::new(t.dir.join("config"), "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    let mut agent = t.start(&cm.path(), &["--table-owner", "off"]);
     t.expect(&["192.168.0.5", "11.22.33.44"], &["10.20.0.5"]);
 
     // A ConfigMap update: the VPN range inside 10/8 becomes masqueraded.
@@ -149,14 +38,13 @@ fn configmap_swap_and_bad_updates() {
     );
     assert!(agent.log().contains(&cm.path().display().to_string()));
     t.expect(&["10.20.0.5", "192.168.0.5"], &["10.11.0.5"]);
-    assert!(wait_until(T, || metric(
-        &t,
-        "nft_masq_agent_config_errors_total"
-    ) >= 1.0));
-    assert_eq!(metric(&t, "nft_masq_agent_config_valid"), 0.0);
-    let (status, _) = http_get(&t, "/readyz");
+    assert!(wait_until(T, || t
+        .metric("nft_masq_agent_config_errors_total")
+        >= 1.0));
+    assert_eq!(t.metric("nft_masq_agent_config_valid"), 0.0);
     assert_eq!(
-        status, 200,
+        t.get("/readyz").status,
+        200,
         "the last good config is in force, so still ready"
     );
 
@@ -164,21 +52,15 @@ fn configmap_swap_and_bad_updates() {
     cm.update("nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n");
     wait_masq(&t, "192.168.0.5", false);
     t.expect(&["11.22.33.44"], &["10.20.0.5", "10.11.0.5"]);
-    let mut agent = agent;
-    assert!(
-        agent.child.try_wait().unwrap().is_none(),
-        "agent must still run"
-    );
+    assert!(agent.running(), "agent must still run");
 }
 
 #[test]
 fn deleted_config_brings_back_the_defaults() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("cmdel");
     let cfg = t.config("ip-masq-agent", "nonMasqueradeCIDRs: [11.0.0.0/8]\n");
-    let _agent = start(&t, &cfg, &[]);
+    let _agent = t.start(&cfg, &[]);
     t.expect(&["10.20.0.5"], &["11.22.33.44"]);
     std::fs::remove_file(&cfg).unwrap();
     wait_masq(&t, "10.20.0.5", false);
@@ -190,12 +72,10 @@ fn deleted_config_brings_back_the_defaults() {
 
 #[test]
 fn config_directory_created_after_start_is_picked_up() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("cmlate");
     let dir = t.dir.join("not-yet/config");
-    let agent = start(&t, &dir.join("ip-masq-agent"), &[]);
+    let agent = t.start(&dir.join("ip-masq-agent"), &[]);
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -209,20 +89,18 @@ fn config_directory_created_after_start_is_picked_up() {
     // table before the line is written (it did in a slow guest): count after it.
     assert!(agent.wait_log("+11.0.0.0/8", T), "{}", agent.log());
     // SIGHUP re-reads the file too (here: nothing changed, nothing committed).
-    let before = agent.count("committed table");
+    let before = agent.commit_count();
     agent.signal(Signal::SIGHUP);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(agent.count("committed table"), before);
+    assert_eq!(agent.commit_count(), before);
 }
 
 #[test]
 fn bad_config_at_start_means_defaults_and_a_loud_error() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("badstart");
     let cfg = t.config("ip-masq-agent", "nonMasqueradeCIDRs: [11.0.0.0/88]\n");
-    let agent = start(&t, &cfg, &[]);
+    let agent = t.start(&cfg, &[]);
     assert!(
         agent.log().contains("STARTING WITH THE DEFAULT CONFIG"),
         "{}",
@@ -230,76 +108,36 @@ fn bad_config_at_start_means_defaults_and_a_loud_error() {
     );
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
     // Egress works with the defaults, but the agent is not ready: no good config yet.
-    let (status, body) = http_get(&t, "/readyz");
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("config file is invalid"), "{body}");
+    let r = t.get("/readyz");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("config file is invalid"), "{}", r.body);
     std::fs::write(&cfg, "nonMasqueradeCIDRs: [11.0.0.0/8]\n").unwrap();
     wait_masq(&t, "11.22.33.44", false);
-    assert!(wait_until(T, || http_get(&t, "/readyz").0 == 200));
-}
-
-/// The agent's commit count once no commit line has come for 300 ms. A commit's log line
-/// is written after the kernel applied it, so a listing or a probe can see the commit before
-/// its line (it did in a slow guest).
-fn settled_commits(agent: &Agent) -> usize {
-    let count = || agent.count("committed table");
-    let mut last = count();
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = count();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
+    assert!(wait_until(T, || t.get("/readyz").status == 200));
 }
 
 #[test]
 fn tampering_is_repaired_and_other_tables_are_untouched() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("tamper");
     let foreign = "table ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 192.0.2.1 }\n\t}\n\n\
                    \tchain c {\n\t\ttype filter hook output priority 0; policy accept;\n\t\tip daddr @s counter\n\t}\n}\n";
     assert!(t.node.nft_stdin(&["-f", "-"], foreign).status.success());
     let other_before = t.node.nft(&["list", "table", "ip", "other"]);
-    let agent = start(&t, &t.dir.join("absent"), &["--table-owner", "off"]);
-    let good = listing(&t).unwrap();
+    let agent = t.start(&t.dir.join("absent"), &["--table-owner", "off"]);
+    let good = t.listing().unwrap();
     let repaired = |what: &str| {
         assert!(
-            wait_until(T, || listing(&t).as_deref() == Some(good.as_str())),
+            wait_until(T, || t.listing().as_deref() == Some(good.as_str())),
             "not repaired after {what}:\n{}\nlog:\n{}",
-            listing(&t).unwrap_or_default(),
+            t.listing().unwrap_or_default(),
             agent.log()
         );
     };
 
     // Delete one rule: the non-masquerade lookup.
-    let handles = t.node.nft(&[
-        "-a",
-        "list",
-        "chain",
-        "inet",
-        "nft-masq-agent",
-        "postrouting",
-    ]);
-    let h = handles
-        .lines()
-        .find(|l| l.contains("@nonmasq-v4"))
-        .and_then(|l| l.rsplit("handle ").next())
-        .unwrap()
-        .trim()
-        .to_string();
-    t.node.nft(&[
-        "delete",
-        "rule",
-        "inet",
-        "nft-masq-agent",
-        "postrouting",
-        "handle",
-        &h,
-    ]);
+    t.node
+        .delete_rule("inet", "nft-masq-agent", "postrouting", "@nonmasq-v4");
     repaired("rule delete");
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
 
@@ -347,11 +185,11 @@ fn tampering_is_repaired_and_other_tables_are_untouched() {
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
 
     // Changes to other tables cause no work.
-    let commits = settled_commits(&agent);
+    let commits = agent.settled_commits();
     t.node.nft(&["add", "table", "ip", "unrelated"]);
     t.node.nft(&["delete", "table", "ip", "unrelated"]);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(agent.count("committed table"), commits, "{}", agent.log());
+    assert_eq!(agent.commit_count(), commits, "{}", agent.log());
     assert_eq!(t.node.nft(&["list", "table", "ip", "other"]), other_before);
 
     // Flush everything (this removes `other` too: that is the flusher's doing).
@@ -360,27 +198,24 @@ fn tampering_is_repaired_and_other_tables_are_untouched() {
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
 
     assert!(
-        wait_until(T, || metric(&t, "nft_masq_agent_drift_repairs_total")
-            >= 6.0),
+        wait_until(T, || t.metric("nft_masq_agent_drift_repairs_total") >= 6.0),
         "{}",
-        http_get(&t, "/metrics").1
+        t.get("/metrics").body
     );
-    assert!(metric(&t, "nft_masq_agent_commits_total{reason=\"drift\"}") >= 6.0);
+    assert!(t.metric("nft_masq_agent_commits_total{reason=\"drift\"}") >= 6.0);
     // Every probe above that was masqueraded went through the counted rule.
-    assert!(metric(&t, "nft_masq_agent_masqueraded_packets_total") >= 1.0);
-    let (status, body) = http_get(&t, "/healthz");
-    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(t.metric("nft_masq_agent_masqueraded_packets_total") >= 1.0);
+    let r = t.get("/healthz");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
 }
 
 #[test]
 fn sigterm_exits_0_and_leaves_the_table() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("sigterm");
-    let mut agent = start(&t, &t.dir.join("absent"), &[]);
+    let mut agent = t.start(&t.dir.join("absent"), &[]);
     agent.signal(Signal::SIGTERM);
-    let status = agent.child.wait().unwrap();
+    let status = agent.wait();
     assert!(status.success(), "{status}");
     assert!(agent.log().contains("stays in force"));
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
@@ -390,21 +225,16 @@ fn sigterm_exits_0_and_leaves_the_table() {
 
 #[test]
 fn table_owner_auto_picks_the_mode_for_this_kernel() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("ownerauto");
-    let _agent = start(&t, &t.dir.join("absent"), &["--table-owner", "auto"]);
+    let _agent = t.start(&t.dir.join("absent"), &["--table-owner", "auto"]);
     let want = if kernel_at_least(6, 9) {
         "owner-persist"
     } else {
         "off"
     };
     assert_eq!(
-        metric(
-            &t,
-            &format!("nft_masq_agent_table_owner{{mode=\"{want}\"}}")
-        ),
+        t.metric(&format!("nft_masq_agent_table_owner{{mode=\"{want}\"}}")),
         1.0
     );
     let dump = String::from_utf8(run(t.agent().arg("--dump")).stdout).unwrap();
@@ -417,15 +247,13 @@ fn table_owner_auto_picks_the_mode_for_this_kernel() {
 
 #[test]
 fn owned_table_survives_flush_and_kill_and_is_adopted() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     if !kernel_at_least(6, 9) {
         eprintln!("kernel before 6.9: no persist flag; ownership persistence not applicable");
         return;
     }
     let t = Topology::new("owner");
-    let mut agent = start(&t, &t.dir.join("absent"), &["--table-owner", "on"]);
+    let agent = t.start(&t.dir.join("absent"), &["--table-owner", "on"]);
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
     // Nobody else can change it: flush skips it, delete is refused.
     let before = t.nft_table().unwrap();
@@ -448,13 +276,13 @@ fn owned_table_survives_flush_and_kill_and_is_adopted() {
 
     // kill -9: the table outlives its owner.
     agent.signal(Signal::SIGKILL);
-    let _ = agent.child.wait();
+    drop(agent);
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
     assert!(t.nft_table().is_some());
 
     // The next agent adopts it, with a different config.
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
-    let agent2 = start(&t, &cfg, &["--table-owner", "on"]);
+    let agent2 = t.start(&cfg, &["--table-owner", "on"]);
     assert!(!agent2.log().contains("ERROR"), "{}", agent2.log());
     t.expect(&["192.168.0.5"], &["11.22.33.44", "10.20.0.5"]);
     let del = t

@@ -1,19 +1,16 @@
 //! A drop-in for existing DaemonSets: the agent starts with the arguments of real
 //! ip-masq-agent and ip-masq-agent-v2 manifests, unchanged, and enforces their policy, checked
-//! by datagrams from the pod namespace (tests/common's topology).
+//! by datagrams from the pod namespace (the test kit's topology).
 //!
 //! Only `--config` is added, since the tests cannot use the node's /etc/config: it names the
-//! file or directory the manifest's ConfigMap volume would fill. Each argument list is data
+//! file or directory the manifest's ConfigMap volume would fill; and `--log-format json`, the
+//! form in which the test kit reads the agent's log. Each argument list is data
 //! taken as it is from its source (cited above it); nothing else of those manifests is used.
 
-mod common;
-
-use std::fs::File;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use nma_testkit::{Agent, Topology, root_or_skip, slack};
 
 /// kubernetes-sigs/ip-masq-agent, `ip-masq-agent.yaml` (its example DaemonSet, image
 /// v2.8.0 at the time of writing): the container has no `args`.
@@ -83,9 +80,7 @@ fn v2_directory(t: &Topology) -> std::path::PathBuf {
 
 #[test]
 fn upstream_example_daemonset() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dropin-upstream");
     let cfg = t.config(
         "ip-masq-agent",
@@ -97,9 +92,7 @@ fn upstream_example_daemonset() {
 
 #[test]
 fn kubernetes_addon_daemonset_without_configmap() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dropin-addon");
     // The ConfigMap is optional and absent: the defaults, here with every reserved range.
     let _agent = start(
@@ -117,9 +110,7 @@ fn kubernetes_addon_daemonset_without_configmap() {
 
 #[test]
 fn gke_daemonset() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dropin-gke");
     let cfg = t.config(
         "ip-masq-agent",
@@ -149,9 +140,7 @@ fn gke_daemonset() {
 
 #[test]
 fn ip_masq_agent_v2_example_daemonset() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dropin-v2");
     let dir = v2_directory(&t);
     let _agent = start(&t, &dir, V2_EXAMPLE, &["--v=2"]);
@@ -164,9 +153,7 @@ fn ip_masq_agent_v2_example_daemonset() {
 
 #[test]
 fn aks_daemonset() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dropin-aks");
     let dir = v2_directory(&t);
     let _agent = start(&t, &dir, AKS, &["--v=2", "--resync-interval=60"]);
@@ -180,41 +167,27 @@ fn aks_daemonset() {
 /// replaced has no RUST_LOG): 4 shows the daemon's debug lines, 2 does not.
 #[test]
 fn klog_verbosity_sets_the_log_level() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dropin-v");
     let cfg = t.config("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     for (v, debug) in [("--v=2", false), ("--v=4", true)] {
-        let log = t.dir.join(format!("agent{v}.log"));
-        let child = t
-            .node
-            .cmd(agent_bin())
+        let agent = t
+            .agent_builder()
             .env_remove("RUST_LOG")
-            .args([
-                "--config",
-                cfg.to_str().unwrap(),
-                v,
-                "--metrics-address",
-                "off",
-            ])
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn agent");
-        let agent = Agent { child, log };
+            .config(&cfg)
+            .args([v, "--metrics-address", "off"])
+            .spawn();
         assert!(
-            agent.wait_log(
-                "committed table inet nft-masq-agent",
-                Duration::from_secs(5) * slack()
-            ),
+            agent
+                .wait_commits(1, Duration::from_secs(5) * slack())
+                .is_some(),
             "{v}: no commit:\n{}",
             agent.log()
         );
         // The config watch logs at debug level before the first commit, so by the commit line
         // a debug level has shown one.
         assert_eq!(
-            agent.log().contains("DEBUG"),
+            agent.lines().iter().any(|l| l.level == "DEBUG"),
             debug,
             "{v}:\n{}",
             agent.log()

@@ -1,27 +1,9 @@
 //! `--explain` against real packets: what it says is what a datagram shows. Needs root;
-//! every namespace is the test's own (see tests/common).
-
-mod common;
+//! every namespace is the test's own (see nma_testkit).
 
 use std::net::IpAddr;
 
-use common::{DESTS4, NODE4, POD4, Topology, ip, require_root, run};
-
-/// `--explain DST --output json` with the config and flags given, in the node namespace.
-fn explain(t: &Topology, cfg: &std::path::Path, args: &[&str], dst: &str) -> serde_json::Value {
-    let out = run(t
-        .agent()
-        .arg("--explain")
-        .arg(dst)
-        .arg("--source")
-        .arg(POD4.to_string())
-        .arg("--output")
-        .arg("json")
-        .arg("--config")
-        .arg(cfg)
-        .args(args));
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
+use nma_testkit::{DESTS4, NODE4, POD4, Topology, root_or_skip, run};
 
 /// What a datagram from the pod to `dst` arrives with: `masquerade`, `snat` or `none`.
 fn observed(t: &Topology, dst: &str, snat: Option<IpAddr>) -> &'static str {
@@ -42,19 +24,9 @@ fn observed(t: &Topology, dst: &str, snat: Option<IpAddr>) -> &'static str {
 
 #[test]
 fn explain_agrees_with_packets_for_every_key_and_flag() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("explain");
-    ip(&[
-        "-n",
-        &t.node.name,
-        "addr",
-        "add",
-        "198.51.100.77/24",
-        "dev",
-        "eth0",
-    ]);
+    t.node.ip("addr add 198.51.100.77/24 dev eth0");
     let cases = [
         (
             "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.11.0.0/24]\n",
@@ -77,7 +49,7 @@ fn explain_agrees_with_packets_for_every_key_and_flag() {
         let cfg = t.config(&format!("c{i}"), text);
         t.apply(&cfg, args);
         for dst in DESTS4 {
-            let e = explain(&t, &cfg, args, dst);
+            let e = t.explain(&cfg, dst, args);
             let said = e["decision"].as_str().unwrap().to_string();
             assert_eq!(e["table"], "in_force", "{text}: {e}");
             let seen = observed(&t, dst, snat);
@@ -94,7 +66,7 @@ fn explain_agrees_with_packets_for_every_key_and_flag() {
         "carve",
         "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.11.0.0/24]\n",
     );
-    let e = explain(&t, &cfg, &[], "10.11.0.5");
+    let e = t.explain(&cfg, "10.11.0.5", &[]);
     let because = e["because"].as_array().unwrap();
     assert_eq!(because[0]["key"], "masqueradeCIDRs");
     assert_eq!(because[0]["index"], 0);
@@ -105,9 +77,7 @@ fn explain_agrees_with_packets_for_every_key_and_flag() {
 
 #[test]
 fn explain_names_earlier_rules_of_other_components_and_packets_prove_it() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("explainc");
     // kubenet's non-masquerade rule and kube-proxy's mark-based one, with iptables-nft.
     for rule in [
@@ -175,7 +145,7 @@ fn explain_names_earlier_rules_of_other_components_and_packets_prove_it() {
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n");
     t.apply(&cfg, &[]);
     // 192.168.0.5 is exempt by our config, but kubenet's rule runs first and masquerades it.
-    let e = explain(&t, &cfg, &[], "192.168.0.5");
+    let e = t.explain(&cfg, "192.168.0.5", &[]);
     assert_eq!(e["decision"], "none", "{e:#}");
     let conflicts = e["conflicts"].as_array().unwrap();
     let first = conflicts
@@ -193,7 +163,7 @@ fn explain_names_earlier_rules_of_other_components_and_packets_prove_it() {
         "the datagram proves it"
     );
     // Inside 10/8 kubenet's rule does not apply; kube-proxy's applies only to marked packets.
-    let e = explain(&t, &cfg, &[], "10.20.0.5");
+    let e = t.explain(&cfg, "10.20.0.5", &[]);
     let conflicts = e["conflicts"].as_array().unwrap();
     assert!(conflicts.iter().all(|c| c["answer"] != "yes"), "{e:#}");
     assert!(
@@ -219,9 +189,7 @@ fn explain_names_earlier_rules_of_other_components_and_packets_prove_it() {
 
 #[test]
 fn explain_without_privileges_answers_from_the_config() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("explainu");
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     std::fs::set_permissions(&t.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -235,7 +203,7 @@ fn explain_without_privileges_answers_from_the_config() {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(common::agent_bin())
+        .arg(nma_testkit::agent_bin())
         .args(["--explain", "11.22.33.44", "--output", "json", "--config"])
         .arg(&cfg));
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -248,9 +216,7 @@ fn explain_without_privileges_answers_from_the_config() {
 /// destination's family.
 #[test]
 fn explain_refuses_a_source_of_the_other_family() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("explainf");
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     t.apply(&cfg, &["--enable-ipv6"]);
@@ -286,6 +252,6 @@ fn explain_refuses_a_source_of_the_other_family() {
             "{err}"
         );
     }
-    let e = explain(&t, &cfg, &[], "10.0.0.1");
+    let e = t.explain(&cfg, "10.0.0.1", &[]);
     assert_eq!(e["decision"], "none", "{e}");
 }

@@ -5,104 +5,43 @@
 //! names its finding; timing claims are measured and printed (`--nocapture` shows them).
 //! `NMA_AGENT_BIN` runs them against another build of the agent. Needs root.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{
-    Agent, HTTP_PORT, Reply, Topology, family_sum, kernel_at_least, require_root, run, wait_until,
-    write_atomic,
-};
 use nix::sys::signal::Signal;
+use nma_testkit::configs::{ConfigText, holes_in_10, prefixes_with_holes, spaced_hosts};
+use nma_testkit::http::{assert_quick, http_get_here};
+use nma_testkit::log::{LogLine, parse_log, utc_now};
+use nma_testkit::{
+    Agent, HTTP_PORT, Reply, Topology, family_sum, heavy, kernel_at_least, root_or_skip, run,
+    wait_until, write_atomic,
+};
 
 /// Generous bound for things whose speed is not the claim (a loaded 2-core machine; three
-/// times that in an emulated guest of the VM suite, see [`common::slack`]).
+/// times that in an emulated guest of the VM suite, see [`nma_testkit::slack`]).
 fn patience() -> Duration {
-    Duration::from_secs(10) * common::slack()
+    Duration::from_secs(10) * nma_testkit::slack()
 }
 
 /// The bound the issue sets for reactions: repairs, watch events, handover, probes. In an
 /// emulated guest three times that: there the tests prove the behaviour on other kernels,
 /// the host holds the figure itself.
 fn second() -> Duration {
-    Duration::from_secs(1) * common::slack()
-}
-
-const COMMITTED: &str = "committed table inet nft-masq-agent";
-
-/// Tests that load the CPU for seconds (half a million prefixes, storms, floods, big swaps)
-/// take turns, so that none of them skews another's timing on a small machine.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `n` /32s two addresses apart from `first`: never adjacent, so nothing merges and each is
-/// one prefix of the table.
-fn spaced_hosts(first: Ipv4Addr, n: usize) -> Vec<String> {
-    let base = u32::from(first);
-    (0..n as u32)
-        .map(|i| format!("{}/32", Ipv4Addr::from(base + 2 * i)))
-        .collect()
-}
-
-/// A /32 at `offset` in each of the first `blocks` /24s of 10.0.0.0/8.
-fn holes_in_10(blocks: u32, offset: u8) -> Vec<String> {
-    (0..blocks)
-        .map(|b| format!("10.{}.{}.{offset}/32", b >> 8, b & 255))
-        .collect()
-}
-
-/// Prefixes needed to cover `[lo, hi)` exactly (greedy, largest aligned block first): an
-/// independent count to hold the agent's own against.
-fn prefixes_in(mut lo: u64, hi: u64) -> usize {
-    let mut n = 0;
-    while lo < hi {
-        let mut size = if lo == 0 {
-            1u64 << 32
-        } else {
-            lo & lo.wrapping_neg()
-        };
-        while lo + size > hi {
-            size /= 2;
-        }
-        lo += size;
-        n += 1;
-    }
-    n
-}
-
-/// The prefixes of 10.0.0.0/8 minus [`holes_in_10`], plus the link-local /16 the defaults
-/// add to the non-masquerade set.
-fn prefixes_with_holes(blocks: u32, offset: u8) -> usize {
-    let start = u64::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)));
-    let end = start + (1 << 24);
-    let mut at = start;
-    let mut n = 0;
-    for b in 0..u64::from(blocks) {
-        let hole = start + b * 256 + u64::from(offset);
-        n += prefixes_in(at, hole);
-        at = hole + 1;
-    }
-    n + prefixes_in(at, end) + 1
+    Duration::from_secs(1) * nma_testkit::slack()
 }
 
 /// A config with these lists and a `cidrLimit` that admits them.
-fn config_text(nonmasq: &[String], masq: &[String]) -> String {
-    let limit = nonmasq.len().max(masq.len()).max(64);
-    format!(
-        "cidrLimit: {limit}\nnonMasqueradeCIDRs: [{}]\nmasqueradeCIDRs: [{}]\n",
-        nonmasq.join(", "),
-        masq.join(", ")
-    )
+fn config_text(nonmasq: &[impl std::fmt::Display], masq: &[ipnet::IpNet]) -> String {
+    ConfigText::new()
+        .non_masquerade(nonmasq)
+        .masquerade(masq)
+        .render()
 }
 
 /// Probes the endpoint while `busy()` holds (at least once), one probe every `every`; every
@@ -118,11 +57,7 @@ fn probe_while(
         let r = t
             .node
             .http_get(HTTP_PORT, path, Duration::from_secs(5))
-            .unwrap_or_else(|e| Reply {
-                status: 0,
-                body: format!("error: {e}"),
-                took: Duration::from_secs(5),
-            });
+            .unwrap_or_else(|e| Reply::failed(&e, Duration::from_secs(5)));
         out.push(r);
         if !busy() {
             return out;
@@ -131,57 +66,18 @@ fn probe_while(
     }
 }
 
-/// Asserts every reply is a 200 that came within `bound`; returns the slowest time.
-fn assert_quick(replies: &[Reply], bound: Duration, what: &str, log: &str) -> Duration {
-    let worst = replies.iter().map(|r| r.took).max().unwrap_or_default();
-    let bad: Vec<String> = replies
-        .iter()
-        .filter(|r| r.status != 200 || r.took >= bound)
-        .map(|r| format!("{} in {:?}: {}", r.status, r.took, r.body.trim()))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{what}: {} of {} probes failed or took {bound:?} or more (worst {worst:?}):\n{}\nlog:\n{}",
-        bad.len(),
-        replies.len(),
-        bad.join("\n"),
-        log
-    );
-    worst
-}
-
 /// The handle of the first rule of our postrouting chain whose text contains `needle`.
 fn rule_handle(t: &Topology, needle: &str) -> String {
-    let rules = t.node.nft(&[
-        "-a",
-        "list",
-        "chain",
-        "inet",
-        "nft-masq-agent",
-        "postrouting",
-    ]);
-    rules
-        .lines()
-        .find(|l| l.contains(needle) && l.contains("# handle"))
-        .and_then(|l| l.rsplit("handle ").next())
-        .unwrap_or_else(|| panic!("no rule with {needle}:\n{rules}"))
-        .trim()
+    t.node
+        .rule_handle("inet", "nft-masq-agent", "postrouting", needle)
         .to_string()
-}
-
-/// Waits for the log to hold `needle` `n` times, returning how long that took.
-fn time_to_log(agent: &Agent, needle: &str, n: usize, timeout: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    wait_until(timeout, || agent.count(needle) >= n).then(|| start.elapsed())
 }
 
 /// Finding 1: an agent that starts on a bad config keeps the table a previous agent left,
 /// exactly, says why (log, /readyz, metric), and commits once the file is fixed.
 #[test]
 fn bad_config_at_start_keeps_the_live_table_exactly() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("adopt");
     let cfg = t.config("ip-masq-agent", "nonMasqueradeCIDRs: [100.64.0.0/10]\n");
     let mut a = t.start(&cfg, &["--table-owner", "off"]);
@@ -231,16 +127,12 @@ fn bad_config_at_start_keeps_the_live_table_exactly() {
     );
 
     // Fixed: the intended policy (a masqueraded hole) is committed and B becomes ready.
-    let n = b.count(COMMITTED);
+    let n = b.commit_count();
     write_atomic(
         &cfg,
         "nonMasqueradeCIDRs: [100.64.0.0/10]\nmasqueradeCIDRs: [100.64.0.0/24]\n",
     );
-    assert!(
-        time_to_log(&b, COMMITTED, n + 1, patience()).is_some(),
-        "{}",
-        b.log()
-    );
+    assert!(b.wait_commits(n + 1, patience()).is_some(), "{}", b.log());
     t.expect(&["100.64.0.5", "11.22.33.44", "10.20.0.5"], &[]);
     assert!(wait_until(patience(), || t.get("/readyz").status == 200));
     assert_eq!(
@@ -257,9 +149,7 @@ fn bad_config_at_start_keeps_the_live_table_exactly() {
 /// `--dump`, nor the periodic full check, nor a repair.
 #[test]
 fn foreign_chain_named_in_bytes_that_are_not_utf8_blinds_nothing() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     use nft_masq_agent::kernel::nft::NftSocket;
     use nft_masq_agent::kernel::nft::encode;
     use nft_masq_agent::kernel::nft::uapi::{
@@ -297,16 +187,8 @@ fn foreign_chain_named_in_bytes_that_are_not_utf8_blinds_nothing() {
     assert!(dump.contains("masquerade"), "{dump}");
 
     let good = t.listing().unwrap();
-    let h = rule_handle(&t, "@nonmasq-v4");
-    t.node.nft(&[
-        "delete",
-        "rule",
-        "inet",
-        "nft-masq-agent",
-        "postrouting",
-        "handle",
-        &h,
-    ]);
+    t.node
+        .delete_rule("inet", "nft-masq-agent", "postrouting", "@nonmasq-v4");
     assert!(
         wait_until(patience(), || t.listing().as_deref() == Some(good.as_str())),
         "not repaired:\n{}",
@@ -330,9 +212,7 @@ fn foreign_chain_named_in_bytes_that_are_not_utf8_blinds_nothing() {
 /// a symlink named 0xff) is repaired at once, not at the resync.
 #[test]
 fn rule_deleted_by_a_process_named_in_non_utf8_bytes_is_repaired_within_a_second() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("badcomm");
     let agent = t.start(&t.dir.join("absent"), &["--table-owner", "off"]);
     let good = t.listing().unwrap();
@@ -377,9 +257,7 @@ fn rule_deleted_by_a_process_named_in_non_utf8_bytes_is_repaired_within_a_second
 /// ACK per message overflowed the receive buffer).
 #[test]
 fn half_a_million_prefixes_commit_and_are_reported_committed() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("500k");
     let n = 500_000;
@@ -390,6 +268,7 @@ fn half_a_million_prefixes_commit_and_are_reported_committed() {
     let out = t
         .agent()
         .args(["--once", "--table-owner", "off", "--max-prefixes", "600000"])
+        .args(["--log-format", "json"])
         .arg("--config")
         .arg(&cfg)
         .output()
@@ -401,10 +280,8 @@ fn half_a_million_prefixes_commit_and_are_reported_committed() {
         "--once failed ({}):\n{log}",
         out.status
     );
-    assert!(
-        log.contains(COMMITTED) && log.contains(&format!("prefixes={}", n + 1)),
-        "{log}"
-    );
+    let commit = parse_log(&log).iter().find_map(LogLine::commit);
+    assert!(commit.is_some_and(|c| c.prefixes == n as u64 + 1), "{log}");
     eprintln!(
         "finding 3: --once with {n} /32s took {took:?}: {}",
         log.trim()
@@ -438,9 +315,7 @@ fn half_a_million_prefixes_commit_and_are_reported_committed() {
 /// table in force stays.
 #[test]
 fn holes_carved_beyond_the_prefix_cap_are_refused_and_the_table_stays() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("cap");
     let cfg = t.config("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     let agent = t.start(&cfg, &["--table-owner", "off"]);
@@ -452,10 +327,7 @@ fn holes_carved_beyond_the_prefix_cap_are_refused_and_the_table_stays() {
     let blocks = 25_000;
     let expected = prefixes_with_holes(blocks, 5);
     assert!(expected > 150_000);
-    write_atomic(
-        &cfg,
-        &config_text(&["10.0.0.0/8".to_string()], &holes_in_10(blocks, 5)),
-    );
+    write_atomic(&cfg, &config_text(&["10.0.0.0/8"], &holes_in_10(blocks, 5)));
     assert!(
         agent.wait_log(&format!("make {expected} prefixes"), patience()),
         "no refusal naming {expected} prefixes:\n{}",
@@ -477,9 +349,7 @@ fn holes_carved_beyond_the_prefix_cap_are_refused_and_the_table_stays() {
 /// refused at once, and deep YAML nesting does not stop /healthz; the last good table stays.
 #[test]
 fn fifo_dev_zero_and_deep_nesting_at_the_config_path_do_not_stall_the_agent() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("hostile");
     let cfg = t.config(
@@ -508,7 +378,7 @@ fn fifo_dev_zero_and_deep_nesting_at_the_config_path_do_not_stall_the_agent() {
     // /dev/zero through a symlink: refused at once.
     std::os::unix::fs::symlink("/dev/zero", &tmp).unwrap();
     std::fs::rename(&tmp, &cfg).unwrap();
-    let refused = time_to_log(&agent, "character device", 1, patience());
+    let refused = agent.wait_count("character device", 1, patience());
     eprintln!("finding 5: /dev/zero refused after {refused:?}");
     assert!(
         refused.is_some_and(|d| d < second()),
@@ -547,9 +417,7 @@ fn fifo_dev_zero_and_deep_nesting_at_the_config_path_do_not_stall_the_agent() {
 /// and a change of cause is logged again.
 #[test]
 fn config_read_errors_name_their_cause_and_a_new_cause_is_logged() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("cause");
     let cfg = t.config(
         "ip-masq-agent",
@@ -663,9 +531,7 @@ fn unfinished_headers(stop: &AtomicBool, sent: &AtomicU64, bytes: usize) {
 /// agent's memory within a few MiB of idle, and /healthz and /readyz keep answering.
 #[test]
 fn http_flood_of_unfinished_headers_keeps_memory_flat_and_probes_answering() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("flood");
     let agent = t.start(&t.dir.join("absent"), &[]);
@@ -678,7 +544,7 @@ fn http_flood_of_unfinished_headers_keeps_memory_flat_and_probes_answering() {
 
     // 390 KB each; 64 KB (still four times the head limit) in an emulated guest, where the
     // flood's 99 MB of writes starved the probe of its one CPU (a probe took 5.6 s).
-    let bytes = if common::emulated() {
+    let bytes = if nma_testkit::emulated() {
         64 * 1024
     } else {
         390 * 1024
@@ -738,9 +604,7 @@ fn http_flood_of_unfinished_headers_keeps_memory_flat_and_probes_answering() {
 /// (128 with 64 slots: 4 s without eviction) hold the probes back well under a second.
 #[test]
 fn silent_half_sent_heads_do_not_hold_healthz_back() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     const HOLDERS: usize = 128;
     let t = Topology::new("silent");
     let agent = t.start(&t.dir.join("absent"), &[]);
@@ -794,17 +658,19 @@ fn silent_half_sent_heads_do_not_hold_healthz_back() {
 /// swapped back and forth for seconds (each swap a 100k-prefix commit).
 #[test]
 fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("swap100k");
     // 12,500 holes in 10/8, at .5 or at .9 of each /24: about 100,000 prefixes each (a
     // quarter of that in an emulated guest, where one such commit takes seconds).
-    let blocks = if common::emulated() { 3_125 } else { 12_500 };
+    let blocks = if nma_testkit::emulated() {
+        3_125
+    } else {
+        12_500
+    };
     let texts: Vec<String> = [5u8, 9]
         .iter()
-        .map(|o| config_text(&["10.0.0.0/8".to_string()], &holes_in_10(blocks, *o)))
+        .map(|o| config_text(&["10.0.0.0/8"], &holes_in_10(blocks, *o)))
         .collect();
     eprintln!(
         "finding 16: configs of {} and {} prefixes",
@@ -813,7 +679,7 @@ fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
     );
     let cfg = t.config("ip-masq-agent", &texts[0]);
     let agent = t.start(&cfg, &["--table-owner", "off"]);
-    let first = agent.count(COMMITTED);
+    let first = agent.commit_count();
     // The prober lives in the node namespace for the whole test, so a probe's time is the
     // endpoint's (no thread started per probe on a busy machine).
     let done = Arc::new(AtomicBool::new(false));
@@ -823,12 +689,8 @@ fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
             let mut replies = Vec::new();
             while !done.load(Ordering::Relaxed) {
                 replies.push(
-                    common::http_get_here(HTTP_PORT, "/healthz", Duration::from_secs(5))
-                        .unwrap_or_else(|e| Reply {
-                            status: 0,
-                            body: format!("error: {e}"),
-                            took: Duration::from_secs(5),
-                        }),
+                    http_get_here(HTTP_PORT, "/healthz", Duration::from_secs(5))
+                        .unwrap_or_else(|e| Reply::failed(&e, Duration::from_secs(5))),
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -840,7 +702,7 @@ fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
     let start = Instant::now();
     let mut swaps = 0;
     while start.elapsed() < Duration::from_secs(30)
-        && (start.elapsed() < Duration::from_secs(5) || agent.count(COMMITTED) < first + 3)
+        && (start.elapsed() < Duration::from_secs(5) || agent.commit_count() < first + 3)
     {
         swaps += 1;
         write_atomic(&cfg, &texts[swaps % 2]);
@@ -848,7 +710,7 @@ fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
     }
     done.store(true, Ordering::Relaxed);
     let replies = prober.join().expect("prober");
-    let commits = agent.count(COMMITTED) - first;
+    let commits = agent.commit_count() - first;
     let mut took: Vec<Duration> = replies.iter().map(|r| r.took).collect();
     took.sort();
     eprintln!(
@@ -861,7 +723,7 @@ fn healthz_answers_quickly_while_100k_prefix_configs_are_swapped() {
     );
     assert_quick(
         &replies,
-        Duration::from_millis(500) * common::slack(),
+        Duration::from_millis(500) * nma_testkit::slack(),
         "/healthz during the swaps",
         &agent.log(),
     );
@@ -889,7 +751,7 @@ fn chain_listing(t: &Topology) -> String {
     t.node
         .nft(&["list", "chain", "inet", "nft-masq-agent", "postrouting"])
         .lines()
-        .map(common::strip_counters)
+        .map(nma_testkit::strip_counters)
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -956,14 +818,19 @@ fn storm_count(storm: std::thread::JoinHandle<usize>) -> usize {
 /// throughout; the table is right once the storm ends.
 #[test]
 fn tamper_storm_is_repaired_within_the_commit_budget() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("storm");
     // An emulated guest reads a 40,000-prefix set back in about 5 s (the kernel's cost grows
     // with the square of the set): a tenth of it keeps the repairs, not the reads, the test.
-    let agent = agent_on_hosts(&t, if common::emulated() { 4_000 } else { 40_000 });
+    let agent = agent_on_hosts(
+        &t,
+        if nma_testkit::emulated() {
+            4_000
+        } else {
+            40_000
+        },
+    );
     let good = chain_listing(&t);
     let before = commits(&t, HTTP_PORT);
     let start = Instant::now();
@@ -1007,9 +874,7 @@ fn tamper_storm_is_repaired_within_the_commit_budget() {
 /// warnings per 10 s, then a count of the suppressed ones with the next warning.
 #[test]
 fn tamper_storm_does_not_flood_the_log() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("logstorm");
     let agent = t.start(&t.dir.join("absent"), &["--table-owner", "off"]);
     let (tampers, start) = {
@@ -1059,9 +924,7 @@ fn tamper_storm_does_not_flood_the_log() {
 /// stay within the commit budget.
 #[test]
 fn two_agents_fighting_over_the_table_say_so_and_stay_within_budget() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("fight");
     let cfg_a = t.config("a", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     let cfg_b = t.config("b", "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n");
@@ -1129,9 +992,7 @@ fn two_agents_fighting_over_the_table_say_so_and_stay_within_budget() {
 /// second (an owner poll), not at its retry backoff.
 #[test]
 fn owner_handover_takes_under_a_second() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     if !kernel_at_least(5, 12) {
         eprintln!("skipped: kernel before 5.12 has no table owner flag, nothing to hand over");
         return;
@@ -1155,7 +1016,7 @@ fn owner_handover_takes_under_a_second() {
         "B is not refused:\n{}",
         b.log()
     );
-    assert_eq!(b.count(COMMITTED), 0, "{}", b.log());
+    assert_eq!(b.commit_count(), 0, "{}", b.log());
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
     // B has waited a while: a retry backoff (0.5 s, doubling) would be at seconds by now.
     std::thread::sleep(Duration::from_secs(4));
@@ -1165,7 +1026,7 @@ fn owner_handover_takes_under_a_second() {
     let status = a.wait_exit(patience()).expect("A did not exit");
     assert!(status.success(), "{status}");
     let exited = Instant::now();
-    let took = time_to_log(&b, COMMITTED, 1, patience());
+    let took = b.wait_commits(1, patience());
     eprintln!(
         "finding 13: B committed {took:?} after A exited ({:?} after SIGTERM)",
         term.elapsed()
@@ -1187,9 +1048,7 @@ fn owner_handover_takes_under_a_second() {
 /// re-arming it.
 #[test]
 fn config_directory_deleted_and_recreated_at_once_is_still_watched() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("recreate");
     let dir = t.dir.join("config");
     std::fs::create_dir(&dir).unwrap();
@@ -1210,14 +1069,16 @@ fn config_directory_deleted_and_recreated_at_once_is_still_watched() {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n").unwrap();
         assert!(
-            time_to_log(&agent, "+10.0.0.0/7", merged + 1, patience()).is_some(),
+            agent
+                .wait_count("+10.0.0.0/7", merged + 1, patience())
+                .is_some(),
             "round {round}: the recreated directory's file was not read:\n{}",
             agent.log()
         );
         t.expect(&[], &["11.22.33.44", "10.20.0.5"]);
         // A later update, in the new directory.
         write_atomic(&cfg, "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
-        let took = time_to_log(&agent, "-10.0.0.0/7", unmerged + 1, patience());
+        let took = agent.wait_count("-10.0.0.0/7", unmerged + 1, patience());
         eprintln!("finding 10: round {round} (gap {gap_ms} ms): the update committed in {took:?}");
         assert!(
             took.is_some_and(|d| d < second()),
@@ -1233,9 +1094,7 @@ fn config_directory_deleted_and_recreated_at_once_is_still_watched() {
 /// target are seen.
 #[test]
 fn config_directory_behind_a_switched_symlink_is_followed() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("symdir");
     for (v, text) in [
         ("v1", "nonMasqueradeCIDRs: [10.0.0.0/8]\n"),
@@ -1248,10 +1107,10 @@ fn config_directory_behind_a_switched_symlink_is_followed() {
     let agent = t.start(&t.dir.join("cur/ip-masq-agent"), &["--table-owner", "off"]);
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
 
-    let n = agent.count(COMMITTED);
+    let n = agent.commit_count();
     std::os::unix::fs::symlink("v2", t.dir.join("tmp")).unwrap();
     std::fs::rename(t.dir.join("tmp"), t.dir.join("cur")).unwrap();
-    let took = time_to_log(&agent, COMMITTED, n + 1, patience());
+    let took = agent.wait_commits(n + 1, patience());
     eprintln!("finding 11: symlink switch committed in {took:?}");
     assert!(
         took.is_some_and(|d| d < second()),
@@ -1261,12 +1120,12 @@ fn config_directory_behind_a_switched_symlink_is_followed() {
     t.expect(&[], &["11.22.33.44", "10.20.0.5"]);
 
     // The watch followed: an edit in v2 is seen too.
-    let n = agent.count(COMMITTED);
+    let n = agent.commit_count();
     write_atomic(
         &t.dir.join("v2/ip-masq-agent"),
         "nonMasqueradeCIDRs: [11.0.0.0/8]\n",
     );
-    let took = time_to_log(&agent, COMMITTED, n + 1, patience());
+    let took = agent.wait_commits(n + 1, patience());
     eprintln!("finding 11: edit in the new target committed in {took:?}");
     assert!(
         took.is_some_and(|d| d < second()),
@@ -1274,23 +1133,6 @@ fn config_directory_behind_a_switched_symlink_is_followed() {
         agent.log()
     );
     t.expect(&["10.20.0.5"], &["11.22.33.44"]);
-}
-
-/// Seconds since midnight UTC of a log line's timestamp (`2026-11-30T07:23:17.945179Z ...`).
-fn log_time(line: &str) -> Option<f64> {
-    let stamp = line.split_whitespace().next()?;
-    let time = stamp.split('T').nth(1)?.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
-    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
-}
-
-/// Seconds since midnight UTC now, on the clock the agent's log uses.
-fn utc_now() -> f64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    d.as_secs_f64() % 86_400.0
 }
 
 /// Finding 7, continued: during a tamper storm the repairs keep the budget's pace (a burst,
@@ -1302,22 +1144,27 @@ fn utc_now() -> f64 {
 /// busy machine while every read still spans several tamper commits.
 #[test]
 fn tamper_storm_is_repaired_at_least_every_two_seconds() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("pace");
-    let agent = agent_on_hosts(&t, if common::emulated() { 2_000 } else { 10_000 });
+    let agent = agent_on_hosts(
+        &t,
+        if nma_testkit::emulated() {
+            2_000
+        } else {
+            10_000
+        },
+    );
     let from = utc_now();
     let tampers = storm_count(tamper_storm(&t, 6));
     let to = utc_now();
     let mut marks = vec![from];
     marks.extend(
         agent
-            .log()
             .lines()
-            .filter(|l| l.contains(COMMITTED))
-            .filter_map(log_time)
+            .iter()
+            .filter(|l| l.commit().is_some())
+            .filter_map(LogLine::utc_seconds)
             .filter(|t| (from..to).contains(t)),
     );
     marks.push(to);
@@ -1329,7 +1176,7 @@ fn tamper_storm_is_repaired_at_least_every_two_seconds() {
     );
     assert!(tampers >= 20, "the storm was too weak to tell: {tampers}");
     assert!(
-        longest <= 2.0 * f64::from(common::slack()),
+        longest <= 2.0 * f64::from(nma_testkit::slack()),
         "{longest:.2} s without a repair during the storm:\n{}",
         agent.log()
     );
@@ -1351,14 +1198,12 @@ fn tamper_storm_is_repaired_at_least_every_two_seconds() {
 /// progress (every batch of replies), not its duration.
 #[test]
 fn full_check_of_half_a_million_prefixes_keeps_healthz_answering() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("check500k");
     // In an emulated guest 100,000 prefixes and 40 s of probes, so that the test fits the
     // guest's time per test (the probes still span full checks: resync every 5 s).
-    let (n, probing) = if common::emulated() {
+    let (n, probing) = if nma_testkit::emulated() {
         (100_000, Duration::from_secs(40))
     } else {
         (500_000, Duration::from_secs(60))
@@ -1375,7 +1220,7 @@ fn full_check_of_half_a_million_prefixes_keeps_healthz_answering() {
         "600000",
     ]);
     assert!(
-        agent.wait_log(COMMITTED, Duration::from_secs(120)),
+        agent.wait_commits(1, Duration::from_secs(120)).is_some(),
         "{}",
         agent.log()
     );

@@ -2,15 +2,13 @@
 //! reading large tables back, and how our own commits look on the notification group.
 //! Needs root.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Netns, require_root};
 use nft_masq_agent::config::{Config, PolicyFlags};
 use nft_masq_agent::kernel::nft::events::{Event, EventSocket};
 use nft_masq_agent::kernel::nft::{self, NftError, NftSocket, ReplaceForm};
 use nft_masq_agent::model::{self, TableFlags};
+use nma_testkit::{Netns, root_or_skip};
 
 fn ns(tag: &str) -> Netns {
     Netns::new(format!("nma-{}-kernel-{tag}", std::process::id()))
@@ -23,9 +21,7 @@ fn defaults() -> model::Table {
 
 #[test]
 fn a_rejected_batch_names_message_and_attribute_and_changes_nothing() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     ns("reject").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         let good = defaults();
@@ -59,9 +55,7 @@ fn a_rejected_batch_names_message_and_attribute_and_changes_nothing() {
 
 #[test]
 fn large_tables_read_back_exactly() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     ns("large").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         let f = PolicyFlags {
@@ -92,9 +86,7 @@ fn large_tables_read_back_exactly() {
 
 #[test]
 fn own_commits_carry_our_port_id_and_leaving_the_group_silences_them() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     ns("events").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         let mut events = EventSocket::open().unwrap();
@@ -130,9 +122,7 @@ fn own_commits_carry_our_port_id_and_leaving_the_group_silences_them() {
 
 #[test]
 fn delete_of_a_missing_table_is_not_an_error() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     ns("delete").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         assert!(!nft::delete_table(&mut sock, "nft-masq-agent").unwrap());
@@ -161,9 +151,7 @@ fn nft_cmd(args: &str) {
 /// whole-table replace, which removes it.
 #[test]
 fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     ns("inplace").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         let f = PolicyFlags {
@@ -226,9 +214,7 @@ fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
 /// someone else's commit in between means a full form.
 #[test]
 fn only_the_difference_is_sent_after_our_own_commit_and_the_result_is_exact() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     ns("delta").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         let f = PolicyFlags {
@@ -317,9 +303,7 @@ fn only_the_difference_is_sent_after_our_own_commit_and_the_result_is_exact() {
 /// kernel refuse the whole batch, so the difference can never leave their change in place.
 #[test]
 fn a_difference_for_an_older_generation_is_refused_and_changes_nothing() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     ns("genid").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         let old = defaults();

@@ -1,10 +1,8 @@
 //! The real binary in network namespaces, with real datagrams: which destinations are
 //! masqueraded, for each kind of configuration; plus the CLI modes against the kernel.
-//! Needs root (see `common::require_root`).
+//! Needs root (see `nma_testkit::root_or_skip`).
 
-mod common;
-
-use common::{DESTS4, Topology, require_root, run};
+use nma_testkit::{DESTS4, Topology, root_or_skip, run};
 
 /// Destinations of `DESTS4` other than the ones listed.
 fn others(listed: &[&str]) -> Vec<&'static str> {
@@ -17,9 +15,7 @@ fn others(listed: &[&str]) -> Vec<&'static str> {
 
 #[test]
 fn defaults_masquerade_everything_but_rfc1918_and_link_local() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("defaults");
     // Before the agent runs, nothing is masqueraded.
     t.expect(&[], &["11.22.33.44"]);
@@ -36,9 +32,7 @@ fn defaults_masquerade_everything_but_rfc1918_and_link_local() {
 
 #[test]
 fn custom_list_replaces_the_defaults() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("custom");
     let cfg = t.config(
         "c",
@@ -51,9 +45,7 @@ fn custom_list_replaces_the_defaults() {
 
 #[test]
 fn masquerade_cidrs_are_masqueraded_inside_a_non_masquerade_range() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("masqcidr");
     let cfg = t.config("c", "masqueradeCIDRs: [10.11.0.0/24]\n");
     t.apply(&cfg, &[]);
@@ -65,9 +57,7 @@ fn masquerade_cidrs_are_masqueraded_inside_a_non_masquerade_range() {
 
 #[test]
 fn masq_link_local_masquerades_169_254() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("linklocal");
     let cfg = t.config("c", "masqLinkLocal: true\n");
     t.apply(&cfg, &[]);
@@ -76,9 +66,7 @@ fn masq_link_local_masquerades_169_254() {
 
 #[test]
 fn all_reserved_ranges_including_class_e_at_the_top() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("reserved");
     t.apply(&t.dir.join("absent"), &["--nomasq-all-reserved-ranges"]);
     let masq = ["11.22.33.44"];
@@ -87,9 +75,7 @@ fn all_reserved_ranges_including_class_e_at_the_top() {
 
 #[test]
 fn everything_exempt_with_0_0_0_0_slash_0() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("zero");
     let cfg = t.config("c", "nonMasqueradeCIDRs: ['0.0.0.0/0']\n");
     t.apply(&cfg, &[]);
@@ -102,9 +88,7 @@ fn everything_exempt_with_0_0_0_0_slash_0() {
 
 #[test]
 fn ipv6_is_managed_only_with_enable_ipv6() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("ipv6");
     t.apply(&t.dir.join("absent"), &[]);
     // Without --enable-ipv6 IPv6 is left alone: not masqueraded.
@@ -122,9 +106,7 @@ fn ipv6_is_managed_only_with_enable_ipv6() {
 
 #[test]
 fn to_ports_restricts_the_masqueraded_source_port() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("toports");
     t.apply(&t.dir.join("absent"), &["--to-ports", "30000-30009,31000"]);
     for _ in 0..20 {
@@ -142,9 +124,7 @@ fn to_ports_restricts_the_masqueraded_source_port() {
 
 #[test]
 fn invalid_config_leaves_the_table_exactly_as_it_was() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("invalid");
     let good = t.config("good", "masqueradeCIDRs: [10.11.0.0/24]\n");
     t.apply(&good, &[]);
@@ -179,9 +159,7 @@ fn invalid_config_leaves_the_table_exactly_as_it_was() {
 
 #[test]
 fn dump_matches_dry_run_and_nft_accepts_it() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dump");
     let cfg = t.config(
         "c",
@@ -242,9 +220,7 @@ fn dump_matches_dry_run_and_nft_accepts_it() {
 /// the table in force stays as it was.
 #[test]
 fn snat_to_addresses_no_packet_may_leave_with_are_refused() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("snatbad");
     let good = t.config("good", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     t.apply(&good, &["--enable-ipv6"]);
@@ -293,9 +269,7 @@ fn snat_to_addresses_no_packet_may_leave_with_are_refused() {
 
 #[test]
 fn dump_without_table_fails_clearly() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("notable");
     let out = t.agent().arg("--dump").output().unwrap();
     assert!(!out.status.success());
@@ -306,9 +280,7 @@ fn dump_without_table_fails_clearly() {
 
 #[test]
 fn cleanup_removes_only_our_table_and_replace_leaves_others_alone() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("cleanup");
     let foreign = "table ip other {\n\tchain postrouting {\n\t\ttype nat hook postrouting \
                    priority srcnat; policy accept;\n\t\tip daddr 192.0.2.0/24 counter masquerade\n\t}\n}\n";
@@ -330,9 +302,7 @@ fn cleanup_removes_only_our_table_and_replace_leaves_others_alone() {
 
 #[test]
 fn dry_run_needs_no_privileges() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     // setpriv drops to nobody with no capabilities at all.
     let out = run(std::process::Command::new("setpriv")
         .args([
@@ -342,16 +312,14 @@ fn dry_run_needs_no_privileges() {
             "--inh-caps=-all",
             "--bounding-set=-all",
         ])
-        .arg(common::agent_bin())
+        .arg(nma_testkit::agent_bin())
         .args(["--dry-run", "--config", "/nonexistent"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ip daddr @nonmasq-v4 return"));
 }
 
 #[test]
 fn snapshots_are_valid_nft_syntax() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("snap");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
     let mut n = 0;

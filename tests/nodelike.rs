@@ -5,14 +5,11 @@
 //! `iptables-nft-restore`/`iptables-nft-save` (the iptables package). Also runs in the
 //! QEMU guests of `vm-tests/`.
 
-mod common;
-
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Topology, require_root, run, wait_until};
 use nix::sys::signal::Signal;
+use nma_testkit::listing::iptables_save_stable;
+use nma_testkit::{Topology, root_or_skip, run, wait_until};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -55,16 +52,7 @@ COMMIT
 /// counters. Everything else must stay byte for byte.
 fn foreign_state(t: &Topology) -> String {
     let save = run(&mut t.node.cmd("iptables-nft-save")).stdout;
-    let save: String = String::from_utf8_lossy(&save)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(
-            |l| match l.strip_prefix(':').and_then(|c| c.rsplit_once(" [")) {
-                Some((chain, _counters)) => format!(":{chain}\n"),
-                None => format!("{l}\n"),
-            },
-        )
-        .collect();
+    let save = iptables_save_stable(&String::from_utf8_lossy(&save));
     let nat = t.node.nft(&["--stateless", "list", "table", "ip", "nat"]);
     let filter = t
         .node
@@ -74,29 +62,9 @@ fn foreign_state(t: &Topology) -> String {
 
 #[test]
 fn agent_next_to_kubelet_kube_proxy_and_kubenet_rules() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("nodelike");
-    let mut restore = t
-        .node
-        .cmd("iptables-nft-restore")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn iptables-nft-restore");
-    restore
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(NODE_RULES.as_bytes())
-        .unwrap();
-    let out = restore.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "iptables-nft-restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.node.restore("iptables-nft-restore", &[], NODE_RULES);
     let before = foreign_state(&t);
     assert!(before.contains("kubenet: SNAT"), "{before}");
 
@@ -107,12 +75,7 @@ fn agent_next_to_kubelet_kube_proxy_and_kubenet_rules() {
     std::fs::create_dir_all(&cfg_dir).unwrap();
     let cfg = cfg_dir.join("ip-masq-agent");
     std::fs::write(&cfg, "masqueradeCIDRs: [10.11.0.0/24]\n").unwrap();
-    let mut agent = t.spawn_agent(&["--config", cfg.to_str().unwrap()]);
-    assert!(
-        agent.wait_log("committed table inet nft-masq-agent", T),
-        "agent did not commit:\n{}",
-        agent.log()
-    );
+    let mut agent = t.start(&cfg, &[]);
     // 10.11.0.5 is inside 10/8, where kubenet's rule does not masquerade: the agent does.
     t.expect(&["10.11.0.5", "11.22.33.44"], &["10.20.0.5"]);
     assert_eq!(
@@ -139,7 +102,7 @@ fn agent_next_to_kubelet_kube_proxy_and_kubenet_rules() {
     );
 
     agent.signal(Signal::SIGTERM);
-    assert!(agent.child.wait().unwrap().success(), "{}", agent.log());
+    assert!(agent.wait().success(), "{}", agent.log());
     run(t.agent().arg("--cleanup"));
     assert!(t.nft_table().is_none());
     assert_eq!(foreign_state(&t), before, "cleanup changed foreign tables");

@@ -1,14 +1,14 @@
 //! The policy keys beyond ip-masq-agent, with real packets: `snatTo`, `sourceCIDRs`,
 //! `egressInterfaces`, and several config files merged. Needs root; every namespace is the
-//! test's own (see tests/common).
-
-mod common;
+//! test's own (see nma_testkit).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Agent, NODE4, POD4, Topology, ip, require_root, wait_until, write_atomic};
+use nma_testkit::{
+    Agent, ConfigMap, NODE4, POD4, Topology, root_or_skip, wait_until, write_atomic,
+};
 
 /// Generous bound for things that are not about time (a loaded 2-core machine).
 const T: Duration = Duration::from_secs(10);
@@ -23,18 +23,15 @@ fn seen(t: &Topology, dst: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("probe to {dst} never arrived"))
 }
 
-fn start(t: &Topology, configs: &[&Path], args: &[&str]) -> Agent {
-    let mut all: Vec<String> = Vec::new();
-    for c in configs {
-        all.push("--config".into());
-        all.push(c.display().to_string());
-    }
-    all.extend(["--metrics-address", "off"].iter().map(|s| s.to_string()));
-    all.extend(args.iter().map(|s| s.to_string()));
-    let argv: Vec<&str> = all.iter().map(String::as_str).collect();
-    let agent = t.spawn_agent(&argv);
+fn start(t: &Topology, config: &Path, args: &[&str]) -> Agent {
+    let agent = t
+        .agent_builder()
+        .config(config)
+        .args(["--metrics-address", "off"])
+        .args(args)
+        .spawn();
     assert!(
-        agent.wait_log("committed table", T),
+        agent.wait_commits(1, T).is_some(),
         "agent did not commit:\n{}",
         agent.log()
     );
@@ -43,20 +40,10 @@ fn start(t: &Topology, configs: &[&Path], args: &[&str]) -> Agent {
 
 #[test]
 fn snat_to_a_chosen_address_and_port_range() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("snat");
     // A secondary address on the node's egress interface: what traffic should leave with.
-    ip(&[
-        "-n",
-        &t.node.name,
-        "addr",
-        "add",
-        "198.51.100.50/24",
-        "dev",
-        "eth0",
-    ]);
+    t.node.ip("addr add 198.51.100.50/24 dev eth0");
     let cfg = t.config("c", "snatTo: [198.51.100.50]\n");
     t.apply(&cfg, &[]);
     let from = seen(&t, "11.22.33.44");
@@ -78,23 +65,12 @@ fn snat_to_a_chosen_address_and_port_range() {
 
 #[test]
 fn snat_to_a_range_and_ipv6() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("snat6");
     for a in ["198.51.100.50/24", "198.51.100.51/24"] {
-        ip(&["-n", &t.node.name, "addr", "add", a, "dev", "eth0"]);
+        t.node.ip(&format!("addr add {a} dev eth0"));
     }
-    ip(&[
-        "-n",
-        &t.node.name,
-        "addr",
-        "add",
-        "2001:db8:ffff::50/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
+    t.node.ip("addr add 2001:db8:ffff::50/64 dev eth0 nodad");
     let cfg = t.config(
         "c",
         "snatTo: ['198.51.100.50-198.51.100.51', '2001:db8:ffff::50']\n",
@@ -110,21 +86,11 @@ fn snat_to_a_range_and_ipv6() {
 
 #[test]
 fn only_sources_in_source_cidrs_are_translated() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("src");
     // A second source on the pod side, outside sourceCIDRs (like a load balancer's or the
     // host's own traffic through the bridge).
-    ip(&[
-        "-n",
-        &t.pod.name,
-        "addr",
-        "add",
-        "10.244.1.3/24",
-        "dev",
-        "eth0",
-    ]);
+    t.pod.ip("addr add 10.244.1.3/24 dev eth0");
     let cfg = t.config("c", "sourceCIDRs: [10.244.1.2/32]\n");
     t.apply(&cfg, &[]);
     let inside = t.probe_from(POD4.into(), addr("11.22.33.44")).unwrap();
@@ -145,37 +111,26 @@ fn only_sources_in_source_cidrs_are_translated() {
 
 /// A second link from the node to the remote, `eth1`, and the route to `dst` through it.
 fn second_link(t: &Topology, dst: &str) {
-    let (node, remote) = (t.node.name.as_str(), t.remote.name.as_str());
-    ip(&[
-        "-n", node, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", remote,
-    ]);
-    ip(&["-n", node, "addr", "add", "192.0.2.1/24", "dev", "eth1"]);
-    ip(&["-n", remote, "addr", "add", "192.0.2.2/24", "dev", "eth1"]);
-    ip(&["-n", node, "link", "set", "eth1", "up"]);
-    ip(&["-n", remote, "link", "set", "eth1", "up"]);
+    t.node.ip(&format!(
+        "link add eth1 type veth peer name eth1 netns {}",
+        t.remote.name
+    ));
+    t.node.ip("addr add 192.0.2.1/24 dev eth1");
+    t.remote.ip("addr add 192.0.2.2/24 dev eth1");
+    t.node.ip("link set eth1 up");
+    t.remote.ip("link set eth1 up");
     t.remote.sysctl("net.ipv4.conf.eth1.rp_filter", "0");
-    ip(&[
-        "-n",
-        node,
-        "route",
-        "add",
-        &format!("{dst}/32"),
-        "via",
-        "192.0.2.2",
-        "dev",
-        "eth1",
-    ]);
+    t.node
+        .ip(&format!("route add {dst}/32 via 192.0.2.2 dev eth1"));
 }
 
 #[test]
 fn only_listed_egress_interfaces_translate_even_ones_created_later() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("oif");
     let cfg = t.config("c", "egressInterfaces: ['eth1']\n");
     // The agent starts before eth1 exists: names are matched, not indexes.
-    let _agent = start(&t, &[&cfg], &["--table-owner", "off"]);
+    let _agent = start(&t, &cfg, &["--table-owner", "off"]);
     assert_eq!(
         seen(&t, "11.22.33.44").ip(),
         IpAddr::from(POD4),
@@ -202,9 +157,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn a_directory_of_config_files_is_merged_and_followed() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("merge");
     let dir = t.dir.join("config");
     std::fs::create_dir_all(&dir).unwrap();
@@ -216,7 +169,7 @@ fn a_directory_of_config_files_is_merged_and_followed() {
         "nonMasqueradeCIDRs: [100.64.0.0/10]\n",
     );
     write(&dir, "other-key", "nonMasqueradeCIDRs: [11.0.0.0/8]\n"); // not ip-masq*: ignored
-    let agent = start(&t, &[&dir], &["--table-owner", "off"]);
+    let agent = start(&t, &dir, &["--table-owner", "off"]);
     t.expect(
         &["11.22.33.44", "192.168.0.5"],
         &["10.20.0.5", "100.64.0.5"],
@@ -291,9 +244,7 @@ fn a_directory_of_config_files_is_merged_and_followed() {
 /// file is back.
 #[test]
 fn an_unreadable_file_in_a_config_directory_keeps_the_last_good_policy() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("dirloop");
     let dir = t.dir.join("config");
     std::fs::create_dir_all(&dir).unwrap();
@@ -348,38 +299,21 @@ fn an_unreadable_file_in_a_config_directory_keeps_the_last_good_policy() {
 /// error, ready throughout, the new policy committed.
 #[test]
 fn a_configmap_update_removing_a_key_is_no_read_error() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("cmkey");
-    let dir = t.dir.join("config");
-    std::fs::create_dir_all(&dir).unwrap();
-    let version = |ts: &str, files: &[(&str, &str)]| {
-        std::fs::create_dir(dir.join(ts)).unwrap();
-        for (name, text) in files {
-            write(&dir.join(ts), name, text);
-        }
-        std::os::unix::fs::symlink(ts, dir.join("..data_tmp")).unwrap();
-        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    };
-    version(
-        "..2026_11_25_12_00_00.0001",
+    let mut cm = ConfigMap::with_files(
+        t.dir.join("config"),
         &[
             ("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n"),
             ("ip-masq-extra", "nonMasqueradeCIDRs: [100.64.0.0/10]\n"),
         ],
     );
-    for key in ["ip-masq-agent", "ip-masq-extra"] {
-        std::os::unix::fs::symlink(format!("..data/{key}"), dir.join(key)).unwrap();
-    }
+    let dir = cm.dir().to_path_buf();
     let agent = t.start(&dir, &["--table-owner", "off"]);
     t.expect(&["11.22.33.44"], &["10.20.0.5", "100.64.0.5"]);
 
     // The new version without ip-masq-extra; its link stays until the policy is committed.
-    version(
-        "..2026_11_25_12_00_00.0002",
-        &[("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")],
-    );
+    cm.publish(&[("ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")]);
     assert!(
         wait_until(T, || t.masqueraded("100.64.0.5")),
         "the new data was not committed:\n{}",
@@ -390,9 +324,8 @@ fn a_configmap_update_removing_a_key_is_no_read_error() {
         "the link must still be there"
     );
     assert_eq!(t.get("/readyz").status, 200);
-    // kubelet's last steps.
-    std::fs::remove_file(dir.join("ip-masq-extra")).unwrap();
-    std::fs::remove_dir_all(dir.join("..2026_11_25_12_00_00.0001")).unwrap();
+    // kubelet's last steps: the key's link and the old version removed.
+    cm.finish();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(t.get("/readyz").status, 200);
     let log = agent.log();
@@ -403,9 +336,7 @@ fn a_configmap_update_removing_a_key_is_no_read_error() {
 
 #[test]
 fn several_config_flags_are_merged() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("multi");
     let a = t.config("a", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
     let b = t.config(

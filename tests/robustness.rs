@@ -7,26 +7,25 @@
 //! Timing claims are measured and printed (`--nocapture` shows them). `NMA_AGENT_BIN` runs
 //! them against another build. Needs root.
 
-mod common;
-
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Agent, Reply, Topology, require_root, run, wait_until};
 use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{
     self, BaseChain, Chain, Family, HOOK_POSTROUTING, Rule, Set, Stmt, Table,
 };
 use nix::sys::signal::Signal;
+use nma_testkit::configs::spaced_hosts;
+use nma_testkit::http::{assert_quick, probe};
+use nma_testkit::{Agent, ConfigMap, Reply, Topology, heavy, root_or_skip, run, wait_until};
 
 /// The bound the issue sets for the loop's reactions (three times that in an emulated
-/// guest, see [`common::slack`]).
+/// guest, see [`nma_testkit::slack`]).
 fn second() -> Duration {
-    Duration::from_secs(1) * common::slack()
+    Duration::from_secs(1) * nma_testkit::slack()
 }
 
 /// Generous bound for what is not the claim (start-up on a loaded machine, loading a
@@ -37,52 +36,7 @@ fn patience() -> Duration {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    Duration::from_secs(secs) * common::slack()
-}
-
-const COMMITTED: &str = "committed table inet nft-masq-agent";
-
-/// These tests load the CPU (a walk of a hostile graph, a huge set read): one at a time.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A config directory as kubelet writes a ConfigMap volume: `ip-masq-agent ->
-/// ..data/ip-masq-agent`, `..data -> ..<timestamp>`, swapped by renaming `..data`.
-struct ConfigMap {
-    dir: PathBuf,
-    generation: u32,
-}
-
-impl ConfigMap {
-    fn new(dir: PathBuf, text: &str) -> ConfigMap {
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut c = ConfigMap { dir, generation: 0 };
-        c.update(text);
-        std::os::unix::fs::symlink("..data/ip-masq-agent", c.dir.join("ip-masq-agent")).unwrap();
-        c
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.join("ip-masq-agent")
-    }
-
-    /// kubelet's atomic writer: a new timestamped directory, `..data` renamed onto it.
-    fn update(&mut self, text: &str) {
-        self.generation += 1;
-        let ts = format!("..2026_12_01_12_00_00.{:04}", self.generation);
-        std::fs::create_dir(self.dir.join(&ts)).unwrap();
-        std::fs::write(self.dir.join(&ts).join("ip-masq-agent"), text).unwrap();
-        let tmp = self.dir.join("..data_tmp");
-        std::os::unix::fs::symlink(&ts, &tmp).unwrap();
-        let old = std::fs::read_link(self.dir.join("..data")).ok();
-        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
-        if let Some(old) = old {
-            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
-        }
-    }
+    Duration::from_secs(secs) * nma_testkit::slack()
 }
 
 /// Where the agent serves its endpoint: the node's address, asked from the remote
@@ -97,49 +51,20 @@ const FLAGS: &[&str] = &["--table-owner", "off", "--metrics-address", ENDPOINT];
 /// `GET path` on the agent's endpoint from the remote namespace, bounded by 5 s (a failure
 /// to connect or read is a reply of status 0).
 fn get(t: &Topology, path: &str) -> Reply {
-    let path = path.to_string();
-    t.remote.enter(move || ask(&path))
+    t.remote.enter(|| ask(path))
 }
 
 /// `GET path` on [`ENDPOINT`] from the calling thread's namespace.
 fn ask(path: &str) -> Reply {
-    use std::io::{Read, Write};
-    let timeout = Duration::from_secs(5);
-    let start = Instant::now();
-    let answer = (|| -> std::io::Result<String> {
-        let mut s =
-            std::net::TcpStream::connect_timeout(&ENDPOINT.parse().expect("address"), timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out)?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    })();
-    let took = start.elapsed();
-    match answer {
-        Ok(text) => Reply {
-            status: text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0),
-            body: text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-            took,
-        },
-        Err(e) => Reply {
-            status: 0,
-            body: format!("error: {e}"),
-            took,
-        },
-    }
+    let endpoint: SocketAddr = ENDPOINT.parse().expect("address");
+    probe(endpoint, path, Duration::from_secs(5))
 }
 
 /// One metric series (0 if absent).
 fn metric(t: &Topology, series: &str) -> f64 {
     let r = get(t, "/metrics");
     assert_eq!(r.status, 200, "{}", r.body);
-    common::series(&r.body, series)
+    nma_testkit::series(&r.body, series)
 }
 
 /// Asks `/healthz` every 50 ms from the remote namespace until told to stop; each ask
@@ -168,35 +93,6 @@ impl Prober {
         self.done.store(true, Ordering::Relaxed);
         self.thread.join().expect("prober")
     }
-}
-
-/// Every reply a 200 within `bound`; returns the worst time.
-fn assert_all_200(replies: &[Reply], bound: Duration, log: &str) -> Duration {
-    let worst = replies.iter().map(|r| r.took).max().unwrap_or_default();
-    let bad: Vec<String> = replies
-        .iter()
-        .filter(|r| r.status != 200 || r.took >= bound)
-        .map(|r| format!("{} in {:?}: {}", r.status, r.took, r.body.trim()))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "/healthz: {} of {} probes failed or took {bound:?} or more (worst {worst:?}):\n{}\nlog:\n{}",
-        bad.len(),
-        replies.len(),
-        bad.join("\n"),
-        log
-    );
-    worst
-}
-
-/// Loads `script` with `nft -f -` in the node namespace.
-fn nft_load(t: &Topology, script: &str) {
-    let out = t.node.nft_stdin(&["-f", "-"], script);
-    assert!(
-        out.status.success(),
-        "nft -f failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `table ip hostile`: a NAT postrouting chain at priority srcnat jumping 4 times to `c1`,
@@ -241,12 +137,6 @@ fn flush_and_time_repair(t: &Topology, good: &str) -> Option<Duration> {
     time_to_repair(t, good, patience())
 }
 
-/// Waits for the log to hold `needle` `n` times, returning how long that took.
-fn time_to_log(agent: &Agent, needle: &str, n: usize, timeout: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    wait_until(timeout, || agent.count(needle) >= n).then(|| start.elapsed())
-}
-
 /// Sends SIGTERM and measures the exit.
 fn time_to_exit(agent: &mut Agent, timeout: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -265,13 +155,11 @@ const AFTER: &str = "nonMasqueradeCIDRs: [10.0.0.0/8, 198.18.0.0/15]\n";
 /// Failed before the analysis left the loop: one pass walked the graph on the loop thread
 /// for minutes, /healthz answered 503 and nothing else happened until it ended.
 fn hostile_dag_never_stalls_the_loop(depth: usize) {
-    if !require_root() {
-        return;
-    }
-    let depth = common::kernel_walkable_depth(depth);
+    root_or_skip!();
+    let depth = nma_testkit::env::kernel_walkable_depth(depth);
     let _heavy = heavy();
     let t = Topology::new(&format!("dag{depth}"));
-    nft_load(&t, &hostile_dag(depth));
+    t.node.nft_file(&hostile_dag(depth));
     let mut cm = ConfigMap::new(t.dir.join("config"), BEFORE);
     let mut agent = t.start(&cm.path(), FLAGS);
     let prober = Prober::start(&t);
@@ -279,9 +167,9 @@ fn hostile_dag_never_stalls_the_loop(depth: usize) {
     // while before anything else, so that the probes span the analysis.
     std::thread::sleep(Duration::from_secs(2));
 
-    let commits = agent.count(COMMITTED);
+    let commits = agent.commit_count();
     cm.update(AFTER);
-    let config = time_to_log(&agent, COMMITTED, commits + 1, patience());
+    let config = agent.wait_commits(commits + 1, patience());
     let good = t.listing().unwrap_or_default();
     let repair = flush_and_time_repair(&t, &good);
     std::thread::sleep(Duration::from_secs(1));
@@ -314,7 +202,7 @@ fn hostile_dag_never_stalls_the_loop(depth: usize) {
         "too few probes to tell: {}",
         replies.len()
     );
-    assert_all_200(&replies, second(), &log);
+    assert_quick(&replies, second(), "/healthz", &log);
 }
 
 /// The issue's depth 12: 49 rules, 16.7 million paths.
@@ -328,14 +216,6 @@ fn hostile_jump_graph_of_depth_12_never_stalls_the_loop() {
 #[test]
 fn hostile_jump_graph_as_deep_as_the_kernel_allows_never_stalls_the_loop() {
     hostile_dag_never_stalls_the_loop(15);
-}
-
-/// `n` /32s two addresses apart from 30.0.0.0: nothing merges, each one interval.
-fn spaced_hosts(n: usize) -> Vec<ipnet::IpNet> {
-    let base = u32::from(Ipv4Addr::new(30, 0, 0, 0));
-    (0..n as u32)
-        .map(|i| ipnet::IpNet::new(Ipv4Addr::from(base + 2 * i).into(), 32).unwrap())
-        .collect()
 }
 
 /// Commits `table inet bulk` in the node namespace: a NAT postrouting chain at priority
@@ -352,7 +232,7 @@ fn bulk_table(t: &Topology, n: usize) {
         sets: vec![Set {
             name: "big".into(),
             family: Family::V4,
-            prefixes: spaced_hosts(n),
+            prefixes: spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n),
         }],
         name_sets: Vec::new(),
         chains: vec![Chain {
@@ -383,15 +263,6 @@ fn bulk_table(t: &Topology, n: usize) {
         .expect("commit table inet bulk");
 }
 
-/// Peak resident memory (`VmHWM`) in KiB.
-fn peak_kib(agent: &Agent) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// The agent's documented peak at the prefix cap (docs/design.md, "Limits": 35.5-42.9 MiB,
 /// at most 67 % of the DaemonSet's 64 MiB limit). Whatever other tables hold, the agent
 /// must fit in what its own largest table needs, else a node with a big kube-proxy table
@@ -406,14 +277,16 @@ const PEAK_BUDGET_KIB: u64 = 43 * 1024;
 /// Needs the bounded foreign read (helper A's part of issue 17) for its memory claim.
 #[test]
 fn a_huge_foreign_set_costs_no_memory_and_no_repair_time() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("bulk");
     // In an emulated guest 150,000 elements: loading and reading cost time there, and the
     // memory claim is about what is read, not how fast.
-    let n = if common::emulated() { 150_000 } else { 500_000 };
+    let n = if nma_testkit::emulated() {
+        150_000
+    } else {
+        500_000
+    };
     let loading = Instant::now();
     bulk_table(&t, n);
     eprintln!(
@@ -437,7 +310,7 @@ fn a_huge_foreign_set_costs_no_memory_and_no_repair_time() {
     });
     let analysis = started.elapsed();
     std::thread::sleep(Duration::from_secs(3));
-    let peak = peak_kib(&agent).expect("VmHWM");
+    let peak = agent.peak_kib().expect("VmHWM");
     let log = agent.log();
     eprintln!(
         "finding 2: {n} foreign elements: repairs after {repairs:?}; conflict reported {:?} \
@@ -473,10 +346,12 @@ fn crowd(n: usize) -> String {
     s
 }
 
-/// Lines of the log that report other NAT rules translating before ours.
-fn conflict_lines(log: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains(" WARN ") && l.contains("before ours"))
+/// Warnings of the log that report other NAT rules translating before ours.
+fn conflict_lines(agent: &Agent) -> usize {
+    agent
+        .lines()
+        .iter()
+        .filter(|l| l.level == "WARN" && l.message.contains("before ours"))
         .count()
 }
 
@@ -486,13 +361,15 @@ fn conflict_lines(log: &str) -> usize {
 /// again after every change (12,009 after three toggles).
 #[test]
 fn thousands_of_foreign_masquerade_rules_make_a_handful_of_log_lines() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("crowd");
-    let n = if common::emulated() { 1_000 } else { 3_000 };
-    nft_load(&t, &crowd(n));
+    let n = if nma_testkit::emulated() {
+        1_000
+    } else {
+        3_000
+    };
+    t.node.nft_file(&crowd(n));
     // A full check every second: each sees the toggled rule.
     let cfg = t.config("ip-masq-agent", "resyncInterval: 1s\n");
     let agent = t.start(&cfg, FLAGS);
@@ -507,7 +384,7 @@ fn thousands_of_foreign_masquerade_rules_make_a_handful_of_log_lines() {
         metric(&t, "nft_masq_agent_conflicting_nat_rules"),
         agent.log()
     );
-    let at_start = conflict_lines(&agent.log());
+    let at_start = conflict_lines(&agent);
     // Three toggles of one rule: deleted, then added back, each seen by the gauge.
     let handle = |t: &Topology| -> String {
         let rules = t
@@ -542,7 +419,7 @@ fn thousands_of_foreign_masquerade_rules_make_a_handful_of_log_lines() {
         assert!(gauge(n), "gauge never said {n} again:\n{}", agent.log());
     }
     let log = agent.log();
-    let total = conflict_lines(&log);
+    let total = conflict_lines(&agent);
     eprintln!(
         "finding 6: {n} foreign masquerade rules: {at_start} conflict lines at start, {total} \
          after three toggles; log {} bytes",

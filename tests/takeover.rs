@@ -6,13 +6,10 @@
 //! the observer: the agent never runs it. Needs root and the iptables package; also runs in
 //! the QEMU guests of `vm-tests/`.
 
-mod common;
-
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Topology, require_root, run, slack};
+use nma_testkit::listing::{handle_of, iptables_save_stable};
+use nma_testkit::{Topology, installed, root_or_skip, run, slack};
 
 /// ip-masq-agent's comments, as its source writes them.
 const RETURN_COMMENT: &str = "ip-masq-agent: local traffic is not subject to MASQUERADE";
@@ -99,25 +96,7 @@ fn node_rules6(chain: &str) -> String {
 
 /// Feeds `rules` to `program` (an `*-restore`) in the node namespace.
 fn restore(t: &Topology, program: &str, rules: &str) {
-    let mut child = t
-        .node
-        .cmd(program)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program}: {}\n{rules}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.node.restore(program, &[], rules);
 }
 
 /// The iptables nat tables as nft lists them (with handles, without counters) and as
@@ -132,16 +111,7 @@ struct State {
 
 fn save(t: &Topology, program: &str) -> String {
     let out = run(t.node.cmd(program).args(["-t", "nat"])).stdout;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(
-            |l| match l.strip_prefix(':').and_then(|c| c.rsplit_once(" [")) {
-                Some((chain, _counters)) => format!(":{chain}\n"),
-                None => format!("{l}\n"),
-            },
-        )
-        .collect()
+    iptables_save_stable(&String::from_utf8_lossy(&out))
 }
 
 fn state(t: &Topology) -> State {
@@ -224,31 +194,11 @@ fn jump_handles(listing: &str, chain: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The handle nft lists for the rule whose line contains `needle`.
-fn handle_of(listing: &str, needle: &str) -> u64 {
-    listing
-        .lines()
-        .find(|l| l.contains(needle))
-        .and_then(|l| l.rsplit_once("# handle ")?.1.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rule with {needle:?} in:\n{listing}"))
-}
-
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 const T: Duration = Duration::from_secs(5);
 
 #[test]
 fn the_old_chain_goes_and_our_policy_decides() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("takeover");
     restore(
         &t,
@@ -284,8 +234,12 @@ fn the_old_chain_goes_and_our_policy_decides() {
         agent.log()
     );
     let log = agent.log();
-    let committed = log.find("committed table inet nft-masq-agent").unwrap();
-    let took = log.find("took over iptables chain").unwrap();
+    let lines = agent.lines();
+    let committed = lines.iter().position(|l| l.commit().is_some()).unwrap();
+    let took = lines
+        .iter()
+        .position(|l| l.message.contains("took over iptables chain"))
+        .unwrap();
     assert!(
         committed < took,
         "taken over before our table was in force:\n{log}"
@@ -319,9 +273,7 @@ fn the_old_chain_goes_and_our_policy_decides() {
 
 #[test]
 fn masq_chain_names_the_chain_and_once_takes_it_over() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("takeover-masq-chain");
     // The Kubernetes addon's ip-masq-agent: --masq-chain=IP-MASQ, here with --to-ports
     // (per protocol, the first range drawn by the statistic match).
@@ -364,16 +316,15 @@ fn masq_chain_names_the_chain_and_once_takes_it_over() {
 
 #[test]
 fn a_chain_with_someone_elses_rule_is_refused_and_nothing_removed() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("takeover-refused");
     // Someone added an exemption of their own to ip-masq-agent's chain.
     let hand = "-A IP-MASQ-AGENT -d 203.0.113.0/24 -m comment --comment \"vpn\" -j RETURN\n";
     let rules = node_rules("IP-MASQ-AGENT", &[]).replace("COMMIT\n", &format!("{hand}COMMIT\n"));
     restore(&t, "iptables-nft-restore", &rules);
     let before = state(&t);
-    let handle = handle_of(&before.nft4, "ip daddr 203.0.113.0/24");
+    let handle = handle_of(&before.nft4, "ip daddr 203.0.113.0/24")
+        .unwrap_or_else(|| panic!("no rule for 203.0.113.0/24 in:\n{}", before.nft4));
 
     let cfg = t.config("c", "nonMasqueradeCIDRs: [100.64.0.0/10]\n");
     let agent = t.start(
@@ -398,9 +349,7 @@ fn a_chain_with_someone_elses_rule_is_refused_and_nothing_removed() {
 
 #[test]
 fn a_chain_in_iptables_legacy_gets_the_commands_to_run() {
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     if !installed("iptables-legacy") {
         println!("not applicable: iptables-legacy is not installed");
         return;
@@ -444,9 +393,7 @@ fn a_rule_planted_between_read_and_commit_is_never_removed_unseen() {
     use nft_masq_agent::kernel::nft::takeover::{self, Done, Plan, dump, plan};
     use nft_masq_agent::kernel::nft::uapi::{NFPROTO_IPV4, NFPROTO_IPV6};
 
-    if !require_root() {
-        return;
-    }
+    root_or_skip!();
     let t = Topology::new("takeover-race");
     restore(
         &t,

@@ -1,110 +1,19 @@
-//! Shared helpers of the benchmark programs: a throwaway network namespace entered by the
-//! whole (single-threaded) benchmark, prefix generators and summary statistics.
+//! Shared helpers of the benchmark programs: prefix generators, summary statistics, the
+//! command line and the results file. Namespaces, the agent process and config files come
+//! from the test kit (`nma_testkit`).
 #![allow(dead_code)] // Each benchmark uses a different part.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
-/// A network namespace that is deleted on drop.
-pub struct Netns {
-    /// Its name.
-    pub name: String,
-}
-
-impl Netns {
-    /// Creates `nma-bench-<pid>-<tag>`, after removing namespaces left by benchmark runs
-    /// that died without cleaning up (their pid no longer exists).
-    pub fn new(tag: &str) -> Netns {
-        Netns::with_prefix("nma-bench", tag)
-    }
-
-    /// Creates `<prefix>-<pid>-<tag>`, after removing `<prefix>-<pid>-*` namespaces whose
-    /// process is gone.
-    pub fn with_prefix(prefix: &str, tag: &str) -> Netns {
-        sweep_stale(prefix);
-        let name = format!("{prefix}-{}-{tag}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .map(|s| s.success());
-        assert!(
-            matches!(ok, Ok(true)),
-            "ip netns add {name} failed (root needed)"
-        );
-        Netns { name }
-    }
-
-    /// Moves the calling thread into the namespace. Benchmarks are single-threaded, so the
-    /// agent's sockets and everything spawned from here live in it.
-    pub fn enter(&self) {
-        let f = File::open(format!("/run/netns/{}", self.name)).expect("netns file");
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    }
-
-    /// Runs `f` on a thread inside the namespace (the caller stays where it is); sockets
-    /// created there belong to the namespace.
-    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = File::open(&path).expect("netns file");
-                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .expect("thread in namespace")
-        })
-    }
-
-    /// A command run in the namespace.
-    pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-}
-
-/// Deletes `<prefix>-<pid>-*` namespaces whose process is gone.
-pub fn sweep_stale(prefix: &str) {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+/// Namespaces of the benchmarks are `nma-bench-<pid>-<tag>`.
+pub const PREFIX: &str = "nma-bench";
 
 /// `n` distinct IPv4 /24 prefixes, never adjacent (so nothing merges), starting at 11.0.0.0.
 pub fn prefixes(n: usize) -> Vec<IpNet> {
-    (0..n as u32)
-        .map(|i| {
-            let a = Ipv4Addr::from(0x0b00_0000u32 + i * 512);
-            IpNet::V4(Ipv4Net::new(a, 24).expect("valid /24"))
-        })
-        .collect()
+    nma_testkit::configs::spaced_24s(Ipv4Addr::new(11, 0, 0, 0), n)
 }
 
 /// Median, min and max of a sample.
