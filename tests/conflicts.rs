@@ -120,34 +120,6 @@ fn a_hostile_jump_graph_is_analysed_in_time_and_correctly() {
     }
 }
 
-/// Peak resident memory (KiB) of a command run to its end: its `VmHWM`, which only grows,
-/// read every millisecond until it exits (`ip netns exec` execs the agent, so the process
-/// is the agent). The last reading misses at most the final millisecond, when the agent
-/// prints its answer.
-fn peak_kib(mut cmd: std::process::Command) -> (u64, std::process::ExitStatus, Duration) {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&status_file) {
-            let hwm = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
-            peak = peak.max(hwm.unwrap_or(0));
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return (peak, status, start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// An nft script for `set big` of table `ip big` with `n` non-adjacent /32 ranges (2n
 /// kernel elements), `flags interval`, in chunks nft takes quickly.
 fn big_set(n: u32) -> String {
@@ -191,7 +163,7 @@ fn foreign_sets_are_read_within_the_element_budget() {
     let explain_peak = |what: &str| {
         let mut cmd = t.agent();
         cmd.args(["--explain", "10.20.0.5", "--config"]).arg(&cfg);
-        let (kib, status, took) = peak_kib(cmd);
+        let (kib, status, took) = nma_testkit::peak::run_peak_kib(cmd);
         eprintln!("--explain {what}: peak {kib} KiB, {took:?}");
         assert!(status.success());
         kib

@@ -417,7 +417,7 @@ mod tests {
         let deep_maps = "{a: ".repeat(40_000);
         assert!(err(&deep_maps).contains("nested deeper"));
         assert!(
-            t.elapsed() < std::time::Duration::from_secs(1),
+            t.elapsed() < std::time::Duration::from_secs(5),
             "{:?}",
             t.elapsed()
         );

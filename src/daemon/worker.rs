@@ -649,17 +649,27 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        let start = Instant::now();
-        for g in 2..1000u32 {
-            jobs.analyse(ask(g));
-            let a = table("nonMasqueradeCIDRs: [10.0.0.0/8]\n");
-            let b = table("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
-            jobs.reconcile(a, b, Protocols::Connectionless);
-        }
+        // The hand-overs run on their own thread while the worker is still inside the
+        // read: had any of them waited for the worker, they would never finish (the gate
+        // opens only below), and the test fails on the timeout instead of hanging.
+        let a = table("nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+        let b = table("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+        let (done, finished) = mpsc::channel();
+        let handing = std::thread::spawn(move || {
+            for g in 2..1000u32 {
+                jobs.analyse(ask(g));
+                jobs.reconcile(a.clone(), b.clone(), Protocols::Connectionless);
+            }
+            done.send(()).unwrap();
+            jobs
+        });
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a hand-over waited for the stuck worker");
+        let jobs = handing.join().unwrap();
         assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            start.elapsed()
+            jobs.0.lock().running.is_some(),
+            "the worker left the read before the gate opened"
         );
         {
             let q = jobs.0.lock();

@@ -49,6 +49,7 @@ pub mod http;
 pub mod listing;
 pub mod log;
 pub mod netns;
+pub mod peak;
 pub mod topology;
 
 pub use agent::{Agent, AgentBuilder, agent_bin};
