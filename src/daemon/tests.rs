@@ -87,7 +87,8 @@ impl Harness {
 
     /// Starts the agent and lets the worker do what the start asked of it.
     fn start(mut self) -> Harness {
-        self.next = Some(self.agent.start(self.now));
+        let next = self.agent.start(self.now);
+        self.record(next);
         self.run_worker();
         self
     }
@@ -103,6 +104,17 @@ impl Harness {
         self.out.health.readiness()
     }
 
+    /// Keeps what a call returned; `/readyz` says what it said.
+    fn record(&mut self, next: Next) {
+        let said = next.ready.clone().map_err(|why| why.to_string());
+        assert_eq!(
+            said,
+            self.ready(),
+            "/readyz publishes what the call returned"
+        );
+        self.next = Some(next);
+    }
+
     /// When the agent said it next needs `tick`.
     fn next_wake(&self) -> Instant {
         self.next.as_ref().expect("the agent started").wake_at
@@ -111,7 +123,8 @@ impl Harness {
     /// Moves the clock on and lets the agent's timers fire.
     fn advance(&mut self, d: Duration) {
         self.now += d;
-        self.next = Some(self.agent.tick(self.now));
+        let next = self.agent.tick(self.now);
+        self.record(next);
     }
 
     /// Someone else deletes a rule of our table: the kernel changes and notifies.
