@@ -2,7 +2,7 @@
 //! the [`Kernel`] and the config [`Source`], so that every decision is unit-tested without
 //! root or files (`daemon/tests.rs`); the event loop turns wake-ups into calls here.
 //!
-//! Every event only queues work ([`Pending`]); [`Agent::work`] then does it in one place, in a
+//! Every event only queues work (`Pending`); `Agent::work` then does it in one place, in a
 //! fixed order and a bounded number of steps: commit (through the one budget of [`Commits`]) before
 //! check, a check that finds a difference queues a commit, a commit that others raced queues
 //! a check. Nothing recurses, and nothing commits around the budget.

@@ -191,7 +191,7 @@ pub fn sample_probes(table: &Table, config: &Config) -> Vec<Packet> {
 }
 
 /// Exempt prefixes sampled per family: enough for any real config, bounded for a huge one.
-const MAX_SAMPLES: usize = 256;
+pub const MAX_SAMPLES: usize = 256;
 
 #[cfg(test)]
 mod tests {
