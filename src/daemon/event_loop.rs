@@ -1,5 +1,7 @@
-//! The event loop: every wake-up becomes one call on the [`Agent`]. Timing (debounce, the
-//! agent's next wake) lives here; decisions live in the agent.
+//! The event loop: every wake-up becomes one call on the [`Agent`], which returns what
+//! happens next ([`Next`](super::next::Next)): the loop sleeps until its `wake_at`, and
+//! re-arms the config watch when a timer wakes it at or after its `resync_at`. Timing
+//! (debounce, sleeping) lives here; decisions live in the agent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,15 +62,12 @@ pub async fn run<K: Kernel, S: Source>(
     let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
     let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
 
-    agent.start(std::time::Instant::now());
+    let mut next = agent.start(std::time::Instant::now());
     let mut worker_alive = true;
     loop {
-        // Left-over work runs at once, after the other wake-ups had their turn.
-        let wake_at = if agent.has_work() {
-            Instant::now()
-        } else {
-            agent.next_wake().into()
-        };
+        // Left-over work runs at once (`wake_at` is then the call's `now`), after the other
+        // wake-ups had their turn.
+        let wake_at: Instant = next.wake_at.into();
         let wake = tokio::select! {
             _ = term.recv() => Wake::Exit("SIGTERM"),
             _ = int.recv() => Wake::Exit("SIGINT"),
@@ -88,28 +87,30 @@ pub async fn run<K: Kernel, S: Source>(
                 );
                 return Ok(());
             }
-            Wake::Reload(why) => agent.config_changed(why, now()),
+            Wake::Reload(why) => next = agent.config_changed(why, now()),
             Wake::ConfigEvent => {
                 debounce(&w.hint, w.debounce).await;
                 if let Err(e) = w.watch.ensure() {
                     tracing::warn!("{e}");
                 }
-                agent.config_changed("config file changed", now());
+                next = agent.config_changed("config file changed", now());
             }
-            Wake::Events(Ok(drained)) => agent.notifications(drained, now()),
-            Wake::Events(Err(e)) => agent.notifications_failed(&e, now()),
+            Wake::Events(Ok(drained)) => next = agent.notifications(drained, now()),
+            Wake::Events(Err(e)) => next = agent.notifications_failed(&e, now()),
             Wake::Timer => {
-                if agent.resync_due(now()) {
+                let now = now();
+                if now >= next.resync_at {
                     // A watch the kernel dropped unnoticed is back within one period.
                     if let Err(e) = w.watch.rearm() {
                         tracing::warn!("{e}");
                     }
                 }
-                agent.tick(now());
+                next = agent.tick(now);
             }
             Wake::Ping(reply) => {
                 let _ = reply.send(());
             }
+            // The worker's outcomes touch neither the table nor readiness: `next` stands.
             Wake::Worker(Some(outcome)) => agent.worker_done(outcome, now()),
             Wake::Worker(None) => {
                 // Only a panic ends it early (a release build aborts instead): the table is

@@ -1,5 +1,5 @@
-//! What the loop keeps of the background analyses ([`super::worker`]) and how it reports
-//! them: one log line per change of the findings (a count and the first few, rate-limited
+//! What the loop asks the background analyses ([`sample_probes`]), what it keeps of them
+//! ([`super::worker`]) and how it reports them: one log line per change of the findings (a count and the first few, rate-limited
 //! like the drift warnings), the gauges, one line per foreign table too large to analyse,
 //! one line when passes start being cut off by the budget and one when they stop.
 //!
@@ -10,7 +10,10 @@ use std::time::Instant;
 
 use super::reconcile::LogLimit;
 use super::worker::Analysed;
+use crate::analysis::Packet;
 use crate::analysis::conflict::Finding;
+use crate::config::{Config, values};
+use crate::model::{Family, SET_V4, SET_V6, Table};
 use crate::report::metrics::Metrics;
 
 /// How many findings a log line names; the rest are counted.
@@ -162,6 +165,33 @@ pub fn summary(findings: &[Finding], cut_off: bool, held: usize) -> String {
         named.join("; "),
     )
 }
+
+/// The packets to ask other NAT rules about: the first address of each exempt prefix of our
+/// table (at most [`MAX_SAMPLES`] per family), from a source in scope.
+pub fn sample_probes(table: &Table, config: &Config) -> Vec<Packet> {
+    let mut out = Vec::new();
+    for set in table
+        .sets
+        .iter()
+        .filter(|s| s.name == SET_V4 || s.name == SET_V6)
+    {
+        let src = values(&config.source_cidrs)
+            .find(|n| Family::of(n) == set.family)
+            .map(|n| n.network());
+        for p in set.prefixes.iter().take(MAX_SAMPLES) {
+            out.push(Packet {
+                src,
+                dst: p.network(),
+                oif: None,
+                dst_local: Some(false),
+            });
+        }
+    }
+    out
+}
+
+/// Exempt prefixes sampled per family: enough for any real config, bounded for a huge one.
+pub const MAX_SAMPLES: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,13 @@
 //! The pure parts of reconciling: how often the agent may commit, how long it waits after a
-//! failure, and what it reports as its readiness. No I/O, no clock: time comes in as an
-//! argument, so every rule here is unit-tested with made-up instants.
+//! failure, how often it warns, and when someone is fighting it for the table. No I/O, no
+//! clock: time comes in as an argument, so every rule here is unit-tested with made-up
+//! instants. (Which reason readiness reports first is [`super::next`]'s.)
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
+
+use super::drift::Committer;
 
 /// Commits allowed in one [`BUDGET_WINDOW`] before the agent slows down.
 pub const BUDGET_COMMITS: usize = 20;
@@ -146,12 +150,12 @@ pub const FIGHT_CALM: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Default)]
 pub struct FightWatch {
     repairs: VecDeque<Instant>,
-    last_opponent: Option<String>,
+    last_opponent: Option<Committer>,
 }
 
 impl FightWatch {
     /// Records a repair of a change made by `opponent`.
-    pub fn repaired(&mut self, now: Instant, opponent: String) {
+    pub fn repaired(&mut self, now: Instant, opponent: Committer) {
         self.repairs.push_back(now);
         while self.repairs.len() > FIGHT_REPAIRS * 4 {
             self.repairs.pop_front();
@@ -159,9 +163,9 @@ impl FightWatch {
         self.last_opponent = Some(opponent);
     }
 
-    /// The fight in progress at `now`, described, if any: [`FIGHT_REPAIRS`] repairs within
+    /// The fight in progress at `now`, if any: [`FIGHT_REPAIRS`] repairs within
     /// [`FIGHT_WINDOW`], and the last less than [`FIGHT_CALM`] ago.
-    pub fn fight(&self, now: Instant) -> Option<String> {
+    pub fn fight(&self, now: Instant) -> Option<Fight> {
         let last = *self.repairs.back()?;
         if now.saturating_duration_since(last) >= FIGHT_CALM {
             return None;
@@ -171,69 +175,34 @@ impl FightWatch {
             .iter()
             .filter(|t| last.saturating_duration_since(**t) <= FIGHT_WINDOW)
             .count();
-        (in_window >= FIGHT_REPAIRS).then(|| {
-            format!(
-                "another committer keeps changing the table: {in_window} repairs in {:?}, last \
-                 against {}",
-                FIGHT_WINDOW,
-                self.last_opponent.as_deref().unwrap_or("?")
-            )
+        (in_window >= FIGHT_REPAIRS).then(|| Fight {
+            repairs: in_window,
+            opponent: self.last_opponent.clone(),
         })
     }
 }
 
-/// The agent's condition, from which readiness follows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Condition {
-    /// No config file has validated since start: the defaults (or an adopted table) are in
-    /// force because of an error.
-    pub no_good_config: Option<String>,
-    /// The config cannot be read now (the last good one is in force), with the error.
-    pub config_unreadable: Option<String>,
-    /// The last commit failed, with its error.
-    pub commit_failed: Option<String>,
-    /// Someone changed the table and the repair has not happened yet.
-    pub drift: Option<String>,
-    /// Someone keeps changing the table.
-    pub contested: Option<String>,
-    /// Another socket owns the table, so the agent cannot commit.
-    pub held_by_other: Option<String>,
-    /// Reading the table back failed several times in a row: the agent cannot see drift.
-    pub blind: Option<String>,
-    /// Nothing has been committed (or adopted) yet.
-    pub nothing_in_force: bool,
+/// A fight for the table: how many repairs within [`FIGHT_WINDOW`], and against whom last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fight {
+    /// Repairs within the window.
+    pub repairs: usize,
+    /// Who made the change repaired last.
+    pub opponent: Option<Committer>,
 }
 
-/// Ready means: the table in force is the one the last good config asks for. The first
-/// reason that applies is reported, the most fundamental first.
-pub fn readiness(c: &Condition) -> Result<(), String> {
-    if let Some(why) = &c.no_good_config {
-        return Err(why.clone());
+impl fmt::Display for Fight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "another committer keeps changing the table: {} repairs in {:?}, last against ",
+            self.repairs, FIGHT_WINDOW
+        )?;
+        match &self.opponent {
+            Some(who) => write!(f, "{who}"),
+            None => f.write_str("?"),
+        }
     }
-    if let Some(e) = &c.config_unreadable {
-        return Err(format!(
-            "cannot read the config (the last good one is in force): {e}"
-        ));
-    }
-    if let Some(who) = &c.held_by_other {
-        return Err(format!("table owned by another process ({who})"));
-    }
-    if let Some(e) = &c.commit_failed {
-        return Err(format!("commit failed: {e}"));
-    }
-    if let Some(why) = &c.contested {
-        return Err(format!("table contested: {why}"));
-    }
-    if let Some(e) = &c.blind {
-        return Err(format!("cannot read the table back: {e}"));
-    }
-    if let Some(what) = &c.drift {
-        return Err(format!("table changed: {what}"));
-    }
-    if c.nothing_in_force {
-        return Err("starting".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -316,58 +285,35 @@ mod tests {
         assert_eq!(l.admit(t0 + LOG_WINDOW + ms(1)), Some(0));
     }
 
+    fn agent(port_id: u32) -> Committer {
+        Committer {
+            proc_name: Some("nft-masq-agent".into()),
+            pid: Some(9),
+            port_id,
+        }
+    }
+
     #[test]
     fn a_fight_is_noticed_and_ends_after_a_calm() {
         let t0 = Instant::now();
         let mut f = FightWatch::default();
         for i in 0..FIGHT_REPAIRS as u64 - 1 {
-            f.repaired(
-                t0 + ms(i * 100),
-                "nft-masq-agent (pid 9, netlink port 7)".into(),
-            );
+            f.repaired(t0 + ms(i * 100), agent(7));
         }
         assert_eq!(f.fight(t0 + ms(500)), None, "a few repairs are not a fight");
-        f.repaired(
-            t0 + ms(600),
-            "nft-masq-agent (pid 9, netlink port 7)".into(),
+        f.repaired(t0 + ms(600), agent(7));
+        let why = f.fight(t0 + ms(700)).unwrap().to_string();
+        assert_eq!(
+            why,
+            "another committer keeps changing the table: 5 repairs in 10s, last against \
+             nft-masq-agent (pid 9, netlink port 7)"
         );
-        let why = f.fight(t0 + ms(700)).unwrap();
-        assert!(why.contains("5 repairs") && why.contains("port 7"), "{why}");
         assert_eq!(f.fight(t0 + ms(600) + FIGHT_CALM), None);
         // Repairs spread out over minutes are no fight either.
         let mut slow = FightWatch::default();
         for i in 0..20 {
-            slow.repaired(t0 + Duration::from_secs(i * 20), "nft".into());
+            slow.repaired(t0 + Duration::from_secs(i * 20), agent(8));
         }
         assert_eq!(slow.fight(t0 + Duration::from_secs(381)), None);
-    }
-
-    #[test]
-    fn readiness_reports_the_most_fundamental_reason() {
-        let mut c = Condition {
-            nothing_in_force: true,
-            ..Condition::default()
-        };
-        assert_eq!(readiness(&c), Err("starting".into()));
-        c.nothing_in_force = false;
-        assert_eq!(readiness(&c), Ok(()));
-        c.drift = Some("rule deleted by nft".into());
-        assert_eq!(
-            readiness(&c),
-            Err("table changed: rule deleted by nft".into())
-        );
-        c.commit_failed = Some("EPERM".into());
-        assert_eq!(readiness(&c), Err("commit failed: EPERM".into()));
-        c.config_unreadable = Some("cannot read config file F: loop".into());
-        assert_eq!(
-            readiness(&c),
-            Err(
-                "cannot read the config (the last good one is in force): cannot read config \
-                 file F: loop"
-                    .into()
-            )
-        );
-        c.no_good_config = Some("config invalid".into());
-        assert_eq!(readiness(&c), Err("config invalid".into()));
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::agent::OWNER_POLL;
 use super::agent::{Agent, Outputs};
+use super::next::Next;
 use super::reconcile::{BACKOFF_MIN, BUDGET_COMMITS, BUDGET_WINDOW, FIGHT_CALM};
 use super::worker::{self, Outcome, Worker};
 use crate::config::PolicyFlags;
@@ -34,6 +35,8 @@ struct Harness {
     source: FakeSource,
     out: Outputs,
     now: Instant,
+    /// What the agent said happens next, at start or at the last [`Harness::advance`].
+    next: Option<Next>,
 }
 
 /// A worker on `kernel`, with its clock, and the queue that feeds it.
@@ -78,12 +81,14 @@ impl Harness {
             source,
             out,
             now,
+            next: None,
         }
     }
 
     /// Starts the agent and lets the worker do what the start asked of it.
     fn start(mut self) -> Harness {
-        self.agent.start(self.now);
+        let next = self.agent.start(self.now);
+        self.record(next);
         self.run_worker();
         self
     }
@@ -99,10 +104,27 @@ impl Harness {
         self.out.health.readiness()
     }
 
+    /// Keeps what a call returned; `/readyz` says what it said.
+    fn record(&mut self, next: Next) {
+        let said = next.ready.clone().map_err(|why| why.to_string());
+        assert_eq!(
+            said,
+            self.ready(),
+            "/readyz publishes what the call returned"
+        );
+        self.next = Some(next);
+    }
+
+    /// When the agent said it next needs `tick`.
+    fn next_wake(&self) -> Instant {
+        self.next.as_ref().expect("the agent started").wake_at
+    }
+
     /// Moves the clock on and lets the agent's timers fire.
     fn advance(&mut self, d: Duration) {
         self.now += d;
-        self.agent.tick(self.now);
+        let next = self.agent.tick(self.now);
+        self.record(next);
     }
 
     /// Someone else deletes a rule of our table: the kernel changes and notifies.
@@ -225,7 +247,7 @@ fn a_failed_commit_is_retried_with_backoff_and_not_ready_until_it_succeeds() {
     assert_eq!(h.kernel.table(), None);
     let why = h.ready().unwrap_err();
     assert!(why.starts_with("commit failed"), "{why}");
-    assert_eq!(h.agent.next_wake(), h.now + BACKOFF_MIN);
+    assert_eq!(h.next_wake(), h.now + BACKOFF_MIN);
 
     // Nothing happens before the backoff ends; a config reload does not jump the queue.
     h.advance(BACKOFF_MIN - Duration::from_millis(1));
@@ -234,7 +256,7 @@ fn a_failed_commit_is_retried_with_backoff_and_not_ready_until_it_succeeds() {
     h.advance(Duration::from_millis(1));
     // The second attempt fails too: the wait doubles.
     assert!(h.ready().is_err());
-    assert_eq!(h.agent.next_wake(), h.now + 2 * BACKOFF_MIN);
+    assert_eq!(h.next_wake(), h.now + 2 * BACKOFF_MIN);
     h.advance(2 * BACKOFF_MIN);
     assert_eq!(h.ready(), Ok(()));
     assert_eq!(h.kernel.commits(), 1);
@@ -359,7 +381,7 @@ fn a_changed_file_is_picked_up_by_the_periodic_resync() {
     h.advance(Duration::from_secs(1));
     assert_eq!(set_of(&h.kernel.table().unwrap())[0], "10.0.0.0/8");
     // The new interval is in force from now.
-    assert_eq!(h.agent.next_wake(), h.now + Duration::from_secs(5));
+    assert_eq!(h.next_wake(), h.now + Duration::from_secs(5));
 }
 
 #[test]
@@ -449,7 +471,7 @@ fn failing_checks_are_retried_soon_and_make_the_agent_not_ready() {
     h.kernel.0.borrow_mut().read_fails = Some(libc::EIO);
     h.advance(Duration::from_secs(60)); // the periodic full check
     assert_eq!(h.ready(), Ok(()), "one failure is not blindness yet");
-    assert!(h.agent.next_wake() <= h.now + Duration::from_secs(1));
+    assert!(h.next_wake() <= h.now + Duration::from_secs(1));
     h.advance(Duration::from_secs(1));
     let why = h.ready().unwrap_err();
     assert!(why.starts_with("cannot read the table back"), "{why}");
@@ -479,7 +501,7 @@ fn a_table_owned_by_another_socket_is_taken_over_when_released() {
         why.contains("owned by another process (netlink port 999)"),
         "{why}"
     );
-    assert_eq!(h.agent.next_wake(), h.now + OWNER_POLL);
+    assert_eq!(h.next_wake(), h.now + OWNER_POLL);
     h.advance(OWNER_POLL);
     assert_eq!(set_of(&h.kernel.table().unwrap())[0], "100.64.0.0/10");
     // The owner exits: the kernel says nothing, the next look finds the table free.
