@@ -1,6 +1,6 @@
-//! The command socket: one request and its replies ([`NftSocket::exchange`]), on which the
-//! transaction ([`transaction`]: batches, their ACKs, the generation id) and the read-back
-//! ([`readback`]: the agent's table dumped and decoded; [`foreign`]: the other NAT tables)
+//! The command socket: one request and its replies (`exchange`), on which the transaction
+//! (`transaction.rs`: batches, their ACKs, the generation id) and the read-back
+//! (`readback.rs`: the agent's table dumped and decoded; `foreign.rs`: the other NAT tables)
 //! are built. This file holds what both share: the socket, its sequence numbers and its
 //! receive loop.
 //!
