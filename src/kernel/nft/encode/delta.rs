@@ -1,0 +1,113 @@
+//! The difference form ([`super::ReplaceForm::Delta`]): after the agent's own commit, with
+//! nobody committing since, only the intervals that went and came and the chains that
+//! changed, in a batch valid only at the generation that proves the live table.
+
+use super::batch::{Batch, BatchWriter};
+use super::chain::chain_messages;
+use super::set::{element_messages, set_specs};
+use crate::kernel::nft::uapi::*;
+use crate::model::Table;
+
+/// Interval elements: `(key, is_end)`, ascending.
+type Elements = Vec<(u128, bool)>;
+
+/// The elements of a set cut into whole intervals: the leading end element alone, then each
+/// start with its end (a span reaching the top of the key space has none). Intervals are
+/// what the delta deletes and adds, never single boundaries: with whole intervals every
+/// state the kernel passes through while the batch applies is a valid interval set, which
+/// its overlap checks (6.2 and later: a start after a start, an end next to an end) want.
+pub(super) fn intervals(elements: &[(u128, bool)]) -> Vec<&[(u128, bool)]> {
+    let mut out = Vec::with_capacity(elements.len() / 2 + 1);
+    let mut i = 0;
+    while i < elements.len() {
+        let len = if !elements[i].1 && elements.get(i + 1).is_some_and(|e| e.1) {
+            2
+        } else {
+            1
+        };
+        out.push(&elements[i..i + len]);
+        i += len;
+    }
+    out
+}
+
+/// The intervals of `old` that are not in `new` and those of `new` not in `old`, as
+/// elements in ascending order. Both lists are sorted, so one merge walk finds them.
+pub(super) fn interval_diff(old: &[(u128, bool)], new: &[(u128, bool)]) -> (Elements, Elements) {
+    let (a, b) = (intervals(old), intervals(new));
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            // Intervals are ordered by their first element (key, then end before start:
+            // the leading end element at 0 sorts before a start at 0).
+            (Some(x), Some(y)) if (x[0].0, !x[0].1) < (y[0].0, !y[0].1) => {
+                gone.extend_from_slice(x);
+                i += 1;
+            }
+            (Some(_), Some(y)) | (None, Some(y)) => {
+                came.extend_from_slice(y);
+                j += 1;
+            }
+            (Some(x), None) => {
+                gone.extend_from_slice(x);
+                i += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    (gone, came)
+}
+
+/// The batch that turns the live table `old` (the agent's previous commit, known to be
+/// unchanged since: the ruleset is still at `generation`) into `table`, sending only what
+/// changed, and valid only at that generation; `None` when the two differ in anything but
+/// set elements and rules (then a full form is needed).
+///
+/// A config change of a few CIDRs on a 10,000-prefix table becomes a batch of a few
+/// elements instead of 20,000: the kernel's work, which is per element, shrinks with it.
+pub fn delta(old: &Table, table: &Table, seq: u32, generation: u32) -> Option<Batch> {
+    let (old_specs, specs) = (set_specs(old), set_specs(table));
+    let same_shape = old.name == table.name
+        && old.flags == table.flags
+        && old_specs.len() == specs.len()
+        && old_specs
+            .iter()
+            .zip(&specs)
+            .all(|(a, b)| a.name == b.name && a.key_type == b.key_type && a.key_len == b.key_len)
+        && old.chains.len() == table.chains.len()
+        && old
+            .chains
+            .iter()
+            .zip(&table.chains)
+            .all(|(a, b)| a.name == b.name && a.base == b.base);
+    if !same_shape {
+        return None;
+    }
+    let name = table.name.as_str();
+    // Only at the generation that proves the live table is `old`: a commit by someone else
+    // between our reading it and this batch makes the kernel refuse the batch, instead of
+    // the difference leaving their change in place.
+    let mut bw = BatchWriter::at_generation(seq, 4096, Some(generation));
+    bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
+    let mut elements = 0;
+    for (was, set) in old_specs.iter().zip(&specs) {
+        let (gone, came) = interval_diff(&was.elements, &set.elements);
+        // Deletions first: the intervals added may reuse their boundaries.
+        element_messages(&mut bw, NFT_MSG_DELSETELEM, name, set, &gone);
+        element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, set, &came);
+        elements += gone.len() + came.len();
+    }
+    for (was, chain) in old.chains.iter().zip(&table.chains) {
+        if was.rules != chain.rules {
+            // Rules are few: a changed chain is flushed and refilled. Sets by name only:
+            // they exist, none is created by this batch.
+            chain_messages(&mut bw, name, chain, &|_| None, true);
+        }
+    }
+    Some(bw.finish(elements))
+}

@@ -1,0 +1,166 @@
+//! Pure encoding: a [`Table`] into one nf_tables batch, and the small read requests.
+//!
+//! This file holds the commit forms ([`ReplaceForm`]), the test of whether the in-place one
+//! fits, and the full forms' batch ([`replace`]). The messages are written by what they
+//! encode: `batch.rs` (BEGIN, END, the ACK, one-message batches, read requests), `table.rs`,
+//! `set.rs` (sets and their interval elements), `chain.rs` (chains and rules); the difference
+//! form has its own file, `delta.rs`.
+//!
+//! The replace batch is `BEGIN, NEWTABLE, DELTABLE, NEWTABLE, sets, elements, chain, rules,
+//! END`. Adding the table first makes the delete valid whether or not it exists, so one
+//! transaction replaces the table atomically on every kernel (DESTROYTABLE would need 6.3).
+//!
+//! When the kernel already holds our table with exactly the desired sets and chains, the
+//! in-place form is used instead: `BEGIN, NEWTABLE, per set NEWSET + flush + elements, per
+//! chain NEWCHAIN + flush + rules, END`. Kernels from 6.18 search an interval set through an
+//! array built when the transaction ends, after the new rules are live: a set *created* by the
+//! transaction matches nothing until then, so replacing the whole table would translate every
+//! flow (exempt destinations too) during the commit of a large table. An existing set keeps
+//! answering with its old elements until the new ones are in place.
+//!
+//! Right after the agent's own commit, with nobody committing since, [`delta`] sends only
+//! the intervals that went and came (see [`ReplaceForm::Delta`]).
+//!
+//! Only the last message asks for an ACK. The kernel reports every failing message of a batch
+//! whether or not it asked, so a successful batch of any size is answered by exactly one
+//! ACK, and the answers can never overflow the receive buffer (an ACK for each of the 300
+//! messages of a 500,000-prefix batch did, making a successful commit look failed).
+
+mod batch;
+mod chain;
+mod delta;
+mod set;
+mod table;
+
+pub use batch::{Batch, BatchMsg, request, single, single_with_flags};
+pub use delta::delta;
+pub use set::{element_count, interval_elements, span_elements};
+pub use table::delete;
+
+use super::uapi::*;
+use crate::model::Table;
+use batch::BatchWriter;
+use chain::chain_messages;
+use set::{set_messages, set_specs};
+
+// What the byte tests (tests.rs, unchanged by the split into files) name from here.
+#[cfg(test)]
+use {
+    crate::addr::prefix::{Family, Span},
+    crate::model::Set,
+    delta::{interval_diff, intervals},
+    set::key_bytes,
+};
+
+/// How the replace batch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceForm {
+    /// `NEWTABLE, DELTABLE, NEWTABLE ...`: works whether or not the table exists, as long as
+    /// an existing table has the same owner/persist flags as the new one.
+    AddDeleteAdd,
+    /// `DELTABLE, NEWTABLE ...`: for an existing table whose flags differ (the kernel refuses
+    /// to change the owner or persist flag of a table in place).
+    DeleteAdd,
+    /// `NEWTABLE`, then each set created if missing, flushed and refilled, and each chain
+    /// created if missing, flushed and refilled: for a live table whose sets and chains are
+    /// exactly the desired ones ([`fits_in_place`]), so nothing else is left behind. Its sets
+    /// keep matching their old elements until the transaction ends.
+    InPlace,
+    /// `NEWTABLE`, then only what changed since the agent's previous commit: the intervals
+    /// of each set that went (DELSETELEM) and came (NEWSETELEM), and a changed chain flushed
+    /// and refilled ([`delta`]). Only when the kernel's generation shows that nothing else
+    /// committed since that previous commit, so the live table is known exactly.
+    Delta,
+}
+
+impl ReplaceForm {
+    /// The form's name in logs: `replace`, `delete-first`, `in-place`, `difference`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplaceForm::AddDeleteAdd => "replace",
+            ReplaceForm::DeleteAdd => "delete-first",
+            ReplaceForm::InPlace => "in-place",
+            ReplaceForm::Delta => "difference",
+        }
+    }
+}
+
+/// What the kernel holds of a table apart from its contents: enough to tell whether the
+/// in-place form brings it to a desired table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skeleton {
+    /// Owner and persist flags.
+    pub flags: crate::model::TableFlags,
+    /// Every set of the table.
+    pub sets: Vec<super::decode::SetMsg>,
+    /// Every chain of the table (without rules).
+    pub chains: Vec<crate::model::Chain>,
+}
+
+/// Whether the in-place form turns the live table `live` into exactly `table`: same flags,
+/// the same sets with the key type, length and flags the replace form would create, the
+/// same chains with the same hook, and nothing else (a set or chain the in-place form does
+/// not name would survive it).
+pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
+    let sets = set_specs(table);
+    let same_sets = live.sets.len() == sets.len()
+        && sets.iter().all(|want| {
+            live.sets.iter().any(|s| {
+                s.name == want.name
+                    && s.flags == NFT_SET_INTERVAL
+                    && s.key_type == want.key_type
+                    && s.key_len as usize == want.key_len
+            })
+        });
+    let same_chains = live.chains.len() == table.chains.len()
+        && table.chains.iter().all(|want| {
+            live.chains
+                .iter()
+                .any(|c| c.name == want.name && c.base == want.base)
+        });
+    live.flags == table.flags && same_sets && same_chains
+}
+
+/// Estimated batch size, to allocate once.
+fn estimate(table: &Table) -> usize {
+    let elems: usize = table
+        .sets
+        .iter()
+        .map(|s| s.prefixes.len() * 2 * (12 + s.family.addr_len() + 8))
+        .sum();
+    4096 + elems + elems / 16
+}
+
+/// The batch that replaces `table` atomically, in `form`. Sequence numbers start at `seq`.
+pub fn replace(table: &Table, seq: u32, form: ReplaceForm) -> Batch {
+    let mut bw = BatchWriter::new(seq, estimate(table));
+    let name = table.name.as_str();
+    let flags = Some(table.flags.0);
+    let in_place = form == ReplaceForm::InPlace;
+    if form == ReplaceForm::AddDeleteAdd {
+        bw.table(NFT_MSG_NEWTABLE, name, flags);
+    }
+    if !in_place {
+        bw.table(NFT_MSG_DELTABLE, name, None);
+    }
+    bw.table(NFT_MSG_NEWTABLE, name, flags);
+
+    let specs = set_specs(table);
+    let mut elements = 0;
+    for (i, set) in specs.iter().enumerate() {
+        elements += set_messages(&mut bw, name, set, i as u32 + 1, in_place);
+    }
+    let set_id = |set: &str| {
+        specs
+            .iter()
+            .position(|s| s.name == set)
+            .map(|i| i as u32 + 1)
+    };
+    for chain in &table.chains {
+        chain_messages(&mut bw, name, chain, &set_id, in_place);
+    }
+    bw.finish(elements)
+}
+
+#[cfg(test)]
+mod tests;
