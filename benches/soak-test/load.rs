@@ -117,7 +117,11 @@ fn calm_step(since: Duration) -> Option<(u64, Duration)> {
 pub fn conduct(ctx: &Ctx) {
     let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()));
     let mut version = 1u64;
+    // The storm and the calm each cycle through every kind on their own: on one counter the
+    // calm's two actions per cycle fell on the same two kinds run after run (a storm is 66 or
+    // 67 actions), and the other kinds were never tried with the table whole.
     let mut kind = 0usize;
+    let mut calm_kind = 0usize;
     let mut next_tamper = Instant::now();
     let mut next_swap = Instant::now() + STORM_SWAP_EVERY;
     let mut swapped_step = None;
@@ -162,8 +166,8 @@ pub fn conduct(ctx: &Ctx) {
                     swapped_step = Some(step);
                 }
                 if into >= CALM_TAMPER_AT && tampered_step != Some(step) {
-                    tamper(ctx, kind % KINDS.len(), phase, true);
-                    kind += 1;
+                    tamper(ctx, calm_kind % KINDS.len(), phase, true);
+                    calm_kind += 1;
                     tampered_step = Some(step);
                 }
                 next_tamper = now;
