@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::Packet;
 use crate::addr::prefix::Family;
 use crate::analysis::conflict::{self, Answer, Finding};
+use crate::config::priority::ChainPriority;
 use crate::config::{Config, Entry, Interface, Origin, PolicyFlags};
 use crate::kernel::nft::ruleset::{ForeignRead, too_large_message};
 use crate::kernel::nft::{NftError, legacy};
@@ -76,10 +77,52 @@ pub struct Explanation {
     pub table: TableState,
     /// Why the table state is what it is, when not in force.
     pub table_detail: Option<String>,
-    /// Rules of other components that translate before ours (yes, no, cannot tell).
-    pub conflicts: Vec<Finding>,
+    /// Our chain's priority (`--chain-priority`), as nft writes it.
+    pub chain_priority: String,
+    /// Translating rules of other components' NAT postrouting chains (yes, no, cannot
+    /// tell), each with where its chain runs relative to ours.
+    pub conflicts: Vec<Other>,
+    /// The rule that surely translates the packet in place of our decision, if one does:
+    /// for a destination we exempt, any (our `return` stops no later chain); for one we
+    /// translate, one whose chain runs before ours.
+    pub overridden_by: Option<Other>,
     /// What the answer assumes or could not see.
     pub notes: Vec<String>,
+}
+
+/// Where another component's NAT chain runs relative to ours, for a connection's first
+/// packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runs {
+    /// At a lower priority: it decides first.
+    Before,
+    /// At the same priority: the kernel's order among equals depends on the order the
+    /// chains were registered in, which cannot be read back; either may run first.
+    Same,
+    /// At a higher priority: it sees the packet only if ours set up no binding.
+    After,
+}
+
+impl Runs {
+    /// Where a base chain at `priority` runs relative to ours at `ours`.
+    pub fn of(priority: i32, ours: ChainPriority) -> Runs {
+        match priority.cmp(&ours.0) {
+            std::cmp::Ordering::Less => Runs::Before,
+            std::cmp::Ordering::Equal => Runs::Same,
+            std::cmp::Ordering::Greater => Runs::After,
+        }
+    }
+}
+
+/// Another component's translating rule, and where its chain runs relative to ours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Other {
+    /// The rule and its answer for the packet.
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// Where its chain runs.
+    pub runs: Runs,
 }
 
 /// A question that describes no packet.
@@ -358,6 +401,46 @@ pub fn explain(
         Decision::Snat => config.snat_for(family).map(|t| t.to_string()),
         _ => None,
     };
+    let ours = flags.chain_priority;
+    let conflicts: Vec<Other> = conflicts
+        .into_iter()
+        .map(|f| Other {
+            runs: Runs::of(f.priority, ours),
+            finding: f,
+        })
+        .collect();
+    let overridden_by = conflicts
+        .iter()
+        .find(|o| {
+            o.finding.answer == Answer::Yes
+                && (decision == Decision::None || o.runs == Runs::Before)
+        })
+        .cloned();
+    if decision != Decision::None {
+        let translating = |o: &&Other| o.finding.answer != Answer::No;
+        if let Some(o) = conflicts
+            .iter()
+            .filter(translating)
+            .find(|o| o.runs == Runs::Same)
+        {
+            notes.push(format!(
+                "{} {} chain {} runs at our priority ({ours}): which of two NAT chains at one \
+                 priority runs first is not defined, so it may translate the packet first; \
+                 give --chain-priority a value apart from it",
+                o.finding.family, o.finding.table, o.finding.chain
+            ));
+        }
+        if conflicts
+            .iter()
+            .filter(translating)
+            .any(|o| o.runs == Runs::After)
+        {
+            notes.push(format!(
+                "NAT chains after ours (priority above {ours}) do not see a packet ours \
+                 translates: the first binding decides"
+            ));
+        }
+    }
     Explanation {
         destination: q.dst,
         source: q.src,
@@ -367,7 +450,9 @@ pub fn explain(
         because,
         table: table.0,
         table_detail: table.1,
+        chain_priority: ours.to_string(),
         conflicts,
+        overridden_by,
         notes,
     }
 }
@@ -435,11 +520,6 @@ fn table_state(
 }
 
 impl Explanation {
-    /// The first other rule that translates the packet before ours, if one surely does.
-    pub fn overridden_by(&self) -> Option<&Finding> {
-        self.conflicts.iter().find(|f| f.answer == Answer::Yes)
-    }
-
     /// Short text for people: the decision first.
     pub fn text(&self) -> String {
         use std::fmt::Write as _;
@@ -450,10 +530,15 @@ impl Explanation {
             Decision::None => "not translated".to_string(),
         };
         let _ = writeln!(out, "{}: {what}", self.destination);
-        if let (Decision::None, Some(f)) = (self.decision, self.overridden_by()) {
+        if let Some(o) = &self.overridden_by {
+            let f = &o.finding;
+            let when = match (self.decision, o.runs) {
+                (Decision::None, Runs::After) => "after ours (our exemption does not stop it)",
+                _ => "first",
+            };
             let _ = writeln!(
                 out,
-                "  BUT {} {} chain {} (handle {}) translates it first: {}",
+                "  BUT {} {} chain {} (handle {}) translates it {when}: {}",
                 f.family, f.table, f.chain, f.handle, f.verdict
             );
         }
@@ -471,12 +556,22 @@ impl Explanation {
             TableState::Absent => "ABSENT",
             TableState::NotRead => "not read",
         };
-        let _ = write!(out, "  table inet nft-masq-agent: {table}");
+        let _ = write!(
+            out,
+            "  table inet nft-masq-agent: {table}, chain postrouting at priority {}",
+            self.chain_priority
+        );
         if let Some(d) = &self.table_detail {
             let _ = write!(out, " ({d})");
         }
         out.push('\n');
-        for f in &self.conflicts {
+        for o in &self.conflicts {
+            let f = &o.finding;
+            let runs = match o.runs {
+                Runs::Before => "before ours",
+                Runs::Same => "as ours, order undefined",
+                Runs::After => "after ours",
+            };
             let answer = match &f.answer {
                 Answer::Yes => "YES, first".to_string(),
                 Answer::No => "no".to_string(),
@@ -485,7 +580,7 @@ impl Explanation {
             };
             let _ = writeln!(
                 out,
-                "  other NAT rule {} {} chain {} priority {} handle {} ({}): {answer}",
+                "  other NAT rule {} {} chain {} priority {} ({runs}) handle {} ({}): {answer}",
                 f.family, f.table, f.chain, f.priority, f.handle, f.verdict
             );
         }
@@ -637,6 +732,98 @@ mod tests {
         }
         assert_eq!(json["decision"], "snat");
         assert_eq!(json["because"][0]["key"], "sourceCIDRs");
+    }
+
+    /// iptables-nft's `-d 11.22.33.44 -j MASQUERADE` at nat POSTROUTING (srcnat).
+    fn masquerade_at_srcnat(answer: Answer) -> Finding {
+        Finding {
+            family: "ip",
+            table: "nat".into(),
+            chain: "POSTROUTING".into(),
+            priority: 100,
+            handle: 4,
+            rule: "ip daddr 11.22.33.44 masquerade".into(),
+            verdict: "masquerade".into(),
+            answer,
+        }
+    }
+
+    fn explained(cfg: &str, prio: &str, dst: &str, answer: Answer) -> Explanation {
+        let f = PolicyFlags {
+            chain_priority: prio.parse().unwrap(),
+            ..PolicyFlags::default()
+        };
+        let c = config(cfg, &f);
+        let found = vec![masquerade_at_srcnat(answer)];
+        explain(&c, &f, &q(dst), (TableState::InForce, None), found, vec![])
+    }
+
+    #[test]
+    fn the_chain_priority_decides_whose_translation_wins() {
+        let snat = "snatTo: [198.51.100.9]\n";
+        // Default, srcnat + 10: iptables' masquerade at srcnat binds first.
+        let e = explained(snat, "srcnat + 10", "11.22.33.44", Answer::Yes);
+        let by = e.overridden_by.as_ref().expect("overridden at the default");
+        assert_eq!((by.runs, by.finding.handle), (Runs::Before, 4));
+        let text = e.text();
+        assert!(
+            text.starts_with(
+                "11.22.33.44: snat to 198.51.100.9\n  BUT ip nat chain POSTROUTING (handle 4) \
+                 translates it first: masquerade\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("chain postrouting at priority srcnat + 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("priority 100 (before ours) handle 4"),
+            "{text}"
+        );
+        // srcnat - 10: ours binds first, the later masquerade never sees the packet.
+        let e = explained(snat, "srcnat - 10", "11.22.33.44", Answer::Yes);
+        assert_eq!(e.overridden_by, None, "{}", e.text());
+        assert_eq!(e.chain_priority, "srcnat - 10");
+        let text = e.text();
+        assert!(
+            text.contains("priority 100 (after ours) handle 4"),
+            "{text}"
+        );
+        assert!(text.contains("note: NAT chains after ours"), "{text}");
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["chain_priority"], "srcnat - 10");
+        assert_eq!(json["conflicts"][0]["runs"], "after");
+        assert_eq!(
+            json["conflicts"][0]["handle"], 4,
+            "the finding's fields, flattened"
+        );
+        // An exemption stops no later chain: still overridden at srcnat - 10.
+        let exempt = "nonMasqueradeCIDRs: [11.0.0.0/8]\n";
+        let e = explained(exempt, "srcnat - 10", "11.22.33.44", Answer::Yes);
+        assert_eq!(e.decision, Decision::None);
+        assert_eq!(e.overridden_by.as_ref().map(|o| o.runs), Some(Runs::After));
+        assert!(
+            e.text()
+                .contains("translates it after ours (our exemption does not stop it)"),
+            "{}",
+            e.text()
+        );
+        // At the same priority the order is undefined: said, not guessed.
+        let e = explained(snat, "srcnat", "11.22.33.44", Answer::Yes);
+        assert_eq!(e.overridden_by, None);
+        assert!(
+            e.notes
+                .iter()
+                .any(|n| n.contains("runs at our priority (srcnat)") && n.contains("not defined")),
+            "{:?}",
+            e.notes
+        );
+        assert!(
+            e.text().contains("(as ours, order undefined)"),
+            "{}",
+            e.text()
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use goflags::{Foreign, go_flags, level_for_verbosity};
 use nft_masq_agent::config::duration::parse_go_duration;
+use nft_masq_agent::config::priority::ChainPriority;
 use nft_masq_agent::config::{DEFAULT_MAX_PREFIXES, PolicyFlags, ports::PortRanges};
 use nft_masq_agent::daemon::Options;
 use nft_masq_agent::kernel::conntrack::Protocols;
@@ -58,7 +59,8 @@ pub struct Cli {
 
     /// Say whether packets to DESTINATION are translated and why: the config entries
     /// responsible, whether the table in the kernel is in force, and NAT rules of other
-    /// components that translate the packet before ours. Reading the kernel needs
+    /// components that translate the packet in place of ours (at --chain-priority: before
+    /// ours, or after an exemption of ours). Reading the kernel needs
     /// CAP_NET_ADMIN (without it, the config's answer alone).
     #[arg(long, group = "mode", value_name = "DESTINATION")]
     pub explain: Option<IpAddr>,
@@ -104,6 +106,20 @@ pub struct Cli {
     /// within the DaemonSet's 64 MiB memory limit; raise both together.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PREFIXES)]
     pub max_prefixes: usize,
+
+    /// Our NAT chain's priority at the postrouting hook, written as nft writes it:
+    /// `srcnat + 10` (the default: after iptables' nat POSTROUTING, like ip-masq-agent's
+    /// appended jump), `srcnat - 10`, `srcnat`, or a number. The first chain that sets up a
+    /// binding decides a connection's NAT: running earlier makes our masquerade or `snatTo`
+    /// win over a later chain's, but our exemptions never stop a later chain from
+    /// translating (docs/operations.md, "Chain priority").
+    #[arg(
+        long,
+        value_name = "PRIORITY",
+        default_value = "srcnat + 10",
+        allow_hyphen_values = true
+    )]
+    pub chain_priority: ChainPriority,
 
     /// The set elements one read of other components' NAT tables may keep, all tables
     /// together. Only the sets that rules reachable from their NAT postrouting chains look
@@ -395,6 +411,7 @@ impl Cli {
             random_fully: self.random_fully,
             to_ports: self.to_ports.clone(),
             max_prefixes: self.max_prefixes,
+            chain_priority: self.chain_priority,
         }
     }
 }
@@ -463,6 +480,23 @@ mod tests {
             let e = parse(bad).unwrap_err();
             let flag = bad[0].split('=').next().unwrap();
             assert!(e.to_string().contains(flag), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn chain_priority_takes_nfts_forms_and_names_flag_and_value_when_bad() {
+        let prio = |args: &[&str]| parse(args).unwrap().policy_flags().chain_priority.0;
+        assert_eq!(prio(&[]), 110);
+        assert_eq!(prio(&["--chain-priority", "srcnat - 10"]), 90);
+        assert_eq!(prio(&["--chain-priority", "srcnat+5"]), 105);
+        assert_eq!(prio(&["--chain-priority", "-10"]), -10);
+        assert_eq!(prio(&["--chain-priority=95"]), 95);
+        for bad in ["srcnat plus 10", "dstnat", "5000"] {
+            let e = parse(&["--chain-priority", bad]).unwrap_err().to_string();
+            assert!(
+                e.contains("--chain-priority") && e.contains(bad),
+                "{bad}: {e}"
+            );
         }
     }
 
