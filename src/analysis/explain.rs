@@ -12,7 +12,7 @@ use super::Packet;
 use crate::addr::prefix::Family;
 use crate::analysis::conflict::{self, Answer, Finding};
 use crate::config::priority::ChainPriority;
-use crate::config::{Config, Entry, Interface, Origin, PolicyFlags};
+use crate::config::{Config, Entry, Interface, LINK_LOCAL_V4, LINK_LOCAL_V6, Origin, PolicyFlags};
 use crate::kernel::nft::ruleset::{ForeignRead, too_large_message};
 use crate::kernel::nft::{NftError, legacy};
 use crate::model::{self, Table, TableFlags};
@@ -38,8 +38,12 @@ pub struct Because {
     pub key: String,
     /// The list index, for a list entry.
     pub index: Option<usize>,
-    /// The value.
+    /// The value; with `no_entry`, the packet's address or interface that no entry of the
+    /// key matches (not a value of the key).
     pub value: String,
+    /// The reason is that no entry of `key` matches `value` (the entries are described in
+    /// `why`).
+    pub no_entry: bool,
     /// What it did, for people.
     pub why: String,
 }
@@ -191,6 +195,7 @@ impl Reasons<'_> {
             key: key.into(),
             index,
             value: e.value.to_string(),
+            no_entry: false,
             why,
         });
     }
@@ -201,7 +206,42 @@ impl Reasons<'_> {
             key: key.into(),
             index: None,
             value: value.into(),
+            no_entry: false,
             why: why.into(),
+        });
+    }
+
+    /// No entry of the list `key` (`entries`) matches `what`: says so, and what the list is
+    /// (the files that set it, or the defaults), so the key is never shown as if `what` were
+    /// its value.
+    fn no_entry<T>(&mut self, key: &str, entries: &[Entry<T>], what: String, then: &str) {
+        let mut files: Vec<String> = Vec::new();
+        for e in entries {
+            if let Some(f) = self.config.file_of(e.origin) {
+                let f = f.display().to_string();
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+        }
+        let n = entries.len();
+        let plural = if n == 1 { "entry" } else { "entries" };
+        let list = if n == 0 {
+            "the list is empty".to_string()
+        } else if !files.is_empty() {
+            format!("{n} {plural}, from {}", files.join(", "))
+        } else if entries.iter().any(|e| e.origin == Origin::ReservedRanges) {
+            format!("{n} {plural}: ip-masq-agent's default list and --nomasq-all-reserved-ranges")
+        } else {
+            format!("{n} {plural}: ip-masq-agent's default list")
+        };
+        self.because.push(Because {
+            file: None,
+            key: key.into(),
+            index: None,
+            value: what,
+            no_entry: true,
+            why: format!("{list}; {then}"),
         });
     }
 }
@@ -284,10 +324,11 @@ fn in_source_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool {
     };
     let inside = containing(&config.source_cidrs, src);
     if inside.is_empty() {
-        r.rule(
+        r.no_entry(
             "sourceCIDRs",
+            &config.source_cidrs,
             src.to_string(),
-            "no sourceCIDRs entry contains the source: not considered for translation",
+            "not considered for translation",
         );
         return false;
     }
@@ -327,10 +368,11 @@ fn in_interface_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool 
         })
         .collect();
     if matching.is_empty() {
-        r.rule(
+        r.no_entry(
             "egressInterfaces",
+            &config.egress_interfaces,
             oif.clone(),
-            "no egressInterfaces entry matches the interface: not translated",
+            "not translated",
         );
         return false;
     }
@@ -347,13 +389,27 @@ fn exempt(config: &Config, family: Family, dst: IpAddr, r: &mut Reasons<'_>) -> 
     let link_local = config
         .link_local_exempt(family)
         .filter(|n| n.contains(&dst));
+    let (ll_key, ll_net, ll_on) = match family {
+        Family::V4 => ("masqLinkLocal", LINK_LOCAL_V4, config.masq_link_local),
+        Family::V6 => (
+            "masqLinkLocalIPv6",
+            LINK_LOCAL_V6,
+            config.masq_link_local_ipv6,
+        ),
+    };
+    let is_link_local = ll_net.parse::<IpNet>().is_ok_and(|n| n.contains(&dst));
     let carving = containing(&config.masquerade_cidrs, dst);
     if exempting.is_empty() && link_local.is_none() {
-        r.rule(
-            "nonMasqueradeCIDRs",
-            dst.to_string(),
-            "no non-masquerade entry contains the destination",
-        );
+        let mut same = config.non_masquerade_cidrs.clone();
+        same.retain(|e| Family::of(&e.value) == family);
+        r.no_entry("nonMasqueradeCIDRs", &same, dst.to_string(), "not exempt");
+        if is_link_local && ll_on {
+            r.rule(
+                ll_key,
+                "true",
+                format!("link-local {ll_net} is not exempt: translated like any destination"),
+            );
+        }
         for e in &carving {
             r.entry("masqueradeCIDRs", e, "contains it too (no effect here)");
         }
@@ -376,11 +432,13 @@ fn exempt(config: &Config, family: Family, dst: IpAddr, r: &mut Reasons<'_>) -> 
         r.entry("nonMasqueradeCIDRs", e, verb);
     }
     if let Some(ll) = link_local {
-        let key = match family {
-            Family::V4 => "masqLinkLocal",
-            Family::V6 => "masqLinkLocalIPv6",
-        };
-        r.rule(key, "false", format!("link-local {ll} {verb}"));
+        r.rule(ll_key, "false", format!("link-local {ll} {verb}"));
+    } else if is_link_local && ll_on {
+        r.rule(
+            ll_key,
+            "true",
+            format!("link-local {ll_net} is not exempt by itself (the entries above decide)"),
+        );
     }
     !carved
 }
@@ -548,7 +606,19 @@ impl Explanation {
                 (None, Some(i)) => format!("{}[{i}]", b.key),
                 _ => b.key.clone(),
             };
-            let _ = writeln!(out, "  because {at} = {}: {}", b.value, b.why);
+            if b.no_entry {
+                let verb = match b.key.as_str() {
+                    "egressInterfaces" => "matches",
+                    _ => "contains",
+                };
+                let _ = writeln!(
+                    out,
+                    "  because no entry of {at} {verb} {}: {}",
+                    b.value, b.why
+                );
+            } else {
+                let _ = writeln!(out, "  because {at} = {}: {}", b.value, b.why);
+            }
         }
         let table = match self.table {
             TableState::InForce => "in force",
@@ -660,10 +730,12 @@ mod tests {
         );
         let (d, b, _) = decide(&c, &f, &q("11.22.33.44"));
         assert_eq!(
-            (d, b[0].why.as_str()),
+            (d, b[0].why.as_str(), b[0].no_entry),
             (
                 Decision::Masquerade,
-                "no non-masquerade entry contains the destination"
+                "11 entries: ip-masq-agent's default list and --nomasq-all-reserved-ranges; \
+                 not exempt",
+                true
             )
         );
         let (d, b, _) = decide(&c, &f, &q("2001:db8::5"));
@@ -821,6 +893,126 @@ mod tests {
         );
         assert!(
             e.text().contains("(as ours, order undefined)"),
+            "{}",
+            e.text()
+        );
+    }
+
+    fn text_of(cfg: Option<&str>, dst: &str) -> String {
+        let f = PolicyFlags::default();
+        let c = match cfg {
+            Some(text) => config(text, &f),
+            None => Config::defaults(&f),
+        };
+        let e = explain(&c, &f, &q(dst), (TableState::InForce, None), vec![], vec![]);
+        e.text()
+    }
+
+    #[test]
+    fn the_text_says_which_entry_or_default_decides() {
+        // Nothing contains it: said as such, never as if the key had the address as value.
+        let t = text_of(None, "8.8.8.8");
+        assert!(
+            t.contains(
+                "  because no entry of nonMasqueradeCIDRs contains 8.8.8.8: 3 entries: \
+                 ip-masq-agent's default list; not exempt\n"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("nonMasqueradeCIDRs = 8.8.8.8"), "{t}");
+        let t = text_of(Some("nonMasqueradeCIDRs: [10.0.0.0/8]\n"), "8.8.8.8");
+        assert!(
+            t.contains(
+                "because no entry of nonMasqueradeCIDRs contains 8.8.8.8: 1 entry, from \
+                 /etc/config/ip-masq-agent; not exempt"
+            ),
+            "{t}"
+        );
+        let t = text_of(Some("nonMasqueradeCIDRs: []\n"), "10.1.2.3");
+        assert!(t.contains("the list is empty; not exempt"), "{t}");
+        // The entry that decides, with file and index.
+        let t = text_of(Some("nonMasqueradeCIDRs: [10.0.0.0/8]\n"), "10.1.2.3");
+        assert!(
+            t.contains(
+                "because nonMasqueradeCIDRs[0] in /etc/config/ip-masq-agent = 10.0.0.0/8: \
+                 contains the destination: not masqueraded"
+            ),
+            "{t}"
+        );
+        // A source or interface outside the scopes.
+        let f = PolicyFlags::default();
+        let c = config(
+            "sourceCIDRs: [10.244.0.0/16]\negressInterfaces: [eth0]\n",
+            &f,
+        );
+        let mut p = q("8.8.8.8");
+        p.src = Some("10.9.0.1".parse().unwrap());
+        let e = explain(&c, &f, &p, (TableState::InForce, None), vec![], vec![]);
+        assert!(
+            e.text()
+                .contains("because no entry of sourceCIDRs contains 10.9.0.1: 1 entry, from"),
+            "{}",
+            e.text()
+        );
+        p.src = None;
+        p.oif = Some("ens5".into());
+        let e = explain(&c, &f, &p, (TableState::InForce, None), vec![], vec![]);
+        assert!(
+            e.text()
+                .contains("because no entry of egressInterfaces matches ens5: 1 entry"),
+            "{}",
+            e.text()
+        );
+    }
+
+    #[test]
+    fn link_local_names_masq_link_local_either_way() {
+        let t = text_of(None, "169.254.169.254");
+        assert!(t.starts_with("169.254.169.254: not translated\n"), "{t}");
+        assert!(
+            t.contains("because masqLinkLocal = false: link-local 169.254.0.0/16 contains"),
+            "{t}"
+        );
+        let t = text_of(Some("masqLinkLocal: true\n"), "169.254.169.254");
+        assert!(t.starts_with("169.254.169.254: masquerade"), "{t}");
+        assert!(
+            t.contains(
+                "because masqLinkLocal = true: link-local 169.254.0.0/16 is not exempt: \
+                 translated like any destination"
+            ),
+            "{t}"
+        );
+        // Exempt by an entry even so: the entry decides, and masqLinkLocal is named.
+        let t = text_of(
+            Some("masqLinkLocal: true\nnonMasqueradeCIDRs: [169.254.0.0/16]\n"),
+            "169.254.169.254",
+        );
+        assert!(t.starts_with("169.254.169.254: not translated\n"), "{t}");
+        assert!(t.contains("because nonMasqueradeCIDRs[0]"), "{t}");
+        assert!(
+            t.contains(
+                "because masqLinkLocal = true: link-local 169.254.0.0/16 is not exempt by itself"
+            ),
+            "{t}"
+        );
+        // Not link-local: masqLinkLocal is not mentioned.
+        assert!(!text_of(Some("masqLinkLocal: true\n"), "8.8.8.8").contains("masqLinkLocal"));
+        // IPv6: masqLinkLocalIPv6.
+        let f = PolicyFlags {
+            enable_ipv6: true,
+            ..PolicyFlags::default()
+        };
+        let c = config("masqLinkLocalIPv6: true\n", &f);
+        let e = explain(
+            &c,
+            &f,
+            &q("fe80::1"),
+            (TableState::InForce, None),
+            vec![],
+            vec![],
+        );
+        assert!(
+            e.text().contains("because masqLinkLocalIPv6 = true"),
             "{}",
             e.text()
         );
