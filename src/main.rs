@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     if let Some(warning) = cli.foreign_warning() {
         tracing::warn!("{warning}");
     }
+    if let Some(warning) = cli.missing_config_warning() {
+        tracing::warn!("{warning}");
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

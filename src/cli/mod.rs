@@ -175,6 +175,10 @@ pub struct Cli {
     /// implemented, in the order given ([`go_flags`] collects them).
     #[arg(skip)]
     pub foreign: Vec<Foreign>,
+
+    /// Whether `--config` was given on the command line (not the default).
+    #[arg(skip)]
+    pub explicit_config: bool,
 }
 
 /// The default `--config`: the directory of the ConfigMap volume, with a trailing slash so it
@@ -334,6 +338,8 @@ impl Cli {
         let matches = cmd.try_get_matches_from_mut(std::iter::once(program).chain(rest))?;
         let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
         cli.foreign = foreign;
+        cli.explicit_config =
+            matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
         Ok(cli)
     }
 
@@ -400,7 +406,36 @@ impl Cli {
             debounce: self.debounce,
             max_foreign_elements: self.max_foreign_elements,
             take_over_chain: self.take_over_chain(),
+            explicit_config: self.explicit_config,
         }
+    }
+
+    /// A warning for each `--config` path given explicitly that does not exist: the
+    /// defaults then apply, as for a missing default path, but an operator who named a path
+    /// meant a file (a typo, a volume not mounted). `None` for the default path.
+    pub fn missing_config_warning(&self) -> Option<String> {
+        if !self.explicit_config {
+            return None;
+        }
+        let missing: Vec<String> = self
+            .config
+            .iter()
+            .filter(|p| !p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        let all = missing.len() == self.config.len();
+        Some(format!(
+            "--config {} does not exist{}; the daemon reads it once it appears",
+            missing.join(", --config "),
+            if all {
+                ": ip-masq-agent's defaults are in force (metric nft_masq_agent_policy_source{source=\"missing\"})"
+            } else {
+                ": the other config paths apply"
+            }
+        ))
     }
 
     /// The policy flags.
@@ -498,6 +533,45 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn an_explicit_missing_config_is_warned_about_the_default_is_not() {
+        let dir = std::env::temp_dir().join(format!("nma-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let there = dir.join("ip-masq-agent");
+        std::fs::write(&there, "nonMasqueradeCIDRs: []\n").unwrap();
+        let gone = dir.join("ip-masq-agnet");
+        let (there, gone) = (there.to_str().unwrap(), gone.to_str().unwrap());
+        // The default path, missing or not: as today.
+        let d = parse(&[]).unwrap();
+        assert!(!d.explicit_config && !d.daemon_options().explicit_config);
+        assert_eq!(d.missing_config_warning(), None);
+        let c = parse(&["--config", gone]).unwrap();
+        assert!(c.daemon_options().explicit_config);
+        let w = c.missing_config_warning().unwrap();
+        assert!(
+            w.starts_with(&format!(
+                "--config {gone} does not exist: ip-masq-agent's defaults"
+            )),
+            "{w}"
+        );
+        assert!(w.contains("source=\"missing\""), "{w}");
+        let w = parse(&["--config", there, "--config", gone])
+            .unwrap()
+            .missing_config_warning()
+            .unwrap();
+        assert!(
+            w.contains(gone) && w.contains("the other config paths apply"),
+            "{w}"
+        );
+        assert_eq!(
+            parse(&["--config", there])
+                .unwrap()
+                .missing_config_warning(),
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

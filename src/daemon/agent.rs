@@ -144,6 +144,9 @@ pub struct Agent<K: Kernel, S: Source> {
     /// ip-masq-agent's iptables chain to take over after the next commit of a valid config
     /// (`--take-over-iptables-chain`; see [`super::takeover`]).
     takeover: Option<String>,
+    /// The config paths were given explicitly (`--config`): none of them existing is a
+    /// mistake to show (the `missing` policy source), not ip-masq-agent's defaults on purpose.
+    explicit_config: bool,
 }
 
 fn unix_now() -> f64 {
@@ -204,6 +207,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             conntrack: Some(Protocols::Connectionless),
             found_at_start: None,
             takeover: None,
+            explicit_config: false,
         }
     }
 
@@ -218,6 +222,22 @@ impl<K: Kernel, S: Source> Agent<K, S> {
     pub fn with_takeover(mut self, chain: Option<String>) -> Agent<K, S> {
         self.takeover = chain;
         self
+    }
+
+    /// Says whether the config paths were given explicitly (`--config`).
+    pub fn with_explicit_config(mut self, explicit: bool) -> Agent<K, S> {
+        self.explicit_config = explicit;
+        self
+    }
+
+    /// Where a valid config's table comes from: a config read from no file is the
+    /// defaults, missing when the paths were given explicitly.
+    fn source_of(&self, config: &Config) -> PolicySource {
+        if self.explicit_config && config.files.is_empty() {
+            PolicySource::Missing
+        } else {
+            PolicySource::Config
+        }
     }
 
     /// The config in force.
@@ -278,6 +298,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                     tracing::info!("{note}");
                 }
                 self.out.metrics.config_loaded(true, unix_now());
+                self.policy_source = self.source_of(&loaded.config);
                 self.set_config(loaded.config, now);
                 self.desired = model::desired(&self.config, &self.flags, self.table_flags);
                 self.pending.commit = Some((Reason::Startup, "start-up".into()));
@@ -513,8 +534,8 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                         tracing::info!("{note}");
                     }
                 }
+                self.policy_source = self.source_of(&loaded.config);
                 self.set_config(loaded.config, now);
-                self.policy_source = PolicySource::Config;
                 self.config_loaded(why);
             }
         }
