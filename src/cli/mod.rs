@@ -465,7 +465,12 @@ pub fn init_logging(cli: &Cli) {
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => {
+            nft_masq_agent::report::jsonlog::set_json(true);
+            builder
+                .event_format(nft_masq_agent::report::jsonlog::JsonLines)
+                .init()
+        }
     }
 }
 

@@ -37,6 +37,7 @@ use crate::kernel::nft::{CommitReport, NftError};
 use crate::model::{self, Family, SetDiff, TABLE_NAME, Table, TableFlags};
 use crate::report::counters::MasqCounters;
 use crate::report::health::Health;
+use crate::report::jsonlog::error_with_problems;
 use crate::report::metrics::{Metrics, PolicySource, Reason};
 
 /// Where the agent reports: readiness, metrics, counters.
@@ -337,10 +338,13 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         self.config_error = Some(error.to_string());
         match self.kernel.read(TABLE_NAME) {
             Ok(Some(live)) => {
-                tracing::error!(
-                    "{error}; KEEPING TABLE inet {TABLE_NAME} AS IT IS ({} prefixes, adopted from \
-                     before this start) until the file is fixed",
-                    live.prefix_count()
+                error_with_problems(
+                    error,
+                    &format!(
+                        "; KEEPING TABLE inet {TABLE_NAME} AS IT IS ({} prefixes, adopted from \
+                         before this start) until the file is fixed",
+                        live.prefix_count()
+                    ),
                 );
                 self.no_good_config = Some(
                     "the config file is invalid: the table found at start is kept as it is \
@@ -358,8 +362,9 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                 // ip-masq-agent installs nothing for a whole resync period in this case; a
                 // node without masquerade rules loses egress, so we run the defaults, say
                 // so loudly, and stay not ready (a rollout with a broken ConfigMap stalls).
-                tracing::error!(
-                    "{error}; STARTING WITH THE DEFAULT CONFIG until the file is fixed"
+                error_with_problems(
+                    error,
+                    "; STARTING WITH THE DEFAULT CONFIG until the file is fixed",
                 );
                 self.no_good_config = Some(
                     "the config file is invalid: the defaults are in force until it is fixed"
@@ -516,9 +521,12 @@ impl<K: Kernel, S: Source> Agent<K, S> {
                     } else {
                         ""
                     };
-                    tracing::error!(
-                        "{text}; keeping the last good config ({} prefixes in force){ready}",
-                        self.desired.prefix_count()
+                    error_with_problems(
+                        &text,
+                        &format!(
+                            "; keeping the last good config ({} prefixes in force){ready}",
+                            self.desired.prefix_count()
+                        ),
                     );
                     self.config_error = Some(text);
                 }
