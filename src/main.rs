@@ -17,8 +17,17 @@ fn main() -> ExitCode {
     if let Some(warning) = cli.foreign_warning() {
         tracing::warn!("{warning}");
     }
+    if let Some(warning) = cli.missing_config_warning() {
+        tracing::warn!("{warning}");
+    }
+    let json = cli.log_format == cli::LogFormat::Json;
     match run(cli) {
         Ok(code) => code,
+        Err(e) if json => {
+            // One JSON line like every other, the config's problems as an array.
+            nft_masq_agent::report::jsonlog::error_with_problems(&format!("{e:#}"), "");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("nft-masq-agent: error: {e:#}");
             ExitCode::FAILURE

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::Packet;
 use crate::addr::prefix::Family;
 use crate::analysis::conflict::{self, Answer, Finding};
-use crate::config::{Config, Entry, Interface, Origin, PolicyFlags};
+use crate::config::priority::ChainPriority;
+use crate::config::{Config, Entry, Interface, LINK_LOCAL_V4, LINK_LOCAL_V6, Origin, PolicyFlags};
 use crate::kernel::nft::ruleset::{ForeignRead, too_large_message};
 use crate::kernel::nft::{NftError, legacy};
 use crate::model::{self, Table, TableFlags};
@@ -37,8 +38,12 @@ pub struct Because {
     pub key: String,
     /// The list index, for a list entry.
     pub index: Option<usize>,
-    /// The value.
+    /// The value; with `no_entry`, the packet's address or interface that no entry of the
+    /// key matches (not a value of the key).
     pub value: String,
+    /// The reason is that no entry of `key` matches `value` (the entries are described in
+    /// `why`).
+    pub no_entry: bool,
     /// What it did, for people.
     pub why: String,
 }
@@ -76,10 +81,52 @@ pub struct Explanation {
     pub table: TableState,
     /// Why the table state is what it is, when not in force.
     pub table_detail: Option<String>,
-    /// Rules of other components that translate before ours (yes, no, cannot tell).
-    pub conflicts: Vec<Finding>,
+    /// Our chain's priority (`--chain-priority`), as nft writes it.
+    pub chain_priority: String,
+    /// Translating rules of other components' NAT postrouting chains (yes, no, cannot
+    /// tell), each with where its chain runs relative to ours.
+    pub conflicts: Vec<Other>,
+    /// The rule that surely translates the packet in place of our decision, if one does:
+    /// for a destination we exempt, any (our `return` stops no later chain); for one we
+    /// translate, one whose chain runs before ours.
+    pub overridden_by: Option<Other>,
     /// What the answer assumes or could not see.
     pub notes: Vec<String>,
+}
+
+/// Where another component's NAT chain runs relative to ours, for a connection's first
+/// packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runs {
+    /// At a lower priority: it decides first.
+    Before,
+    /// At the same priority: the kernel's order among equals depends on the order the
+    /// chains were registered in, which cannot be read back; either may run first.
+    Same,
+    /// At a higher priority: it sees the packet only if ours set up no binding.
+    After,
+}
+
+impl Runs {
+    /// Where a base chain at `priority` runs relative to ours at `ours`.
+    pub fn of(priority: i32, ours: ChainPriority) -> Runs {
+        match priority.cmp(&ours.0) {
+            std::cmp::Ordering::Less => Runs::Before,
+            std::cmp::Ordering::Equal => Runs::Same,
+            std::cmp::Ordering::Greater => Runs::After,
+        }
+    }
+}
+
+/// Another component's translating rule, and where its chain runs relative to ours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Other {
+    /// The rule and its answer for the packet.
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// Where its chain runs.
+    pub runs: Runs,
 }
 
 /// A question that describes no packet.
@@ -148,6 +195,7 @@ impl Reasons<'_> {
             key: key.into(),
             index,
             value: e.value.to_string(),
+            no_entry: false,
             why,
         });
     }
@@ -158,7 +206,42 @@ impl Reasons<'_> {
             key: key.into(),
             index: None,
             value: value.into(),
+            no_entry: false,
             why: why.into(),
+        });
+    }
+
+    /// No entry of the list `key` (`entries`) matches `what`: says so, and what the list is
+    /// (the files that set it, or the defaults), so the key is never shown as if `what` were
+    /// its value.
+    fn no_entry<T>(&mut self, key: &str, entries: &[Entry<T>], what: String, then: &str) {
+        let mut files: Vec<String> = Vec::new();
+        for e in entries {
+            if let Some(f) = self.config.file_of(e.origin) {
+                let f = f.display().to_string();
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+        }
+        let n = entries.len();
+        let plural = if n == 1 { "entry" } else { "entries" };
+        let list = if n == 0 {
+            "the list is empty".to_string()
+        } else if !files.is_empty() {
+            format!("{n} {plural}, from {}", files.join(", "))
+        } else if entries.iter().any(|e| e.origin == Origin::ReservedRanges) {
+            format!("{n} {plural}: ip-masq-agent's default list and --nomasq-all-reserved-ranges")
+        } else {
+            format!("{n} {plural}: ip-masq-agent's default list")
+        };
+        self.because.push(Because {
+            file: None,
+            key: key.into(),
+            index: None,
+            value: what,
+            no_entry: true,
+            why: format!("{list}; {then}"),
         });
     }
 }
@@ -241,10 +324,11 @@ fn in_source_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool {
     };
     let inside = containing(&config.source_cidrs, src);
     if inside.is_empty() {
-        r.rule(
+        r.no_entry(
             "sourceCIDRs",
+            &config.source_cidrs,
             src.to_string(),
-            "no sourceCIDRs entry contains the source: not considered for translation",
+            "not considered for translation",
         );
         return false;
     }
@@ -284,10 +368,11 @@ fn in_interface_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool 
         })
         .collect();
     if matching.is_empty() {
-        r.rule(
+        r.no_entry(
             "egressInterfaces",
+            &config.egress_interfaces,
             oif.clone(),
-            "no egressInterfaces entry matches the interface: not translated",
+            "not translated",
         );
         return false;
     }
@@ -304,13 +389,27 @@ fn exempt(config: &Config, family: Family, dst: IpAddr, r: &mut Reasons<'_>) -> 
     let link_local = config
         .link_local_exempt(family)
         .filter(|n| n.contains(&dst));
+    let (ll_key, ll_net, ll_on) = match family {
+        Family::V4 => ("masqLinkLocal", LINK_LOCAL_V4, config.masq_link_local),
+        Family::V6 => (
+            "masqLinkLocalIPv6",
+            LINK_LOCAL_V6,
+            config.masq_link_local_ipv6,
+        ),
+    };
+    let is_link_local = ll_net.parse::<IpNet>().is_ok_and(|n| n.contains(&dst));
     let carving = containing(&config.masquerade_cidrs, dst);
     if exempting.is_empty() && link_local.is_none() {
-        r.rule(
-            "nonMasqueradeCIDRs",
-            dst.to_string(),
-            "no non-masquerade entry contains the destination",
-        );
+        let mut same = config.non_masquerade_cidrs.clone();
+        same.retain(|e| Family::of(&e.value) == family);
+        r.no_entry("nonMasqueradeCIDRs", &same, dst.to_string(), "not exempt");
+        if is_link_local && ll_on {
+            r.rule(
+                ll_key,
+                "true",
+                format!("link-local {ll_net} is not exempt: translated like any destination"),
+            );
+        }
         for e in &carving {
             r.entry("masqueradeCIDRs", e, "contains it too (no effect here)");
         }
@@ -333,11 +432,13 @@ fn exempt(config: &Config, family: Family, dst: IpAddr, r: &mut Reasons<'_>) -> 
         r.entry("nonMasqueradeCIDRs", e, verb);
     }
     if let Some(ll) = link_local {
-        let key = match family {
-            Family::V4 => "masqLinkLocal",
-            Family::V6 => "masqLinkLocalIPv6",
-        };
-        r.rule(key, "false", format!("link-local {ll} {verb}"));
+        r.rule(ll_key, "false", format!("link-local {ll} {verb}"));
+    } else if is_link_local && ll_on {
+        r.rule(
+            ll_key,
+            "true",
+            format!("link-local {ll_net} is not exempt by itself (the entries above decide)"),
+        );
     }
     !carved
 }
@@ -358,6 +459,46 @@ pub fn explain(
         Decision::Snat => config.snat_for(family).map(|t| t.to_string()),
         _ => None,
     };
+    let ours = flags.chain_priority;
+    let conflicts: Vec<Other> = conflicts
+        .into_iter()
+        .map(|f| Other {
+            runs: Runs::of(f.priority, ours),
+            finding: f,
+        })
+        .collect();
+    let overridden_by = conflicts
+        .iter()
+        .find(|o| {
+            o.finding.answer == Answer::Yes
+                && (decision == Decision::None || o.runs == Runs::Before)
+        })
+        .cloned();
+    if decision != Decision::None {
+        let translating = |o: &&Other| o.finding.answer != Answer::No;
+        if let Some(o) = conflicts
+            .iter()
+            .filter(translating)
+            .find(|o| o.runs == Runs::Same)
+        {
+            notes.push(format!(
+                "{} {} chain {} runs at our priority ({ours}): which of two NAT chains at one \
+                 priority runs first is not defined, so it may translate the packet first; \
+                 give --chain-priority a value apart from it",
+                o.finding.family, o.finding.table, o.finding.chain
+            ));
+        }
+        if conflicts
+            .iter()
+            .filter(translating)
+            .any(|o| o.runs == Runs::After)
+        {
+            notes.push(format!(
+                "NAT chains after ours (priority above {ours}) do not see a packet ours \
+                 translates: the first binding decides"
+            ));
+        }
+    }
     Explanation {
         destination: q.dst,
         source: q.src,
@@ -367,7 +508,9 @@ pub fn explain(
         because,
         table: table.0,
         table_detail: table.1,
+        chain_priority: ours.to_string(),
         conflicts,
+        overridden_by,
         notes,
     }
 }
@@ -435,11 +578,6 @@ fn table_state(
 }
 
 impl Explanation {
-    /// The first other rule that translates the packet before ours, if one surely does.
-    pub fn overridden_by(&self) -> Option<&Finding> {
-        self.conflicts.iter().find(|f| f.answer == Answer::Yes)
-    }
-
     /// Short text for people: the decision first.
     pub fn text(&self) -> String {
         use std::fmt::Write as _;
@@ -450,10 +588,15 @@ impl Explanation {
             Decision::None => "not translated".to_string(),
         };
         let _ = writeln!(out, "{}: {what}", self.destination);
-        if let (Decision::None, Some(f)) = (self.decision, self.overridden_by()) {
+        if let Some(o) = &self.overridden_by {
+            let f = &o.finding;
+            let when = match (self.decision, o.runs) {
+                (Decision::None, Runs::After) => "after ours (our exemption does not stop it)",
+                _ => "first",
+            };
             let _ = writeln!(
                 out,
-                "  BUT {} {} chain {} (handle {}) translates it first: {}",
+                "  BUT {} {} chain {} (handle {}) translates it {when}: {}",
                 f.family, f.table, f.chain, f.handle, f.verdict
             );
         }
@@ -463,7 +606,19 @@ impl Explanation {
                 (None, Some(i)) => format!("{}[{i}]", b.key),
                 _ => b.key.clone(),
             };
-            let _ = writeln!(out, "  because {at} = {}: {}", b.value, b.why);
+            if b.no_entry {
+                let verb = match b.key.as_str() {
+                    "egressInterfaces" => "matches",
+                    _ => "contains",
+                };
+                let _ = writeln!(
+                    out,
+                    "  because no entry of {at} {verb} {}: {}",
+                    b.value, b.why
+                );
+            } else {
+                let _ = writeln!(out, "  because {at} = {}: {}", b.value, b.why);
+            }
         }
         let table = match self.table {
             TableState::InForce => "in force",
@@ -471,12 +626,22 @@ impl Explanation {
             TableState::Absent => "ABSENT",
             TableState::NotRead => "not read",
         };
-        let _ = write!(out, "  table inet nft-masq-agent: {table}");
+        let _ = write!(
+            out,
+            "  table inet nft-masq-agent: {table}, chain postrouting at priority {}",
+            self.chain_priority
+        );
         if let Some(d) = &self.table_detail {
             let _ = write!(out, " ({d})");
         }
         out.push('\n');
-        for f in &self.conflicts {
+        for o in &self.conflicts {
+            let f = &o.finding;
+            let runs = match o.runs {
+                Runs::Before => "before ours",
+                Runs::Same => "as ours, order undefined",
+                Runs::After => "after ours",
+            };
             let answer = match &f.answer {
                 Answer::Yes => "YES, first".to_string(),
                 Answer::No => "no".to_string(),
@@ -485,7 +650,7 @@ impl Explanation {
             };
             let _ = writeln!(
                 out,
-                "  other NAT rule {} {} chain {} priority {} handle {} ({}): {answer}",
+                "  other NAT rule {} {} chain {} priority {} ({runs}) handle {} ({}): {answer}",
                 f.family, f.table, f.chain, f.priority, f.handle, f.verdict
             );
         }
@@ -565,10 +730,12 @@ mod tests {
         );
         let (d, b, _) = decide(&c, &f, &q("11.22.33.44"));
         assert_eq!(
-            (d, b[0].why.as_str()),
+            (d, b[0].why.as_str(), b[0].no_entry),
             (
                 Decision::Masquerade,
-                "no non-masquerade entry contains the destination"
+                "11 entries: ip-masq-agent's default list and --nomasq-all-reserved-ranges; \
+                 not exempt",
+                true
             )
         );
         let (d, b, _) = decide(&c, &f, &q("2001:db8::5"));
@@ -637,6 +804,218 @@ mod tests {
         }
         assert_eq!(json["decision"], "snat");
         assert_eq!(json["because"][0]["key"], "sourceCIDRs");
+    }
+
+    /// iptables-nft's `-d 11.22.33.44 -j MASQUERADE` at nat POSTROUTING (srcnat).
+    fn masquerade_at_srcnat(answer: Answer) -> Finding {
+        Finding {
+            family: "ip",
+            table: "nat".into(),
+            chain: "POSTROUTING".into(),
+            priority: 100,
+            handle: 4,
+            rule: "ip daddr 11.22.33.44 masquerade".into(),
+            verdict: "masquerade".into(),
+            answer,
+        }
+    }
+
+    fn explained(cfg: &str, prio: &str, dst: &str, answer: Answer) -> Explanation {
+        let f = PolicyFlags {
+            chain_priority: prio.parse().unwrap(),
+            ..PolicyFlags::default()
+        };
+        let c = config(cfg, &f);
+        let found = vec![masquerade_at_srcnat(answer)];
+        explain(&c, &f, &q(dst), (TableState::InForce, None), found, vec![])
+    }
+
+    #[test]
+    fn the_chain_priority_decides_whose_translation_wins() {
+        let snat = "snatTo: [198.51.100.9]\n";
+        // Default, srcnat + 10: iptables' masquerade at srcnat binds first.
+        let e = explained(snat, "srcnat + 10", "11.22.33.44", Answer::Yes);
+        let by = e.overridden_by.as_ref().expect("overridden at the default");
+        assert_eq!((by.runs, by.finding.handle), (Runs::Before, 4));
+        let text = e.text();
+        assert!(
+            text.starts_with(
+                "11.22.33.44: snat to 198.51.100.9\n  BUT ip nat chain POSTROUTING (handle 4) \
+                 translates it first: masquerade\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("chain postrouting at priority srcnat + 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("priority 100 (before ours) handle 4"),
+            "{text}"
+        );
+        // srcnat - 10: ours binds first, the later masquerade never sees the packet.
+        let e = explained(snat, "srcnat - 10", "11.22.33.44", Answer::Yes);
+        assert_eq!(e.overridden_by, None, "{}", e.text());
+        assert_eq!(e.chain_priority, "srcnat - 10");
+        let text = e.text();
+        assert!(
+            text.contains("priority 100 (after ours) handle 4"),
+            "{text}"
+        );
+        assert!(text.contains("note: NAT chains after ours"), "{text}");
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["chain_priority"], "srcnat - 10");
+        assert_eq!(json["conflicts"][0]["runs"], "after");
+        assert_eq!(
+            json["conflicts"][0]["handle"], 4,
+            "the finding's fields, flattened"
+        );
+        // An exemption stops no later chain: still overridden at srcnat - 10.
+        let exempt = "nonMasqueradeCIDRs: [11.0.0.0/8]\n";
+        let e = explained(exempt, "srcnat - 10", "11.22.33.44", Answer::Yes);
+        assert_eq!(e.decision, Decision::None);
+        assert_eq!(e.overridden_by.as_ref().map(|o| o.runs), Some(Runs::After));
+        assert!(
+            e.text()
+                .contains("translates it after ours (our exemption does not stop it)"),
+            "{}",
+            e.text()
+        );
+        // At the same priority the order is undefined: said, not guessed.
+        let e = explained(snat, "srcnat", "11.22.33.44", Answer::Yes);
+        assert_eq!(e.overridden_by, None);
+        assert!(
+            e.notes
+                .iter()
+                .any(|n| n.contains("runs at our priority (srcnat)") && n.contains("not defined")),
+            "{:?}",
+            e.notes
+        );
+        assert!(
+            e.text().contains("(as ours, order undefined)"),
+            "{}",
+            e.text()
+        );
+    }
+
+    fn text_of(cfg: Option<&str>, dst: &str) -> String {
+        let f = PolicyFlags::default();
+        let c = match cfg {
+            Some(text) => config(text, &f),
+            None => Config::defaults(&f),
+        };
+        let e = explain(&c, &f, &q(dst), (TableState::InForce, None), vec![], vec![]);
+        e.text()
+    }
+
+    #[test]
+    fn the_text_says_which_entry_or_default_decides() {
+        // Nothing contains it: said as such, never as if the key had the address as value.
+        let t = text_of(None, "8.8.8.8");
+        assert!(
+            t.contains(
+                "  because no entry of nonMasqueradeCIDRs contains 8.8.8.8: 3 entries: \
+                 ip-masq-agent's default list; not exempt\n"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("nonMasqueradeCIDRs = 8.8.8.8"), "{t}");
+        let t = text_of(Some("nonMasqueradeCIDRs: [10.0.0.0/8]\n"), "8.8.8.8");
+        assert!(
+            t.contains(
+                "because no entry of nonMasqueradeCIDRs contains 8.8.8.8: 1 entry, from \
+                 /etc/config/ip-masq-agent; not exempt"
+            ),
+            "{t}"
+        );
+        let t = text_of(Some("nonMasqueradeCIDRs: []\n"), "10.1.2.3");
+        assert!(t.contains("the list is empty; not exempt"), "{t}");
+        // The entry that decides, with file and index.
+        let t = text_of(Some("nonMasqueradeCIDRs: [10.0.0.0/8]\n"), "10.1.2.3");
+        assert!(
+            t.contains(
+                "because nonMasqueradeCIDRs[0] in /etc/config/ip-masq-agent = 10.0.0.0/8: \
+                 contains the destination: not masqueraded"
+            ),
+            "{t}"
+        );
+        // A source or interface outside the scopes.
+        let f = PolicyFlags::default();
+        let c = config(
+            "sourceCIDRs: [10.244.0.0/16]\negressInterfaces: [eth0]\n",
+            &f,
+        );
+        let mut p = q("8.8.8.8");
+        p.src = Some("10.9.0.1".parse().unwrap());
+        let e = explain(&c, &f, &p, (TableState::InForce, None), vec![], vec![]);
+        assert!(
+            e.text()
+                .contains("because no entry of sourceCIDRs contains 10.9.0.1: 1 entry, from"),
+            "{}",
+            e.text()
+        );
+        p.src = None;
+        p.oif = Some("ens5".into());
+        let e = explain(&c, &f, &p, (TableState::InForce, None), vec![], vec![]);
+        assert!(
+            e.text()
+                .contains("because no entry of egressInterfaces matches ens5: 1 entry"),
+            "{}",
+            e.text()
+        );
+    }
+
+    #[test]
+    fn link_local_names_masq_link_local_either_way() {
+        let t = text_of(None, "169.254.169.254");
+        assert!(t.starts_with("169.254.169.254: not translated\n"), "{t}");
+        assert!(
+            t.contains("because masqLinkLocal = false: link-local 169.254.0.0/16 contains"),
+            "{t}"
+        );
+        let t = text_of(Some("masqLinkLocal: true\n"), "169.254.169.254");
+        assert!(t.starts_with("169.254.169.254: masquerade"), "{t}");
+        assert!(
+            t.contains(
+                "because masqLinkLocal = true: link-local 169.254.0.0/16 is not exempt: \
+                 translated like any destination"
+            ),
+            "{t}"
+        );
+        // Exempt by an entry even so: the entry decides, and masqLinkLocal is named.
+        let t = text_of(
+            Some("masqLinkLocal: true\nnonMasqueradeCIDRs: [169.254.0.0/16]\n"),
+            "169.254.169.254",
+        );
+        assert!(t.starts_with("169.254.169.254: not translated\n"), "{t}");
+        assert!(t.contains("because nonMasqueradeCIDRs[0]"), "{t}");
+        assert!(
+            t.contains(
+                "because masqLinkLocal = true: link-local 169.254.0.0/16 is not exempt by itself"
+            ),
+            "{t}"
+        );
+        // Not link-local: masqLinkLocal is not mentioned.
+        assert!(!text_of(Some("masqLinkLocal: true\n"), "8.8.8.8").contains("masqLinkLocal"));
+        // IPv6: masqLinkLocalIPv6.
+        let f = PolicyFlags {
+            enable_ipv6: true,
+            ..PolicyFlags::default()
+        };
+        let c = config("masqLinkLocalIPv6: true\n", &f);
+        let e = explain(
+            &c,
+            &f,
+            &q("fe80::1"),
+            (TableState::InForce, None),
+            vec![],
+            vec![],
+        );
+        assert!(
+            e.text().contains("because masqLinkLocalIPv6 = true"),
+            "{}",
+            e.text()
+        );
     }
 
     #[test]

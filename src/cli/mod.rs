@@ -20,6 +20,7 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use goflags::{Foreign, go_flags, level_for_verbosity};
 use nft_masq_agent::config::duration::parse_go_duration;
+use nft_masq_agent::config::priority::ChainPriority;
 use nft_masq_agent::config::{DEFAULT_MAX_PREFIXES, PolicyFlags, ports::PortRanges};
 use nft_masq_agent::daemon::Options;
 use nft_masq_agent::kernel::conntrack::Protocols;
@@ -58,7 +59,8 @@ pub struct Cli {
 
     /// Say whether packets to DESTINATION are translated and why: the config entries
     /// responsible, whether the table in the kernel is in force, and NAT rules of other
-    /// components that translate the packet before ours. Reading the kernel needs
+    /// components that translate the packet in place of ours (at --chain-priority: before
+    /// ours, or after an exemption of ours). Reading the kernel needs
     /// CAP_NET_ADMIN (without it, the config's answer alone).
     #[arg(long, group = "mode", value_name = "DESTINATION")]
     pub explain: Option<IpAddr>,
@@ -104,6 +106,20 @@ pub struct Cli {
     /// within the DaemonSet's 64 MiB memory limit; raise both together.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PREFIXES)]
     pub max_prefixes: usize,
+
+    /// Our NAT chain's priority at the postrouting hook, written as nft writes it:
+    /// `srcnat + 10` (the default: after iptables' nat POSTROUTING, like ip-masq-agent's
+    /// appended jump), `srcnat - 10`, `srcnat`, or a number. The first chain that sets up a
+    /// binding decides a connection's NAT: running earlier makes our masquerade or `snatTo`
+    /// win over a later chain's, but our exemptions never stop a later chain from
+    /// translating (docs/operations.md, "Chain priority").
+    #[arg(
+        long,
+        value_name = "PRIORITY",
+        default_value = "srcnat + 10",
+        allow_hyphen_values = true
+    )]
+    pub chain_priority: ChainPriority,
 
     /// The set elements one read of other components' NAT tables may keep, all tables
     /// together. Only the sets that rules reachable from their NAT postrouting chains look
@@ -159,6 +175,10 @@ pub struct Cli {
     /// implemented, in the order given ([`go_flags`] collects them).
     #[arg(skip)]
     pub foreign: Vec<Foreign>,
+
+    /// Whether `--config` was given on the command line (not the default).
+    #[arg(skip)]
+    pub explicit_config: bool,
 }
 
 /// The default `--config`: the directory of the ConfigMap volume, with a trailing slash so it
@@ -318,6 +338,8 @@ impl Cli {
         let matches = cmd.try_get_matches_from_mut(std::iter::once(program).chain(rest))?;
         let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
         cli.foreign = foreign;
+        cli.explicit_config =
+            matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
         Ok(cli)
     }
 
@@ -384,7 +406,36 @@ impl Cli {
             debounce: self.debounce,
             max_foreign_elements: self.max_foreign_elements,
             take_over_chain: self.take_over_chain(),
+            explicit_config: self.explicit_config,
         }
+    }
+
+    /// A warning for each `--config` path given explicitly that does not exist: the
+    /// defaults then apply, as for a missing default path, but an operator who named a path
+    /// meant a file (a typo, a volume not mounted). `None` for the default path.
+    pub fn missing_config_warning(&self) -> Option<String> {
+        if !self.explicit_config {
+            return None;
+        }
+        let missing: Vec<String> = self
+            .config
+            .iter()
+            .filter(|p| !p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        let all = missing.len() == self.config.len();
+        Some(format!(
+            "--config {} does not exist{}; the daemon reads it once it appears",
+            missing.join(", --config "),
+            if all {
+                ": ip-masq-agent's defaults are in force (metric nft_masq_agent_policy_source{source=\"missing\"})"
+            } else {
+                ": the other config paths apply"
+            }
+        ))
     }
 
     /// The policy flags.
@@ -395,6 +446,7 @@ impl Cli {
             random_fully: self.random_fully,
             to_ports: self.to_ports.clone(),
             max_prefixes: self.max_prefixes,
+            chain_priority: self.chain_priority,
         }
     }
 }
@@ -413,7 +465,12 @@ pub fn init_logging(cli: &Cli) {
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => {
+            nft_masq_agent::report::jsonlog::set_json(true);
+            builder
+                .event_format(nft_masq_agent::report::jsonlog::JsonLines)
+                .init()
+        }
     }
 }
 
@@ -464,6 +521,62 @@ mod tests {
             let flag = bad[0].split('=').next().unwrap();
             assert!(e.to_string().contains(flag), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn chain_priority_takes_nfts_forms_and_names_flag_and_value_when_bad() {
+        let prio = |args: &[&str]| parse(args).unwrap().policy_flags().chain_priority.0;
+        assert_eq!(prio(&[]), 110);
+        assert_eq!(prio(&["--chain-priority", "srcnat - 10"]), 90);
+        assert_eq!(prio(&["--chain-priority", "srcnat+5"]), 105);
+        assert_eq!(prio(&["--chain-priority", "-10"]), -10);
+        assert_eq!(prio(&["--chain-priority=95"]), 95);
+        for bad in ["srcnat plus 10", "dstnat", "5000"] {
+            let e = parse(&["--chain-priority", bad]).unwrap_err().to_string();
+            assert!(
+                e.contains("--chain-priority") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_missing_config_is_warned_about_the_default_is_not() {
+        let dir = std::env::temp_dir().join(format!("nma-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let there = dir.join("ip-masq-agent");
+        std::fs::write(&there, "nonMasqueradeCIDRs: []\n").unwrap();
+        let gone = dir.join("ip-masq-agnet");
+        let (there, gone) = (there.to_str().unwrap(), gone.to_str().unwrap());
+        // The default path, missing or not: as today.
+        let d = parse(&[]).unwrap();
+        assert!(!d.explicit_config && !d.daemon_options().explicit_config);
+        assert_eq!(d.missing_config_warning(), None);
+        let c = parse(&["--config", gone]).unwrap();
+        assert!(c.daemon_options().explicit_config);
+        let w = c.missing_config_warning().unwrap();
+        assert!(
+            w.starts_with(&format!(
+                "--config {gone} does not exist: ip-masq-agent's defaults"
+            )),
+            "{w}"
+        );
+        assert!(w.contains("source=\"missing\""), "{w}");
+        let w = parse(&["--config", there, "--config", gone])
+            .unwrap()
+            .missing_config_warning()
+            .unwrap();
+        assert!(
+            w.contains(gone) && w.contains("the other config paths apply"),
+            "{w}"
+        );
+        assert_eq!(
+            parse(&["--config", there])
+                .unwrap()
+                .missing_config_warning(),
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod duration;
 pub mod merge;
 pub mod ports;
+pub mod priority;
 pub mod snat;
 pub mod source;
 pub mod validate;
@@ -109,6 +110,8 @@ pub struct PolicyFlags {
     pub to_ports: Option<PortRanges>,
     /// `--max-prefixes`: the most prefixes a commit may hold.
     pub max_prefixes: usize,
+    /// `--chain-priority`: where our NAT chain runs among the others at postrouting.
+    pub chain_priority: priority::ChainPriority,
 }
 
 impl PolicyFlags {
@@ -129,6 +132,7 @@ impl Default for PolicyFlags {
             random_fully: true,
             to_ports: None,
             max_prefixes: DEFAULT_MAX_PREFIXES,
+            chain_priority: priority::ChainPriority::DEFAULT,
         }
     }
 }

@@ -129,6 +129,69 @@ fn yaml_1_1_booleans_are_accepted_like_ip_masq_agent() {
     assert!(ok("masqLinkLocal: on").masq_link_local);
     assert!(!ok("masqLinkLocal: off").masq_link_local);
     assert!(!ok("masqLinkLocal: false").masq_link_local);
+    assert!(ok("{\"masqLinkLocalIPv6\": true}").masq_link_local_ipv6);
+}
+
+#[test]
+fn booleans_given_as_strings_are_refused_with_a_hint_like_ip_masq_agent() {
+    let err = parse_str(
+        "masqLinkLocal: \"true\"\n",
+        Path::new("/etc/config/ip-masq-agent"),
+        &flags(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "/etc/config/ip-masq-agent: masqLinkLocal = \"true\": expected true or false, got a \
+             string: write masqLinkLocal: true without quotes (ip-masq-agent refuses a string \
+             here too)"
+        ),
+        "{err}"
+    );
+    let p = problems("{\"masqLinkLocalIPv6\": \"false\"}", &flags());
+    assert_eq!(
+        p,
+        [
+            "masqLinkLocalIPv6 = \"false\": expected true or false, got a string: write \
+          masqLinkLocalIPv6: false without quotes (ip-masq-agent refuses a string here too)"
+        ]
+    );
+    for quoted in ["'yes'", "'off'", "\"True\""] {
+        let p = problems(&format!("masqLinkLocal: {quoted}\n"), &flags());
+        assert!(
+            p.len() == 1 && p[0].contains("without quotes"),
+            "{quoted}: {p:?}"
+        );
+    }
+    assert_eq!(
+        problems("masqLinkLocal: maybe\n", &flags()),
+        ["masqLinkLocal = \"maybe\": expected true or false, got a string"]
+    );
+}
+
+#[test]
+fn a_whole_configmap_manifest_gets_one_error_with_a_hint() {
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ip-masq-agent\n  \
+                    namespace: kube-system\ndata:\n  ip-masq-agent: |\n    \
+                    nonMasqueradeCIDRs: [10.0.0.0/8]\n";
+    let p = problems(manifest, &flags());
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with(
+            "(document): this is a Kubernetes ConfigMap manifest, not the config it carries \
+             (its data keys: ip-masq-agent): pass the value of data.ip-masq-agent"
+        ),
+        "{p:?}"
+    );
+    assert!(p[0].contains("jsonpath='{.data.ip-masq-agent}'"), "{p:?}");
+    // As JSON, and without kind: apiVersion with data is enough.
+    let p = problems("{\"apiVersion\": \"v1\", \"data\": {}}", &flags());
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("it has no data keys"), "{p:?}");
+    // A config with a stray unknown key is still an unknown key.
+    let p = problems("kind: 1\n", &flags());
+    assert!(p[0].contains("unknown key"), "{p:?}");
 }
 
 #[test]

@@ -86,6 +86,47 @@ pub fn parse_file_str(text: &str, path: &Path, flags: &PolicyFlags) -> Result<Pa
     }
 }
 
+/// Whether a document is a whole Kubernetes ConfigMap manifest (`kind: ConfigMap`, or
+/// `apiVersion` with `data`) rather than the config it carries: the hint to give, naming
+/// the `data` keys found.
+fn configmap_manifest(map: &[(Value, Value)]) -> Option<String> {
+    let get = |name: &str| {
+        map.iter().find_map(|(k, v)| match untag(k) {
+            Value::Str(s) if s == name => Some(untag(v)),
+            _ => None,
+        })
+    };
+    let kind = match get("kind") {
+        Some(Value::Str(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let data = get("data");
+    if kind != Some("ConfigMap") && !(get("apiVersion").is_some() && data.is_some()) {
+        return None;
+    }
+    let keys: Vec<String> = match data {
+        Some(Value::Map(m)) => m
+            .iter()
+            .filter_map(|(k, _)| match untag(k) {
+                Value::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let found = if keys.is_empty() {
+        "it has no data keys".to_string()
+    } else {
+        format!("its data keys: {}", keys.join(", "))
+    };
+    Some(format!(
+        "this is a Kubernetes {} manifest, not the config it carries ({found}): pass the value \
+         of data.ip-masq-agent, the file its volume mounts at /etc/config/ip-masq-agent \
+         (kubectl get configmap NAME -o jsonpath='{{.data.ip-masq-agent}}' > FILE)",
+        kind.unwrap_or("ConfigMap-like")
+    ))
+}
+
 fn untag(v: &Value) -> &Value {
     match v {
         Value::Tagged(_, v) => untag(v),
@@ -173,6 +214,11 @@ impl Validator<'_> {
                 return config;
             }
         };
+        if let Some(message) = configmap_manifest(map) {
+            // One problem, not one "unknown key" per field of the manifest.
+            self.problem("(document)", None, message);
+            return config;
+        }
         for (key, value) in self.resolve_keys(map) {
             self.apply(&mut config, key, untag(value));
         }
@@ -393,19 +439,27 @@ impl Validator<'_> {
 
     fn boolean(&mut self, key: &str, value: &Value) -> Option<bool> {
         match value {
+            // Plain yes/no/on/off are booleans already (YAML 1.1, as ip-masq-agent reads).
             Value::Bool(b) => Some(*b),
-            // ip-masq-agent reads YAML 1.1 (go-yaml v2), where yes/no/on/off are booleans;
-            // our YAML 1.2 parser sees strings, so accept those spellings for compatibility.
-            Value::Str(s) => match s.as_str() {
-                "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True"
-                | "TRUE" => Some(true),
-                "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
-                | "FALSE" => Some(false),
-                _ => {
-                    self.problem(key, Some(value), "expected true or false");
-                    None
-                }
-            },
+            // A quoted one is a string, which ip-masq-agent's JSON decoding refuses for a
+            // boolean field: refused here too, rather than accepted by one and not the other.
+            Value::Str(s) => {
+                let bare = s.trim().to_ascii_lowercase();
+                let message = if matches!(
+                    bare.as_str(),
+                    "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
+                ) {
+                    format!(
+                        "expected true or false, got a string: write {key}: {} without quotes \
+                         (ip-masq-agent refuses a string here too)",
+                        matches!(bare.as_str(), "true" | "yes" | "on" | "y")
+                    )
+                } else {
+                    "expected true or false, got a string".to_string()
+                };
+                self.problem(key, Some(value), message);
+                None
+            }
             other => {
                 self.problem(
                     key,

@@ -9,8 +9,9 @@
 //!
 //! Plain scalars are typed by YAML 1.2's core schema, as before: `true`/`false`, `null`/`~`,
 //! decimal, `0x` and `0o` integers, floats, `.inf`/`.nan`; `064` and `1_000` stay strings.
-//! YAML 1.1's `yes`/`no`/`on`/`off` stay strings too: the validator accepts them for boolean
-//! keys, where ip-masq-agent (YAML 1.1) does.
+//! Plain `y`/`n`/`yes`/`no`/`on`/`off` (in the usual capitalisations) are booleans too, as in
+//! YAML 1.1, which ip-masq-agent reads; a quoted scalar is always a string, so that a
+//! boolean key can refuse `"true"` as ip-masq-agent does.
 
 use std::fmt;
 
@@ -288,6 +289,9 @@ fn plain(v: &str) -> Node {
         "" | "~" | "null" | "Null" | "NULL" => return Node::Null,
         "true" | "True" | "TRUE" => return Node::Bool(true),
         "false" | "False" | "FALSE" => return Node::Bool(false),
+        // YAML 1.1's, as go-yaml v2 (ip-masq-agent's) resolves them.
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Node::Bool(true),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Node::Bool(false),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
             return Node::Float(f64::INFINITY);
         }
@@ -379,7 +383,10 @@ mod tests {
             ("'64'", s("64")),
             ("064", s("064")),
             ("1_000", s("1_000")),
-            ("yes", s("yes")),
+            ("yes", Node::Bool(true)),
+            ("Off", Node::Bool(false)),
+            ("'yes'", s("yes")),
+            ("\"true\"", s("true")),
             ("true", Node::Bool(true)),
             ("~", Node::Null),
             ("!!str 10", s("10")),

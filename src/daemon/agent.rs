@@ -160,6 +160,12 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         self
     }
 
+    /// Says whether the config paths were given explicitly (`--config`).
+    pub fn with_explicit_config(mut self, explicit: bool) -> Agent<K, S> {
+        self.wanted.set_explicit(explicit);
+        self
+    }
+
     /// The config in force.
     pub fn config(&self) -> &Config {
         self.wanted.config()

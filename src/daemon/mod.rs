@@ -77,6 +77,9 @@ pub struct Options {
     /// The most set elements of other NAT tables read per conflict analysis
     /// (`--max-foreign-elements`).
     pub max_foreign_elements: usize,
+    /// `config` was given on the command line, not the default: none of it existing is
+    /// reported (the `missing` policy source).
+    pub explicit_config: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. The table stays in force on exit.
@@ -137,7 +140,8 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
         Instant::now(),
     )
     .with_conntrack(opts.conntrack)
-    .with_takeover(opts.take_over_chain);
+    .with_takeover(opts.take_over_chain)
+    .with_explicit_config(opts.explicit_config);
     event_loop::run(
         agent,
         event_loop::Wakers {

@@ -466,6 +466,32 @@ fn bad_config_at_start_with_a_table_keeps_it_exactly_until_fixed() {
 }
 
 #[test]
+fn an_explicit_config_path_that_does_not_exist_is_the_missing_source() {
+    let explicit = |text: Option<&str>| {
+        let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, text);
+        h.agent = h.agent.with_explicit_config(true);
+        h.start()
+    };
+    let source =
+        |h: &Harness, s: &str| h.metric(&format!("nft_masq_agent_policy_source{{source=\"{s}\"}}"));
+    // No file at the path given: the defaults, but said to be missing, not chosen.
+    let mut h = explicit(None);
+    assert!(h.live_is_desired());
+    assert_eq!((source(&h, "missing"), source(&h, "config")), (1.0, 0.0));
+    // The file appears: the config.
+    h.source.write(Some("nonMasqueradeCIDRs: [10.0.0.0/8]\n"));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!((source(&h, "missing"), source(&h, "config")), (0.0, 1.0));
+    // It goes again: missing again.
+    h.source.write(None);
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!((source(&h, "missing"), source(&h, "config")), (1.0, 0.0));
+    // The default path missing stays the config's defaults, as with ip-masq-agent.
+    let h = Harness::new(LINUX_6_12, OwnerMode::Off, None).start();
+    assert_eq!((source(&h, "missing"), source(&h, "config")), (0.0, 1.0));
+}
+
+#[test]
 fn failing_checks_are_retried_soon_and_make_the_agent_not_ready() {
     let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
     h.kernel.0.borrow_mut().read_fails = Some(libc::EIO);

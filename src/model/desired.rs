@@ -3,10 +3,9 @@
 use ipnet::IpNet;
 
 use super::{
-    BaseChain, CHAIN_NAME, CHAIN_PRIORITY, Chain, HOOK_POSTROUTING, Interface,
-    NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED, NameSet, POLICY_ACCEPT, Rule, SET_EGRESS,
-    SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Stmt, TABLE_NAME, TO_PORTS_PROTOCOLS, Table,
-    TableFlags,
+    BaseChain, CHAIN_NAME, Chain, HOOK_POSTROUTING, Interface, NAT_PROTO_RANDOM_FULLY,
+    NAT_PROTO_SPECIFIED, NameSet, POLICY_ACCEPT, Rule, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4,
+    SET_V6, Set, Stmt, TABLE_NAME, TO_PORTS_PROTOCOLS, Table, TableFlags,
 };
 use crate::addr::prefix::Family;
 use crate::config::{Config, PolicyFlags, SnatTarget, values};
@@ -28,7 +27,7 @@ pub fn non_masquerade_prefixes(config: &Config, family: Family) -> Vec<IpNet> {
 ///     set sources-v4 { ... }                       # with sourceCIDRs (and -v6)
 ///     set egress-interfaces { type ifname; ... }   # with egressInterfaces
 ///     chain postrouting {
-///         type nat hook postrouting priority srcnat + 10; policy accept;
+///         type nat hook postrouting priority srcnat + 10; policy accept;  # --chain-priority
 ///         meta nfproto ipv6 return                 # without --enable-ipv6
 ///         ip saddr != @sources-v4 return           # with sourceCIDRs
 ///         oifname != @egress-interfaces return     # with egressInterfaces
@@ -48,7 +47,7 @@ pub fn desired(config: &Config, flags: &PolicyFlags, table_flags: TableFlags) ->
         name_sets: name_sets(config),
         chains: vec![Chain {
             name: CHAIN_NAME.into(),
-            base: Some(nat_postrouting()),
+            base: Some(nat_postrouting(flags)),
             rules: rules(config, flags),
         }],
         foreign: Vec::new(),
@@ -122,11 +121,12 @@ fn name_sets(config: &Config) -> Vec<NameSet> {
     }]
 }
 
-fn nat_postrouting() -> BaseChain {
+/// Our base chain, at `--chain-priority` (`srcnat + 10` by default; docs/design.md).
+fn nat_postrouting(flags: &PolicyFlags) -> BaseChain {
     BaseChain {
         kind: "nat".into(),
         hook: HOOK_POSTROUTING,
-        priority: CHAIN_PRIORITY,
+        priority: flags.chain_priority.0,
         policy: POLICY_ACCEPT,
     }
 }

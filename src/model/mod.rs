@@ -34,10 +34,6 @@ pub const SET_SRC_V6: &str = "sources-v6";
 pub const SET_EGRESS: &str = "egress-interfaces";
 /// The base chain.
 pub const CHAIN_NAME: &str = "postrouting";
-/// `srcnat` (100) + 10: after iptables' nat POSTROUTING chains, so that kube-proxy's and a
-/// CNI's explicit SNAT rules take effect first and our masquerade is the catch-all, like
-/// ip-masq-agent's jump appended at the end of POSTROUTING. See docs/design.md.
-pub const CHAIN_PRIORITY: i32 = 110;
 
 /// `NF_NAT_RANGE_PROTO_SPECIFIED`: the masquerade carries a port range.
 pub const NAT_PROTO_SPECIFIED: u32 = 0x02;

@@ -9,6 +9,8 @@ use std::fmt::{self, Display, Formatter, Write as _};
 
 use std::net::IpAddr;
 
+use crate::config::priority::ChainPriority;
+
 use super::{
     Annotations, BaseChain, Chain, Family, NAT_PERSISTENT, NAT_PROTO_RANDOM,
     NAT_PROTO_RANDOM_FULLY, NameSet, Rule, Set, Stmt, Table, TableFlags,
@@ -239,12 +241,7 @@ impl Display for BaseChain {
         }
         // nft's symbolic priority for nat at postrouting is `srcnat` (100).
         if self.kind == "nat" && hook == Some("postrouting") {
-            let off = self.priority - 100;
-            match off {
-                0 => f.write_str(" priority srcnat")?,
-                o if o > 0 => write!(f, " priority srcnat + {o}")?,
-                o => write!(f, " priority srcnat - {}", -o)?,
-            }
+            write!(f, " priority {}", ChainPriority(self.priority))?;
         } else {
             write!(f, " priority {}", self.priority)?;
         }

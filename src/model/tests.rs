@@ -304,3 +304,18 @@ fn snat_to_replaces_masquerade_per_family() {
     );
     snapshot("snat", &t);
 }
+
+#[test]
+fn the_chain_priority_is_the_flags_and_shown_as_nft_writes_it() {
+    let text = |prio: &str| {
+        let f = PolicyFlags {
+            chain_priority: prio.parse().unwrap(),
+            ..PolicyFlags::default()
+        };
+        desired(&Config::defaults(&f), &f, TableFlags::default()).to_string()
+    };
+    let line = "type nat hook postrouting priority";
+    assert!(text("srcnat + 10").contains(&format!("{line} srcnat + 10;")));
+    assert!(text("srcnat - 10").contains(&format!("{line} srcnat - 10;")));
+    assert!(text("100").contains(&format!("{line} srcnat;")));
+}

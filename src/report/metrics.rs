@@ -59,13 +59,17 @@ pub enum PolicySource {
     Defaults,
     /// The table found at start, kept because the config was invalid.
     Adopted,
+    /// ip-masq-agent's defaults, because no path given explicitly with `--config` exists
+    /// (a typo or a volume not mounted, rather than defaults on purpose).
+    Missing,
 }
 
 impl PolicySource {
-    const ALL: [PolicySource; 3] = [
+    const ALL: [PolicySource; 4] = [
         PolicySource::Config,
         PolicySource::Defaults,
         PolicySource::Adopted,
+        PolicySource::Missing,
     ];
 
     fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl PolicySource {
             PolicySource::Config => "config",
             PolicySource::Defaults => "defaults",
             PolicySource::Adopted => "adopted",
+            PolicySource::Missing => "missing",
         }
     }
 }
@@ -125,7 +130,7 @@ const HELP_CONFIG_ERRORS: &str =
 const HELP_CONFIG_LAST_GOOD: &str = "Unix time of the last successful config load";
 const HELP_CONFIG_VALID: &str =
     "1 if the config file as it is now is valid, 0 if the last load failed";
-const HELP_POLICY_SOURCE: &str = "1 for where the table in force comes from: config, defaults (invalid config at start, no table) or adopted (invalid config at start, table kept)";
+const HELP_POLICY_SOURCE: &str = "1 for where the table in force comes from: config, defaults (invalid config at start, no table), adopted (invalid config at start, table kept) or missing (no --config path given explicitly exists: the defaults)";
 const HELP_PREFIXES: &str = "Non-masquerade prefixes in force, by family";
 const HELP_ELEMENTS: &str = "Interval set elements in the committed table";
 const HELP_MASQ_PACKETS: &str =

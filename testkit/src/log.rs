@@ -114,13 +114,22 @@ impl LogLine {
             "{} {:>5} {}: {}",
             self.timestamp, self.level, self.target, self.message
         );
+        let mut lists = String::new();
         for (k, v) in &self.fields {
             match v {
                 Value::String(text) => s.push_str(&format!(" {k}={text:?}")),
+                // A list of strings (a config's `problems`): one per line, as the text
+                // format writes them.
+                Value::Array(items) if items.iter().all(Value::is_string) => {
+                    for item in items.iter().filter_map(Value::as_str) {
+                        lists.push_str("\n  ");
+                        lists.push_str(item);
+                    }
+                }
                 other => s.push_str(&format!(" {k}={other}")),
             }
         }
-        s
+        s + &lists
     }
 }
 
@@ -240,6 +249,18 @@ mod tests {
     const DAEMON_COMMIT: &str = r#"{"timestamp":"2026-12-06T22:16:49.460003Z","level":"INFO","fields":{"message":"committed table inet nft-masq-agent (start-up): +10.0.0.0/8 +169.254.0.0/16","reason":"startup","prefixes":2,"elements":5,"sent":5,"form":"delete-first","added":2,"removed":0,"duration_ms":"10.910"},"target":"nft_masq_agent::daemon::agent"}"#;
     const ONCE_COMMIT: &str = r#"{"timestamp":"2026-12-06T22:16:49.389465Z","level":"INFO","fields":{"message":"committed table inet nft-masq-agent","prefixes":4,"elements":9,"bytes":1404,"duration_ms":0.442521},"target":"nft_masq_agent"}"#;
     const CONNTRACK: &str = r#"{"timestamp":"2026-12-06T22:16:49.475813Z","level":"INFO","fields":{"message":"conntrack: 0 of 0 entries deleted","examined":0,"deleted":0,"duration_ms":"14.9"},"target":"nft_masq_agent::daemon::agent"}"#;
+
+    #[test]
+    fn a_list_of_problems_renders_one_per_line() {
+        let line = LogLine::parse(
+            r#"{"timestamp":"2026-12-07T00:38:21.996617Z","level":"ERROR","fields":{"message":"invalid config file /c: 2 problems; keeping the last good config","problems":["/c: a = [\"x\"]: unknown key","/c: b = 1: bad"]},"target":"t"}"#,
+        );
+        assert_eq!(
+            line.render(),
+            "2026-12-07T00:38:21.996617Z ERROR t: invalid config file /c: 2 problems; keeping the \
+             last good config\n  /c: a = [\"x\"]: unknown key\n  /c: b = 1: bad"
+        );
+    }
 
     #[test]
     fn commits_are_told_by_their_fields() {

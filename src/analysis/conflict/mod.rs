@@ -1,12 +1,16 @@
-//! Other components' NAT rules that run before ours, and whether they translate a packet
-//! first. Pure: the tables come in as read ([`crate::kernel::nft::ruleset`]), a packet as far as it
-//! is known ([`Packet`]), findings go out.
+//! Other components' NAT rules at the postrouting hook, and whether they translate a packet
+//! in place of our decision. Pure: the tables come in as read
+//! ([`crate::kernel::nft::ruleset`]), a packet as far as it is known ([`Packet`]), findings
+//! go out.
 //!
 //! NAT chains at the postrouting hook run in priority order for a connection's first
-//! packet, and the first that sets up a binding wins; ours runs at `srcnat + 10`. So a rule
-//! of another table at a lower (or equal) priority that masquerades or SNATs a destination
-//! our config exempts overrides that decision (kubenet's `! -d 10.0.0.0/8 -j MASQUERADE`, a
-//! CNI's `ipMasq`, an old ip-masq-agent chain). Each such rule is evaluated on the packet
+//! packet, and the first that sets up a binding wins; a chain that returns (or accepts)
+//! sets up none, and the next one runs. So a rule of another table that masquerades or
+//! SNATs a destination our config exempts overrides that decision *whatever its priority*:
+//! before ours it translates first, after ours our `return` does not stop it (kubenet's
+//! `! -d 10.0.0.0/8 -j MASQUERADE`, a CNI's `ipMasq`, an old ip-masq-agent chain). A
+//! destination we translate is overridden only by a rule that runs before ours
+//! (`--chain-priority`; [`crate::analysis::explain::Runs`]). Each rule is evaluated on the packet
 //! with a small emulation of the kernel's register machine (`emulate.rs`): the matches we
 //! can decide (addresses, family, output interface name, address type, sets, verdict maps)
 //! are decided; the rest (a packet mark, an input interface, ports...) leave the answer
@@ -45,8 +49,8 @@ fn sees(family: u8, probe: &Packet) -> bool {
     }
 }
 
-/// Every translating rule of the NAT postrouting chains that run before ours and see the
-/// packet's family, with its answer for the packet, in evaluation order.
+/// Every translating rule of the NAT postrouting chains (at any priority) that see the
+/// packet's family, with its answer for the packet, in evaluation order (by priority).
 ///
 /// A pod's packet carries no mark, so the packet is first walked unmarked; then with an
 /// unknown mark, to find the rules only a marked packet reaches (kube-proxy marks the service
@@ -98,15 +102,16 @@ pub fn analyze_until(
 }
 
 /// The rules of `findings` that override a non-masquerade decision (answer yes, or cannot
-/// tell), as opposed to conditional ones and ones that do not apply.
+/// tell), as opposed to conditional ones and ones that do not apply. Their priority does
+/// not matter: our `return` stops no later chain.
 pub fn conflicts(findings: &[Finding]) -> impl Iterator<Item = &Finding> {
     findings
         .iter()
         .filter(|f| matches!(f.answer, Answer::Yes | Answer::CannotTell(_)))
 }
 
-/// [`analyze`], and every other translating rule a NAT postrouting chain that runs before
-/// ours reaches, whatever the packet: "no" for this packet, so `--explain` can list them.
+/// [`analyze`], and every other translating rule a NAT postrouting chain reaches, whatever
+/// the packet: "no" for this packet, so `--explain` can list them.
 pub fn analyze_all(tables: &[ForeignTable], probe: &Packet) -> Vec<Finding> {
     let mut found = analyze(tables, probe);
     let listed: HashSet<(&str, String, u64)> = found

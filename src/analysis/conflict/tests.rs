@@ -200,10 +200,13 @@ fn a_return_in_a_jumped_chain_comes_back_to_the_caller() {
 }
 
 #[test]
-fn chains_after_ours_and_other_families_are_left_out() {
+fn chains_after_ours_are_walked_too_and_other_families_left_out() {
+    // A chain after ours still translates what our `return` leaves alone.
     let mut t = kubelet_kubenet_kube_proxy();
     t.chains[0] = base("POSTROUTING", 200);
-    assert!(analyze(&[t], &probe("192.168.0.5")).is_empty());
+    let f = analyze(&[t], &probe("192.168.0.5"));
+    assert_eq!(answers(&f)[0], (2, Answer::Yes), "{f:?}");
+    assert_eq!(f[0].priority, 200);
     let t = kubelet_kubenet_kube_proxy();
     assert!(
         analyze(&[t], &probe("2001:db8::5")).is_empty(),

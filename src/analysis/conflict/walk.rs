@@ -25,7 +25,7 @@ use super::finding::{Answer, Finding, Stopper, Why, describe, extend, join};
 use crate::analysis::Packet;
 use crate::kernel::nft::decode::RuleMsg;
 use crate::kernel::nft::expr::{Expr, ImmData};
-use crate::kernel::nft::ruleset::{ForeignSet, ForeignTable, family_name, runs_before_ours};
+use crate::kernel::nft::ruleset::{ForeignSet, ForeignTable, family_name, is_nat_postrouting};
 use crate::kernel::nft::uapi::*;
 
 /// A foreign table indexed for walks.
@@ -36,7 +36,7 @@ pub(super) struct Table<'a> {
     /// The indices (in `table.rules`) of each chain's rules, in order.
     rules: Vec<Vec<usize>>,
     sets: HashMap<&'a str, &'a ForeignSet>,
-    /// The base chains walked (NAT postrouting, before ours) and their priorities.
+    /// The base chains walked (NAT postrouting, at any priority) and their priorities.
     pub bases: Vec<(usize, i32)>,
     /// Chains in depth-first post-order (callees before callers).
     post: Vec<usize>,
@@ -101,7 +101,7 @@ impl<'a> Table<'a> {
         let mut is_base = HashSet::new();
         for c in &table.chains {
             let id = t.id(&c.chain.name);
-            if runs_before_ours(&c.chain.base) && is_base.insert(id) {
+            if is_nat_postrouting(&c.chain.base) && is_base.insert(id) {
                 let prio = c.chain.base.as_ref().map_or(0, |b| b.priority);
                 t.bases.push((id, prio));
             }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError, Loaded, PolicyFlags};
 use crate::daemon::error::chain;
 use crate::model::{self, TABLE_NAME, Table, TableFlags};
+use crate::report::jsonlog::error_with_problems;
 use crate::report::metrics::PolicySource;
 
 /// Why the table in force is not the operator's: no config has validated since start.
@@ -56,6 +57,9 @@ pub struct Wanted {
     fallback: Option<Fallback>,
     /// The last config error, logged once until its text changes; cleared by a valid one.
     error: Option<Arc<ConfigError>>,
+    /// The config paths were given explicitly (`--config`): none of them existing is a
+    /// mistake to show (the `missing` policy source), not ip-masq-agent's defaults on purpose.
+    explicit: bool,
 }
 
 impl Wanted {
@@ -69,7 +73,13 @@ impl Wanted {
             table,
             fallback: None,
             error: None,
+            explicit: false,
         }
+    }
+
+    /// Says whether the config paths were given explicitly (`--config`).
+    pub fn set_explicit(&mut self, explicit: bool) {
+        self.explicit = explicit;
     }
 
     /// The config in force.
@@ -109,7 +119,13 @@ impl Wanted {
 
     /// Where the table in force comes from.
     pub fn source(&self) -> PolicySource {
-        self.fallback.map_or(PolicySource::Config, Fallback::source)
+        match self.fallback {
+            Some(fallback) => fallback.source(),
+            // A valid config read from no file is the defaults: on purpose at the default
+            // path, a mistake when the paths were given explicitly.
+            None if self.explicit && self.config.files.is_empty() => PolicySource::Missing,
+            None => PolicySource::Config,
+        }
     }
 
     /// The error while the config cannot be read at all (not while it is read and refused):
@@ -159,9 +175,12 @@ impl Wanted {
             } else {
                 ""
             };
-            tracing::error!(
-                "{text}; keeping the last good config ({} prefixes in force){ready}",
-                self.table.prefix_count()
+            error_with_problems(
+                &text,
+                &format!(
+                    "; keeping the last good config ({} prefixes in force){ready}",
+                    self.table.prefix_count()
+                ),
             );
         }
         self.error = Some(Arc::new(e));
@@ -180,10 +199,13 @@ impl Wanted {
         self.error = Some(Arc::new(e));
         let fallback = match found {
             Some(live) => {
-                tracing::error!(
-                    "{error}; KEEPING TABLE inet {TABLE_NAME} AS IT IS ({} prefixes, adopted from \
-                     before this start) until the file is fixed",
-                    live.prefix_count()
+                error_with_problems(
+                    &error,
+                    &format!(
+                        "; KEEPING TABLE inet {TABLE_NAME} AS IT IS ({} prefixes, adopted from \
+                         before this start) until the file is fixed",
+                        live.prefix_count()
+                    ),
                 );
                 self.table = live;
                 Fallback::Adopted
@@ -192,8 +214,9 @@ impl Wanted {
                 // ip-masq-agent installs nothing for a whole resync period in this case; a
                 // node without masquerade rules loses egress, so we run the defaults, say
                 // so loudly, and stay not ready (a rollout with a broken ConfigMap stalls).
-                tracing::error!(
-                    "{error}; STARTING WITH THE DEFAULT CONFIG until the file is fixed"
+                error_with_problems(
+                    &error,
+                    "; STARTING WITH THE DEFAULT CONFIG until the file is fixed",
                 );
                 self.table = self.build(table_flags);
                 Fallback::Defaults

@@ -16,7 +16,7 @@ use super::expr::{Expr, ImmData};
 use super::uapi::*;
 use crate::addr::prefix::Span;
 use crate::kernel::netlink::{Malformed, Msg};
-use crate::model::{BaseChain, CHAIN_PRIORITY, HOOK_POSTROUTING};
+use crate::model::{BaseChain, HOOK_POSTROUTING};
 
 /// The default of `--max-foreign-elements`: the set elements one read of the other NAT
 /// tables keeps in all. Masquerade rules of CNIs look up a handful of pool prefixes, and
@@ -211,12 +211,6 @@ pub fn is_nat_postrouting(base: &Option<BaseChain>) -> bool {
         .is_some_and(|b| b.kind == "nat" && b.hook == HOOK_POSTROUTING)
 }
 
-/// Whether a chain is a NAT postrouting base chain that runs before (or with) ours: the
-/// only ones whose rules can translate a packet first.
-pub fn runs_before_ours(base: &Option<BaseChain>) -> bool {
-    is_nat_postrouting(base) && base.as_ref().is_some_and(|b| b.priority <= CHAIN_PRIORITY)
-}
-
 /// Whether a family's chains see IPv4 or IPv6 packets at all.
 pub fn relevant_family(family: u8) -> bool {
     matches!(family, NFPROTO_IPV4 | NFPROTO_IPV6 | NFPROTO_INET)
@@ -239,9 +233,10 @@ pub fn nat_tables(chains: &[(u8, ChainMsg)], ours: &str) -> Vec<(u8, String)> {
     out
 }
 
-/// The chains reachable from a table's NAT postrouting chains that run before ours, and
-/// the sets their rules look up. Incremental, so the reader can resume it when a verdict
-/// map it read turns out to jump further: every chain and set is visited once.
+/// The chains reachable from a table's NAT postrouting chains (at any priority: one after
+/// ours still translates what ours leaves alone), and the sets their rules look up.
+/// Incremental, so the reader can resume it when a verdict map it read turns out to jump
+/// further: every chain and set is visited once.
 pub struct Reach<'a> {
     rules: HashMap<&'a str, Vec<&'a RuleMsg>>,
     seen: HashSet<&'a str>,
@@ -250,7 +245,7 @@ pub struct Reach<'a> {
 }
 
 impl<'a> Reach<'a> {
-    /// Starts from the NAT postrouting base chains of `chains` that run before ours.
+    /// Starts from the NAT postrouting base chains of `chains`.
     pub fn new(chains: &'a [ChainMsg], rules: &'a [RuleMsg]) -> Reach<'a> {
         let mut by_chain: HashMap<&'a str, Vec<&'a RuleMsg>> = HashMap::new();
         for c in chains {
@@ -265,7 +260,7 @@ impl<'a> Reach<'a> {
             queue: Vec::new(),
             looked_up: HashSet::new(),
         };
-        for c in chains.iter().filter(|c| runs_before_ours(&c.chain.base)) {
+        for c in chains.iter().filter(|c| is_nat_postrouting(&c.chain.base)) {
             reach.add(&c.chain.name);
         }
         reach

@@ -30,11 +30,11 @@ enum Read {
 
 impl NftSocket {
     /// Every other table with a NAT chain at the postrouting hook (families ip, ip6, inet;
-    /// our own table left out): the chains its NAT postrouting chains that run before ours
-    /// reach, their rules, and the sets those rules look up, at most `max_elements` set
+    /// our own table left out): the chains its NAT postrouting chains reach (at any
+    /// priority), their rules, and the sets those rules look up, at most `max_elements` set
     /// elements in all. Once a set would exceed that, it and every set after it are not read
-    /// (its dump is cut off, not drained) and their tables are listed as too large. Read between two generation reads and retried if the ruleset changed
-    /// meanwhile.
+    /// (its dump is cut off, not drained) and their tables are listed as too large. Read
+    /// between two generation reads and retried if the ruleset changed meanwhile.
     pub fn read_nat_tables(
         &mut self,
         ours: &str,
