@@ -128,6 +128,7 @@ fn structured(input: &Input) {
         random_fully: input.random_fully,
         to_ports: ports.parse().ok(),
         max_prefixes: usize::MAX,
+        ..PolicyFlags::default()
     };
     // snatTo: at most one target per family, first <= last (what validation lets through).
     let mut snat: Vec<SnatTarget> = Vec::new();

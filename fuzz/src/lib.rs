@@ -11,6 +11,7 @@ pub mod foreign;
 
 use ipnet::IpNet;
 use nft_masq_agent::addr::prefix::{RangeSet, Span};
+use nft_masq_agent::config::priority::ChainPriority;
 use nft_masq_agent::config::{Config, DEFAULT_MAX_PREFIXES, PolicyFlags, values};
 use nft_masq_agent::kernel::netlink::messages;
 use nft_masq_agent::kernel::nft::decode;
@@ -27,7 +28,9 @@ pub const TO_PORTS: &str = "1024-29999,32768-65535";
 
 /// The policy flags selected by one input byte: bit 0 `--enable-ipv6`, bit 1
 /// `--nomasq-all-reserved-ranges`, bit 2 `--random-fully=false`, bit 3 `--to-ports`, bits
-/// 4-5 `--max-prefixes` (the default, 1, 64 or 4096: small caps make the cap reachable).
+/// 4-5 `--max-prefixes` (the default, 1, 64 or 4096: small caps make the cap reachable),
+/// bits 6-7 `--chain-priority` (the default, the lowest and highest the agent accepts, or
+/// `srcnat - 10`: the encoder and decoder see negative and large values).
 pub fn policy_flags(b: u8) -> PolicyFlags {
     PolicyFlags {
         enable_ipv6: b & 1 != 0,
@@ -39,6 +42,12 @@ pub fn policy_flags(b: u8) -> PolicyFlags {
             1 => 1,
             2 => 64,
             _ => 4096,
+        },
+        chain_priority: match b >> 6 {
+            0 => ChainPriority::DEFAULT,
+            1 => ChainPriority::MIN,
+            2 => ChainPriority::MAX,
+            _ => ChainPriority(90),
         },
     }
 }
