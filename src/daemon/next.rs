@@ -127,6 +127,11 @@ mod tests {
     use super::*;
     use crate::daemon::drift::Committer;
 
+    /// The C library's words for `errno` (glibc and musl word some differently).
+    fn os(errno: i32) -> String {
+        std::io::Error::from_raw_os_error(errno).to_string()
+    }
+
     fn text(c: &Condition) -> Result<(), String> {
         c.clone().readiness().map_err(|e| e.to_string())
     }
@@ -158,11 +163,10 @@ mod tests {
         }));
         assert_eq!(
             text(&c),
-            Err(
-                "cannot read the table back: the kernel answered GETSET with: Input/output \
-                 error (os error 5)"
-                    .into()
-            )
+            Err(format!(
+                "cannot read the table back: the kernel answered GETSET with: {}",
+                os(libc::EIO)
+            ))
         );
         c.contested = Some(Fight {
             repairs: 5,
@@ -182,11 +186,10 @@ mod tests {
         }));
         assert_eq!(
             text(&c),
-            Err(
-                "commit failed: the kernel answered NEWTABLE with: Operation not permitted \
-                 (os error 1)"
-                    .into()
-            )
+            Err(format!(
+                "commit failed: the kernel answered NEWTABLE with: {}",
+                os(libc::EPERM)
+            ))
         );
         c.held_by_other = Some(999);
         assert_eq!(
