@@ -666,9 +666,15 @@ fn flood(run: &Run, v: &mut Verdict) {
     );
 }
 
-/// The main phase's samples after warm-up (its first 20 %).
+/// The main phase's samples after warm-up: its first 20 %, and at least one whole cycle
+/// (a storm and its calm, whose config swap lands on a repair), so that the peak the
+/// verdict holds memory to has been reached. With only the first storm as warm-up, the short
+/// form (50 s main phase, 10 s warm-up) failed on VmHWM 19.6 -> 23.7 MiB, the calm's swap
+/// setting the peak after the warm-up rather than any growth.
 fn steady(run: &Run) -> Vec<&Sample> {
-    let warm = run.main_start + (run.budget_start - run.main_start) / 5;
+    let main = run.budget_start - run.main_start;
+    let cycle = crate::load::STORM + crate::load::CALM_STEP * crate::load::CALM_STEPS;
+    let warm = run.main_start + (main / 5).max(cycle.min(main * 3 / 5));
     run.samples
         .iter()
         .filter(|s| s.at >= warm && s.phase == Phase::Main)
@@ -691,8 +697,8 @@ fn first_last_min_max(v: &[f64]) -> (f64, f64, f64, f64) {
 /// Resident memory flat after warm-up. What one cycle of swaps, repairs and read-backs
 /// needs comes and goes (the allocator returns some of it, not always at once), so RSS
 /// swings by the transient working set of a large commit. Flat means its envelope does not
-/// grow: the peak (VmHWM) stays where the warm-up put it, and neither the highs nor the lows
-/// of the last third of the samples rise above those of the first third.
+/// grow: the peak (VmHWM) stays where the warm-up put it, and the lows of the last third of
+/// the samples do not rise above those of the first third.
 fn memory(run: &Run) -> Verdict {
     let mut v = Verdict::new("memory");
     let steady = steady(run);
@@ -713,10 +719,11 @@ fn memory(run: &Run) -> Verdict {
              (limit: +{RSS_GROWTH_LIMIT_MIB} MiB)"
         ));
     }
-    if third > 0
-        && (late_max - early_max > RSS_GROWTH_LIMIT_MIB
-            || late_min - early_min > RSS_GROWTH_LIMIT_MIB)
-    {
+    // Growth shows in the lows (the baseline between commits) and in the peak (VmHWM,
+    // above): a single high sample is a transient below a peak already reached (a
+    // ten-minute run failed on highs 16.1 -> 20.8 MiB with lows 12.1 -> 12.2 and VmHWM
+    // 23.8 -> 24.0), so the highs are reported, not judged.
+    if third > 0 && late_min - early_min > RSS_GROWTH_LIMIT_MIB {
         v.fail(format!(
             "resident memory crept up: first third of the run {early_min:.1}-{early_max:.1} MiB, \
              last third {late_min:.1}-{late_max:.1} MiB (limit: +{RSS_GROWTH_LIMIT_MIB} MiB)"
