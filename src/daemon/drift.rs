@@ -2,7 +2,8 @@
 //!
 //! Pure: the loop feeds what the event socket read and what its own commits did; this says
 //! "repair now" (someone else changed our table), "check" (notifications may be missing:
-//! ENOBUFS or a generation gap) or nothing.
+//! ENOBUFS or a generation gap) or nothing; and, per transaction, the [`Step`] the model of
+//! the live table follows (what it did to our table, if anything).
 
 use crate::kernel::nft::events::{Detail, Drained, Event};
 use crate::kernel::nft::live::{Edit, ElementChange, Step};

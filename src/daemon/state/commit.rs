@@ -67,10 +67,10 @@ pub struct Deferred {
 /// What the agent knows of the live table: what it last committed (or adopted), and what
 /// the notifications since say others did to it.
 ///
-/// Today the table is only what should be live, and a foreign change only its description:
-/// a repair commits the wanted table again. An exact model of the live table (each
-/// notification applied to it, a repair sending the inverse of what others changed) would
-/// grow here, fed by the same calls ([`Live::observe`], [`Live::committed`]).
+/// The exact model of the live table (each notified element and rule change applied to the
+/// last commit) is kept by the kernel side (`kernel::nft::live::Known`, in the command
+/// socket), fed with the steps the tracker derives here ([`Live::take_steps`]); a repair
+/// commits the wanted table, which the socket sends as the inverse of what others changed.
 #[derive(Debug)]
 pub struct Live {
     /// The table last committed (or adopted): what should be live. Shared with the
