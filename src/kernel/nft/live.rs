@@ -100,24 +100,32 @@ impl Edits {
         self.count == 0 && self.dirty.is_empty()
     }
 
-    /// The live elements of set `name` whose elements at the agent's commit were `base`
-    /// (ascending), with the recorded changes applied; `None` when a change contradicts
-    /// what was there (an element deleted that was not in the set, or added that was):
-    /// then the model is wrong and the table must be read.
-    pub fn live_elements<'a>(
-        &self,
-        name: &str,
-        base: &'a [(u128, bool)],
-    ) -> Option<Cow<'a, [(u128, bool)]>> {
+    /// The sets others changed elements of, by name (sorted).
+    pub fn sets(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .ops
+            .iter()
+            .filter(|(_, o)| !o.is_empty())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// What others did to set `name` whose elements at the agent's commit were `base`
+    /// (ascending): the elements they deleted and those they added, each ascending; `None`
+    /// when a change contradicts what was there (an element deleted that was not in the
+    /// set, or added that was): then the model is wrong and the table must be read.
+    pub fn net(&self, name: &str, base: &[(u128, bool)]) -> Option<(Elements, Elements)> {
         let Some(ops) = self.ops.get(name).filter(|o| !o.is_empty()) else {
-            return Some(Cow::Borrowed(base));
+            return Some((Vec::new(), Vec::new()));
         };
         // Group the changes by element, keeping their order within each element (a stable
         // sort), then replay each element's changes from whether the base holds it.
         let mut order: Vec<usize> = (0..ops.len()).collect();
         order.sort_by_key(|&i| (ops[i].0, ops[i].1));
-        let mut gone: Vec<(u128, bool)> = Vec::new();
-        let mut came: Vec<(u128, bool)> = Vec::new();
+        let mut gone: Elements = Vec::new();
+        let mut came: Elements = Vec::new();
         let mut i = 0;
         while i < order.len() {
             let (key, end, _) = ops[order[i]];
@@ -139,6 +147,20 @@ impl Edits {
                 _ => {}
             }
         }
+        Some((gone, came))
+    }
+
+    /// The live elements of set `name` whose elements at the agent's commit were `base`
+    /// (ascending), with the recorded changes applied; `None` as for [`Edits::net`].
+    pub fn live_elements<'a>(
+        &self,
+        name: &str,
+        base: &'a [(u128, bool)],
+    ) -> Option<Cow<'a, [(u128, bool)]>> {
+        if !self.ops.get(name).is_some_and(|o| !o.is_empty()) {
+            return Some(Cow::Borrowed(base));
+        }
+        let (gone, came) = self.net(name, base)?;
         // Both lists are ascending (from the sort): one merge walk.
         let mut out = Vec::with_capacity(base.len() + came.len() - gone.len().min(base.len()));
         let (mut g, mut c) = (0, 0);

@@ -4,7 +4,7 @@
 
 use super::batch::{Batch, BatchWriter};
 use super::chain::chain_messages;
-use super::set::{element_messages, set_specs};
+use super::set::{element_messages, set_spec_named, set_specs};
 use crate::kernel::nft::live::{Edits, Known};
 use crate::kernel::nft::uapi::*;
 use crate::model::Table;
@@ -91,6 +91,9 @@ fn delta_over(
     table: &Table,
     seq: u32,
 ) -> Option<Batch> {
+    if old == table {
+        return inverse(old, edits, generation, seq);
+    }
     let (old_specs, specs) = (set_specs(old), set_specs(table));
     let same_shape = old.name == table.name
         && old.flags == table.flags
@@ -127,6 +130,33 @@ fn delta_over(
         if was.rules != chain.rules || edits.chain_dirty(&chain.name) {
             // Rules are few: a changed chain is flushed and refilled. Sets by name only:
             // they exist, none is created by this batch.
+            chain_messages(&mut bw, name, chain, &|_| None, true);
+        }
+    }
+    Some(bw.finish(elements))
+}
+
+/// A repair: the wanted table is the one the model starts from, so the difference is the
+/// inverse of what others did: the elements they added deleted, those they deleted added
+/// back, the chains they touched refilled. Only the sets they touched are encoded, so the
+/// cost is that of their change, not of the table (a rule deleted at 150,000 prefixes
+/// encodes no element at all).
+fn inverse(table: &Table, edits: &Edits, generation: u32, seq: u32) -> Option<Batch> {
+    let name = table.name.as_str();
+    let mut bw = BatchWriter::at_generation(seq, 4096, Some(generation));
+    bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
+    let mut elements = 0;
+    for set in edits.sets() {
+        // A set that is not ours (or not one the model encodes): the full form.
+        let spec = set_spec_named(table, set)?;
+        let (deleted, added) = edits.net(set, &spec.elements)?;
+        // Deletions first: what is added back may reuse their boundaries.
+        element_messages(&mut bw, NFT_MSG_DELSETELEM, name, &spec, &added);
+        element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, &spec, &deleted);
+        elements += deleted.len() + added.len();
+    }
+    for chain in &table.chains {
+        if edits.chain_dirty(&chain.name) {
             chain_messages(&mut bw, name, chain, &|_| None, true);
         }
     }
