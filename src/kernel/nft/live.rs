@@ -157,7 +157,7 @@ impl Edits {
         name: &str,
         base: &'a [(u128, bool)],
     ) -> Option<Cow<'a, [(u128, bool)]>> {
-        if !self.ops.get(name).is_some_and(|o| !o.is_empty()) {
+        if self.ops.get(name).is_none_or(|o| o.is_empty()) {
             return Some(Cow::Borrowed(base));
         }
         let (gone, came) = self.net(name, base)?;
