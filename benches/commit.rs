@@ -11,7 +11,8 @@
 //! Then the cost of reading a config of N entries (parse and validate, no kernel).
 //!
 //! Prints markdown tables (median, min-max over the runs); needs root.
-//! `cargo bench --bench commit [-- --sizes 64,1000,10000,100000 --runs 9 --cpu]`
+//! `cargo bench --bench commit [-- --sizes 64,1000,10000,100000 --runs 9 --cpu --read-sizes 10000,150000]`
+//! `--read-sizes` adds the full read of the live table at those sizes.
 //! `--cpu` adds the CPU time the agent's commits took on the committing thread (the kernel
 //! applies the batch inside `sendmsg`, so that is most of the kernel's work too): a figure that
 //! waiting for a CPU on a busy machine does not inflate.
@@ -146,6 +147,42 @@ fn parse_table(sizes: &[usize], runs: usize, flags: &PolicyFlags) -> anyhow::Res
 
 fn cell(s: Option<Stats>) -> String {
     s.map_or("n/a".into(), |s| s.ms())
+}
+
+/// The full read of the live table (what the start-up, a lost notification and every
+/// `resyncInterval` cost): one read per size, wall and CPU of the reading thread, on an idle
+/// ruleset. The kernel's set dump restarts its walk of the set for every reply of 32 KiB.
+fn read_table(sock: &mut NftSocket, sizes: &str, flags: &PolicyFlags) -> anyhow::Result<()> {
+    println!("### Full read of the live table (one read per size; idle ruleset)\n");
+    println!(
+        "| prefixes | set elements | read, wall | read, CPU of the reading thread (mostly the kernel's dump) |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for n in sizes.split(',').map(str::parse::<usize>) {
+        let n = n?;
+        let mut config = Config::defaults(flags);
+        config.non_masquerade_cidrs = config::entries(prefixes(n));
+        let table = model::desired(&config, flags, TableFlags::default());
+        nft::replace_table(sock, &table)?;
+        let (t0, c0) = (Instant::now(), thread_cpu());
+        let read = sock.read_table(model::TABLE_NAME)?.expect("the table");
+        let (wall, cpu) = (t0.elapsed(), thread_cpu().saturating_sub(c0));
+        assert_eq!(
+            read.prefix_count(),
+            table.prefix_count(),
+            "read back exactly"
+        );
+        println!(
+            "| {n} | {} | {:.0} ms | {:.0} ms |",
+            nft::encode::element_count(&table),
+            wall.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e3
+        );
+        record(&format!("read.{n}"), wall);
+        nft::delete_table(sock, model::TABLE_NAME)?;
+    }
+    println!();
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -347,6 +384,9 @@ fn main() -> anyhow::Result<()> {
     }
     nft::delete_table(&mut sock, model::TABLE_NAME)?;
     println!();
+    if let Some(read) = arg("--read-sizes") {
+        read_table(&mut sock, &read, &flags)?;
+    }
     parse_table(&sizes, runs, &flags)?;
     if cpu {
         println!("### Commit: the agent's CPU time ({runs} runs; median (min-max))\n");

@@ -133,11 +133,18 @@ fn once(cli: &cli::Cli) -> Result<ExitCode> {
     let table = desired(cli)?;
     let mut sock = open()?;
     let start = std::time::Instant::now();
+    // Starting from the table found: only the difference is sent, nothing when the config
+    // is already in force. A table that cannot be read (or is not ours) means the full form.
+    if let Err(e) = sock.learn(TABLE_NAME) {
+        tracing::debug!("reading table inet {TABLE_NAME} first failed: {e}");
+    }
     let report = nft::replace_table(&mut sock, &table)
         .with_context(|| format!("committing table inet {TABLE_NAME}"))?;
     tracing::info!(
         prefixes = table.prefix_count(),
         elements = report.elements,
+        sent = report.sent,
+        form = report.form.as_str(),
         bytes = report.bytes,
         duration_ms = start.elapsed().as_secs_f64() * 1e3,
         "committed table inet {TABLE_NAME}"

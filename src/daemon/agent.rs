@@ -219,17 +219,32 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         next
     }
 
-    /// With conntrack reconciliation on, reads the table a previous agent left: flows opened
-    /// under it are reconciled against the first commit (a ConfigMap changed while no
-    /// agent ran). Without a table there is nothing to compare with: flows that predate
-    /// every agent were decided by whatever ran before, which nothing here can know.
+    /// Learns the table a previous agent left, so the first commit sends only the
+    /// difference to it (nothing when the config is unchanged) and its log line says what
+    /// changed on the node. With conntrack reconciliation on, flows opened under it are
+    /// reconciled against the first commit (a ConfigMap changed while no agent ran).
+    /// Without a table there is nothing to compare with: flows that predate every agent
+    /// were decided by whatever ran before, which nothing here can know.
     fn remember_table_found(&mut self) {
-        if !self.flows.on() {
-            return;
-        }
-        match self.kernel.read(TABLE_NAME) {
-            Ok(found) => self.flows.found_at_start(found),
-            Err(e) => tracing::debug!("reading the table found at start failed: {}", chain(&e)),
+        match self.kernel.learn(TABLE_NAME) {
+            Ok(found) => {
+                self.commits.found_at_start(found.clone().map(Arc::new));
+                if self.flows.on() {
+                    self.flows.found_at_start(found);
+                }
+            }
+            Err(e) => {
+                // A busy node (a commit every second) can keep interrupting a strict read
+                // of a large table: the first commit is then a full one, and flows are
+                // compared with a read that does not insist on a quiet ruleset.
+                tracing::debug!("reading the table found at start failed: {}", chain(&e));
+                if self.flows.on() {
+                    match self.kernel.read(TABLE_NAME) {
+                        Ok(found) => self.flows.found_at_start(found),
+                        Err(e) => tracing::debug!("reading it again failed: {}", chain(&e)),
+                    }
+                }
+            }
         }
     }
 
@@ -260,7 +275,15 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         if super::state::owner::touches_our_table(&drained) {
             self.owner.touched(now);
         }
-        match self.commits.live_mut().observe(drained) {
+        let verdict = self.commits.live_mut().observe(drained);
+        // The live table follows every transaction, ours untouched or not: a repair is then
+        // the inverse of the change, and a config change after kube-proxy's commits is
+        // still a difference.
+        let steps = self.commits.live_mut().take_steps();
+        if !steps.is_empty() {
+            self.kernel.follow(&steps);
+        }
+        match verdict {
             Verdict::Nothing => {}
             Verdict::Repair(change) => self.foreign_change(change, now),
             Verdict::Check(why) => {

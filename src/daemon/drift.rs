@@ -2,9 +2,11 @@
 //!
 //! Pure: the loop feeds what the event socket read and what its own commits did; this says
 //! "repair now" (someone else changed our table), "check" (notifications may be missing:
-//! ENOBUFS or a generation gap) or nothing.
+//! ENOBUFS or a generation gap) or nothing; and, per transaction, the [`Step`] the model of
+//! the live table follows (what it did to our table, if anything).
 
-use crate::kernel::nft::events::{Drained, Event};
+use crate::kernel::nft::events::{Detail, Drained, Event};
+use crate::kernel::nft::live::{Edit, ElementChange, Step};
 use crate::kernel::nft::uapi::{self, NFPROTO_INET};
 use crate::model::TABLE_NAME;
 
@@ -64,6 +66,10 @@ pub struct Tracker {
     last_gen: Option<u32>,
     /// Kinds of foreign changes to our table since the last NEWGEN.
     pending: Vec<&'static str>,
+    /// What the transaction in progress did to our table, for the live-table model.
+    edit: Edit,
+    /// Steps for the live-table model not yet taken ([`Tracker::take_steps`]).
+    steps: Vec<Step>,
 }
 
 fn describe_change(kind: u16) -> &'static str {
@@ -89,6 +95,8 @@ impl Tracker {
             our_port,
             last_gen: None,
             pending: Vec::new(),
+            edit: Edit::default(),
+            steps: Vec::new(),
         }
     }
 
@@ -98,6 +106,37 @@ impl Tracker {
     pub fn committed(&mut self, generation: Option<u32>) {
         self.last_gen = generation;
         self.pending.clear();
+        self.edit = Edit::default();
+    }
+
+    /// The steps the live-table model follows, one per transaction seen since the last
+    /// call (and [`Step::Lost`] where notifications were lost).
+    pub fn take_steps(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.steps)
+    }
+
+    /// Records what one notification of a foreign transaction did to our table.
+    fn record(&mut self, kind: u16, detail: Detail) {
+        match detail {
+            Detail::Elements { set, keys } => {
+                let added = kind == uapi::NFT_MSG_NEWSETELEM;
+                match self.edit.elements.last_mut() {
+                    Some(last) if last.set == set && last.added == added => {
+                        last.keys.extend(keys);
+                    }
+                    _ => self.edit.elements.push(ElementChange { set, added, keys }),
+                }
+            }
+            Detail::Rule { chain } => {
+                if !self.edit.chains.contains(&chain) {
+                    self.edit.chains.push(chain);
+                }
+            }
+            Detail::Undecodable => {
+                self.edit.unknown = Some("a notification that did not decode");
+            }
+            Detail::None => self.edit.unknown = Some(describe_change(kind)),
+        }
     }
 
     /// The last generation seen.
@@ -110,6 +149,9 @@ impl Tracker {
     pub fn observe(&mut self, drained: Drained) -> Verdict {
         let mut repair = None;
         let mut check = drained.lost.then_some("notifications were lost (ENOBUFS)");
+        if drained.lost {
+            self.steps.push(Step::Lost);
+        }
         for ev in drained.events {
             match ev {
                 Event::Object {
@@ -117,12 +159,14 @@ impl Tracker {
                     family,
                     table,
                     port_id,
+                    detail,
                 } => {
                     if table == TABLE_NAME && family == NFPROTO_INET && port_id != self.our_port {
                         let what = describe_change(kind);
                         if !self.pending.contains(&what) {
                             self.pending.push(what);
                         }
+                        self.record(kind, detail);
                     }
                 }
                 Event::Generation {
@@ -135,10 +179,16 @@ impl Tracker {
                     let stale = self
                         .last_gen
                         .is_some_and(|g| (id.wrapping_sub(g) as i32) <= 0);
+                    let edit = std::mem::take(&mut self.edit);
                     if !stale {
                         if self.last_gen.is_some_and(|g| id != g.wrapping_add(1)) {
                             check = Some("a generation was skipped");
                         }
+                        self.steps.push(Step::Generation {
+                            from: self.last_gen,
+                            to: id,
+                            edit: (!edit.is_empty()).then_some(edit),
+                        });
                         self.last_gen = Some(id);
                         if !self.pending.is_empty() && port_id != self.our_port {
                             repair = Some(Change {
@@ -179,6 +229,7 @@ mod tests {
             family: NFPROTO_INET,
             table: table.into(),
             port_id,
+            detail: Detail::None,
         }
     }
 
@@ -195,6 +246,7 @@ mod tests {
         Drained {
             events,
             lost: false,
+            keys: 0,
         }
     }
 
@@ -246,6 +298,7 @@ mod tests {
             family: NFPROTO_IPV4,
             table: TABLE_NAME.into(),
             port_id: NFT,
+            detail: Detail::None,
         };
         let v = t.observe(drained(vec![
             obj(NFT_MSG_NEWRULE, "kube-proxy", NFT),
@@ -278,7 +331,8 @@ mod tests {
         assert_eq!(
             t.observe(Drained {
                 events: vec![],
-                lost: true
+                lost: true,
+                keys: 0,
             }),
             Verdict::Check("notifications were lost (ENOBUFS)")
         );

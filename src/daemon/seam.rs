@@ -10,6 +10,7 @@ use crate::kernel::conntrack::{self, Conntrack, ConntrackError, Flow, Protocols,
 use crate::kernel::nft::commit::{self, CommitReport};
 use crate::kernel::nft::error::NftError;
 use crate::kernel::nft::events::Membership;
+use crate::kernel::nft::live::Step;
 use crate::kernel::nft::ruleset::ForeignRead;
 use crate::kernel::nft::socket::NftSocket;
 use crate::kernel::nft::takeover::{self, Done, Outcome, TakeoverError};
@@ -33,6 +34,16 @@ pub trait Kernel {
 
     /// Replaces `table` (by its name, in the inet family) in one transaction.
     fn replace(&mut self, table: &Table) -> Result<CommitReport, NftError>;
+
+    /// Learns the live table `name` at start, so that the first commit of a new process
+    /// sends only the difference to it (nothing when it is already the wanted one): read
+    /// without any commit interrupting it, decoded; `None` when it does not exist or does
+    /// not decode as ours.
+    fn learn(&mut self, name: &str) -> Result<Option<Table>, NftError>;
+
+    /// Follows others' transactions, as the notification group reported them, so the live
+    /// table stays known and a repair sends only the inverse of their change.
+    fn follow(&mut self, steps: &[Step]);
 
     /// Reads table `name` back, decoded; `None` when it does not exist. Commits by others
     /// during the read do not make it fail: the caller listens to notifications, which
@@ -103,6 +114,14 @@ impl Kernel for Netlink {
 
     fn replace(&mut self, table: &Table) -> Result<CommitReport, NftError> {
         commit::replace_table(&mut self.sock, table)
+    }
+
+    fn learn(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+        self.sock.learn(name)
+    }
+
+    fn follow(&mut self, steps: &[Step]) {
+        self.sock.follow(steps);
     }
 
     fn read(&mut self, name: &str) -> Result<Option<Table>, NftError> {

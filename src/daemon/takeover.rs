@@ -73,6 +73,12 @@ mod tests {
         fn read(&mut self, name: &str) -> Result<Option<Table>, NftError> {
             self.inner.read(name)
         }
+        fn learn(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+            self.inner.learn(name)
+        }
+        fn follow(&mut self, steps: &[crate::kernel::nft::live::Step]) {
+            self.inner.follow(steps)
+        }
         fn counters(&mut self, name: &str) -> Result<Option<(u64, u64)>, NftError> {
             self.inner.counters(name)
         }

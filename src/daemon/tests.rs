@@ -12,7 +12,7 @@ use super::reconcile::{BACKOFF_MIN, BUDGET_COMMITS, BUDGET_WINDOW, FIGHT_CALM};
 use super::worker::{self, Outcome, Worker};
 use crate::config::PolicyFlags;
 use crate::kernel::nft::compat::OwnerMode;
-use crate::kernel::nft::events::{Drained, Event};
+use crate::kernel::nft::events::{Detail, Drained, Event};
 use crate::kernel::nft::uapi::{NFPROTO_INET, NFT_MSG_DELRULE};
 use crate::model::{TABLE_NAME, Table, TableFlags};
 use crate::report::counters::MasqCounters;
@@ -131,6 +131,7 @@ impl Harness {
     fn tamper(&mut self) {
         let mut t = self.kernel.table().expect("a table to tamper with");
         t.chains[0].rules.pop();
+        let chain = t.chains[0].name.clone();
         let generation = self.kernel.foreign_commit(Some(t));
         self.agent.notifications(
             Drained {
@@ -140,6 +141,7 @@ impl Harness {
                         family: NFPROTO_INET,
                         table: TABLE_NAME.into(),
                         port_id: OTHER,
+                        detail: Detail::Rule { chain },
                     },
                     Event::Generation {
                         id: generation,
@@ -149,6 +151,7 @@ impl Harness {
                     },
                 ],
                 lost: false,
+                keys: 0,
             },
             self.now,
         );
@@ -311,6 +314,7 @@ fn full_check_repairs_go_through_the_budget_too() {
             Drained {
                 events: vec![],
                 lost: true,
+                keys: 0,
             },
             h.now,
         );
@@ -329,6 +333,7 @@ fn lost_notifications_check_and_repair_only_what_differs() {
     let lost = || Drained {
         events: vec![],
         lost: true,
+        keys: 0,
     };
     h.agent.notifications(lost(), h.now);
     assert_eq!(h.kernel.commits(), 1, "an unchanged table is left alone");
@@ -349,6 +354,7 @@ fn own_commits_and_other_tables_cause_no_repair() {
                 family: NFPROTO_INET,
                 table: table.into(),
                 port_id,
+                detail: Detail::None,
             },
             Event::Generation {
                 id,
@@ -364,6 +370,7 @@ fn own_commits_and_other_tables_cause_no_repair() {
         Drained {
             events,
             lost: false,
+            keys: 0,
         },
         h.now,
     );
@@ -965,4 +972,209 @@ fn commits_during_a_reconciliation_are_reconciled_from_its_table_on() {
     h.run_worker();
     assert_eq!(h.kernel.0.borrow().reconciliations.len(), 2);
     assert_eq!(flows_left(&h), ["100.64.0.9", "192.0.2.9"]);
+}
+
+/// The notifications of someone else's transaction at `generation`: `events`, then NEWGEN.
+fn foreign(events: Vec<Event>, generation: u32) -> Drained {
+    let mut events = events;
+    events.push(Event::Generation {
+        id: generation,
+        port_id: OTHER,
+        proc_name: Some("nft".into()),
+        pid: Some(42),
+    });
+    Drained {
+        events,
+        lost: false,
+        keys: 0,
+    }
+}
+
+fn elements_event(kind: u16, set: &str, keys: Vec<(u128, bool)>, port_id: u32) -> Event {
+    Event::Object {
+        kind,
+        family: NFPROTO_INET,
+        table: TABLE_NAME.into(),
+        port_id,
+        detail: Detail::Elements {
+            set: set.into(),
+            keys,
+        },
+    }
+}
+
+/// Someone deletes the first prefix of the first set (its start and end elements).
+fn delete_first_prefix(h: &mut Harness) -> u32 {
+    use crate::kernel::nft::encode::interval_elements;
+    use crate::kernel::nft::uapi::NFT_MSG_DELSETELEM;
+    let mut t = h.kernel.table().unwrap();
+    let set = t.sets[0].clone();
+    let all = interval_elements(&set);
+    // The first whole interval: a start and the end after it (past a leading end at 0).
+    let i = all.iter().position(|e| !e.1).unwrap();
+    let gone = all[i..i + 2].to_vec();
+    t.sets[0].prefixes.remove(0);
+    let generation = h.kernel.foreign_commit(Some(t));
+    let ev = elements_event(NFT_MSG_DELSETELEM, &set.name, gone, OTHER);
+    h.agent.notifications(foreign(vec![ev], generation), h.now);
+    generation
+}
+
+#[test]
+fn a_deleted_element_is_repaired_by_sending_it_back_alone() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    let before = h.kernel.commits();
+    let generation = delete_first_prefix(&mut h);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.kernel.commits(), before + 1, "repaired");
+    let r = *h.kernel.0.borrow().reports.last().unwrap();
+    assert_eq!(r.form, crate::kernel::nft::ReplaceForm::Delta);
+    assert_eq!(r.sent, 2, "the interval's start and end, nothing else");
+    assert!(!r.counters_reset, "the rules were left alone");
+    assert_eq!(h.kernel.0.borrow().generation, generation + 1);
+    assert!(h.live_is_desired());
+}
+
+#[test]
+fn a_deleted_rule_is_repaired_by_refilling_its_chain_only() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    h.tamper();
+    h.advance(Duration::from_millis(1));
+    let r = *h.kernel.0.borrow().reports.last().unwrap();
+    assert_eq!(r.form, crate::kernel::nft::ReplaceForm::Delta);
+    assert_eq!(r.sent, 0, "no element is sent for a rule");
+    assert!(r.counters_reset, "the chain was refilled");
+    assert!(h.live_is_desired());
+}
+
+#[test]
+fn other_tables_transactions_keep_the_live_table_known() {
+    // kube-proxy commits every second: the table stays known, so a config change after
+    // its commits is still only the difference.
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    for _ in 0..3 {
+        let g = h.kernel.foreign_commit(h.kernel.table());
+        let ev = Event::Object {
+            kind: crate::kernel::nft::uapi::NFT_MSG_NEWSETELEM,
+            family: NFPROTO_INET,
+            table: "kube-proxy".into(),
+            port_id: OTHER,
+            detail: Detail::None,
+        };
+        h.agent.notifications(foreign(vec![ev], g), h.now);
+    }
+    h.source
+        .write(Some("nonMasqueradeCIDRs: [100.64.0.0/10, 192.0.2.0/24]\n"));
+    h.agent.config_changed("test", h.now);
+    let r = *h.kernel.0.borrow().reports.last().unwrap();
+    assert_eq!(
+        (r.form, r.sent),
+        (crate::kernel::nft::ReplaceForm::Delta, 2)
+    );
+}
+
+#[test]
+fn lost_notifications_or_a_change_the_model_cannot_follow_mean_a_full_commit() {
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    // Lost: the next repair cannot trust the model.
+    let g = h.kernel.foreign_commit(h.kernel.table());
+    h.agent.notifications(
+        Drained {
+            events: vec![],
+            lost: true,
+            keys: 0,
+        },
+        h.now,
+    );
+    h.agent.notifications(foreign(vec![], g), h.now);
+    delete_first_prefix(&mut h);
+    h.advance(Duration::from_millis(1));
+    let r = *h.kernel.0.borrow().reports.last().unwrap();
+    assert_ne!(r.form, crate::kernel::nft::ReplaceForm::Delta, "{r:?}");
+    assert!(h.live_is_desired());
+    // A set deleted (not followed): a full commit too.
+    let g = h.kernel.foreign_commit(None);
+    let ev = Event::Object {
+        kind: crate::kernel::nft::uapi::NFT_MSG_DELTABLE,
+        family: NFPROTO_INET,
+        table: TABLE_NAME.into(),
+        port_id: OTHER,
+        detail: Detail::None,
+    };
+    h.advance(Duration::from_secs(1));
+    h.agent.notifications(foreign(vec![ev], g), h.now);
+    h.advance(Duration::from_millis(1));
+    let r = *h.kernel.0.borrow().reports.last().unwrap();
+    assert_ne!(r.form, crate::kernel::nft::ReplaceForm::Delta, "{r:?}");
+    assert!(h.live_is_desired());
+}
+
+#[test]
+fn our_own_echo_changes_nothing() {
+    // Our own element notifications (were we in the group during our commit) are not
+    // someone else's change: no repair, and the model is not edited by them.
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Off, Some(CGNAT)).start();
+    let set = h.kernel.table().unwrap().sets[0].name.clone();
+    let before = h.kernel.commits();
+    let ev = elements_event(
+        crate::kernel::nft::uapi::NFT_MSG_DELSETELEM,
+        &set,
+        vec![(1, false)],
+        fake::PORT,
+    );
+    let g = h.kernel.0.borrow().generation;
+    h.agent.notifications(
+        Drained {
+            events: vec![
+                ev,
+                Event::Generation {
+                    id: g,
+                    port_id: fake::PORT,
+                    proc_name: None,
+                    pid: None,
+                },
+            ],
+            lost: false,
+            keys: 0,
+        },
+        h.now,
+    );
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.kernel.commits(), before);
+    assert!(
+        h.kernel
+            .0
+            .borrow()
+            .known
+            .as_ref()
+            .unwrap()
+            .edits()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_restart_with_the_config_in_force_sends_nothing() {
+    let kernel = FakeKernel::new(LINUX_6_12);
+    let h = Harness::with_kernel(kernel.clone(), OwnerMode::Off, Some(CGNAT)).start();
+    let g = kernel.0.borrow().generation;
+    drop(h);
+    // A new process: its socket knows nothing until it reads the table.
+    kernel.0.borrow_mut().known = None;
+    kernel.0.borrow_mut().learned = 0;
+    let h = Harness::with_kernel(kernel.clone(), OwnerMode::Off, Some(CGNAT)).start();
+    assert_eq!(kernel.0.borrow().learned, 1);
+    assert_eq!(kernel.0.borrow().generation, g, "nothing was committed");
+    assert_eq!(kernel.0.borrow().reports.last().unwrap().messages, 0);
+    assert_eq!(h.ready(), Ok(()));
+    drop(h);
+    // A restart after a one-CIDR change sends that one interval.
+    kernel.0.borrow_mut().known = None;
+    let two = "nonMasqueradeCIDRs: [100.64.0.0/10, 192.0.2.0/24]\n";
+    let _h = Harness::with_kernel(kernel.clone(), OwnerMode::Off, Some(two)).start();
+    let r = *kernel.0.borrow().reports.last().unwrap();
+    assert_eq!(
+        (r.form, r.sent),
+        (crate::kernel::nft::ReplaceForm::Delta, 2)
+    );
 }

@@ -12,6 +12,8 @@ use crate::addr::prefix::Family;
 use crate::config::{ConfigError, Loaded, PolicyFlags, Source, Update};
 use crate::daemon::seam::{Holder, Kernel, WorkerKernel};
 use crate::kernel::conntrack::{ConntrackError, Flow, Protocols, Report};
+use crate::kernel::nft::encode;
+use crate::kernel::nft::live::{Known, Step};
 use crate::kernel::nft::ruleset::{ForeignRead, ForeignTable};
 use crate::kernel::nft::uapi::NFT_MSG_NEWTABLE;
 use crate::kernel::nft::{CommitReport, NftError, ReplaceForm};
@@ -81,8 +83,14 @@ pub struct KernelState {
     pub conntrack_fails: Option<i32>,
     /// Each reconciliation: the families and protocols asked for, and the flows deleted.
     pub reconciliations: Vec<(Vec<Family>, Protocols, Vec<Flow>)>,
-    /// The generation the agent's last commit made.
-    pub committed_at: Option<u32>,
+    /// The live table as the agent's socket would know it (its last commit or what it
+    /// learned, followed through the notifications it was given): a replace while it holds
+    /// at the current generation sends only the difference, as the real socket does.
+    pub known: Option<Known>,
+    /// What each of the agent's commits sent, in order (also the ones that sent nothing).
+    pub reports: Vec<CommitReport>,
+    /// Tables the agent learned at start.
+    pub learned: usize,
 }
 
 /// A kernel in memory.
@@ -113,7 +121,9 @@ impl FakeKernel {
             flows: Vec::new(),
             conntrack_fails: None,
             reconciliations: Vec::new(),
-            committed_at: None,
+            known: None,
+            reports: Vec::new(),
+            learned: 0,
         })))
     }
 
@@ -172,35 +182,81 @@ impl Kernel for FakeKernel {
         if table.flags.0 & !s.version.flags != 0 {
             return Err(rejected(s.version.refusal));
         }
-        // As the real kernel access does: right after its own commit, with nobody
-        // committing since, a table identical to the live one sends nothing and makes no
-        // generation.
-        if s.committed_at == Some(s.generation) && s.table.as_ref() == Some(table) {
-            return Ok(CommitReport {
+        // As the real socket does: with the live table known at the current generation (its
+        // own last commit, or the table learned at start, followed through notifications),
+        // only the difference is sent; none at all when there is none.
+        let generation = s.generation;
+        let known = s.known.take().filter(|k| k.generation() == generation);
+        let delta = known.as_ref().and_then(|k| {
+            let batch = encode::delta_known(k, table, 1)?;
+            let rules = k.table().chains != table.chains
+                || table.chains.iter().any(|c| k.edits().chain_dirty(&c.name));
+            Some((batch.elements, rules))
+        });
+        let report = match delta {
+            Some((0, false)) => {
+                let r = CommitReport {
+                    elements: table.prefix_count() * 2,
+                    sent: 0,
+                    messages: 0,
+                    bytes: 0,
+                    form: ReplaceForm::Delta,
+                    counters_reset: false,
+                };
+                s.known = known;
+                s.reports.push(r);
+                return Ok(r);
+            }
+            Some((sent, rules)) => CommitReport {
                 elements: table.prefix_count() * 2,
-                sent: 0,
-                messages: 0,
+                sent,
+                messages: 1,
                 bytes: 0,
                 form: ReplaceForm::Delta,
-                counters_reset: false,
-            });
-        }
+                counters_reset: rules,
+            },
+            None => CommitReport {
+                elements: table.prefix_count() * 2,
+                sent: table.prefix_count() * 2,
+                messages: 1,
+                bytes: 0,
+                form: ReplaceForm::AddDeleteAdd,
+                counters_reset: true,
+            },
+        };
         s.table = Some(table.clone());
         s.commits.push(table.clone());
         s.generation += 1;
-        s.committed_at = Some(s.generation);
+        s.known = Some(Known::new(s.generation, table.clone()));
         if let Some(foreign) = s.race_next.take() {
             s.table = foreign;
             s.generation += 1;
         }
-        Ok(CommitReport {
-            elements: table.prefix_count() * 2,
-            sent: table.prefix_count() * 2,
-            messages: 1,
-            bytes: 0,
-            form: ReplaceForm::AddDeleteAdd,
-            counters_reset: true,
-        })
+        s.reports.push(report);
+        Ok(report)
+    }
+
+    fn learn(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+        if let Some(k) = &self.0.borrow().known {
+            return Ok(Some(k.table().clone()));
+        }
+        let found = self.read(name)?;
+        let mut s = self.0.borrow_mut();
+        s.learned += 1;
+        s.known = found.clone().map(|t| Known::new(s.generation, t));
+        Ok(found)
+    }
+
+    fn follow(&mut self, steps: &[Step]) {
+        let mut s = self.0.borrow_mut();
+        for step in steps {
+            let Some(k) = &mut s.known else {
+                return;
+            };
+            if k.follow(step).is_err() {
+                s.known = None;
+            }
+        }
     }
 
     fn read(&mut self, _name: &str) -> Result<Option<Table>, NftError> {

@@ -47,7 +47,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         let table = Arc::new(self.wanted.table().clone());
         let sent = report.messages != 0;
         if sent {
-            let before = self.commits.live().table().map(|t| &**t);
+            let before = self.commits.live().before();
             let metrics = &self.out.metrics;
             commit::report_commit((reason, &why), &report, elapsed, (before, &table), metrics);
             metrics.owner_mode(compat::owner_label(self.table_flags));

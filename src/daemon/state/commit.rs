@@ -14,6 +14,7 @@ use crate::daemon::drift::{Change, Tracker, Verdict};
 use crate::daemon::error::chain;
 use crate::daemon::reconcile::{BUDGET_WINDOW, Backoff, Budget, LogLimit};
 use crate::kernel::nft::events::Drained;
+use crate::kernel::nft::live::Step;
 use crate::kernel::nft::{CommitReport, NftError};
 use crate::model::{Family, SetDiff, TABLE_NAME, Table};
 use crate::report::metrics::{Metrics, Reason};
@@ -66,10 +67,10 @@ pub struct Deferred {
 /// What the agent knows of the live table: what it last committed (or adopted), and what
 /// the notifications since say others did to it.
 ///
-/// Today the table is only what should be live, and a foreign change only its description:
-/// a repair commits the wanted table again. An exact model of the live table (each
-/// notification applied to it, a repair sending the inverse of what others changed) would
-/// grow here, fed by the same calls ([`Live::observe`], [`Live::committed`]).
+/// The exact model of the live table (each notified element and rule change applied to the
+/// last commit) is kept by the kernel side (`kernel::nft::live::Known`, in the command
+/// socket), fed with the steps the tracker derives here ([`Live::take_steps`]); a repair
+/// commits the wanted table, which the socket sends as the inverse of what others changed.
 #[derive(Debug)]
 pub struct Live {
     /// The table last committed (or adopted): what should be live. Shared with the
@@ -79,6 +80,8 @@ pub struct Live {
     tracker: Tracker,
     /// A foreign change not yet repaired.
     foreign: Option<Change>,
+    /// The table found at start, until the first commit: what that commit changes.
+    found: Option<Arc<Table>>,
     /// The drift warnings' rate limit.
     log: LogLimit,
 }
@@ -90,6 +93,7 @@ impl Live {
             table: None,
             tracker: Tracker::new(port_id),
             foreign: None,
+            found: None,
             log: LogLimit::default(),
         }
     }
@@ -107,6 +111,17 @@ impl Live {
     /// Digests notifications: nothing, a repair, or a full check.
     pub fn observe(&mut self, drained: Drained) -> Verdict {
         self.tracker.observe(drained)
+    }
+
+    /// The steps of the live-table model seen since the last call (see [`Tracker::take_steps`]).
+    pub fn take_steps(&mut self) -> Vec<Step> {
+        self.tracker.take_steps()
+    }
+
+    /// What was live before the next commit: the table last committed or adopted, or
+    /// before the first commit the one found at start (a previous agent's).
+    pub fn before(&self) -> Option<&Table> {
+        self.table.as_deref().or(self.found.as_deref())
     }
 
     /// Our own commit was made (or tried); `generation` is read after it, back in the
@@ -161,6 +176,11 @@ impl Commits {
     /// What is live, to tell it what happened.
     pub fn live_mut(&mut self) -> &mut Live {
         &mut self.live
+    }
+
+    /// The table found at start (a previous agent's), which the first commit changes.
+    pub fn found_at_start(&mut self, table: Option<Arc<Table>>) {
+        self.live.found = table;
     }
 
     /// The table found at start is kept as it is: it is what is live.
@@ -243,6 +263,7 @@ impl Commits {
     pub fn in_force(&mut self, table: Arc<Table>) -> Option<Arc<Table>> {
         self.failure = None;
         self.live.foreign = None;
+        self.live.found = None;
         self.backoff.succeeded();
         self.live.table.replace(table)
     }

@@ -13,6 +13,7 @@ use super::decode;
 use super::error::NftError;
 use super::uapi::*;
 use crate::kernel::netlink::{Msg, NetlinkSocket, Shared, messages};
+use crate::model::TABLE_NAME;
 
 /// One notification, reduced to what the agent acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum Event {
         table: String,
         /// Port id of the socket that committed the change.
         port_id: u32,
+        /// What changed, decoded for our own table only ([`Detail::None`] elsewhere).
+        detail: Detail,
     },
     /// A transaction ended.
     Generation {
@@ -39,6 +42,62 @@ pub enum Event {
         /// Its PID as the kernel sees it (the host PID in a pod).
         pid: Option<u32>,
     },
+}
+
+/// What an object notification of our table changed, as far as the live-table model
+/// follows it ([`crate::kernel::nft::live`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    /// Not decoded: another table, or a kind the model does not follow (a set, a chain or
+    /// the table itself).
+    None,
+    /// Elements of set `set` added or deleted (by the message kind): `(key, is_end)`.
+    Elements {
+        /// The set.
+        set: String,
+        /// The elements.
+        keys: Vec<(u128, bool)>,
+    },
+    /// A rule of chain `chain` added or deleted.
+    Rule {
+        /// The chain.
+        chain: String,
+    },
+    /// An element or rule message of our table that did not decode.
+    Undecodable,
+}
+
+/// The detail the live-table model needs of an object notification of our table: elements
+/// for element messages, the chain for rule messages.
+fn detail(kind: u16, msg: &Msg<'_>) -> Detail {
+    match kind {
+        NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM | NFT_MSG_DESTROYSETELEM => {
+            let Ok(m) = decode::elements(msg) else {
+                return Detail::Undecodable;
+            };
+            let mut keys = Vec::with_capacity(m.elements.len());
+            for e in &m.elements {
+                match e.key() {
+                    Some(k) if !k.is_empty() => keys.push((
+                        k.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b)),
+                        e.flags & NFT_SET_ELEM_INTERVAL_END != 0,
+                    )),
+                    _ => return Detail::Undecodable,
+                }
+            }
+            Detail::Elements { set: m.set, keys }
+        }
+        NFT_MSG_NEWRULE | NFT_MSG_DELRULE | NFT_MSG_DESTROYRULE => {
+            // Only the chain's name: the rule's expressions may be anything.
+            let chain = msg
+                .attrs()
+                .map_while(Result::ok)
+                .find(|a| a.ty == NFTA_RULE_CHAIN)
+                .map(|a| a.str_lossy().into_owned());
+            chain.map_or(Detail::Undecodable, |chain| Detail::Rule { chain })
+        }
+        _ => Detail::None,
+    }
 }
 
 /// Reduces one notification message to an [`Event`]; `None` for anything else.
@@ -55,11 +114,19 @@ pub fn classify(msg: &Msg<'_>) -> Option<Event> {
     }
     // Lossy: a table whose name is not UTF-8 is not ours, but still a change to notice.
     let table = String::from_utf8_lossy(decode::table_of(msg)?).into_owned();
+    let family = msg.family();
+    // Decoded for our table only: another component's element floods cost nothing more.
+    let detail = if table == TABLE_NAME && family == NFPROTO_INET {
+        detail(kind, msg)
+    } else {
+        Detail::None
+    };
     Some(Event::Object {
         kind,
-        family: msg.family(),
+        family,
         table,
         port_id: msg.pid,
+        detail,
     })
 }
 
@@ -70,6 +137,8 @@ pub struct Drained {
     pub events: Vec<Event>,
     /// The kernel dropped notifications (ENOBUFS): a full check is needed.
     pub lost: bool,
+    /// Element keys gathered (bounded by [`MAX_KEYS`]).
+    pub keys: usize,
 }
 
 /// A socket subscribed to the nf_tables notification group, read without blocking.
@@ -177,10 +246,52 @@ impl AsyncEventSocket {
 /// does a full check), so a flood of notifications cannot grow the agent's memory.
 pub const MAX_EVENTS: usize = 4096;
 
+/// The most element keys one drain keeps (about 10 MiB); past it the rest count as lost.
+/// A flush of our set at the prefix cap (300,000 elements) fits.
+pub const MAX_KEYS: usize = 320_000;
+
 impl Drained {
     /// Adds an event, folding a repeat of the previous one (a 100,000-element commit
-    /// notifies once per element: one event says the same).
-    fn push(&mut self, ev: Event) {
+    /// notifies once per element: one event says the same; for our own table the
+    /// elements are gathered into that one event).
+    fn push(&mut self, mut ev: Event) {
+        if let Event::Object {
+            detail: Detail::Elements { keys, .. },
+            ..
+        } = &mut ev
+        {
+            self.keys += keys.len();
+            if self.keys > MAX_KEYS {
+                self.lost = true;
+                keys.clear();
+            }
+        }
+        if let (
+            Some(Event::Object {
+                kind,
+                family,
+                table,
+                port_id,
+                detail: Detail::Elements { set, keys },
+            }),
+            Event::Object {
+                kind: k2,
+                family: f2,
+                table: t2,
+                port_id: p2,
+                detail:
+                    Detail::Elements {
+                        set: s2,
+                        keys: more,
+                    },
+            },
+        ) = (self.events.last_mut(), &mut ev)
+        {
+            if (*kind, *family, &*table, *port_id, &*set) == (*k2, *f2, &*t2, *p2, &*s2) {
+                keys.append(more);
+                return;
+            }
+        }
         if self.events.last() == Some(&ev) {
             return;
         }
@@ -241,6 +352,7 @@ mod tests {
             family: NFPROTO_INET,
             table: table.into(),
             port_id: 9,
+            detail: Detail::None,
         };
         let mut d = Drained::default();
         for _ in 0..100_000 {
@@ -273,6 +385,70 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn element_and_rule_messages_of_our_table_carry_what_changed() {
+        // Notifications have the layout of the requests: a difference that deletes one
+        // interval and refills a chain, classified.
+        let f = PolicyFlags::default();
+        let t = model::desired(&Config::defaults(&f), &f, TableFlags::default());
+        let mut less = t.clone();
+        let gone = less.sets[0].prefixes.remove(0);
+        less.chains[0].rules.pop();
+        let b = encode::delta(&t, &less, 1, 7).unwrap();
+        let mut d = Drained::default();
+        for m in messages(&b.bytes) {
+            if let Some(ev) = classify(&m.unwrap()) {
+                d.push(ev);
+            }
+        }
+        let span = crate::addr::prefix::Span::of(&gone);
+        let elements: Vec<&Detail> = d
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Object { kind, detail, .. } if *kind == NFT_MSG_DELSETELEM => Some(detail),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            elements,
+            [&Detail::Elements {
+                set: t.sets[0].name.clone(),
+                keys: vec![(span.lo, false), (span.hi + 1, true)],
+            }]
+        );
+        assert!(d.events.iter().any(|e| matches!(e,
+            Event::Object { detail: Detail::Rule { chain }, .. } if *chain == t.chains[0].name)));
+    }
+
+    #[test]
+    fn element_floods_of_our_table_fold_into_one_event_and_are_bounded() {
+        let ev = |key: u128| Event::Object {
+            kind: NFT_MSG_DELSETELEM,
+            family: NFPROTO_INET,
+            table: TABLE_NAME.into(),
+            port_id: 9,
+            detail: Detail::Elements {
+                set: "s".into(),
+                keys: vec![(key, false)],
+            },
+        };
+        let mut d = Drained::default();
+        for k in 0..1000 {
+            d.push(ev(k));
+        }
+        assert_eq!(d.events.len(), 1);
+        assert!(matches!(&d.events[0],
+            Event::Object { detail: Detail::Elements { keys, .. }, .. } if keys.len() == 1000));
+        for k in 0..MAX_KEYS as u128 {
+            d.push(ev(k));
+        }
+        assert!(
+            d.lost,
+            "past the bound the rest is lost, and a full check follows"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Pure and byte-tested: [`expr`] (the wire format of expressions), [`stmt`] (statements to
 //! expressions and back), [`encode`] (a table into one batch), [`decode`] (kernel messages
 //! into the model), [`offsets`] (the kernel's error offsets into attribute names) and
-//! [`compat`] (which table flags each kernel accepts), [`ruleset`] (the other NAT tables, as
+//! [`compat`] (which table flags each kernel accepts), [`live`] (the live table followed
+//! through notifications), [`ruleset`] (the other NAT tables, as
 //! read for the conflict analysis). I/O: [`socket`] (the command socket:
 //! batches, ACKs, reads), [`events`] (the notification group) and [`commit`] (replace and
 //! delete). [`takeover`] (`--take-over-iptables-chain`) recognises ip-masq-agent's
@@ -17,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod expr;
 pub mod legacy;
+pub mod live;
 pub mod offsets;
 pub mod ruleset;
 pub mod socket;

@@ -30,6 +30,7 @@ pub const NFT_MSG_DELSETELEM: u16 = 14;
 pub const NFT_MSG_NEWGEN: u16 = 15;
 pub const NFT_MSG_GETGEN: u16 = 16;
 pub const NFT_MSG_DESTROYTABLE: u16 = 26;
+pub const NFT_MSG_DESTROYRULE: u16 = 28;
 pub const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
 // enum nft_table_attributes

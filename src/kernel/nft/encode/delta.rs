@@ -4,7 +4,8 @@
 
 use super::batch::{Batch, BatchWriter};
 use super::chain::chain_messages;
-use super::set::{element_messages, set_specs};
+use super::set::{element_messages, set_spec_named, set_specs};
+use crate::kernel::nft::live::{Edits, Known};
 use crate::kernel::nft::uapi::*;
 use crate::model::Table;
 
@@ -71,6 +72,28 @@ pub(super) fn interval_diff(old: &[(u128, bool)], new: &[(u128, bool)]) -> (Elem
 /// A config change of a few CIDRs on a 10,000-prefix table becomes a batch of a few
 /// elements instead of 20,000: the kernel's work, which is per element, shrinks with it.
 pub fn delta(old: &Table, table: &Table, seq: u32, generation: u32) -> Option<Batch> {
+    delta_over(old, &Edits::default(), generation, table, seq)
+}
+
+/// The batch that turns the live table as the agent knows it (`known`: its own commit and
+/// what others did to it since, from the notifications) into `table`, valid only at the
+/// generation the model reached: a repair sends the inverse of someone else's change, a
+/// config change only what it changes. `None` as for [`delta`], and when the model
+/// contradicts itself.
+pub fn delta_known(known: &Known, table: &Table, seq: u32) -> Option<Batch> {
+    delta_over(known.table(), known.edits(), known.generation(), table, seq)
+}
+
+fn delta_over(
+    old: &Table,
+    edits: &Edits,
+    generation: u32,
+    table: &Table,
+    seq: u32,
+) -> Option<Batch> {
+    if old == table {
+        return inverse(old, edits, generation, seq);
+    }
     let (old_specs, specs) = (set_specs(old), set_specs(table));
     let same_shape = old.name == table.name
         && old.flags == table.flags
@@ -89,23 +112,51 @@ pub fn delta(old: &Table, table: &Table, seq: u32, generation: u32) -> Option<Ba
         return None;
     }
     let name = table.name.as_str();
-    // Only at the generation that proves the live table is `old`: a commit by someone else
-    // between our reading it and this batch makes the kernel refuse the batch, instead of
-    // the difference leaving their change in place.
+    // Only at the generation that proves the live table is `old` as edited: a commit by
+    // someone else between our learning it and this batch makes the kernel refuse the
+    // batch, instead of the difference leaving their change in place.
     let mut bw = BatchWriter::at_generation(seq, 4096, Some(generation));
     bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
     let mut elements = 0;
     for (was, set) in old_specs.iter().zip(&specs) {
-        let (gone, came) = interval_diff(&was.elements, &set.elements);
+        let live = edits.live_elements(was.name, &was.elements)?;
+        let (gone, came) = interval_diff(&live, &set.elements);
         // Deletions first: the intervals added may reuse their boundaries.
         element_messages(&mut bw, NFT_MSG_DELSETELEM, name, set, &gone);
         element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, set, &came);
         elements += gone.len() + came.len();
     }
     for (was, chain) in old.chains.iter().zip(&table.chains) {
-        if was.rules != chain.rules {
+        if was.rules != chain.rules || edits.chain_dirty(&chain.name) {
             // Rules are few: a changed chain is flushed and refilled. Sets by name only:
             // they exist, none is created by this batch.
+            chain_messages(&mut bw, name, chain, &|_| None, true);
+        }
+    }
+    Some(bw.finish(elements))
+}
+
+/// A repair: the wanted table is the one the model starts from, so the difference is the
+/// inverse of what others did: the elements they added deleted, those they deleted added
+/// back, the chains they touched refilled. Only the sets they touched are encoded, so the
+/// cost is that of their change, not of the table (a rule deleted at 150,000 prefixes
+/// encodes no element at all).
+fn inverse(table: &Table, edits: &Edits, generation: u32, seq: u32) -> Option<Batch> {
+    let name = table.name.as_str();
+    let mut bw = BatchWriter::at_generation(seq, 4096, Some(generation));
+    bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
+    let mut elements = 0;
+    for set in edits.sets() {
+        // A set that is not ours (or not one the model encodes): the full form.
+        let spec = set_spec_named(table, set)?;
+        let (deleted, added) = edits.net(set, &spec.elements)?;
+        // Deletions first: what is added back may reuse their boundaries.
+        element_messages(&mut bw, NFT_MSG_DELSETELEM, name, &spec, &added);
+        element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, &spec, &deleted);
+        elements += deleted.len() + added.len();
+    }
+    for chain in &table.chains {
+        if edits.chain_dirty(&chain.name) {
             chain_messages(&mut bw, name, chain, &|_| None, true);
         }
     }

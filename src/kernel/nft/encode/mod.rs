@@ -33,7 +33,7 @@ mod set;
 mod table;
 
 pub use batch::{Batch, BatchMsg, request, single, single_with_flags};
-pub use delta::delta;
+pub use delta::{delta, delta_known};
 pub use set::{element_count, interval_elements, span_elements};
 pub use table::delete;
 

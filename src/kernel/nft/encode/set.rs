@@ -83,6 +83,22 @@ pub(super) fn set_specs(table: &Table) -> Vec<SetSpec<'_>> {
         .collect()
 }
 
+/// The set of `table` named `name`, as [`set_specs`] gives it, building only its elements.
+pub(super) fn set_spec_named<'a>(table: &'a Table, name: &str) -> Option<SetSpec<'a>> {
+    let addrs = table
+        .sets
+        .iter()
+        .find(|s| s.name == name)
+        .map(SetSpec::addrs);
+    addrs.or_else(|| {
+        table
+            .name_sets
+            .iter()
+            .find(|s| s.name == name)
+            .map(SetSpec::names)
+    })
+}
+
 /// NEWSET (an existing set with the same properties is left as it is), then, when `flush`,
 /// a DELSETELEM without elements (the kernel's "flush set"), then the elements.
 pub(super) fn set_messages(

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use super::encode;
 use super::error::NftError;
+use super::live::Known;
 use super::uapi::*;
 use crate::kernel::netlink::ack;
 use crate::kernel::netlink::{Malformed, Msg, NetlinkSocket, Writer, messages};
-use crate::model::Table;
 
 mod foreign;
 mod readback;
@@ -38,10 +38,11 @@ pub struct NftSocket {
     unsettled: bool,
     /// Called for every batch of replies received: a long read shows it is progressing.
     progress: Option<Progress>,
-    /// The table this socket last committed and the generation its commit made: while the
-    /// kernel's generation is still that one, nobody has committed since and the live table
-    /// is exactly this one (see [`super::replace_table`]).
-    last_commit: Option<(u32, Table)>,
+    /// The live table as known without reading it: what this socket last committed (or
+    /// read at start) at the generation of that commit, followed through the notifications
+    /// of others' transactions since ([`NftSocket::follow`]). While the kernel's generation
+    /// is the model's, a commit sends only the difference (see [`super::replace_table`]).
+    known: Option<Known>,
 }
 
 /// A callback marking progress (see [`NftSocket::on_progress`]).
@@ -80,7 +81,7 @@ impl NftSocket {
             buf: vec![0; RECV_BUF],
             unsettled: false,
             progress: None,
-            last_commit: None,
+            known: None,
         })
     }
 

@@ -157,6 +157,30 @@ impl NftSocket {
         Ok(read.and_then(decode::TableDecoder::finish))
     }
 
+    /// Reads table `name` like [`NftSocket::read_table`], with the generation it holds at:
+    /// no commit interrupted the read. `None` when the table does not exist or does not
+    /// decode as one of ours.
+    pub fn read_table_at(&mut self, name: &str) -> Result<Option<(u32, Table)>, NftError> {
+        for _ in 0..8 {
+            let generation = self.generation()?;
+            let fresh = decode::TableDecoder::new(name);
+            match self.read_table_once(name, fresh, &|d, m| Ok(d.feed(m)?)) {
+                Err(NftError::Interrupted) => continue,
+                Err(e) => return Err(e),
+                Ok(None) => return Ok(None),
+                // The read checked that the generation did not move during it; this one
+                // was read before it, so a commit in between means reading again.
+                Ok(Some(d)) => {
+                    if self.generation()? != generation {
+                        continue;
+                    }
+                    return Ok(d.finish().map(|t| (generation, t)));
+                }
+            }
+        }
+        Err(NftError::Interrupted)
+    }
+
     /// Dumps the rules of table `name`. Kernels filter the dump by table; we check again, since
     /// a foreign rule in another table must never be taken for ours.
     fn dump_rules(

@@ -12,6 +12,7 @@ use crate::kernel::netlink::messages;
 use crate::kernel::nft::decode;
 use crate::kernel::nft::encode::Batch;
 use crate::kernel::nft::error::NftError;
+use crate::kernel::nft::live::{Known, Step};
 use crate::kernel::nft::offsets;
 use crate::kernel::nft::uapi::*;
 use crate::model::Table;
@@ -163,15 +164,48 @@ impl NftSocket {
         )))
     }
 
-    /// Takes the table this socket committed last and the generation its commit made (a
-    /// commit takes it and records its own with [`NftSocket::set_committed`], so the table is
-    /// moved, never copied).
-    pub(crate) fn take_committed(&mut self) -> Option<(u32, Table)> {
-        self.last_commit.take()
+    /// Takes the live table as known (a commit takes it and records its own with
+    /// [`NftSocket::set_known`], so the table is moved, never copied).
+    pub(crate) fn take_known(&mut self) -> Option<Known> {
+        self.known.take()
     }
 
-    /// Records (or, with `None`, forgets) the table of a commit and the generation it made.
-    pub(crate) fn set_committed(&mut self, commit: Option<(u32, Table)>) {
-        self.last_commit = commit;
+    /// Records (or, with `None`, forgets) the live table as known.
+    pub(crate) fn set_known(&mut self, known: Option<Known>) {
+        self.known = known;
+    }
+
+    /// The generation at which the live table is known, if it is.
+    pub fn known_generation(&self) -> Option<u32> {
+        self.known.as_ref().map(Known::generation)
+    }
+
+    /// Follows others' transactions, as the notification group reported them: the live
+    /// table stays known (so a repair is a difference) until a step it cannot follow.
+    pub fn follow(&mut self, steps: &[Step]) {
+        for step in steps {
+            let Some(known) = &mut self.known else {
+                return;
+            };
+            if let Err(why) = known.follow(step) {
+                tracing::debug!("the live table is no longer known: {why}");
+                self.known = None;
+            }
+        }
+    }
+
+    /// Learns the live table by reading it (`None` when it does not exist or is not one
+    /// this agent can have written), unless it is known already: a new process then commits
+    /// only the difference to what it finds. The read must not be interrupted by a commit,
+    /// so the generation before it is the one it holds at.
+    pub fn learn(&mut self, name: &str) -> Result<Option<Table>, NftError> {
+        if let Some(k) = &self.known {
+            return Ok(Some(k.table().clone()));
+        }
+        let Some((generation, table)) = self.read_table_at(name)? else {
+            return Ok(None);
+        };
+        self.known = Some(Known::new(generation, table.clone()));
+        Ok(Some(table))
     }
 }

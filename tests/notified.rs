@@ -1,0 +1,305 @@
+//! The live table followed through notifications (issue 19), against the kernel this runs
+//! on: a foreign change to a large table is repaired by sending back only what was changed,
+//! timed from the notifications (the tamperer's transaction, then ours); a new process
+//! starts from the table it finds, sending nothing when it is already the wanted one.
+//!
+//! Every test runs the real binary in network namespaces it creates. Needs root.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nma_testkit::configs::{ConfigText, spaced_hosts};
+use nma_testkit::events::Generations;
+use nma_testkit::{Agent, Topology, heavy, root_or_skip, run, wait_until};
+
+/// Generous bound for what is not the claim (start-up on a loaded machine).
+fn patience() -> Duration {
+    Duration::from_secs(60) * nma_testkit::slack()
+}
+
+/// The table size: 50,000 prefixes on the host, fewer in an emulated guest (the VM suite),
+/// where a 50,000-prefix commit takes minutes.
+fn size() -> usize {
+    if nma_testkit::env::emulated() {
+        5_000
+    } else {
+        50_000
+    }
+}
+
+const FLAGS: &[&str] = &["--table-owner", "off"];
+
+/// Spawns the daemon with `config` (its first commit is not waited for: a restart that
+/// finds its table in force makes none).
+fn spawn(t: &Topology, config: &std::path::Path) -> Agent {
+    t.agent_builder().config(config).args(FLAGS).spawn()
+}
+
+fn config(n: usize, extra: &[&str]) -> String {
+    let mut list: Vec<String> = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    list.extend(extra.iter().map(ToString::to_string));
+    ConfigText::new().non_masquerade(&list).render()
+}
+
+/// The ends of transactions (NEWGENs) in the node namespace, each timed as it arrives by a
+/// thread that does nothing else.
+struct Watch {
+    times: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start(t: &Topology) -> Watch {
+        let gens = t.node.enter(Generations::open).unwrap();
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tt, st) = (times.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                if let Some(at) = gens.next(Duration::from_millis(20)) {
+                    tt.lock().unwrap().push(at);
+                }
+            }
+        });
+        Watch {
+            times,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn clear(&self) {
+        self.times.lock().unwrap().clear();
+    }
+
+    /// The first `n` transactions' ends since the last clear, waiting for them.
+    fn first(&self, n: usize) -> Option<Vec<Instant>> {
+        wait_until(patience(), || self.times.lock().unwrap().len() >= n)
+            .then(|| self.times.lock().unwrap()[..n].to_vec())
+    }
+
+    fn count(&self) -> usize {
+        self.times.lock().unwrap().len()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A repair, timed from the tamperer's transaction to ours.
+struct Timed {
+    /// The tamperer's NEWGEN to ours.
+    repair: Duration,
+    /// Elements the repair sent.
+    sent: u64,
+    /// The commit's form.
+    form: String,
+}
+
+/// Runs `nft args` in the node namespace and times the agent's repair.
+fn tamper_and_time(t: &Topology, agent: &Agent, watch: &Watch, args: &[&str]) -> Timed {
+    let commits = agent.settled_commits();
+    watch.clear();
+    run(t.node.cmd("nft").args(args));
+    let ends = watch
+        .first(2)
+        .unwrap_or_else(|| panic!("no repair after nft {args:?}:\n{}", agent.log()));
+    assert!(
+        agent.wait_commits(commits + 1, patience()).is_some(),
+        "{}",
+        agent.log()
+    );
+    let c = agent.commits().pop().unwrap();
+    Timed {
+        repair: ends[1] - ends[0],
+        sent: c.sent.unwrap_or(u64::MAX),
+        form: c.form.unwrap_or_default(),
+    }
+}
+
+#[test]
+fn each_foreign_change_is_repaired_by_sending_back_what_was_changed() {
+    root_or_skip!();
+    let _heavy = heavy();
+    let n = size();
+    let t = Topology::new("notified");
+    let cfg = t.config("ip-masq-agent", &config(n, &["10.20.0.0/16"]));
+    let agent = spawn(&t, &cfg);
+    assert!(
+        agent.wait_commits(1, patience()).is_some(),
+        "{}",
+        agent.log()
+    );
+    let good = t.listing().unwrap();
+    let watch = Watch::start(&t);
+    let repaired = |what: &str| {
+        assert!(
+            wait_until(patience(), || t.listing().as_deref() == Some(good.as_str())),
+            "not repaired after {what}:\n{}",
+            agent.log()
+        );
+    };
+
+    let element = tamper_and_time(
+        &t,
+        &agent,
+        &watch,
+        &[
+            "delete",
+            "element",
+            "inet",
+            "nft-masq-agent",
+            "nonmasq-v4",
+            "{ 10.20.0.0/16 }",
+        ],
+    );
+    repaired("element delete");
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+    assert_eq!(
+        (element.form.as_str(), element.sent),
+        ("difference", 2),
+        "the deleted interval alone is sent back"
+    );
+
+    let rule = tamper_and_time(
+        &t,
+        &agent,
+        &watch,
+        &["flush", "chain", "inet", "nft-masq-agent", "postrouting"],
+    );
+    repaired("rule delete");
+    assert_eq!(
+        (rule.form.as_str(), rule.sent),
+        ("difference", 0),
+        "rules only"
+    );
+
+    let flush = tamper_and_time(
+        &t,
+        &agent,
+        &watch,
+        &["flush", "set", "inet", "nft-masq-agent", "nonmasq-v4"],
+    );
+    repaired("set flush");
+    // Refilled in place: as large as the table, a difference costs the kernel more.
+    assert!(flush.sent >= 2 * n as u64, "{} {}", flush.form, flush.sent);
+
+    let table = tamper_and_time(
+        &t,
+        &agent,
+        &watch,
+        &["delete", "table", "inet", "nft-masq-agent"],
+    );
+    repaired("table delete");
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+
+    println!(
+        "repair at {n} prefixes, tamperer's transaction -> ours: element deleted {:.1} ms, \
+         chain flushed {:.1} ms, set flushed {:.1} ms ({}, {} elements sent), table deleted \
+         {:.1} ms ({})",
+        element.repair.as_secs_f64() * 1e3,
+        rule.repair.as_secs_f64() * 1e3,
+        flush.repair.as_secs_f64() * 1e3,
+        flush.form,
+        flush.sent,
+        table.repair.as_secs_f64() * 1e3,
+        table.form,
+    );
+}
+
+#[test]
+fn a_new_process_commits_only_the_difference_to_the_table_it_finds() {
+    root_or_skip!();
+    let _heavy = heavy();
+    let n = size() / 5;
+    let t = Topology::new("restart");
+    let cfg = t.config("ip-masq-agent", &config(n, &["10.20.0.0/16"]));
+    let first = spawn(&t, &cfg);
+    assert!(
+        first.wait_commits(1, patience()).is_some(),
+        "{}",
+        first.log()
+    );
+    assert!(first.stop().success());
+    let good = t.listing().unwrap();
+    let watch = Watch::start(&t);
+
+    // The same config: the table is read, nothing is sent, the generation does not move.
+    let again = spawn(&t, &cfg);
+    assert!(
+        again.wait_log("already as wanted", patience()),
+        "{}",
+        again.log()
+    );
+    assert!(
+        wait_until(patience(), || t.get("/readyz").status == 200),
+        "{}",
+        again.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(watch.count(), 0, "no transaction at all:\n{}", again.log());
+    assert_eq!(t.listing().as_deref(), Some(good.as_str()));
+    assert!(again.stop().success());
+
+    // One CIDR added while no agent ran: two elements sent, logged against the live table.
+    std::fs::write(&cfg, config(n, &["10.20.0.0/16", "10.11.0.0/16"])).unwrap();
+    let changed = spawn(&t, &cfg);
+    assert!(
+        changed.wait_commits(1, patience()).is_some(),
+        "{}",
+        changed.log()
+    );
+    let c = changed.commits().pop().unwrap();
+    assert_eq!(
+        (c.form.as_deref(), c.sent, c.added, c.removed),
+        (Some("difference"), Some(2), Some(1), Some(0)),
+        "{}",
+        c.message
+    );
+    assert!(c.message.contains("10.11.0.0/16"), "{}", c.message);
+    t.expect(&["11.22.33.44"], &["10.20.0.5", "10.11.0.5"]);
+}
+
+#[test]
+fn once_with_the_config_in_force_makes_no_transaction() {
+    root_or_skip!();
+    let _heavy = heavy();
+    let t = Topology::new("onceagain");
+    let cfg = t.config("ip-masq-agent", &config(size() / 5, &["10.20.0.0/16"]));
+    let once = || {
+        let out = run(t
+            .agent()
+            .args(["--once", "--table-owner", "off", "--config"])
+            .arg(&cfg));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    once();
+    let good = t.listing().unwrap();
+    let watch = Watch::start(&t);
+    let log = once();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(watch.count(), 0, "no transaction:\n{log}");
+    assert!(
+        log.contains("sent=0") || log.contains("\"sent\":0"),
+        "{log}"
+    );
+    assert_eq!(t.listing().as_deref(), Some(good.as_str()));
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+}
