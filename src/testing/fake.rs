@@ -183,6 +183,7 @@ impl Kernel for FakeKernel {
                 bytes: 0,
                 form: ReplaceForm::Delta,
                 counters_reset: false,
+                transactions: 0,
             });
         }
         s.table = Some(table.clone());
@@ -200,6 +201,7 @@ impl Kernel for FakeKernel {
             bytes: 0,
             form: ReplaceForm::AddDeleteAdd,
             counters_reset: true,
+            transactions: 1,
         })
     }
 

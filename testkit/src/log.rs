@@ -150,7 +150,8 @@ pub struct Commit {
     pub message: String,
     /// `startup`, `config`, `drift`, … (the daemon's; `--once` logs none).
     pub reason: Option<String>,
-    /// `difference`, `in-place`, `replace` or `delete-first` (the daemon's).
+    /// `difference`, `in-place`, `create` or `handover` (the daemon's; `replace` and
+    /// `delete-first` from builds before the sets were created a transaction ahead).
     pub form: Option<String>,
     /// Prefixes in the table.
     pub prefixes: u64,
@@ -167,10 +168,15 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// Whether its form creates the sets anew (`replace`, `delete-first`: the table was
-    /// missing or had to be recreated), which cannot avoid the kernel's new-set gap.
+    /// Whether its form creates the sets anew (the table was missing or had to be
+    /// recreated): `create` and `handover` fill them a transaction before the rules that
+    /// use them; `replace` and `delete-first` (older builds) in the same one, which leaves
+    /// the kernel's new-set gap open.
     pub fn creates_sets(&self) -> bool {
-        matches!(self.form.as_deref(), Some("replace" | "delete-first"))
+        matches!(
+            self.form.as_deref(),
+            Some("create" | "handover" | "replace" | "delete-first")
+        )
     }
 }
 

@@ -28,6 +28,7 @@
 
 mod batch;
 mod chain;
+pub mod create;
 mod delta;
 mod set;
 mod table;
@@ -71,16 +72,28 @@ pub enum ReplaceForm {
     /// and refilled ([`delta`]). Only when the kernel's generation shows that nothing else
     /// committed since that previous commit, so the live table is known exactly.
     Delta,
+    /// Our table was missing: its sets created and filled in one transaction, its chains and
+    /// rules added in a second, so no rule looks into a set still being filled
+    /// ([`create::steps`]).
+    Create,
+    /// Our table existed but could not be updated in place (other flags, something planted):
+    /// the new policy put in force in a handover table first, then our table recreated (sets,
+    /// then chains) and the handover table deleted, so the old or the new policy holds at
+    /// every instant ([`create::steps`]).
+    Handover,
 }
 
 impl ReplaceForm {
-    /// The form's name in logs: `replace`, `delete-first`, `in-place`, `difference`.
+    /// The form's name in logs: `replace`, `delete-first`, `in-place`, `difference`,
+    /// `create`, `handover`.
     pub fn as_str(self) -> &'static str {
         match self {
             ReplaceForm::AddDeleteAdd => "replace",
             ReplaceForm::DeleteAdd => "delete-first",
             ReplaceForm::InPlace => "in-place",
             ReplaceForm::Delta => "difference",
+            ReplaceForm::Create => "create",
+            ReplaceForm::Handover => "handover",
         }
     }
 }
@@ -91,6 +104,8 @@ impl ReplaceForm {
 pub struct Skeleton {
     /// Owner and persist flags.
     pub flags: crate::model::TableFlags,
+    /// The port id of the socket that owns the table, if one does.
+    pub owner: Option<u32>,
     /// Every set of the table.
     pub sets: Vec<super::decode::SetMsg>,
     /// Every chain of the table (without rules).
@@ -121,7 +136,7 @@ pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
     live.flags == table.flags && same_sets && same_chains
 }
 
-/// Estimated batch size, to allocate once.
+/// Estimated batch size, to allocate once (also for the creation steps).
 fn estimate(table: &Table) -> usize {
     let elems: usize = table
         .sets
@@ -131,9 +146,17 @@ fn estimate(table: &Table) -> usize {
     4096 + elems + elems / 16
 }
 
-/// The batch that replaces `table` atomically, in `form`. Sequence numbers start at `seq`.
+/// The batch that replaces `table` atomically, in `form` (one of the one-transaction forms:
+/// [`ReplaceForm::AddDeleteAdd`], [`ReplaceForm::DeleteAdd`], [`ReplaceForm::InPlace`]).
+/// Sequence numbers start at `seq`.
 pub fn replace(table: &Table, seq: u32, form: ReplaceForm) -> Batch {
-    let mut bw = BatchWriter::new(seq, estimate(table));
+    replace_at(table, seq, form, None)
+}
+
+/// [`replace`], valid only at ruleset generation `generation` when given (a
+/// compare-and-commit: the kernel refuses it with ERESTART once anyone has committed since).
+pub fn replace_at(table: &Table, seq: u32, form: ReplaceForm, generation: Option<u32>) -> Batch {
+    let mut bw = BatchWriter::at_generation(seq, estimate(table), generation);
     let name = table.name.as_str();
     let flags = Some(table.flags.0);
     let in_place = form == ReplaceForm::InPlace;

@@ -361,6 +361,7 @@ mod interval_properties {
 /// What the kernel would report of `t` after the replace form created it.
 fn skeleton_of(t: &Table) -> Skeleton {
     Skeleton {
+        owner: None,
         flags: t.flags,
         sets: set_specs(t)
             .iter()
