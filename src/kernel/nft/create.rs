@@ -108,7 +108,7 @@ fn once(
         // The in-place batch refused for another reason than a commit since the read (which
         // it would have been refused for first): the table is recreated, through the
         // handover. Nothing was committed, so the generation is still the one read.
-        Err((NftError::Rejected { .. }, 0)) if ours == Live::Fits => {
+        Err((e @ NftError::Rejected { .. }, 0)) if ours == Live::Fits && !stale(&e) => {
             let plan = create::steps(table, handover, Live::Other, left);
             run(sock, table, &plan, generation)
                 .map(|sent| report(table, ReplaceForm::Handover, &sent))
