@@ -89,6 +89,7 @@ impl LogLine {
             added: self.number("added").map(|v| v as u64),
             removed: self.number("removed").map(|v| v as u64),
             duration_ms: self.number("duration_ms").unwrap_or(0.0),
+            transactions: self.number("transactions").map(|v| v as u64),
         })
     }
 
@@ -165,6 +166,9 @@ pub struct Commit {
     pub removed: Option<u64>,
     /// How long the commit took, in milliseconds.
     pub duration_ms: f64,
+    /// Transactions it committed (the daemon's; more than one when the sets were created
+    /// before the rules that use them; absent from older builds: one).
+    pub transactions: Option<u64>,
 }
 
 impl Commit {
@@ -277,6 +281,15 @@ mod tests {
         assert_eq!((c.added, c.removed), (Some(2), Some(0)));
         assert!((c.duration_ms - 10.91).abs() < 1e-9);
         assert!(c.creates_sets());
+        assert_eq!(c.transactions, None);
+        let handover = LogLine::parse(&DAEMON_COMMIT.replace(
+            r#""form":"delete-first""#,
+            r#""form":"handover","transactions":5"#,
+        ))
+        .commit()
+        .expect("a commit");
+        assert_eq!(handover.transactions, Some(5));
+        assert!(handover.creates_sets());
         let once = LogLine::parse(ONCE_COMMIT)
             .commit()
             .expect("--once's commit");

@@ -307,6 +307,7 @@ pub fn report_commit(
         elements = report.elements,
         sent = report.sent,
         form = report.form.as_str(),
+        transactions = report.transactions,
         added = diff.added.len(),
         removed = diff.removed.len(),
         duration_ms = format!("{:.3}", elapsed.as_secs_f64() * 1e3),
