@@ -58,6 +58,16 @@ struct Probes {
     arrived: Vec<(u64, Ipv4Addr)>,
 }
 
+/// Sets its flags when dropped.
+struct Stop<'a>(&'a AtomicBool, &'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        self.1.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Probes {
     /// Probes sent while `during` runs (and for 300 ms after, so late commits are covered).
     fn during(t: &Topology, during: impl FnOnce()) -> Probes {
@@ -65,9 +75,15 @@ impl Probes {
         let stop_rx = AtomicBool::new(false);
         let ready = AtomicBool::new(false);
         std::thread::scope(|s| {
+            // Stops both threads however this closure ends: on a panic, the scope waits for
+            // them before passing it on.
+            let _stop = Stop(&stop_tx, &stop_rx);
             let rx = s.spawn(|| {
                 t.remote.enter_current_thread();
                 let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PROBE_PORT)).expect("bind");
+                // Room for seconds of probes: a receiver starved by a busy (emulated) CPU
+                // must not lose them.
+                let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&sock, 16 << 20);
                 sock.set_read_timeout(Some(Duration::from_millis(50)))
                     .unwrap();
                 ready.store(true, Ordering::SeqCst);
@@ -80,7 +96,7 @@ impl Probes {
                 }
                 got
             });
-            while !ready.load(Ordering::SeqCst) {
+            while !ready.load(Ordering::SeqCst) && !rx.is_finished() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let tx = s.spawn(|| {

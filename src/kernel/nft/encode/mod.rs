@@ -21,6 +21,13 @@
 //! Right after the agent's own commit, with nobody committing since, [`delta`] sends only
 //! the intervals that went and came (see [`ReplaceForm::Delta`]).
 //!
+//! Where the sets must be created (our table missing, or not updatable in place), [`create`]
+//! gives the batches of several transactions, so that no rule ever looks into a set its own
+//! transaction is filling ([`ReplaceForm::Create`], [`ReplaceForm::Handover`]). Every batch
+//! the agent sends carries the ruleset generation it was computed from ([`replace_at`]).
+//! The one-transaction replace ([`replace`] with [`ReplaceForm::AddDeleteAdd`]) remains for a
+//! table another live process owns, whose refusal the daemon needs to see.
+//!
 //! Only the last message asks for an ACK. The kernel reports every failing message of a batch
 //! whether or not it asked, so a successful batch of any size is answered by exactly one
 //! ACK, and the answers can never overflow the receive buffer (an ACK for each of the 300
