@@ -185,6 +185,9 @@ fn memory(dir: &Path, gens: &mut Gens) -> anyhow::Result<()> {
     let agent = spawn(&cm.path(), &["--table-owner", "off", "--enable-ipv6"]);
     let pid = agent.pid();
     gens.next(Duration::from_secs(60)).expect("startup commit");
+    // A new table: its sets, then its rules, in two transactions.
+    gens.next(Duration::from_secs(60))
+        .expect("startup commit's rules");
     cm.update(&text(1));
     gens.next(Duration::from_secs(60)).expect("config commit");
     std::thread::sleep(Duration::from_secs(3)); // full checks, once a second
@@ -349,7 +352,12 @@ fn tamper_section(gens: &mut Gens, cfg: &Path, runs: usize) -> anyhow::Result<()
             let ((acked, closed), seen, repaired) = std::thread::scope(|s| {
                 let child = s.spawn(|| tamper(kind, h));
                 let seen = next_ns(gens); // the tamper itself
-                let repaired = next_ns(gens); // the repair
+                let mut repaired = next_ns(gens); // the repair
+                if kind != "rule" {
+                    // The table is gone: its repair creates the sets, then (a second
+                    // transaction) the rules that use them; repaired at the second.
+                    repaired = next_ns(gens);
+                }
                 (child.join().expect("child"), seen, repaired)
             });
             // The change happened no later than its acknowledgement or its notification.
