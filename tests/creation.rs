@@ -424,3 +424,28 @@ fn a_leftover_handover_table_is_deleted_by_the_next_commit() {
         assert_eq!(sock.read_table(TABLE).unwrap().unwrap().sets, table.sets);
     });
 }
+
+/// A restart with `--table-owner auto` on 6.9+ (owner and persist): the table the previous
+/// process left (persistent, its owner gone) is adopted in place, not handed over.
+#[test]
+fn an_orphaned_persistent_table_is_adopted_in_place() {
+    root_or_skip!();
+    if !kernel_at_least(6, 9) {
+        eprintln!("kernel before 6.9: no persist flag");
+        return;
+    }
+    ns("orphan").enter(|| {
+        let mut table = small_table(100);
+        table.flags = TableFlags(TableFlags::OWNER | TableFlags::PERSIST);
+        let mut first = NftSocket::open().unwrap();
+        nft::replace_table(&mut first, &table).unwrap();
+        drop(first);
+        let mut second = NftSocket::open().unwrap();
+        eprintln!("orphan: {:?}", second.table_info(TABLE).unwrap());
+        let report = nft::replace_table(&mut second, &table).unwrap();
+        eprintln!("adopted by {report:?}");
+        let info = second.table_info(TABLE).unwrap().unwrap();
+        assert_eq!(info.owner, Some(second.port_id()));
+        assert_eq!(report.form, ReplaceForm::InPlace);
+    });
+}

@@ -140,7 +140,18 @@ pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
                 .iter()
                 .any(|c| c.name == want.name && c.base == want.base)
         });
-    live.flags == table.flags && same_sets && same_chains
+    same_flags(table, live) && same_sets && same_chains
+}
+
+/// Whether the in-place form's NEWTABLE leaves the live table with `table`'s flags: the
+/// same flags, or a persistent table whose owner has gone (the kernel then keeps only the
+/// persist flag) that an owner-and-persist NEWTABLE claims again, as at each restart of an
+/// agent that owns its table.
+fn same_flags(table: &Table, live: &Skeleton) -> bool {
+    use crate::model::TableFlags;
+    let orphan = live.owner.is_none() && live.flags == TableFlags(TableFlags::PERSIST);
+    live.flags == table.flags
+        || (orphan && table.flags == TableFlags(TableFlags::OWNER | TableFlags::PERSIST))
 }
 
 /// Estimated batch size, to allocate once (also for the creation steps).

@@ -474,12 +474,33 @@ fn in_place_only_when_the_live_table_has_exactly_our_sets_and_chains() {
         "a base chain's priority is fixed"
     );
 
-    let mut owner = live;
+    let mut owner = live.clone();
     owner.flags = TableFlags(owner.flags.0 ^ 1);
     assert!(
         !fits_in_place(&t, &owner),
         "the kernel refuses a flag change in place"
     );
+
+    // A persistent table whose owner has gone keeps only the persist flag; an
+    // owner-and-persist NEWTABLE claims it in place. Not one another process still owns.
+    let mut owned = t.clone();
+    owned.flags = TableFlags(TableFlags::OWNER | TableFlags::PERSIST);
+    let mut orphan = live;
+    orphan.flags = TableFlags(TableFlags::PERSIST);
+    assert!(fits_in_place(&owned, &orphan));
+    assert!(
+        !fits_in_place(&t, &orphan),
+        "persist cannot be dropped in place"
+    );
+    let mut held = orphan.clone();
+    held.flags = owned.flags;
+    held.owner = Some(77);
+    assert!(
+        fits_in_place(&owned, &held),
+        "a refusal then tells who holds it"
+    );
+    held.flags = TableFlags(TableFlags::PERSIST);
+    assert!(!fits_in_place(&owned, &held));
 }
 
 /// Elements as a set, with the delta's deletions and additions applied.
