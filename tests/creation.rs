@@ -441,11 +441,38 @@ fn an_orphaned_persistent_table_is_adopted_in_place() {
         nft::replace_table(&mut first, &table).unwrap();
         drop(first);
         let mut second = NftSocket::open().unwrap();
-        eprintln!("orphan: {:?}", second.table_info(TABLE).unwrap());
         let report = nft::replace_table(&mut second, &table).unwrap();
-        eprintln!("adopted by {report:?}");
         let info = second.table_info(TABLE).unwrap().unwrap();
         assert_eq!(info.owner, Some(second.port_id()));
         assert_eq!(report.form, ReplaceForm::InPlace);
+    });
+}
+
+/// A table with our sets and no chain (what a creation cut short after its first
+/// transaction leaves, or our chains deleted by someone) translates nothing: the chains are
+/// added in place, with no handover.
+#[test]
+fn a_table_without_its_chains_gets_them_in_place() {
+    root_or_skip!();
+    ns("unchained").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let table = small_table(100);
+        nft::replace_table(&mut sock, &table).unwrap();
+        // Base chains after the chains they jump to would be refused while referenced:
+        // delete in reverse order of the table's.
+        for chain in table.chains.iter().rev() {
+            nft_cmd(&format!("flush chain inet {TABLE} {}", chain.name));
+        }
+        for chain in table.chains.iter().rev() {
+            nft_cmd(&format!("delete chain inet {TABLE} {}", chain.name));
+        }
+        let report = nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!(
+            (report.form, report.transactions),
+            (ReplaceForm::InPlace, 1)
+        );
+        let live = sock.read_table(TABLE).unwrap().unwrap();
+        assert_eq!(live.sets, table.sets);
+        assert!(live.same_policy(&table), "{live}");
     });
 }

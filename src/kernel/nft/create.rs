@@ -50,11 +50,15 @@ pub(super) fn full(
     between: &mut dyn FnMut(),
 ) -> Result<CommitReport, NftError> {
     let handover = create::handover_of(table);
+    // Every transaction committed counts, those of an attempt cut short too: the daemon
+    // and the soak test account for the generations by this number.
+    let mut sent = Sent::default();
     let mut attempt = 1;
     loop {
-        match once(sock, table, &handover, between) {
+        match once(sock, table, &handover, between, &mut sent) {
+            Ok(form) => return Ok(report(table, form, &sent)),
             Err(e) if stale(&e) && attempt < ATTEMPTS => attempt += 1,
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -68,12 +72,14 @@ struct Sent {
     transactions: u32,
 }
 
+/// One read of the live tables and the steps chosen from it; the form that committed.
 fn once(
     sock: &mut NftSocket,
     table: &Table,
     handover: &Table,
     between: &mut dyn FnMut(),
-) -> Result<CommitReport, NftError> {
+    sent: &mut Sent,
+) -> Result<ReplaceForm, NftError> {
     // Read before the skeleton: a commit by anyone after this refuses our batches.
     let generation = sock.generation()?;
     let live = sock.skeleton(&table.name);
@@ -87,13 +93,16 @@ fn once(
         let form = ReplaceForm::AddDeleteAdd;
         let batch = encode::replace_at(table, sock.next_seq(), form, Some(generation));
         sock.send_batch(&batch)?;
-        return Ok(report(table, form, &sent_of(&batch)));
+        sent.add(&batch);
+        return Ok(form);
     }
     // A skeleton that cannot be read (a name that is not ours to decode) is a table that
     // cannot be updated in place.
+    // A table with our sets and no chain (a creation cut short after its first transaction,
+    // or our chains deleted) translates nothing: the in-place form adds the chains.
     let ours = match &live {
         Ok(None) => Live::Absent,
-        Ok(Some(l)) if encode::fits_in_place(table, l) => Live::Fits,
+        Ok(Some(l)) if encode::fits_in_place(table, l) || encode::unchained(table, l) => Live::Fits,
         _ => Live::Other,
     };
     let left = match sock.skeleton(&handover.name) {
@@ -103,15 +112,15 @@ fn once(
     };
     between();
     let plan = create::steps(table, handover, ours, left);
-    match run(sock, table, &plan, generation) {
-        Ok(sent) => Ok(report(table, create::form(ours), &sent)),
+    match run(sock, table, &plan, generation, sent) {
+        Ok(()) => Ok(create::form(ours)),
         // The in-place batch refused for another reason than a commit since the read (which
         // it would have been refused for first): the table is recreated, through the
         // handover. Nothing was committed, so the generation is still the one read.
         Err((e @ NftError::Rejected { .. }, 0)) if ours == Live::Fits && !stale(&e) => {
             let plan = create::steps(table, handover, Live::Other, left);
-            run(sock, table, &plan, generation)
-                .map(|sent| report(table, ReplaceForm::Handover, &sent))
+            run(sock, table, &plan, generation, sent)
+                .map(|()| ReplaceForm::Handover)
                 .map_err(|(e, _)| e)
         }
         Err((e, _)) => Err(e),
@@ -128,8 +137,8 @@ fn run(
     table: &Table,
     plan: &[Step<'_>],
     mut generation: u32,
-) -> Result<Sent, (NftError, usize)> {
-    let mut sent = Sent::default();
+    sent: &mut Sent,
+) -> Result<(), (NftError, usize)> {
     for (i, step) in plan.iter().enumerate() {
         let batch = step.batch(sock.next_seq(), generation);
         let result = sock.send_batch(&batch);
@@ -142,7 +151,7 @@ fn run(
                 sent.messages += 1;
                 sent.transactions += 1;
             }
-            return Ok(sent);
+            return Ok(());
         }
         if let Err(e) = result {
             let done = &plan[..i];
@@ -157,14 +166,10 @@ fn run(
             }
             return Err((e, i));
         }
-        let s = sent_of(&batch);
-        sent.elements += s.elements;
-        sent.messages += s.messages;
-        sent.bytes += s.bytes;
-        sent.transactions += 1;
+        sent.add(&batch);
         generation = next_generation(generation);
     }
-    Ok(sent)
+    Ok(())
 }
 
 /// Deletes the handover table, whatever committed meanwhile: it only ever holds one of our
@@ -181,12 +186,13 @@ fn remove_handover(sock: &mut NftSocket, name: &str) -> bool {
     }
 }
 
-fn sent_of(batch: &encode::Batch) -> Sent {
-    Sent {
-        elements: batch.elements,
-        messages: batch.msgs.len(),
-        bytes: batch.bytes.len(),
-        transactions: 1,
+impl Sent {
+    /// Counts a batch the kernel committed.
+    fn add(&mut self, batch: &encode::Batch) {
+        self.elements += batch.elements;
+        self.messages += batch.msgs.len();
+        self.bytes += batch.bytes.len();
+        self.transactions += 1;
     }
 }
 

@@ -143,6 +143,22 @@ pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
     same_flags(table, live) && same_sets && same_chains
 }
 
+/// Whether the live table `live` has exactly the sets and flags of `table` and no chain at
+/// all: it translates nothing, and the in-place form (which creates missing chains) turns it
+/// into `table`. What a creation cut short after its sets leaves, or a deletion of our chains.
+pub fn unchained(table: &Table, live: &Skeleton) -> bool {
+    live.chains.is_empty()
+        && fits_in_place(
+            table,
+            &Skeleton {
+                flags: live.flags,
+                owner: live.owner,
+                sets: live.sets.clone(),
+                chains: table.chains.clone(),
+            },
+        )
+}
+
 /// Whether the in-place form's NEWTABLE leaves the live table with `table`'s flags: the
 /// same flags, or a persistent table whose owner has gone (the kernel then keeps only the
 /// persist flag) that an owner-and-persist NEWTABLE claims again, as at each restart of an

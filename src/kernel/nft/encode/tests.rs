@@ -501,6 +501,17 @@ fn in_place_only_when_the_live_table_has_exactly_our_sets_and_chains() {
     );
     held.flags = TableFlags(TableFlags::PERSIST);
     assert!(!fits_in_place(&owned, &held));
+
+    // Our sets and no chain: in place too (the chains are created); not with a set missing.
+    let mut bare = skeleton_of(&t);
+    bare.chains.clear();
+    assert!(!fits_in_place(&t, &bare) && unchained(&t, &bare));
+    bare.sets.pop();
+    assert!(!unchained(&t, &bare));
+    assert!(
+        !unchained(&t, &skeleton_of(&t)),
+        "chains there: fits_in_place decides"
+    );
 }
 
 /// Elements as a set, with the delta's deletions and additions applied.
