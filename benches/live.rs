@@ -191,6 +191,9 @@ fn memory(dir: &Path, gens: &mut Gens) -> anyhow::Result<()> {
     let agent = spawn(&cm.path(), &["--table-owner", "off", "--enable-ipv6"]);
     let pid = agent.pid();
     gens.next(Duration::from_secs(60)).expect("startup commit");
+    // A new table: its sets, then its rules, in two transactions.
+    gens.next(Duration::from_secs(60))
+        .expect("startup commit's rules");
     cm.update(&text(1));
     gens.next(Duration::from_secs(60)).expect("config commit");
     std::thread::sleep(Duration::from_secs(3)); // full checks, once a second
@@ -389,7 +392,12 @@ fn tamper_section(gens: &mut Gens, cfg: &Path, runs: usize) -> anyhow::Result<()
             let ((acked, closed), seen, repaired) = std::thread::scope(|s| {
                 let child = s.spawn(|| tamper(kind, h));
                 let seen = next_ns(gens); // the tamper itself
-                let repaired = next_ns(gens); // the repair
+                let mut repaired = next_ns(gens); // the repair
+                if kind != "rule" {
+                    // The table is gone: its repair creates the sets, then (a second
+                    // transaction) the rules that use them; repaired at the second.
+                    repaired = next_ns(gens);
+                }
                 (child.join().expect("child"), seen, repaired)
             });
             // The change happened no later than its acknowledgement or its notification.
@@ -492,7 +500,12 @@ fn scale_section(gens: &mut Gens, dir: &Path, sizes: &[usize], runs: usize) -> a
                 let ((acked, closed), seen, repaired) = std::thread::scope(|s| {
                     let child = s.spawn(|| tamper(kind, h));
                     let seen = gens.next(Duration::from_secs(60));
-                    let repaired = gens.next(Duration::from_secs(60));
+                    let mut repaired = gens.next(Duration::from_secs(60));
+                    if kind == "table" {
+                        // Its repair creates the sets, then (a second transaction) the
+                        // rules that use them: repaired at the second.
+                        repaired = gens.next(Duration::from_secs(60));
+                    }
                     (child.join().expect("child"), seen, repaired)
                 });
                 let (Some((seen, _)), Some((repaired, _))) = (seen, repaired) else {

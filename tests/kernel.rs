@@ -101,7 +101,8 @@ fn own_commits_carry_our_port_id_and_leaving_the_group_silences_them() {
                 _ => None,
             })
             .collect();
-        assert_eq!(gens, [sock.port_id()]);
+        // Two transactions (the sets, then the rules that use them), both ours.
+        assert_eq!(gens, [sock.port_id(); 2]);
         assert!(seen.events.iter().any(|e| matches!(
             e,
             Event::Object { table, port_id, .. } if table == "nft-masq-agent" && *port_id == sock.port_id()
@@ -171,11 +172,9 @@ fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
             model::desired(&c, &f, TableFlags::default())
         };
         let (a, b) = (table(5_000), table(3_000));
-        assert_eq!(
-            nft::replace_table(&mut sock, &a).unwrap().form,
-            ReplaceForm::AddDeleteAdd,
-            "no table yet"
-        );
+        let report = nft::replace_table(&mut sock, &a).unwrap();
+        // No table yet: its sets, then its rules.
+        assert_eq!((report.form, report.transactions), (ReplaceForm::Create, 2));
         // Right after our own commit only the difference is sent.
         let report = nft::replace_table(&mut sock, &b).unwrap();
         assert_eq!(report.form, ReplaceForm::Delta);
@@ -193,18 +192,25 @@ fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
         assert_eq!(live.sets, a.sets);
         assert!(live.same_policy(&a), "read back:\n{live}\nwanted:\n{a}");
 
-        // A planted chain would survive a flush: the table is replaced and it is gone.
+        // A planted chain would survive a flush: the table is recreated (through the
+        // handover table, which is gone after) and it is gone.
         nft_cmd("add chain inet nft-masq-agent planted");
         let report = nft::replace_table(&mut sock, &b).unwrap();
-        assert_eq!(report.form, ReplaceForm::AddDeleteAdd);
+        assert_eq!(
+            (report.form, report.transactions),
+            (ReplaceForm::Handover, 5)
+        );
         let live = sock.read_table(&b.name).unwrap().unwrap();
         assert!(!live.chains.iter().any(|c| c.name == "planted"), "{live}");
         assert!(live.same_policy(&b));
+        let handover = "nft-masq-agent-handover";
+        assert!(sock.table_info(handover).unwrap().is_none());
         // And so would a set.
         nft_cmd("add set inet nft-masq-agent planted { type ipv4_addr; }");
         let report = nft::replace_table(&mut sock, &a).unwrap();
-        assert_eq!(report.form, ReplaceForm::AddDeleteAdd);
+        assert_eq!(report.form, ReplaceForm::Handover);
         assert_eq!(sock.read_table(&a.name).unwrap().unwrap().sets, a.sets);
+        assert!(sock.table_info(handover).unwrap().is_none());
     });
 }
 

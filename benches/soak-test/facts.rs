@@ -117,11 +117,42 @@ impl Facts {
 impl Run {
     /// The gens of commits `pid` made to our table.
     pub fn commits_of(&self, pid: u32) -> Vec<Instant> {
-        self.gens
-            .iter()
-            .filter(|g| g.pid == Some(pid) && g.ours)
-            .map(|g| g.at)
+        self.commit_ends(pid)
+            .into_iter()
+            .map(|i| self.gens[i].at)
             .collect()
+    }
+
+    /// The transactions that end each commit `pid` made to our table (indexes into
+    /// [`Run::gens`]). A commit that creates the sets is several transactions (the sets,
+    /// then the rules; through the handover table, five); the agent logs how many, and its
+    /// transactions are grouped by that. When the counts do not add up, every transaction
+    /// is returned (and the log reported as not matching).
+    pub fn commit_ends(&self, pid: u32) -> Vec<usize> {
+        let gens: Vec<usize> = (0..self.gens.len())
+            .filter(|&i| self.gens[i].pid == Some(pid) && self.gens[i].ours)
+            .collect();
+        let logged = if pid == self.agent_pid {
+            &self.logged[0]
+        } else {
+            &self.logged[1]
+        };
+        let sizes: Vec<usize> = logged
+            .iter()
+            .map(|c| c.transactions.unwrap_or(1) as usize)
+            .collect();
+        if sizes.iter().sum::<usize>() != gens.len() {
+            return gens;
+        }
+        let mut ends = Vec::with_capacity(sizes.len());
+        let mut at = 0;
+        for n in sizes {
+            at += n;
+            if n > 0 {
+                ends.push(gens[at - 1]);
+            }
+        }
+        ends
     }
 
     /// Whether a transaction was one of the agents'.
@@ -164,9 +195,13 @@ fn effects(run: &Run) -> Vec<Effect> {
 
 /// The breaks (tamper actions that changed the table) and the agent commit after each.
 fn breaks(run: &Run, effects: &[Effect]) -> Vec<Break> {
-    let agent_idx: Vec<usize> = (0..run.gens.len())
-        .filter(|&i| run.is_agent(&run.gens[i]))
+    // A repair is seen when the agent's commit ends (its last transaction, when it has
+    // several), and each commit counts once against the budget.
+    let mut agent_idx: Vec<usize> = std::iter::once(run.agent_pid)
+        .chain(run.owner.map(|o| o.pid))
+        .flat_map(|pid| run.commit_ends(pid))
         .collect();
+    agent_idx.sort();
     let mut breaks: Vec<Break> = effects
         .iter()
         .enumerate()

@@ -50,12 +50,13 @@
 //!    interval sets are searched through an array built at the end of the transaction (6.18
 //!    here) finds nothing in a set created by the transaction until then, so a whole-table
 //!    replace of a large table masqueraded every destination until it finished. The agent
-//!    updates its table in place to avoid it (docs/design.md, "In-place form"). Only probes
-//!    to the exempt destination that were masqueraded during an agent commit (from its start,
-//!    its logged duration before its notification) count as that, and only during in-place
-//!    and difference commits: a commit that has to create the sets (the table was missing
-//!    after a flush, or is recreated for another owner flag at the restart) cannot avoid the
-//!    gap, and its probes are reported on their own row without failing the run.
+//!    updates its table in place to avoid it (docs/design.md, "In-place form"), and where it
+//!    must create the sets (the table was missing after a flush, or is recreated for another
+//!    owner flag at the restart) fills them a transaction before the rules that use them
+//!    ("Creation form"). Probes to the exempt destination masqueraded during an agent commit
+//!    (from its start, its logged duration before its notification; a commit of several
+//!    transactions ends with its last) count as that, on two rows: commits that create the
+//!    sets, and in-place or difference commits. Either fails the run when not 0.
 //! 2. **Faults.** Every kind of tamper action took effect (a transaction of its process
 //!    touched the table) at least once outside the owner phase; the report gives, per kind,
 //!    the actions attempted and those that took effect, and why the others did not (table or
@@ -177,8 +178,8 @@ impl Phase {
 /// The command line.
 struct Opts {
     total: Duration,
-    /// Tolerate exempt probes masqueraded during the agent's own commits (a kernel
-    /// behaviour, reported either way).
+    /// Tolerate exempt probes masqueraded during the agent's own commits (for measuring
+    /// older builds or other agents; reported either way).
     accept_new_set_gap: bool,
     prefixes: usize,
     flood: usize,

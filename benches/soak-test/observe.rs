@@ -13,6 +13,9 @@ use nft_masq_agent::kernel::netlink::{NetlinkSocket, messages};
 use nft_masq_agent::kernel::nft::events::{Event, classify};
 use nft_masq_agent::model::TABLE_NAME;
 
+/// The agent's handover table (`nft-masq-agent-handover`).
+const HANDOVER: &str = "nft-masq-agent-handover";
+
 use crate::{Ctx, DESTS, ENDPOINT, ENDPOINT_PORT, POD, Phase};
 
 const PROBE_PORT: u16 = 5000;
@@ -59,7 +62,11 @@ pub fn notifications(ctx: &Ctx) {
                 }
                 for m in messages(&buf[..n]) {
                     match m.ok().as_ref().and_then(classify) {
-                        Some(Event::Object { table, .. }) => touched |= table == TABLE_NAME,
+                        // The handover table counts as ours: a commit that goes through
+                        // it is one logged commit of several transactions.
+                        Some(Event::Object { table, .. }) => {
+                            touched |= table == TABLE_NAME || table == HANDOVER
+                        }
                         Some(Event::Generation { pid, .. }) => {
                             batch.push(Gen {
                                 at,

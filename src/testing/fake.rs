@@ -202,6 +202,7 @@ impl Kernel for FakeKernel {
                     bytes: 0,
                     form: ReplaceForm::Delta,
                     counters_reset: false,
+                    transactions: 0,
                 };
                 s.known = known;
                 s.reports.push(r);
@@ -214,6 +215,7 @@ impl Kernel for FakeKernel {
                 bytes: 0,
                 form: ReplaceForm::Delta,
                 counters_reset: rules,
+                transactions: 1,
             },
             None => CommitReport {
                 elements: table.prefix_count() * 2,
@@ -222,6 +224,7 @@ impl Kernel for FakeKernel {
                 bytes: 0,
                 form: ReplaceForm::AddDeleteAdd,
                 counters_reset: true,
+                transactions: 1,
             },
         };
         s.table = Some(table.clone());

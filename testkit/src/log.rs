@@ -89,6 +89,7 @@ impl LogLine {
             added: self.number("added").map(|v| v as u64),
             removed: self.number("removed").map(|v| v as u64),
             duration_ms: self.number("duration_ms").unwrap_or(0.0),
+            transactions: self.number("transactions").map(|v| v as u64),
         })
     }
 
@@ -150,7 +151,8 @@ pub struct Commit {
     pub message: String,
     /// `startup`, `config`, `drift`, … (the daemon's; `--once` logs none).
     pub reason: Option<String>,
-    /// `difference`, `in-place`, `replace` or `delete-first` (the daemon's).
+    /// `difference`, `in-place`, `create` or `handover` (the daemon's; `replace` and
+    /// `delete-first` from builds before the sets were created a transaction ahead).
     pub form: Option<String>,
     /// Prefixes in the table.
     pub prefixes: u64,
@@ -164,13 +166,21 @@ pub struct Commit {
     pub removed: Option<u64>,
     /// How long the commit took, in milliseconds.
     pub duration_ms: f64,
+    /// Transactions it committed (the daemon's; more than one when the sets were created
+    /// before the rules that use them; absent from older builds: one).
+    pub transactions: Option<u64>,
 }
 
 impl Commit {
-    /// Whether its form creates the sets anew (`replace`, `delete-first`: the table was
-    /// missing or had to be recreated), which cannot avoid the kernel's new-set gap.
+    /// Whether its form creates the sets anew (the table was missing or had to be
+    /// recreated): `create` and `handover` fill them a transaction before the rules that
+    /// use them; `replace` and `delete-first` (older builds) in the same one, which leaves
+    /// the kernel's new-set gap open.
     pub fn creates_sets(&self) -> bool {
-        matches!(self.form.as_deref(), Some("replace" | "delete-first"))
+        matches!(
+            self.form.as_deref(),
+            Some("create" | "handover" | "replace" | "delete-first")
+        )
     }
 }
 
@@ -271,6 +281,15 @@ mod tests {
         assert_eq!((c.added, c.removed), (Some(2), Some(0)));
         assert!((c.duration_ms - 10.91).abs() < 1e-9);
         assert!(c.creates_sets());
+        assert_eq!(c.transactions, None);
+        let handover = LogLine::parse(&DAEMON_COMMIT.replace(
+            r#""form":"delete-first""#,
+            r#""form":"handover","transactions":5"#,
+        ))
+        .commit()
+        .expect("a commit");
+        assert_eq!(handover.transactions, Some(5));
+        assert!(handover.creates_sets());
         let once = LogLine::parse(ONCE_COMMIT)
             .commit()
             .expect("--once's commit");

@@ -60,7 +60,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         }
         // Anyone else committing between our generation reads did so while we were not
         // subscribed: look at the table instead of trusting the events.
-        if commit::raced(gen_before, gen_after, gen_now, sent) {
+        if commit::raced(gen_before, gen_after, gen_now, report.transactions) {
             self.pending.check = Some(Reason::Resync);
         }
         let valid = self.wanted.valid();

@@ -294,10 +294,9 @@ impl Commits {
 /// Whether anyone else committed around our commit, from the generations read before it,
 /// after it, and after rejoining the notification group: we were not subscribed meanwhile,
 /// so only the generations tell, and then the table must be looked at rather than the
-/// events trusted. A commit with nothing to change (`sent` false) sends nothing and makes no
-/// generation.
-pub fn raced(before: Option<u32>, after: Option<u32>, now: Option<u32>, sent: bool) -> bool {
-    let ours = u32::from(sent);
+/// events trusted. Each of our transactions makes one generation (`ours` of them: none for a
+/// commit with nothing to change, more than one when sets are created before their rules).
+pub fn raced(before: Option<u32>, after: Option<u32>, now: Option<u32>, ours: u32) -> bool {
     let clean = matches!((before, after, now),
         (Some(a), Some(b), Some(c)) if b == a.wrapping_add(ours) && c == b);
     if !clean {
@@ -329,6 +328,7 @@ pub fn report_commit(
         elements = report.elements,
         sent = report.sent,
         form = report.form.as_str(),
+        transactions = report.transactions,
         added = diff.added.len(),
         removed = diff.removed.len(),
         duration_ms = format!("{:.3}", elapsed.as_secs_f64() * 1e3),
@@ -343,18 +343,21 @@ mod tests {
     #[test]
     fn a_commit_is_raced_unless_the_generations_are_ours_alone() {
         // Sent: one generation, ours.
-        assert!(!raced(Some(7), Some(8), Some(8), true));
+        assert!(!raced(Some(7), Some(8), Some(8), 1));
         // Nothing sent: no generation.
-        assert!(!raced(Some(7), Some(7), Some(7), false));
+        assert!(!raced(Some(7), Some(7), Some(7), 0));
+        // Sets, then rules: two generations, both ours.
+        assert!(!raced(Some(7), Some(9), Some(9), 2));
         // Someone committed before ours, or after it before we rejoined.
-        assert!(raced(Some(7), Some(9), Some(9), true));
-        assert!(raced(Some(7), Some(8), Some(9), true));
+        assert!(raced(Some(7), Some(9), Some(9), 1));
+        assert!(raced(Some(7), Some(8), Some(9), 1));
+        assert!(raced(Some(7), Some(10), Some(10), 2));
         // Nothing sent and yet a generation: someone else's.
-        assert!(raced(Some(7), Some(8), Some(8), false));
+        assert!(raced(Some(7), Some(8), Some(8), 0));
         // A generation that could not be read tells nothing: look.
-        assert!(raced(None, Some(8), Some(8), true));
-        assert!(raced(Some(u32::MAX), Some(0), Some(0), false));
-        assert!(!raced(Some(u32::MAX), Some(0), Some(0), true));
+        assert!(raced(None, Some(8), Some(8), 1));
+        assert!(raced(Some(u32::MAX), Some(0), Some(0), 0));
+        assert!(!raced(Some(u32::MAX), Some(0), Some(0), 1));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The two operations the agent performs on the kernel: replace its table atomically, and
-//! delete it. Each is one batch, sent over the command socket.
+//! The two operations the agent performs on the kernel: replace its table, and delete it,
+//! over the command socket. A replace is one batch, or for the forms that must create sets a
+//! short sequence of them (`create.rs`).
 
+use super::create;
 use super::encode::{self, ReplaceForm};
 use super::error::NftError;
 use super::live::Known;
@@ -24,11 +26,16 @@ pub struct CommitReport {
     /// Whether the table's rules were created anew, so their counters start from zero
     /// (every form but a difference that left the rules alone).
     pub counters_reset: bool,
+    /// Transactions committed, each one ruleset generation: 0 when nothing was sent, 1 for
+    /// the one-batch forms, more when sets were created before the rules that use them
+    /// ([`ReplaceForm::Create`], [`ReplaceForm::Handover`]).
+    pub transactions: u32,
 }
 
-/// Replaces the table atomically in one transaction, whether or not it exists.
+/// Brings the table to `table`, whether or not it exists, with either the old or the new
+/// policy in force at every instant.
 ///
-/// Three forms, cheapest first:
+/// Cheapest first:
 /// - When the live table is known at the kernel's current generation (this socket's
 ///   previous commit, or the table a new process read at start, followed through the
 ///   notified changes of others' transactions since: see [`NftSocket::follow`]), only the
@@ -37,12 +44,28 @@ pub struct CommitReport {
 /// - When the live table has exactly the desired sets and chains, it is updated in place
 ///   (sets and chains flushed and refilled), so its sets never stop matching during the
 ///   transaction (see [`ReplaceForm::InPlace`]).
-/// - Otherwise, or if the kernel refuses either of those (the table changed meanwhile), the
-///   table is replaced: the common form starts by adding the table, which the kernel treats
-///   as an update of an existing one and refuses (EOPNOTSUPP) if that would change its
-///   owner or persist flag. In that case the table exists with other flags, so the
-///   delete-first form is valid and used.
+/// - When the table is missing, its sets are created and filled first and its rules added in
+///   a second transaction ([`ReplaceForm::Create`]); when it exists but cannot be updated in
+///   place (other owner/persist flags, something planted), through a handover table
+///   ([`ReplaceForm::Handover`]).
+///
+/// Every batch is valid only at the ruleset generation it was computed from; a commit by
+/// anyone in between makes the kernel refuse it, and the table is read again (see
+/// [`create::ATTEMPTS`]).
 pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport, NftError> {
+    replace_table_with(sock, table, &mut || {})
+}
+
+/// [`replace_table`] with a seam for tests: `between` runs after each read of the live
+/// table that a full form is chosen from, before the first batch (a test changes the
+/// ruleset there to see the batch refused and the change repaired). The agent always calls
+/// [`replace_table`].
+#[doc(hidden)]
+pub fn replace_table_with(
+    sock: &mut NftSocket,
+    table: &Table,
+    between: &mut dyn FnMut(),
+) -> Result<CommitReport, NftError> {
     let before = sock.generation();
     // The live table as known (our previous commit, or what a new process found, followed
     // through others' notified changes), if the model is at the ruleset's generation.
@@ -50,15 +73,15 @@ pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport
     let known = sock
         .take_known()
         .filter(|k| before.as_ref().is_ok_and(|now| *now == k.generation()));
-    let report = commit(sock, table, known.as_ref());
-    // Remembered only when the generations prove that the live table is `table`: a batch
-    // that changed something makes exactly one generation (so `before + 1` and nothing
-    // else), a difference with nothing in it is not sent and makes none. Anything else
-    // (someone committed around ours, a read failed) means reading the table next time.
+    let report = commit(sock, table, known.as_ref(), between);
+    // Remembered only when the generations prove that the live table is `table`: each
+    // transaction that changed something makes exactly one generation (so `before + n` for
+    // a commit of n transactions, and nothing else), a difference with nothing in it is not
+    // sent and makes none. Anything else (someone committed around ours, a read failed)
+    // means reading the table next time.
     let after = sock.generation();
     let remembered = match (&report, before, after) {
-        (Ok(r), Ok(b), Ok(a)) if r.messages == 0 && a == b => Some(a),
-        (Ok(r), Ok(b), Ok(a)) if r.messages > 0 && a == b.wrapping_add(1) => Some(a),
+        (Ok(r), Ok(b), Ok(a)) if a == b.wrapping_add(r.transactions) => Some(a),
         _ => None,
     };
     sock.set_known(remembered.map(|g| Known::new(g, table.clone())));
@@ -69,6 +92,7 @@ fn commit(
     sock: &mut NftSocket,
     table: &Table,
     known: Option<&Known>,
+    between: &mut dyn FnMut(),
 ) -> Result<CommitReport, NftError> {
     if let Some(known) = known {
         if let Some(batch) = encode::delta_known(known, table, sock.next_seq()) {
@@ -88,6 +112,7 @@ fn commit(
                     bytes: 0,
                     form: ReplaceForm::Delta,
                     counters_reset: false,
+                    transactions: 0,
                 });
             }
             // A difference larger than the table itself (most prefixes changed) costs the
@@ -97,7 +122,7 @@ fn commit(
             // place too: 50,000 prefixes, 247 ms in place against 298 ms as a difference.
             let total = encode::element_count(table);
             if batch.elements >= total {
-                return full(sock, table);
+                return create::full(sock, table, between);
             }
             match sock.send_batch(&batch) {
                 // Refused: someone committed since the generation was read (ERESTART), or
@@ -111,44 +136,13 @@ fn commit(
                         bytes: batch.bytes.len(),
                         form: ReplaceForm::Delta,
                         counters_reset: rules_changed,
+                        transactions: 1,
                     });
                 }
             }
         }
     }
-    full(sock, table)
-}
-
-/// The full forms: in place when the live table's skeleton fits, else the replace.
-fn full(sock: &mut NftSocket, table: &Table) -> Result<CommitReport, NftError> {
-    let send = |sock: &mut NftSocket, form| {
-        let batch = encode::replace(table, sock.next_seq(), form);
-        sock.send_batch(&batch).map(|()| CommitReport {
-            elements: batch.elements,
-            sent: batch.elements,
-            messages: batch.msgs.len(),
-            bytes: batch.bytes.len(),
-            form,
-            counters_reset: true,
-        })
-    };
-    // A skeleton that cannot be read (a name that is not ours to decode, a dump
-    // interrupted) only means the replace form, which needs no knowledge of the live table.
-    let live = sock.skeleton(&table.name).ok().flatten();
-    if live.is_some_and(|live| encode::fits_in_place(table, &live)) {
-        match send(sock, ReplaceForm::InPlace) {
-            // Refused (the table changed since the skeleton was read): the replace form.
-            Err(NftError::Rejected { .. }) => {}
-            other => return other,
-        }
-    }
-    match send(sock, ReplaceForm::AddDeleteAdd) {
-        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => match sock.table_info(&table.name)? {
-            Some(existing) if existing.flags != table.flags => send(sock, ReplaceForm::DeleteAdd),
-            _ => Err(e),
-        },
-        other => other,
-    }
+    create::full(sock, table, between)
 }
 
 /// Deletes the table. Returns false when it did not exist.

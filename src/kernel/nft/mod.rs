@@ -6,12 +6,14 @@
 //! [`compat`] (which table flags each kernel accepts), [`live`] (the live table followed
 //! through notifications), [`ruleset`] (the other NAT tables, as
 //! read for the conflict analysis). I/O: [`socket`] (the command socket:
-//! batches, ACKs, reads), [`events`] (the notification group) and [`commit`] (replace and
-//! delete). [`takeover`] (`--take-over-iptables-chain`) recognises ip-masq-agent's
-//! iptables-nft chain (pure) and removes it in one compare-and-commit batch.
+//! batches, ACKs, reads), [`events`] (the notification group), [`commit`] (replace and
+//! delete) and `create` (the full forms' batches, sent in order, each a compare-and-commit).
+//! [`takeover`] (`--take-over-iptables-chain`) recognises ip-masq-agent's iptables-nft chain
+//! (pure) and removes it in one compare-and-commit batch.
 
 pub mod commit;
 pub mod compat;
+mod create;
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -26,7 +28,8 @@ pub mod stmt;
 pub mod takeover;
 pub mod uapi;
 
-pub use commit::{CommitReport, delete_table, replace_table};
+pub use commit::{CommitReport, delete_table, replace_table, replace_table_with};
+pub use create::ATTEMPTS;
 pub use encode::ReplaceForm;
 pub use error::NftError;
 pub use socket::NftSocket;

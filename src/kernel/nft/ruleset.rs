@@ -217,14 +217,16 @@ pub fn relevant_family(family: u8) -> bool {
 }
 
 /// The tables (family, name) with a NAT postrouting chain, from a chain dump of every
-/// family, leaving out `(NFPROTO_INET, ours)`.
+/// family, leaving out `(NFPROTO_INET, ours)` and our handover table (which holds our own
+/// policy while our table is recreated, and is gone after the commit).
 pub fn nat_tables(chains: &[(u8, ChainMsg)], ours: &str) -> Vec<(u8, String)> {
     let mut out: Vec<(u8, String)> = Vec::new();
     let mut seen: HashSet<(u8, &str)> = HashSet::new();
     for (family, c) in chains {
         if relevant_family(*family)
             && is_nat_postrouting(&c.chain.base)
-            && !(*family == NFPROTO_INET && c.table == ours)
+            && !(*family == NFPROTO_INET
+                && (c.table == ours || c.table == super::encode::create::handover_name(ours)))
             && seen.insert((*family, c.table.as_str()))
         {
             out.push((*family, c.table.clone()));

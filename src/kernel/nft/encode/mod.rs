@@ -21,6 +21,13 @@
 //! Right after the agent's own commit, with nobody committing since, [`delta`] sends only
 //! the intervals that went and came (see [`ReplaceForm::Delta`]).
 //!
+//! Where the sets must be created (our table missing, or not updatable in place), [`create`]
+//! gives the batches of several transactions, so that no rule ever looks into a set its own
+//! transaction is filling ([`ReplaceForm::Create`], [`ReplaceForm::Handover`]). Every batch
+//! the agent sends carries the ruleset generation it was computed from ([`replace_at`]).
+//! The one-transaction replace ([`replace`] with [`ReplaceForm::AddDeleteAdd`]) remains for a
+//! table another live process owns, whose refusal the daemon needs to see.
+//!
 //! Only the last message asks for an ACK. The kernel reports every failing message of a batch
 //! whether or not it asked, so a successful batch of any size is answered by exactly one
 //! ACK, and the answers can never overflow the receive buffer (an ACK for each of the 300
@@ -28,6 +35,7 @@
 
 mod batch;
 mod chain;
+pub mod create;
 mod delta;
 mod set;
 mod table;
@@ -71,16 +79,28 @@ pub enum ReplaceForm {
     /// and refilled ([`delta`]). Only when the kernel's generation shows that nothing else
     /// committed since that previous commit, so the live table is known exactly.
     Delta,
+    /// Our table was missing: its sets created and filled in one transaction, its chains and
+    /// rules added in a second, so no rule looks into a set still being filled
+    /// ([`create::steps`]).
+    Create,
+    /// Our table existed but could not be updated in place (other flags, something planted):
+    /// the new policy put in force in a handover table first, then our table recreated (sets,
+    /// then chains) and the handover table deleted, so the old or the new policy holds at
+    /// every instant ([`create::steps`]).
+    Handover,
 }
 
 impl ReplaceForm {
-    /// The form's name in logs: `replace`, `delete-first`, `in-place`, `difference`.
+    /// The form's name in logs: `replace`, `delete-first`, `in-place`, `difference`,
+    /// `create`, `handover`.
     pub fn as_str(self) -> &'static str {
         match self {
             ReplaceForm::AddDeleteAdd => "replace",
             ReplaceForm::DeleteAdd => "delete-first",
             ReplaceForm::InPlace => "in-place",
             ReplaceForm::Delta => "difference",
+            ReplaceForm::Create => "create",
+            ReplaceForm::Handover => "handover",
         }
     }
 }
@@ -91,6 +111,8 @@ impl ReplaceForm {
 pub struct Skeleton {
     /// Owner and persist flags.
     pub flags: crate::model::TableFlags,
+    /// The port id of the socket that owns the table, if one does.
+    pub owner: Option<u32>,
     /// Every set of the table.
     pub sets: Vec<super::decode::SetMsg>,
     /// Every chain of the table (without rules).
@@ -118,10 +140,37 @@ pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
                 .iter()
                 .any(|c| c.name == want.name && c.base == want.base)
         });
-    live.flags == table.flags && same_sets && same_chains
+    same_flags(table, live) && same_sets && same_chains
 }
 
-/// Estimated batch size, to allocate once.
+/// Whether the live table `live` has exactly the sets and flags of `table` and no chain at
+/// all: it translates nothing, and the in-place form (which creates missing chains) turns it
+/// into `table`. What a creation cut short after its sets leaves, or a deletion of our chains.
+pub fn unchained(table: &Table, live: &Skeleton) -> bool {
+    live.chains.is_empty()
+        && fits_in_place(
+            table,
+            &Skeleton {
+                flags: live.flags,
+                owner: live.owner,
+                sets: live.sets.clone(),
+                chains: table.chains.clone(),
+            },
+        )
+}
+
+/// Whether the in-place form's NEWTABLE leaves the live table with `table`'s flags: the
+/// same flags, or a persistent table whose owner has gone (the kernel then keeps only the
+/// persist flag) that an owner-and-persist NEWTABLE claims again, as at each restart of an
+/// agent that owns its table.
+fn same_flags(table: &Table, live: &Skeleton) -> bool {
+    use crate::model::TableFlags;
+    let orphan = live.owner.is_none() && live.flags == TableFlags(TableFlags::PERSIST);
+    live.flags == table.flags
+        || (orphan && table.flags == TableFlags(TableFlags::OWNER | TableFlags::PERSIST))
+}
+
+/// Estimated batch size, to allocate once (also for the creation steps).
 fn estimate(table: &Table) -> usize {
     let elems: usize = table
         .sets
@@ -131,9 +180,17 @@ fn estimate(table: &Table) -> usize {
     4096 + elems + elems / 16
 }
 
-/// The batch that replaces `table` atomically, in `form`. Sequence numbers start at `seq`.
+/// The batch that replaces `table` atomically, in `form` (one of the one-transaction forms:
+/// [`ReplaceForm::AddDeleteAdd`], [`ReplaceForm::DeleteAdd`], [`ReplaceForm::InPlace`]).
+/// Sequence numbers start at `seq`.
 pub fn replace(table: &Table, seq: u32, form: ReplaceForm) -> Batch {
-    let mut bw = BatchWriter::new(seq, estimate(table));
+    replace_at(table, seq, form, None)
+}
+
+/// [`replace`], valid only at ruleset generation `generation` when given (a
+/// compare-and-commit: the kernel refuses it with ERESTART once anyone has committed since).
+pub fn replace_at(table: &Table, seq: u32, form: ReplaceForm, generation: Option<u32>) -> Batch {
+    let mut bw = BatchWriter::at_generation(seq, estimate(table), generation);
     let name = table.name.as_str();
     let flags = Some(table.flags.0);
     let in_place = form == ReplaceForm::InPlace;

@@ -361,6 +361,7 @@ mod interval_properties {
 /// What the kernel would report of `t` after the replace form created it.
 fn skeleton_of(t: &Table) -> Skeleton {
     Skeleton {
+        owner: None,
         flags: t.flags,
         sets: set_specs(t)
             .iter()
@@ -473,11 +474,43 @@ fn in_place_only_when_the_live_table_has_exactly_our_sets_and_chains() {
         "a base chain's priority is fixed"
     );
 
-    let mut owner = live;
+    let mut owner = live.clone();
     owner.flags = TableFlags(owner.flags.0 ^ 1);
     assert!(
         !fits_in_place(&t, &owner),
         "the kernel refuses a flag change in place"
+    );
+
+    // A persistent table whose owner has gone keeps only the persist flag; an
+    // owner-and-persist NEWTABLE claims it in place. Not one another process still owns.
+    let mut owned = t.clone();
+    owned.flags = TableFlags(TableFlags::OWNER | TableFlags::PERSIST);
+    let mut orphan = live;
+    orphan.flags = TableFlags(TableFlags::PERSIST);
+    assert!(fits_in_place(&owned, &orphan));
+    assert!(
+        !fits_in_place(&t, &orphan),
+        "persist cannot be dropped in place"
+    );
+    let mut held = orphan.clone();
+    held.flags = owned.flags;
+    held.owner = Some(77);
+    assert!(
+        fits_in_place(&owned, &held),
+        "a refusal then tells who holds it"
+    );
+    held.flags = TableFlags(TableFlags::PERSIST);
+    assert!(!fits_in_place(&owned, &held));
+
+    // Our sets and no chain: in place too (the chains are created); not with a set missing.
+    let mut bare = skeleton_of(&t);
+    bare.chains.clear();
+    assert!(!fits_in_place(&t, &bare) && unchained(&t, &bare));
+    bare.sets.pop();
+    assert!(!unchained(&t, &bare));
+    assert!(
+        !unchained(&t, &skeleton_of(&t)),
+        "chains there: fits_in_place decides"
     );
 }
 

@@ -265,6 +265,7 @@ impl NftSocket {
         })?;
         Ok(Some(encode::Skeleton {
             flags: table.flags,
+            owner: table.owner,
             sets,
             chains,
         }))

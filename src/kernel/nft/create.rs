@@ -1,0 +1,220 @@
+//! The full forms (everything but the difference), each batch a compare-and-commit: the
+//! ruleset generation is read before the live table's skeleton, every batch carries it (or
+//! the one the previous batch of the commit made), and a commit by anyone after the read
+//! makes the kernel refuse the batch (ERESTART). Then the table is read again and the form
+//! chosen again, at most [`ATTEMPTS`] times.
+//!
+//! The forms and their order are decided by [`encode::create::steps`]: in place when the
+//! live table fits; otherwise sets first and rules in a later transaction (our table
+//! missing), through a handover table when our table exists and cannot be updated in place.
+//! This file sends them and cleans up after a failure.
+
+use super::commit::CommitReport;
+use super::encode::create::{self, Live, Step};
+use super::encode::{self, ReplaceForm};
+use super::error::NftError;
+use super::socket::NftSocket;
+use crate::model::Table;
+
+/// How many times a full commit reads the live table and chooses its form, when the kernel
+/// refuses a batch because someone committed after the read.
+pub const ATTEMPTS: usize = 3;
+
+/// Whether the kernel refused a batch because the ruleset moved on since the generation it
+/// carries.
+pub fn stale(e: &NftError) -> bool {
+    matches!(
+        e,
+        NftError::Rejected {
+            errno: libc::ERESTART,
+            ..
+        }
+    )
+}
+
+/// The generation a successful transaction makes from `g` (the kernel skips 0, which in a
+/// batch means "no check").
+fn next_generation(g: u32) -> u32 {
+    match g.wrapping_add(1) {
+        0 => 1,
+        n => n,
+    }
+}
+
+/// Brings our table to `table` in the full forms. `between` runs after each read of the live
+/// table and before the first batch chosen from it (a seam for tests that change the ruleset
+/// there; a no-op otherwise).
+pub(super) fn full(
+    sock: &mut NftSocket,
+    table: &Table,
+    between: &mut dyn FnMut(),
+) -> Result<CommitReport, NftError> {
+    let handover = create::handover_of(table);
+    // Every transaction committed counts, those of an attempt cut short too: the daemon
+    // and the soak test account for the generations by this number.
+    let mut sent = Sent::default();
+    let mut attempt = 1;
+    loop {
+        match once(sock, table, &handover, between, &mut sent) {
+            Ok(form) => return Ok(report(table, form, &sent)),
+            Err(e) if stale(&e) && attempt < ATTEMPTS => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sums of the batches a commit sent.
+#[derive(Debug, Default)]
+struct Sent {
+    elements: usize,
+    messages: usize,
+    bytes: usize,
+    transactions: u32,
+}
+
+/// One read of the live tables and the steps chosen from it; the form that committed.
+fn once(
+    sock: &mut NftSocket,
+    table: &Table,
+    handover: &Table,
+    between: &mut dyn FnMut(),
+    sent: &mut Sent,
+) -> Result<ReplaceForm, NftError> {
+    // Read before the skeleton: a commit by anyone after this refuses our batches.
+    let generation = sock.generation()?;
+    let live = sock.skeleton(&table.name);
+    if let Ok(Some(l)) = &live
+        && l.owner.is_some_and(|port| port != sock.port_id())
+    {
+        // Another live socket owns the table: the kernel refuses any change of it, and the
+        // refusal is reported as before (the daemon tells an owner's refusal apart). No
+        // handover, which would put our policy next to the owner's.
+        between();
+        let form = ReplaceForm::AddDeleteAdd;
+        let batch = encode::replace_at(table, sock.next_seq(), form, Some(generation));
+        sock.send_batch(&batch)?;
+        sent.add(&batch);
+        return Ok(form);
+    }
+    // A skeleton that cannot be read (a name that is not ours to decode) is a table that
+    // cannot be updated in place.
+    // A table with our sets and no chain (a creation cut short after its first transaction,
+    // or our chains deleted) translates nothing: the in-place form adds the chains.
+    let ours = match &live {
+        Ok(None) => Live::Absent,
+        Ok(Some(l)) if encode::fits_in_place(table, l) || encode::unchained(table, l) => Live::Fits,
+        _ => Live::Other,
+    };
+    let left = match sock.skeleton(&handover.name) {
+        Ok(None) => Live::Absent,
+        Ok(Some(l)) if encode::fits_in_place(handover, &l) => Live::Fits,
+        _ => Live::Other,
+    };
+    between();
+    let plan = create::steps(table, handover, ours, left);
+    match run(sock, table, &plan, generation, sent) {
+        Ok(()) => Ok(create::form(ours)),
+        // The in-place batch refused for another reason than a commit since the read (which
+        // it would have been refused for first): the table is recreated, through the
+        // handover. Nothing was committed, so the generation is still the one read.
+        Err((e @ NftError::Rejected { .. }, 0)) if ours == Live::Fits && !stale(&e) => {
+            let plan = create::steps(table, handover, Live::Other, left);
+            run(sock, table, &plan, generation, sent)
+                .map(|()| ReplaceForm::Handover)
+                .map_err(|(e, _)| e)
+        }
+        Err((e, _)) => Err(e),
+    }
+}
+
+/// Sends the steps in order, each at the generation the previous one made. On failure,
+/// returns the error and how many steps committed, after removing a handover table whose
+/// policy is in force next to our table's old one (that old policy then holds alone again;
+/// once our old table is gone, the handover is the only policy and stays until the next
+/// commit replaces it).
+fn run(
+    sock: &mut NftSocket,
+    table: &Table,
+    plan: &[Step<'_>],
+    mut generation: u32,
+    sent: &mut Sent,
+) -> Result<(), (NftError, usize)> {
+    for (i, step) in plan.iter().enumerate() {
+        let batch = step.batch(sock.next_seq(), generation);
+        let result = sock.send_batch(&batch);
+        if let (Err(e), Step::Delete(name)) = (&result, step) {
+            // Our table is complete: the handover table only repeats its policy, and
+            // deleting it does not depend on anything read, so a refusal (someone committed
+            // since our last batch) does not fail the commit; it is deleted regardless.
+            tracing::debug!("deleting the handover table at generation {generation}: {e}");
+            if remove_handover(sock, name) {
+                sent.messages += 1;
+                sent.transactions += 1;
+            }
+            return Ok(());
+        }
+        if let Err(e) = result {
+            let done = &plan[..i];
+            let handover_live = done.iter().any(|s| {
+                matches!(s, Step::Chains(_) | Step::InPlace(_)) && s.table() != table.name
+            });
+            let ours_replaced = done
+                .iter()
+                .any(|s| matches!(s, Step::Sets { .. }) && s.table() == table.name);
+            if handover_live && !ours_replaced {
+                remove_handover(sock, &create::handover_name(&table.name));
+            }
+            return Err((e, i));
+        }
+        sent.add(&batch);
+        generation = next_generation(generation);
+    }
+    Ok(())
+}
+
+/// Deletes the handover table, whatever committed meanwhile: it only ever holds one of our
+/// own policies, so removing it can only leave our table's.
+/// Returns whether it did.
+fn remove_handover(sock: &mut NftSocket, name: &str) -> bool {
+    let batch = encode::delete(name, sock.next_seq());
+    match sock.send_batch(&batch) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("could not delete the handover table inet {name}: {e}");
+            false
+        }
+    }
+}
+
+impl Sent {
+    /// Counts a batch the kernel committed.
+    fn add(&mut self, batch: &encode::Batch) {
+        self.elements += batch.elements;
+        self.messages += batch.msgs.len();
+        self.bytes += batch.bytes.len();
+        self.transactions += 1;
+    }
+}
+
+fn report(table: &Table, form: ReplaceForm, sent: &Sent) -> CommitReport {
+    CommitReport {
+        elements: encode::element_count(table),
+        sent: sent.elements,
+        messages: sent.messages,
+        bytes: sent.bytes,
+        form,
+        counters_reset: true,
+        transactions: sent.transactions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_generation;
+
+    #[test]
+    fn the_generation_after_the_last_skips_zero() {
+        assert_eq!(next_generation(7), 8);
+        assert_eq!(next_generation(u32::MAX), 1);
+    }
+}

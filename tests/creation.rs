@@ -1,0 +1,478 @@
+//! Creating the table's sets without a window of wrong policy: after `nft delete table` and
+//! when a restart changes the owner flag, probes every millisecond find exempt destinations
+//! never masqueraded (and, across the restart, the others always masqueraded); and every
+//! full-form batch is a compare-and-commit, so something planted between the agent's read
+//! and its batch is refused by the kernel and repaired. Needs root.
+//!
+//! On 6.18 a set created in the same transaction as the rules that look into it matches
+//! nothing until the transaction ends, so a one-transaction creation masquerades exempt
+//! destinations for as long as the kernel takes to finish it (hundreds of milliseconds at
+//! 100,000 prefixes). Sizes: `NMA_CREATION_PREFIXES` (default 100,000 on the host, 20,000
+//! in an emulated guest).
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nft_masq_agent::config::{Config, PolicyFlags};
+use nft_masq_agent::kernel::nft::{self, NftError, NftSocket, ReplaceForm};
+use nft_masq_agent::model::{self, TableFlags};
+use nma_testkit::configs::{ConfigText, spaced_24s};
+use nma_testkit::{
+    Agent, NODE4, Netns, POD4, Topology, emulated, heavy, kernel_at_least, root_or_skip, slack,
+};
+
+const TABLE: &str = "nft-masq-agent";
+const HANDOVER: &str = "nft-masq-agent-handover";
+/// Exempt (inside 10.0.0.0/8) and not exempt, both hosted by the remote.
+const EXEMPT: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 5);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(11, 22, 33, 44);
+const PROBE_PORT: u16 = 9_999;
+const PROBE_EVERY: Duration = Duration::from_millis(1);
+
+fn prefixes() -> usize {
+    std::env::var("NMA_CREATION_PREFIXES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if emulated() { 20_000 } else { 100_000 })
+}
+
+/// 10.0.0.0/8 and `n - 1` /24s from 20.0.0.0 (none of them holds [`OUTSIDE`]).
+fn config(t: &Topology, n: usize) -> std::path::PathBuf {
+    let mut list = vec!["10.0.0.0/8".parse().unwrap()];
+    list.extend(spaced_24s(Ipv4Addr::new(20, 0, 0, 0), n - 1));
+    t.config(
+        "ip-masq-agent",
+        &ConfigText::new().non_masquerade(&list).render(),
+    )
+}
+
+/// Probes to [`EXEMPT`] and [`OUTSIDE`], one each every millisecond, each from a fresh source
+/// port (a new conntrack flow, translated by the ruleset of its moment), and the source
+/// address each arrived with.
+#[derive(Default)]
+struct Probes {
+    /// (destination, when sent) by sequence number.
+    sent: Vec<(Ipv4Addr, Instant)>,
+    /// (sequence number, source seen by the remote).
+    arrived: Vec<(u64, Ipv4Addr)>,
+}
+
+/// Sets its flags when dropped.
+struct Stop<'a>(&'a AtomicBool, &'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        self.1.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Probes {
+    /// Probes sent while `during` runs (and for 300 ms after, so late commits are covered).
+    fn during(t: &Topology, during: impl FnOnce()) -> Probes {
+        let stop_tx = AtomicBool::new(false);
+        let stop_rx = AtomicBool::new(false);
+        let ready = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Stops both threads however this closure ends: on a panic, the scope waits for
+            // them before passing it on.
+            let _stop = Stop(&stop_tx, &stop_rx);
+            let rx = s.spawn(|| {
+                t.remote.enter_current_thread();
+                let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PROBE_PORT)).expect("bind");
+                // Room for seconds of probes: a receiver starved by a busy (emulated) CPU
+                // must not lose them.
+                let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&sock, 16 << 20);
+                sock.set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                ready.store(true, Ordering::SeqCst);
+                let mut got = Vec::new();
+                let mut buf = [0u8; 16];
+                while !stop_rx.load(Ordering::SeqCst) {
+                    if let Ok((8, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+                        got.push((u64::from_be_bytes(buf[..8].try_into().unwrap()), *from.ip()));
+                    }
+                }
+                got
+            });
+            while !ready.load(Ordering::SeqCst) && !rx.is_finished() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let tx = s.spawn(|| {
+                t.pod.enter_current_thread();
+                let mut sent = Vec::new();
+                // Each destination its own 25,000 ports: 25 s before a port (and its
+                // conntrack entry, kept 30 s) comes back.
+                let mut port = [10_000u16, 35_000];
+                let mut next = Instant::now();
+                while !stop_tx.load(Ordering::SeqCst) && port[1] < 60_000 {
+                    for (d, dst) in [EXEMPT, OUTSIDE].into_iter().enumerate() {
+                        port[d] += 1;
+                        let Ok(sock) = UdpSocket::bind((POD4, port[d])) else {
+                            continue;
+                        };
+                        let seq = sent.len() as u64;
+                        let _ = sock.send_to(&seq.to_be_bytes(), (dst, PROBE_PORT));
+                        sent.push((dst, Instant::now()));
+                    }
+                    next += PROBE_EVERY;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+                sent
+            });
+            // Probes before the change too.
+            std::thread::sleep(Duration::from_millis(100));
+            during();
+            std::thread::sleep(Duration::from_millis(300));
+            stop_tx.store(true, Ordering::SeqCst);
+            let sent = tx.join().unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            stop_rx.store(true, Ordering::SeqCst);
+            Probes {
+                sent,
+                arrived: rx.join().unwrap(),
+            }
+        })
+    }
+
+    /// Probes to `dst` that arrived from `src`, with how many were sent to it and arrived.
+    fn count(&self, dst: Ipv4Addr, src: Ipv4Addr) -> (usize, usize, usize) {
+        let to = |seq: u64| self.sent.get(seq as usize).is_some_and(|(d, _)| *d == dst);
+        let sent = self.sent.iter().filter(|(d, _)| *d == dst).count();
+        let arrived: Vec<_> = self.arrived.iter().filter(|(q, _)| to(*q)).collect();
+        let wrong = arrived.iter().filter(|(_, s)| *s == src).count();
+        (wrong, sent, arrived.len())
+    }
+
+    /// Probes to `dst` sent between `from` and `to`.
+    fn sent_between(&self, dst: Ipv4Addr, from: Instant, to: Instant) -> usize {
+        self.sent
+            .iter()
+            .filter(|(d, at)| *d == dst && *at >= from && *at <= to)
+            .count()
+    }
+}
+
+fn tables(t: &Topology) -> String {
+    t.node.nft(&["list", "tables"])
+}
+
+/// The agent's commits, for failure messages.
+fn commits(agent: &Agent) -> String {
+    agent
+        .commits()
+        .iter()
+        .map(|c| format!("{:?} {:.1} ms", c.form, c.duration_ms))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn a_deleted_table_is_recreated_without_masquerading_exempt_destinations() {
+    root_or_skip!();
+    let _heavy = heavy();
+    let n = prefixes();
+    let t = Topology::builder("create-deleted").ipv6(false).build();
+    let cfg = config(&t, n);
+    let agent = t
+        .agent_builder()
+        .config(&cfg)
+        .args(["--table-owner", "off"])
+        .spawn();
+    assert!(
+        agent.wait_commits(1, Duration::from_secs(60)).is_some(),
+        "{}",
+        agent.log()
+    );
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+
+    let (mut deleted, mut back) = (Instant::now(), Instant::now());
+    let probes = Probes::during(&t, || {
+        deleted = Instant::now();
+        t.node.nft(&["delete", "table", "inet", TABLE]);
+        assert!(
+            agent
+                .wait_commits(2, Duration::from_secs(30) * slack())
+                .is_some(),
+            "not recreated:\n{}",
+            agent.log()
+        );
+        back = Instant::now();
+    });
+    let recreated = agent.commits()[1].clone();
+    let (wrong, sent, arrived) = probes.count(EXEMPT, NODE4);
+    let window = probes.sent_between(EXEMPT, deleted, back);
+    eprintln!(
+        "{n} prefixes: recreated by a {:?} commit of {:.1} ms; exempt probes: {sent} sent \
+         ({window} while the table was missing or being created), {arrived} arrived, {wrong} \
+         masqueraded",
+        recreated.form, recreated.duration_ms
+    );
+    assert_eq!(
+        wrong,
+        0,
+        "exempt probes masqueraded during the re-creation; commits: {}",
+        commits(&agent)
+    );
+    // The probes covered the re-creation, and arrived (a lost probe proves nothing).
+    assert!(window >= 10, "only {window} probes during the re-creation");
+    assert!(arrived * 10 >= sent * 9, "{arrived} of {sent} arrived");
+    assert_eq!(recreated.form.as_deref(), Some("create"));
+    let listed = tables(&t);
+    assert!(
+        listed.contains(&format!("table inet {TABLE}\n")),
+        "{listed}"
+    );
+    assert!(!listed.contains(HANDOVER), "{listed}");
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+}
+
+#[test]
+fn a_restart_that_changes_the_owner_flag_keeps_the_policy_in_force_throughout() {
+    root_or_skip!();
+    if !kernel_at_least(5, 12) {
+        eprintln!("kernel before 5.12: no owner flag, nothing changes at the restart");
+        return;
+    }
+    let _heavy = heavy();
+    let n = prefixes();
+    let t = Topology::builder("create-owner").ipv6(false).build();
+    let cfg = config(&t, n);
+    let first = t
+        .agent_builder()
+        .config(&cfg)
+        .args(["--table-owner", "off"])
+        .spawn();
+    assert!(
+        first.wait_commits(1, Duration::from_secs(60)).is_some(),
+        "{}",
+        first.log()
+    );
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+
+    let mut second = None;
+    let probes = Probes::during(&t, || {
+        // The table stays in force when the agent exits; the next one wants it owned.
+        first.stop();
+        let a = t
+            .agent_builder()
+            .config(&cfg)
+            .args(["--table-owner", "on"])
+            .spawn();
+        assert!(
+            a.wait_commits(1, Duration::from_secs(60) * slack())
+                .is_some(),
+            "{}",
+            a.log()
+        );
+        second = Some(a);
+    });
+    let second = second.unwrap();
+    let switched = second.commits()[0].clone();
+    let (exempt_wrong, exempt_sent, exempt_arrived) = probes.count(EXEMPT, NODE4);
+    let (outside_wrong, outside_sent, outside_arrived) = probes.count(OUTSIDE, POD4);
+    eprintln!(
+        "{n} prefixes: owner flag switched by a {:?} commit of {:.1} ms; exempt: {exempt_sent} \
+         sent, {exempt_arrived} arrived, {exempt_wrong} masqueraded; not exempt: \
+         {outside_sent} sent, {outside_arrived} arrived, {outside_wrong} not masqueraded",
+        switched.form, switched.duration_ms
+    );
+    assert_eq!(
+        (exempt_wrong, outside_wrong),
+        (0, 0),
+        "wrong policy during the switch; commits: {}",
+        commits(&second)
+    );
+    assert!(exempt_arrived * 10 >= exempt_sent * 9);
+    assert!(outside_arrived * 10 >= outside_sent * 9);
+    assert_eq!(switched.form.as_deref(), Some("handover"));
+    let owner = if kernel_at_least(6, 9) {
+        "owner-persist"
+    } else {
+        "owner"
+    };
+    assert_eq!(
+        t.metric(&format!("nft_masq_agent_table_owner{{mode=\"{owner}\"}}")),
+        1.0
+    );
+    let listed = tables(&t);
+    assert!(!listed.contains(HANDOVER), "{listed}");
+    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+}
+
+fn ns(tag: &str) -> Netns {
+    Netns::new(format!("nma-{}-creation-{tag}", std::process::id()))
+}
+
+fn small_table(n: u32) -> model::Table {
+    let f = PolicyFlags::default();
+    let mut c = Config::defaults(&f);
+    let nets: Vec<ipnet::IpNet> = (0..n)
+        .map(|i| {
+            format!("11.{}.{}.0/24", i / 128, (i % 128) * 2)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    c.non_masquerade_cidrs = nft_masq_agent::config::entries(nets);
+    model::desired(&c, &f, TableFlags::default())
+}
+
+fn nft_cmd(args: &str) {
+    let out = std::process::Command::new("nft")
+        .args(args.split_whitespace())
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A chain planted after the agent read the table's skeleton (which fitted the in-place
+/// form) and before its batch: the in-place batch, stamped with the generation read before
+/// the skeleton, is refused; the table is read again, the planted chain seen, and the table
+/// recreated without it. (An in-place batch without the generation would have committed
+/// and left the chain there: a flush touches only the chains it names.)
+#[test]
+fn something_planted_between_read_and_batch_is_refused_and_repaired() {
+    root_or_skip!();
+    ns("planted").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let table = small_table(2_000);
+        let report = nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!((report.form, report.transactions), (ReplaceForm::Create, 2));
+        // Someone else's commit: the agent's next commit reads the table.
+        nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
+        let mut reads = 0;
+        let report = nft::replace_table_with(&mut sock, &table, &mut || {
+            reads += 1;
+            if reads == 1 {
+                nft_cmd("add chain inet nft-masq-agent planted");
+                nft_cmd("add rule inet nft-masq-agent planted counter accept");
+            }
+        })
+        .unwrap();
+        assert_eq!(reads, 2, "the first batch was not refused");
+        assert_eq!(report.form, ReplaceForm::Handover);
+        let live = sock.read_table(TABLE).unwrap().unwrap();
+        assert!(!live.chains.iter().any(|c| c.name == "planted"), "{live}");
+        assert_eq!(live.sets, table.sets);
+        assert!(live.same_policy(&table));
+        assert!(sock.table_info(HANDOVER).unwrap().is_none());
+
+        // Someone committing after every read: refused each time, then reported as failed
+        // with the table as it was (ours, with their element), and no handover table left.
+        nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
+        let mut reads = 0;
+        let err = nft::replace_table_with(&mut sock, &table, &mut || {
+            reads += 1;
+            nft_cmd(&format!(
+                "add element inet nft-masq-agent nonmasq-v4 {{ 198.18.{}.0/24 }}",
+                reads * 2
+            ));
+        })
+        .unwrap_err();
+        assert_eq!(reads, nft::ATTEMPTS);
+        assert!(
+            matches!(
+                err,
+                NftError::Rejected {
+                    errno: libc::ERESTART,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let live = sock.read_table(TABLE).unwrap().unwrap();
+        assert_eq!(
+            live.sets[0].prefixes.len(),
+            table.sets[0].prefixes.len() + 1 + nft::ATTEMPTS,
+            "the refused batches changed something"
+        );
+        assert!(sock.table_info(HANDOVER).unwrap().is_none());
+        // The next commit repairs it.
+        nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!(sock.read_table(TABLE).unwrap().unwrap().sets, table.sets);
+    });
+}
+
+/// A handover that failed half-way (its table left behind, here made by hand) is finished
+/// by the next commit: the leftover handover table is deleted.
+#[test]
+fn a_leftover_handover_table_is_deleted_by_the_next_commit() {
+    root_or_skip!();
+    ns("leftover").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let table = small_table(100);
+        nft::replace_table(&mut sock, &table).unwrap();
+        nft_cmd("add table inet nft-masq-agent-handover");
+        nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
+        let report = nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!(
+            (report.form, report.transactions),
+            (ReplaceForm::InPlace, 2)
+        );
+        assert!(sock.table_info(HANDOVER).unwrap().is_none());
+        assert_eq!(sock.read_table(TABLE).unwrap().unwrap().sets, table.sets);
+    });
+}
+
+/// A restart with `--table-owner auto` on 6.9+ (owner and persist): the table the previous
+/// process left (persistent, its owner gone) is adopted in place, not handed over.
+#[test]
+fn an_orphaned_persistent_table_is_adopted_in_place() {
+    root_or_skip!();
+    if !kernel_at_least(6, 9) {
+        eprintln!("kernel before 6.9: no persist flag");
+        return;
+    }
+    ns("orphan").enter(|| {
+        let mut table = small_table(100);
+        table.flags = TableFlags(TableFlags::OWNER | TableFlags::PERSIST);
+        let mut first = NftSocket::open().unwrap();
+        nft::replace_table(&mut first, &table).unwrap();
+        drop(first);
+        let mut second = NftSocket::open().unwrap();
+        let report = nft::replace_table(&mut second, &table).unwrap();
+        let info = second.table_info(TABLE).unwrap().unwrap();
+        assert_eq!(info.owner, Some(second.port_id()));
+        assert_eq!(report.form, ReplaceForm::InPlace);
+    });
+}
+
+/// A table with our sets and no chain (what a creation cut short after its first
+/// transaction leaves, or our chains deleted by someone) translates nothing: the chains are
+/// added in place, with no handover.
+#[test]
+fn a_table_without_its_chains_gets_them_in_place() {
+    root_or_skip!();
+    ns("unchained").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let table = small_table(100);
+        nft::replace_table(&mut sock, &table).unwrap();
+        // Base chains after the chains they jump to would be refused while referenced:
+        // delete in reverse order of the table's.
+        for chain in table.chains.iter().rev() {
+            nft_cmd(&format!("flush chain inet {TABLE} {}", chain.name));
+        }
+        for chain in table.chains.iter().rev() {
+            nft_cmd(&format!("delete chain inet {TABLE} {}", chain.name));
+        }
+        let report = nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!(
+            (report.form, report.transactions),
+            (ReplaceForm::InPlace, 1)
+        );
+        let live = sock.read_table(TABLE).unwrap().unwrap();
+        assert_eq!(live.sets, table.sets);
+        assert!(live.same_policy(&table), "{live}");
+    });
+}
