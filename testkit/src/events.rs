@@ -25,6 +25,21 @@ impl Generations {
         sock.bind(&SocketAddr::new(0, 0))?;
         sock.add_membership(NFNLGRP_NFTABLES)?;
         sock.set_non_blocking(true)?;
+        // A commit of a large table notifies every element: with the default buffer the
+        // flood overflows it and a transaction's end can be lost with it. As root the
+        // buffer can be forced past the system limit.
+        let size: libc::c_int = 64 << 20;
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         Ok(Generations { sock })
     }
 
