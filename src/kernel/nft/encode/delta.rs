@@ -4,23 +4,25 @@
 
 use super::batch::{Batch, BatchWriter};
 use super::chain::chain_messages;
-use super::set::{element_messages, set_specs};
+use super::set::{Boundary, Elem, element_messages, set_specs};
 use crate::kernel::nft::uapi::*;
 use crate::model::Table;
 
-/// Interval elements: `(key, is_end)`, ascending.
-type Elements = Vec<(u128, bool)>;
+/// Interval elements, ascending.
+type Elements<E> = Vec<E>;
 
 /// The elements of a set cut into whole intervals: the leading end element alone, then each
 /// start with its end (a span reaching the top of the key space has none). Intervals are
 /// what the delta deletes and adds, never single boundaries: with whole intervals every
 /// state the kernel passes through while the batch applies is a valid interval set, which
 /// its overlap checks (6.2 and later: a start after a start, an end next to an end) want.
-pub(super) fn intervals(elements: &[(u128, bool)]) -> Vec<&[(u128, bool)]> {
+/// A map's interval is its start (with the data) and its end: a changed address is that
+/// interval gone and come back with the new data.
+pub(super) fn intervals<E: Boundary>(elements: &[E]) -> Vec<&[E]> {
     let mut out = Vec::with_capacity(elements.len() / 2 + 1);
     let mut i = 0;
     while i < elements.len() {
-        let len = if !elements[i].1 && elements.get(i + 1).is_some_and(|e| e.1) {
+        let len = if !elements[i].is_end() && elements.get(i + 1).is_some_and(|e| e.is_end()) {
             2
         } else {
             1
@@ -33,7 +35,7 @@ pub(super) fn intervals(elements: &[(u128, bool)]) -> Vec<&[(u128, bool)]> {
 
 /// The intervals of `old` that are not in `new` and those of `new` not in `old`, as
 /// elements in ascending order. Both lists are sorted, so one merge walk finds them.
-pub(super) fn interval_diff(old: &[(u128, bool)], new: &[(u128, bool)]) -> (Elements, Elements) {
+pub(super) fn interval_diff<E: Boundary>(old: &[E], new: &[E]) -> (Elements<E>, Elements<E>) {
     let (a, b) = (intervals(old), intervals(new));
     let (mut gone, mut came) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
@@ -45,7 +47,7 @@ pub(super) fn interval_diff(old: &[(u128, bool)], new: &[(u128, bool)]) -> (Elem
             }
             // Intervals are ordered by their first element (key, then end before start:
             // the leading end element at 0 sorts before a start at 0).
-            (Some(x), Some(y)) if (x[0].0, !x[0].1) < (y[0].0, !y[0].1) => {
+            (Some(x), Some(y)) if (x[0].key(), !x[0].is_end()) < (y[0].key(), !y[0].is_end()) => {
                 gone.extend_from_slice(x);
                 i += 1;
             }
@@ -75,10 +77,12 @@ pub fn delta(old: &Table, table: &Table, seq: u32, generation: u32) -> Option<Ba
     let same_shape = old.name == table.name
         && old.flags == table.flags
         && old_specs.len() == specs.len()
-        && old_specs
-            .iter()
-            .zip(&specs)
-            .all(|(a, b)| a.name == b.name && a.key_type == b.key_type && a.key_len == b.key_len)
+        && old_specs.iter().zip(&specs).all(|(a, b)| {
+            a.name == b.name
+                && a.key_type == b.key_type
+                && a.key_len == b.key_len
+                && a.data == b.data
+        })
         && old.chains.len() == table.chains.len()
         && old
             .chains
@@ -96,7 +100,7 @@ pub fn delta(old: &Table, table: &Table, seq: u32, generation: u32) -> Option<Ba
     bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
     let mut elements = 0;
     for (was, set) in old_specs.iter().zip(&specs) {
-        let (gone, came) = interval_diff(&was.elements, &set.elements);
+        let (gone, came): (Vec<Elem>, Vec<Elem>) = interval_diff(&was.elements, &set.elements);
         // Deletions first: the intervals added may reuse their boundaries.
         element_messages(&mut bw, NFT_MSG_DELSETELEM, name, set, &gone);
         element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, set, &came);
