@@ -32,6 +32,22 @@ fn seen(t: &Topology, pod: &Netns, src: &str, dst: &str) -> IpAddr {
         .ip()
 }
 
+/// The packets counted by the rules of a listing whose text contains `needle`, summed.
+fn packets(listing: &str, needle: &str) -> u64 {
+    listing
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn three_pods(tag: &str) -> Topology {
     let t = Topology::builder(tag).pods(3).build();
     t.pod.ip("addr add 10.244.1.200/24 dev eth0");
@@ -90,8 +106,15 @@ fn each_source_leaves_with_the_address_of_its_longest_prefix() {
     // difference to repair.
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(agent.commit_count(), 1, "{}", agent.log());
-    // Each map rule counted what it translated (a source the map lacks counts once).
-    assert!(t.metric("nft_masq_agent_masqueraded_packets_total") >= 6.0);
+    // The map rule counts what it translated, not the flow it passes on: pod 0's two
+    // sources and pod 1 (3 flows) there, pod 2 once, in the fallback.
+    let live = t.nft_table().unwrap();
+    assert_eq!(
+        packets(&live, "snat ip to ip saddr map @snat-v4"),
+        3,
+        "{live}"
+    );
+    assert_eq!(packets(&live, "meta nfproto ipv4 counter"), 4, "{live}");
     assert_eq!(
         t.metric("nft_masq_agent_snat_rule_intervals{family=\"ipv4\"}"),
         4.0,
@@ -241,5 +264,37 @@ fn a_bad_entry_is_refused_by_file_key_index_and_value_and_the_table_stays() {
     assert_eq!(
         seen(&t, &t.pod, "10.244.1.2", "11.22.33.44"),
         addr("192.0.2.22")
+    );
+}
+
+#[test]
+fn a_map_element_someone_changes_is_put_back() {
+    root_or_skip!();
+    let t = three_pods("snatrules-tamper");
+    let cfg = t.config("ip-masq-agent", RULES);
+    let agent = t.start(&cfg, &["--enable-ipv6", "--metrics-address", "off"]);
+    let before = t.listing().unwrap();
+    // Pod 1's interval now leaves with another address, as far as the kernel goes.
+    t.node.nft_file(
+        "delete element inet nft-masq-agent snat-v4 { 10.244.2.0/24 }\n\
+         add element inet nft-masq-agent snat-v4 { 10.244.2.0/24 : 192.0.2.99 }\n",
+    );
+    assert!(
+        agent
+            .wait_commits(2, Duration::from_secs(5) * slack())
+            .is_some(),
+        "no repair:\n{}",
+        agent.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2) * slack(), || t.listing().unwrap()
+            == before),
+        "{}\n{}",
+        t.listing().unwrap(),
+        agent.log()
+    );
+    assert_eq!(
+        seen(&t, &t.more_pods[0], "10.244.2.2", "11.22.33.44"),
+        addr("192.0.2.21")
     );
 }

@@ -344,6 +344,8 @@ pub struct SetDiff {
     pub added: Vec<IpNet>,
     /// Prefixes in the old table only.
     pub removed: Vec<IpNet>,
+    /// `snatRules` map intervals that came (`+`) or went (`-`), as `MAP SPAN : ADDRESS`.
+    pub map_changes: Vec<String>,
 }
 
 impl SetDiff {
@@ -358,9 +360,30 @@ impl SetDiff {
         };
         let new_set = collect(new);
         let old_set = old.map(collect).unwrap_or_default();
+        let entries = |t: &Table| -> BTreeSet<(String, Span, IpAddr)> {
+            t.maps
+                .iter()
+                .flat_map(|m| m.entries.iter().map(|e| (m.name.clone(), e.span, e.to)))
+                .collect()
+        };
+        let (new_map, old_map) = (entries(new), old.map(entries).unwrap_or_default());
+        let show = |sign: char, (name, span, to): &(String, Span, IpAddr)| {
+            let family = Family::of_addr(to);
+            let mut nets = Vec::new();
+            crate::addr::prefix::span_to_prefixes(*span, family.bits(), &mut nets);
+            let span = match nets.as_slice() {
+                [one] => one.to_string(),
+                _ => format!("{:x}-{:x}", span.lo, span.hi),
+            };
+            format!("{sign}{name} {span} : {to}")
+        };
+        let mut map_changes: Vec<String> =
+            old_map.difference(&new_map).map(|e| show('-', e)).collect();
+        map_changes.extend(new_map.difference(&old_map).map(|e| show('+', e)));
         SetDiff {
             added: new_set.difference(&old_set).copied().collect(),
             removed: old_set.difference(&new_set).copied().collect(),
+            map_changes,
         }
     }
 }
@@ -374,6 +397,13 @@ impl fmt::Display for SetDiff {
             if v.len() > SHOWN {
                 parts.push(format!("({} more {sign})", v.len() - SHOWN));
             }
+        }
+        parts.extend(self.map_changes.iter().take(SHOWN).cloned());
+        if self.map_changes.len() > SHOWN {
+            parts.push(format!(
+                "({} more map changes)",
+                self.map_changes.len() - SHOWN
+            ));
         }
         if parts.is_empty() {
             return f.write_str("no prefix changes");

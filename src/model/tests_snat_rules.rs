@@ -145,3 +145,22 @@ fn same_policy_ignores_the_map_rules_counters_but_not_an_address() {
     b.maps[0].entries[1].to = "192.0.2.99".parse().unwrap();
     assert!(!a.same_policy(&b));
 }
+
+#[test]
+fn the_commit_line_names_the_map_intervals_that_changed() {
+    let a = desired(&config(RULES, &v6()), &v6(), TableFlags::default());
+    let b = desired(
+        &config(&RULES.replace("192.0.2.21,", "192.0.2.23,"), &v6()),
+        &v6(),
+        TableFlags::default(),
+    );
+    let d = SetDiff::between(Some(&a), &b);
+    assert_eq!(
+        d.to_string(),
+        "-snat-v4 10.244.5.0/24 : 192.0.2.21 +snat-v4 10.244.5.0/24 : 192.0.2.23"
+    );
+    assert_eq!(
+        SetDiff::between(Some(&a), &a).to_string(),
+        "no prefix changes"
+    );
+}
