@@ -272,7 +272,17 @@ fn a_map_element_someone_changes_is_put_back() {
     root_or_skip!();
     let t = three_pods("snatrules-tamper");
     let cfg = t.config("ip-masq-agent", RULES);
-    let agent = t.start(&cfg, &["--enable-ipv6", "--metrics-address", "off"]);
+    // An owned table refuses others' changes: off, so that the change lands.
+    let agent = t.start(
+        &cfg,
+        &[
+            "--enable-ipv6",
+            "--metrics-address",
+            "off",
+            "--table-owner",
+            "off",
+        ],
+    );
     let before = t.listing().unwrap();
     // Pod 1's interval now leaves with another address, as far as the kernel goes.
     t.node.nft_file(
