@@ -174,3 +174,40 @@ fn a_one_entry_change_at_10000_entries_sends_only_that_interval() {
     let want = u128::from(u32::from(std::net::Ipv4Addr::new(198, 51, 21, 250)));
     assert_eq!(added.data.iter().map(|d| d.1).collect::<Vec<_>>(), [want]);
 }
+
+#[test]
+fn the_in_place_form_fits_a_live_map_only_with_the_same_data_type() {
+    let t = table(RULES);
+    let live = || Skeleton {
+        flags: t.flags,
+        sets: set::set_specs(&t)
+            .iter()
+            .map(|s| decode::SetMsg {
+                table: t.name.clone(),
+                name: s.name.to_string(),
+                flags: s.flags(),
+                key_len: s.key_len as u32,
+                key_type: s.key_type,
+                data_type: s.data.map_or(0, |d| d.0),
+                data_len: s.data.map_or(0, |d| d.1 as u32),
+            })
+            .collect(),
+        chains: t
+            .chains
+            .iter()
+            .map(|c| model::Chain {
+                rules: Vec::new(),
+                ..c.clone()
+            })
+            .collect(),
+    };
+    assert!(fits_in_place(&t, &live()));
+    let mut plain = live();
+    let map = plain.sets.iter_mut().find(|s| s.name == "snat-v4").unwrap();
+    map.flags = NFT_SET_INTERVAL; // a set of the map's name: NEWSET would not make it a map
+    assert!(!fits_in_place(&t, &plain));
+    let mut data = live();
+    let map = data.sets.iter_mut().find(|s| s.name == "snat-v4").unwrap();
+    map.data_len = 8; // ranges as data
+    assert!(!fits_in_place(&t, &data));
+}
