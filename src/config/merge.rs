@@ -88,6 +88,7 @@ pub fn merge(files: Vec<(PathBuf, Parsed)>, flags: &PolicyFlags) -> Result<Loade
     ));
     notes.extend(overlap_notes(&config, "sourceCIDRs", &config.source_cidrs));
     notes.extend(no_effect_notes(&config));
+    notes.extend(outside_sources_notes(&config));
     Ok(Loaded { config, notes })
 }
 
@@ -274,6 +275,27 @@ fn no_effect_notes(config: &Config) -> Vec<String> {
                 config.label("masqueradeCIDRs", e.origin),
                 e.value
             ));
+        }
+    }
+    capped(notes)
+}
+
+/// Notes `snatRules` prefixes outside every `sourceCIDRs` entry: those sources are never
+/// translated, so the entry chooses nothing for them.
+fn outside_sources_notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for e in &config.snat_rules {
+        for net in &e.value.source_cidrs {
+            let inside = config
+                .source_ranges(Family::of(net))
+                .is_none_or(|r| r.intersects(Span::of(net)));
+            if !inside {
+                notes.push(format!(
+                    "{} {net} is outside every sourceCIDRs entry, so it changes nothing (those \
+                     sources are not translated)",
+                    config.label("snatRules", e.origin)
+                ));
+            }
         }
     }
     capped(notes)

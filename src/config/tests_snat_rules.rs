@@ -205,3 +205,21 @@ fn files_concatenate_and_the_same_prefix_with_two_addresses_names_both_files() {
          address"
     );
 }
+
+#[test]
+fn an_entry_outside_source_cidrs_is_noted() {
+    let l = parse_str(
+        "sourceCIDRs: [10.244.0.0/16]\nsnatRules:\n- sourceCIDRs: [10.245.0.0/24, \
+         10.244.5.0/24]\n  snatTo: [192.0.2.20]\n",
+        Path::new("/cfg"),
+        &v6(),
+    )
+    .unwrap();
+    assert_eq!(
+        l.notes,
+        [
+            "snatRules[0] 10.245.0.0/24 is outside every sourceCIDRs entry, so it changes nothing \
+          (those sources are not translated)"
+        ]
+    );
+}
