@@ -13,9 +13,14 @@
 //! pod (sender) -> node (rules under test, forwarding) -> remote (counts arrivals from the
 //! expected source in a raw-priority nft rule, then drops them). Needs root.
 //!
+//! A third section measures `snatRules` (issue 21) at 10,000 non-masquerade prefixes: 1, 64
+//! and 10,000 entries (the pod's /24 among them, its flows leaving with [`SNAT_ADDR`]) next to
+//! none, and 10,000 entries that do not hold the pod (the lookup misses, the fallback
+//! masquerades), interleaved like the scopes.
+//!
 //! `cargo bench --bench datapath [-- --sizes 64,1000,10000 --runs 3 --packets 150000]`
-//! runs both sections; `--rules` only the first (agent, iptables, no NAT), `--scopes` only
-//! the second.
+//! runs every section; `--rules` only the first (agent, iptables, no NAT), `--scopes` only
+//! the second, `--snat-rules` only the third.
 
 mod support;
 
@@ -23,7 +28,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
-use nft_masq_agent::config::{Config, Interface, PolicyFlags, SnatTarget, entries};
+use nft_masq_agent::config::{Config, Interface, PolicyFlags, SnatRule, SnatTarget, entries};
 use nft_masq_agent::kernel::nft::{self, NftSocket};
 use nft_masq_agent::model::{self, TableFlags};
 use nma_testkit::{Netns, Topology};
@@ -182,15 +187,19 @@ fn main() -> anyhow::Result<()> {
         runs > 0 && packets > 0,
         "--runs and --packets must be positive"
     );
-    let (rules, scopes) = match (flag("--rules"), flag("--scopes")) {
-        (false, false) => (true, true),
-        chosen => chosen,
-    };
+    let (rules, scopes, snat_rules) =
+        match (flag("--rules"), flag("--scopes"), flag("--snat-rules")) {
+            (false, false, false) => (true, true, true),
+            chosen => chosen,
+        };
     if rules {
         rules_section(&sizes, runs, packets);
     }
     if scopes {
         scopes_section(runs, packets);
+    }
+    if snat_rules {
+        snat_rules_section(runs, packets);
     }
     Ok(())
 }
@@ -447,5 +456,126 @@ fn scopes_section(runs: usize, packets: usize) {
     if let Some(w) = worst {
         record_value("datapath.scopes.worst.ratio", w);
         println!("\nLowest ratio of a scoped case to no scope: {w:.2}.\n");
+    }
+}
+
+/// One configuration of the `snatRules` section: `entries` /24 entries (0: the key is not
+/// set), the pod's among them when `holds_pod`.
+struct RulesCase {
+    key: &'static str,
+    name: &'static str,
+    entries: usize,
+    holds_pod: bool,
+}
+
+fn rules_cases() -> Vec<RulesCase> {
+    let case = |key, name, entries, holds_pod| RulesCase {
+        key,
+        name,
+        entries,
+        holds_pod,
+    };
+    vec![
+        case("none", "no `snatRules` (masquerade)", 0, false),
+        case("1", "1 entry", 1, true),
+        case("64", "64 entries", 64, true),
+        case("10000", "10,000 entries", 10_000, true),
+        case(
+            "10000.miss",
+            "10,000 entries, the pod in none (lookup misses, masquerade)",
+            10_000,
+            false,
+        ),
+    ]
+}
+
+fn rules_config(case: &RulesCase, flags: &PolicyFlags) -> Config {
+    let mut config = Config::defaults(flags);
+    config.non_masquerade_cidrs = entries(prefixes(SCOPE_PREFIXES));
+    let pod: IpNet = "10.244.1.0/24".parse().expect("prefix");
+    let snat: std::net::IpAddr = SNAT_ADDR.parse().expect("address");
+    let mut list = source_prefixes(case.entries.max(1));
+    if case.entries == 1 {
+        list = vec![pod];
+    }
+    if !case.holds_pod {
+        // The pod's /24 moved out of every entry, next to them.
+        list.retain(|p| *p != pod);
+        list.push("10.244.2.0/24".parse().expect("prefix"));
+    }
+    config.snat_rules = entries(
+        list.into_iter()
+            .take(case.entries)
+            .enumerate()
+            .map(|(i, p)| {
+                let to = if p == pod {
+                    snat
+                } else {
+                    std::net::IpAddr::from(Ipv4Addr::new(192, 0, 2, 1 + (i % 250) as u8))
+                };
+                SnatRule {
+                    source_cidrs: vec![p],
+                    snat_to: vec![SnatTarget {
+                        first: to,
+                        last: to,
+                    }],
+                }
+            }),
+    );
+    config
+}
+
+/// `snatRules` with 1, 64 and 10,000 entries against none, at [`SCOPE_PREFIXES`]
+/// non-masquerade prefixes; each run measures every case in turn, in fresh namespaces.
+fn snat_rules_section(runs: usize, packets: usize) {
+    let flags = PolicyFlags::default();
+    let cases = rules_cases();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut lost = vec![0.0; cases.len()];
+    for i in 0..runs {
+        for (c, case) in cases.iter().enumerate() {
+            let t = topology(&format!("sr{i}"));
+            t.node.ip(&format!("addr add {SNAT_ADDR}/24 dev eth0"));
+            commit(&t.node, &rules_config(case, &flags), &flags);
+            let from = if case.holds_pod { SNAT_ADDR } else { NODE };
+            let (rate, loss) = measure(&t, from, packets);
+            rates[c].push(rate);
+            lost[c] += loss / runs as f64;
+        }
+    }
+    println!(
+        "### Data path with `snatRules`: new flows per second, agent's table at {SCOPE_PREFIXES} non-masquerade prefixes ({runs} runs of {packets} packets, cases interleaved; median (min-max))\n"
+    );
+    println!("| `snatRules` | flows/s arriving, translated | loss | vs. none |");
+    println!("|---|---:|---:|---:|");
+    let mut none = None;
+    let mut worst: Option<f64> = None;
+    for ((case, mut r), lost) in cases.iter().zip(rates).zip(lost) {
+        r.sort_by(f64::total_cmp);
+        let median = r[r.len() / 2];
+        let rel = match none {
+            None => {
+                none = Some(median);
+                "1.00".to_string()
+            }
+            Some(u) => {
+                let x = median / u;
+                worst = Some(worst.map_or(x, |w: f64| w.min(x)));
+                record_value(&format!("datapath.snat-rules.{}.ratio", case.key), x);
+                format!("{x:.2}")
+            }
+        };
+        println!(
+            "| {} | {median:.0} ({:.0}-{:.0}) | {:.2} % | {rel} |",
+            case.name,
+            r[0],
+            r[r.len() - 1],
+            lost * 100.0
+        );
+        record_value(&format!("datapath.snat-rules.{}", case.key), median);
+    }
+    if let Some(w) = worst {
+        record_value("datapath.snat-rules.worst.ratio", w);
+        println!("\nLowest ratio of a `snatRules` case to none: {w:.2}.\n");
     }
 }

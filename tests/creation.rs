@@ -441,6 +441,15 @@ fn an_orphaned_persistent_table_is_adopted_in_place() {
         nft::replace_table(&mut first, &table).unwrap();
         drop(first);
         let mut second = NftSocket::open().unwrap();
+        // The kernel lets go of the owner when it releases the closed socket, which can
+        // come a little after the close on a busy machine.
+        let orphaned = nma_testkit::wait_until(Duration::from_secs(5), || {
+            second
+                .table_info(TABLE)
+                .unwrap()
+                .is_some_and(|t| t.owner.is_none())
+        });
+        assert!(orphaned, "the closed socket still owns the table");
         let report = nft::replace_table(&mut second, &table).unwrap();
         let info = second.table_info(TABLE).unwrap().unwrap();
         assert_eq!(info.owner, Some(second.port_id()));

@@ -235,6 +235,7 @@ fn bulk_table(t: &Topology, n: usize) {
             prefixes: spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n),
         }],
         name_sets: Vec::new(),
+        maps: Vec::new(),
         chains: vec![Chain {
             name: "postrouting".into(),
             base: Some(BaseChain {

@@ -64,7 +64,31 @@ fn check(c: &Config, flags: &PolicyFlags, table_flags: TableFlags) {
         );
     }
 
+    // snatRules: one address per family, never a range nor an unusable one; every prefix's
+    // family has one; the map is the longest-prefix answer for each source.
+    for r in values(&c.snat_rules) {
+        for t in &r.snat_to {
+            assert_eq!(t.first, t.last, "snatRules range {t}");
+            assert!(config::snat::unusable_blocks(t.first, t.last).is_empty(), "{t}");
+        }
+        for n in &r.source_cidrs {
+            assert_eq!(n.trunc(), *n, "{n} has host bits");
+            assert!(r.target(Family::of(n)).is_some(), "{n} without an address");
+        }
+    }
+
     let table = model::desired(c, flags, table_flags);
+    for m in &table.maps {
+        assert!(m.entries.windows(2).all(|w| w[0].span.hi < w[1].span.lo), "{} overlaps", m.name);
+        for e in &m.entries {
+            let src = match m.family {
+                Family::V4 => std::net::IpAddr::from(std::net::Ipv4Addr::from(e.span.lo as u32)),
+                Family::V6 => std::net::IpAddr::from(std::net::Ipv6Addr::from(e.span.lo)),
+            };
+            let want = c.snat_rule_for(src).map(|(_, to, _)| to);
+            assert_eq!(want, Some(e.to), "{} at {src}", m.name);
+        }
+    }
     assert!(
         table.prefix_count() <= flags.max_prefixes,
         "{} prefixes, cap {}",

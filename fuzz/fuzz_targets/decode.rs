@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
                     flags: Default::default(),
                     sets: vec![set],
                     name_sets: Vec::new(),
+                    maps: Vec::new(),
                     chains: Vec::new(),
                     foreign: Vec::new(),
                 });

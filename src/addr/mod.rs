@@ -4,4 +4,5 @@
 //! and everything else uses them.
 
 pub mod ifname;
+pub mod lpm;
 pub mod prefix;

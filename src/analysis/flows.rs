@@ -35,7 +35,8 @@ use std::collections::HashMap;
 use crate::addr::ifname::Interface;
 use crate::addr::prefix::{Family, RangeSet, Span, addr_to_u128};
 use crate::kernel::conntrack::Flow;
-use crate::model::{Stmt, Table};
+use crate::model::{MapEntry, Stmt, Table};
+use std::net::IpAddr;
 
 /// What our chain does with a flow's first packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,19 @@ pub enum Outcome<'t> {
         /// The interfaces the translation is limited to.
         via: Option<&'t [Interface]>,
     },
+    /// Translated to `to` by a `snatRules` map (`snat ... saddr map @map`) with these NAT
+    /// flags and ports; `via` as above. The address is the decision, not the map's name:
+    /// a source whose entry changes address is affected, the others are not.
+    Mapped {
+        /// The address the map gives the source.
+        to: IpAddr,
+        /// `NF_NAT_RANGE_*` flags.
+        flags: u32,
+        /// Source port range, when restricted.
+        ports: Option<(u16, u16)>,
+        /// The interfaces the translation is limited to.
+        via: Option<&'t [Interface]>,
+    },
     /// A statement the agent did not write was reached.
     Unknown,
 }
@@ -60,6 +74,7 @@ pub enum Outcome<'t> {
 pub struct Evaluator<'t> {
     table: &'t Table,
     sets: HashMap<&'t str, RangeSet>,
+    maps: HashMap<&'t str, &'t [MapEntry]>,
 }
 
 impl<'t> Evaluator<'t> {
@@ -70,7 +85,19 @@ impl<'t> Evaluator<'t> {
             .iter()
             .map(|s| (s.name.as_str(), RangeSet::from_nets(&s.prefixes)))
             .collect();
-        Evaluator { table, sets }
+        let maps = table
+            .maps
+            .iter()
+            .map(|m| (m.name.as_str(), m.entries.as_slice()))
+            .collect();
+        Evaluator { table, sets, maps }
+    }
+
+    /// The address map `map` gives `addr` (its entries are sorted and disjoint).
+    fn lookup(&self, map: &str, addr: u128) -> Option<IpAddr> {
+        let entries = self.maps.get(map)?;
+        let i = entries.partition_point(|e| e.span.hi < addr);
+        entries.get(i).filter(|e| e.span.lo <= addr).map(|e| e.to)
     }
 
     fn contains(&self, set: &str, addr: u128) -> bool {
@@ -117,6 +144,24 @@ impl<'t> Evaluator<'t> {
                         Stmt::Masquerade { .. } | Stmt::Snat { .. } => {
                             return Outcome::Translated { how: stmt, via };
                         }
+                        // A source the map does not hold ends the rule at the lookup.
+                        Stmt::SnatMap {
+                            family,
+                            map,
+                            flags,
+                            ports,
+                            ..
+                        } => match self.lookup(map, src) {
+                            Some(to) if *family == flow.family => {
+                                return Outcome::Mapped {
+                                    to,
+                                    flags: *flags,
+                                    ports: *ports,
+                                    via,
+                                };
+                            }
+                            _ => false,
+                        },
                         Stmt::Return => return Outcome::Untouched,
                         Stmt::Unknown(_) => return Outcome::Unknown,
                     };
@@ -441,3 +486,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod tests_snat_rules;

@@ -6,6 +6,8 @@
 //! - `masqLinkLocal` / `masqLinkLocalIPv6` are OR'd.
 //! - `resyncInterval` is the smallest given.
 //! - `cidrLimit` bounds each file on its own (checked when the file was validated).
+//! - `snatRules`: entries concatenated; the same source prefix in two files with different
+//!   addresses is an error naming both files and entries (the same address twice is one).
 //! - `snatTo`: every file that sets a family's entry must set the same one; two different
 //!   values are an error naming both files.
 //! - A key no file sets keeps ip-masq-agent's default, so one file behaves exactly as in
@@ -20,7 +22,7 @@ use std::path::PathBuf;
 use super::validate::Parsed;
 use super::{
     Config, ConfigError, DEFAULT_RESYNC_INTERVAL, Entry, Loaded, Origin, PolicyFlags, Problem,
-    SnatTarget,
+    SnatRule, SnatTarget,
 };
 use crate::addr::prefix::{Family, Span};
 
@@ -50,6 +52,10 @@ pub fn merge(files: Vec<(PathBuf, Parsed)>, flags: &PolicyFlags) -> Result<Loade
             .extend(entries(i, &f.egress_interfaces));
         for t in entries(i, &f.snat_to) {
             add_snat(&mut config, &files, t)?;
+        }
+        for r in entries(i, &f.snat_rules) {
+            check_snat_rule(&config, &files, &r)?;
+            config.snat_rules.push(r);
         }
         config.masq_link_local |= f.masq_link_local.unwrap_or(false);
         config.masq_link_local_ipv6 |= f.masq_link_local_ipv6.unwrap_or(false);
@@ -82,6 +88,7 @@ pub fn merge(files: Vec<(PathBuf, Parsed)>, flags: &PolicyFlags) -> Result<Loade
     ));
     notes.extend(overlap_notes(&config, "sourceCIDRs", &config.source_cidrs));
     notes.extend(no_effect_notes(&config));
+    notes.extend(outside_sources_notes(&config));
     Ok(Loaded { config, notes })
 }
 
@@ -124,6 +131,60 @@ fn add_snat(
     Ok(())
 }
 
+/// Refuses a `snatRules` entry with a source prefix that an entry of an earlier file gives
+/// another address (within one file, validation already refused any repeat).
+fn check_snat_rule(
+    config: &Config,
+    files: &[(PathBuf, Parsed)],
+    rule: &Entry<SnatRule>,
+) -> Result<(), ConfigError> {
+    let Origin::File { file, index } = rule.origin else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    for (j, net) in rule.value.source_cidrs.iter().enumerate() {
+        let family = Family::of(net);
+        let to = rule.value.target(family);
+        for e in &config.snat_rules {
+            let Origin::File { file: f, index: k } = e.origin else {
+                continue;
+            };
+            if f == file {
+                continue;
+            }
+            let Some(m) = e.value.source_cidrs.iter().position(|n| n == net) else {
+                continue;
+            };
+            let other = e.value.target(family);
+            if other != to {
+                let show = |t: Option<SnatTarget>| t.map_or("none".into(), |t| t.to_string());
+                problems.push(Problem {
+                    key: format!(
+                        "snatRules[{index}].sourceCIDRs[{j}] of {}",
+                        files[file].0.display()
+                    ),
+                    value: Some(net.to_string()),
+                    message: format!(
+                        "snatTo {} here, but snatRules[{k}].sourceCIDRs[{m}] of {} gives the same \
+                         prefix snatTo {}: a source prefix leaves with one address; set it in one \
+                         file, or to the same address",
+                        show(to),
+                        files[f].0.display(),
+                        show(other)
+                    ),
+                });
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::Merged {
+        paths: files.iter().map(|(p, _)| p.clone()).collect(),
+        problems,
+    })
+}
+
 /// Carving `masqueradeCIDRs` holes into wide ranges multiplies prefixes (20,000 /32 holes
 /// made 336,000): the cap is on the result, counted without building it.
 fn check_prefix_cap(config: &Config, flags: &PolicyFlags) -> Result<(), ConfigError> {
@@ -139,7 +200,8 @@ fn check_prefix_cap(config: &Config, flags: &PolicyFlags) -> Result<(), ConfigEr
             let src = config
                 .source_ranges(*f)
                 .map_or(0, |r| r.prefix_count(f.bits()));
-            dest + src
+            // The map's intervals: nested prefixes cut their containers.
+            dest + src + config.snat_map(*f).len()
         })
         .sum();
     if count <= flags.max_prefixes {
@@ -213,6 +275,27 @@ fn no_effect_notes(config: &Config) -> Vec<String> {
                 config.label("masqueradeCIDRs", e.origin),
                 e.value
             ));
+        }
+    }
+    capped(notes)
+}
+
+/// Notes `snatRules` prefixes outside every `sourceCIDRs` entry: those sources are never
+/// translated, so the entry chooses nothing for them.
+fn outside_sources_notes(config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for e in &config.snat_rules {
+        for net in &e.value.source_cidrs {
+            let inside = config
+                .source_ranges(Family::of(net))
+                .is_none_or(|r| r.intersects(Span::of(net)));
+            if !inside {
+                notes.push(format!(
+                    "{} {net} is outside every sourceCIDRs entry, so it changes nothing (those \
+                     sources are not translated)",
+                    config.label("snatRules", e.origin)
+                ));
+            }
         }
     }
     capped(notes)

@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 
 pub use crate::addr::ifname::Interface;
-use crate::addr::prefix::{Family, RangeSet};
+use crate::addr::prefix::{Family, RangeSet, Span};
 use ports::PortRanges;
 
 /// The file names in a config directory that make up the config: every regular file whose
@@ -59,13 +59,14 @@ pub const OTHER_RESERVED_RANGES: [&str; 8] = [
 ];
 
 /// The keys ip-masq-agent knows, plus our extensions `masqueradeCIDRs`, `sourceCIDRs`,
-/// `egressInterfaces` and `snatTo`.
-pub const KNOWN_KEYS: [&str; 9] = [
+/// `egressInterfaces`, `snatTo` and `snatRules`.
+pub const KNOWN_KEYS: [&str; 10] = [
     "nonMasqueradeCIDRs",
     "masqueradeCIDRs",
     "sourceCIDRs",
     "egressInterfaces",
     "snatTo",
+    "snatRules",
     "cidrLimit",
     "masqLinkLocal",
     "masqLinkLocalIPv6",
@@ -189,6 +190,23 @@ impl fmt::Display for SnatTarget {
     }
 }
 
+/// A `snatRules` entry: the sources it holds, and the address each family of them leaves
+/// with (the entry of the longest prefix holding a source chooses its address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnatRule {
+    /// `sourceCIDRs`: IPv4 and IPv6 prefixes, none in another entry.
+    pub source_cidrs: Vec<IpNet>,
+    /// `snatTo`: at most one address per family; each prefix's family has one.
+    pub snat_to: Vec<SnatTarget>,
+}
+
+impl SnatRule {
+    /// The address of `family`, if the entry has one.
+    pub fn target(&self, family: Family) -> Option<SnatTarget> {
+        self.snat_to.iter().find(|t| t.family() == family).copied()
+    }
+}
+
 /// The config keys, as one file states them; `None` is a key the file does not set (absent
 /// or null). Several files merge into one [`Config`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -203,6 +221,8 @@ pub struct FileConfig {
     pub egress_interfaces: Option<Vec<Interface>>,
     /// `snatTo`: at most one entry per family.
     pub snat_to: Option<Vec<SnatTarget>>,
+    /// `snatRules`: per source prefix, the address to leave with.
+    pub snat_rules: Option<Vec<SnatRule>>,
     /// `cidrLimit`: bounds this file's lists.
     pub cidr_limit: Option<usize>,
     /// `masqLinkLocal`.
@@ -229,6 +249,9 @@ pub struct Config {
     pub egress_interfaces: Vec<Entry<Interface>>,
     /// Addresses to SNAT to instead of masquerading, at most one per family.
     pub snat_to: Vec<Entry<SnatTarget>>,
+    /// Per source prefix, the address to SNAT to (longest prefix first); sources no entry
+    /// holds fall back to `snat_to` or masquerade.
+    pub snat_rules: Vec<Entry<SnatRule>>,
     /// Masquerade 169.254.0.0/16 too.
     pub masq_link_local: bool,
     /// Masquerade fe80::/10 too.
@@ -288,6 +311,7 @@ impl Config {
             source_cidrs: Vec::new(),
             egress_interfaces: Vec::new(),
             snat_to: Vec::new(),
+            snat_rules: Vec::new(),
             masq_link_local: false,
             masq_link_local_ipv6: false,
             resync_interval: DEFAULT_RESYNC_INTERVAL,
@@ -340,6 +364,50 @@ impl Config {
         values(&self.snat_to)
             .find(|t| t.family() == family)
             .copied()
+    }
+
+    /// The `snatRules` source prefixes of `family`, each with its address and the entry
+    /// it comes from, in config order (nested prefixes included: see
+    /// [`Config::snat_map`]).
+    pub fn snat_rule_prefixes(&self, family: Family) -> Vec<(IpNet, IpAddr, Origin)> {
+        let mut out = Vec::new();
+        for e in &self.snat_rules {
+            let Some(t) = e.value.target(family) else {
+                continue;
+            };
+            for net in e
+                .value
+                .source_cidrs
+                .iter()
+                .filter(|n| Family::of(n) == family)
+            {
+                out.push((*net, t.first, e.origin));
+            }
+        }
+        out
+    }
+
+    /// The `snatRules` of `family` flattened for an interval map: sorted, disjoint spans
+    /// of sources, each with the address of the longest prefix holding it
+    /// ([`crate::addr::lpm::flatten`]).
+    pub fn snat_map(&self, family: Family) -> Vec<(Span, IpAddr)> {
+        let list: Vec<(Span, IpAddr)> = self
+            .snat_rule_prefixes(family)
+            .iter()
+            .map(|(net, to, _)| (Span::of(net), *to))
+            .collect();
+        crate::addr::lpm::flatten(&list)
+    }
+
+    /// The `snatRules` entry whose prefix holds `source` most specifically: the prefix and
+    /// where it comes from, for `--explain`.
+    pub fn snat_rule_for(&self, source: IpAddr) -> Option<(IpNet, IpAddr, Origin)> {
+        let family = Family::of_addr(&source);
+        self.snat_rule_prefixes(family)
+            .into_iter()
+            .filter(|(net, _, _)| net.contains(&source))
+            // The first of equal prefixes, as the map has it.
+            .min_by_key(|(net, _, _)| std::cmp::Reverse(net.prefix_len()))
     }
 
     /// The file an origin names.
@@ -531,3 +599,6 @@ impl ConfigError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_snat_rules;

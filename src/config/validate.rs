@@ -20,7 +20,7 @@ use super::snat::parse_snat_target;
 use super::yaml::{self, Node as Value};
 use super::{
     Config, ConfigError, DEFAULT_CIDR_LIMIT, FileConfig, Interface, KNOWN_KEYS, MAX_PROBLEMS,
-    MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatTarget,
+    MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatRule, SnatTarget,
 };
 use crate::addr::prefix::Family;
 
@@ -279,7 +279,8 @@ impl Validator<'_> {
             "masqueradeCIDRs" => config.masquerade_cidrs = self.cidr_list(key, value),
             "sourceCIDRs" => config.source_cidrs = self.cidr_list(key, value),
             "egressInterfaces" => config.egress_interfaces = self.interfaces(value),
-            "snatTo" => config.snat_to = self.snat_targets(value),
+            "snatTo" => config.snat_to = self.snat_targets("snatTo", value),
+            "snatRules" => config.snat_rules = self.snat_rules(value),
             "cidrLimit" => config.cidr_limit = self.cidr_limit(value),
             "masqLinkLocal" => config.masq_link_local = self.boolean(key, value),
             "masqLinkLocalIPv6" => config.masq_link_local_ipv6 = self.boolean(key, value),
@@ -312,6 +313,16 @@ impl Validator<'_> {
             (
                 "egressInterfaces",
                 config.egress_interfaces.as_ref().map_or(0, Vec::len),
+            ),
+            // Every source prefix of every entry, as the other lists count prefixes.
+            (
+                "snatRules",
+                config
+                    .snat_rules
+                    .iter()
+                    .flatten()
+                    .map(|r| r.source_cidrs.len())
+                    .sum(),
             ),
         ];
         for (key, len) in lens {
@@ -393,11 +404,12 @@ impl Validator<'_> {
         })
     }
 
-    /// `snatTo`: an address or an inclusive range `A-B` per entry, at most one per family.
-    fn snat_targets(&mut self, value: &Value) -> Option<Vec<SnatTarget>> {
+    /// `snatTo` (at `key`): an address or an inclusive range `A-B` per entry, at most one
+    /// per family.
+    fn snat_targets(&mut self, key: &str, value: &Value) -> Option<Vec<SnatTarget>> {
         let mut seen: Vec<(Family, usize)> = Vec::new();
         let mut index = 0;
-        self.list("snatTo", value, "address or address range", |v, s| {
+        self.list(key, value, "address or address range", |v, s| {
             let at = index;
             index += 1;
             let target = parse_snat_target(s)?;
@@ -405,7 +417,7 @@ impl Validator<'_> {
             v.family_enabled(family, "IPv6 address")?;
             if let Some((_, first)) = seen.iter().find(|(f, _)| *f == family) {
                 return Err(format!(
-                    "a second {} entry (snatTo[{first}] is one): at most one address or range \
+                    "a second {} entry ({key}[{first}] is one): at most one address or range \
                      per family",
                     family_name(family)
                 ));
@@ -413,6 +425,133 @@ impl Validator<'_> {
             seen.push((family, at));
             Ok(target)
         })
+    }
+
+    /// `snatRules`: a list of mappings with `sourceCIDRs` and `snatTo`, every prefix's family
+    /// with an address, no prefix in two entries, no range (see docs/design.md).
+    fn snat_rules(&mut self, value: &Value) -> Option<Vec<SnatRule>> {
+        let Value::Seq(items) = value else {
+            self.problem(
+                "snatRules",
+                Some(value),
+                format!(
+                    "expected a list of entries (each with sourceCIDRs and snatTo), got {}",
+                    kind(value)
+                ),
+            );
+            return None;
+        };
+        let before = self.problems.len() + self.more_problems;
+        let mut out = Vec::with_capacity(items.len());
+        // Every prefix seen so far: (prefix, entry, index in its sourceCIDRs).
+        let mut seen: std::collections::HashMap<IpNet, (usize, usize)> = Default::default();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("snatRules[{i}]");
+            let Some(rule) = self.snat_rule(&at, untag(item)) else {
+                continue;
+            };
+            for (j, net) in rule.source_cidrs.iter().enumerate() {
+                if let Some((e, k)) = seen.get(net) {
+                    self.problem(
+                        format!("{at}.sourceCIDRs[{j}]"),
+                        Some(&Value::Str(net.to_string())),
+                        format!(
+                            "also in snatRules[{e}].sourceCIDRs[{k}]: a source prefix may be in \
+                             one entry only (a prefix inside another is fine: the longest wins)"
+                        ),
+                    );
+                } else {
+                    seen.insert(*net, (i, j));
+                }
+            }
+            out.push(rule);
+        }
+        (self.problems.len() + self.more_problems == before).then_some(out)
+    }
+
+    /// One `snatRules` entry, named `at` in messages.
+    fn snat_rule(&mut self, at: &str, item: &Value) -> Option<SnatRule> {
+        let Value::Map(map) = item else {
+            self.problem(
+                at,
+                Some(item),
+                format!(
+                    "expected a mapping with sourceCIDRs and snatTo, got {}",
+                    kind(item)
+                ),
+            );
+            return None;
+        };
+        let before = self.problems.len() + self.more_problems;
+        let (mut sources, mut targets) = (None, None);
+        for (k, v) in map {
+            let (key, v) = match untag(k) {
+                Value::Str(s) => (s.as_str(), untag(v)),
+                other => {
+                    self.problem(at, Some(other), "keys must be strings");
+                    continue;
+                }
+            };
+            let field = format!("{at}.{key}");
+            match key {
+                "sourceCIDRs" => sources = self.cidr_list(&field, v),
+                "snatTo" => {
+                    targets = self.snat_targets(&field, v);
+                    for (n, t) in targets.iter().flatten().enumerate() {
+                        if t.first != t.last {
+                            self.problem(
+                                format!("{field}[{n}]"),
+                                Some(&Value::Str(t.to_string())),
+                                "an address range is not supported in snatRules (each entry \
+                                 leaves with one address per family; see docs/design.md): \
+                                 write one address, or use the top-level snatTo for a range",
+                            );
+                        }
+                    }
+                }
+                other => self.problem(
+                    field.clone(),
+                    Some(v),
+                    format!(
+                        "unknown key {other:?} in a snatRules entry; its keys: sourceCIDRs, snatTo"
+                    ),
+                ),
+            }
+        }
+        let problems_now = self.problems.len() + self.more_problems;
+        let (Some(sources), Some(targets)) = (sources, targets) else {
+            if problems_now == before {
+                self.problem(at, Some(item), "an entry needs both sourceCIDRs and snatTo");
+            }
+            return None;
+        };
+        if sources.is_empty() || targets.is_empty() {
+            self.problem(
+                at,
+                Some(item),
+                "an entry needs at least one prefix in sourceCIDRs and one address in snatTo",
+            );
+            return None;
+        }
+        let rule = SnatRule {
+            source_cidrs: sources,
+            snat_to: targets,
+        };
+        for (j, net) in rule.source_cidrs.iter().enumerate() {
+            let family = Family::of(net);
+            if rule.target(family).is_none() {
+                self.problem(
+                    format!("{at}.sourceCIDRs[{j}]"),
+                    Some(&Value::Str(net.to_string())),
+                    format!(
+                        "an {} prefix, but {at}.snatTo has no {} address for it",
+                        family_name(family),
+                        family_name(family)
+                    ),
+                );
+            }
+        }
+        (self.problems.len() + self.more_problems == problems_now).then_some(rule)
     }
 
     fn cidr_limit(&mut self, value: &Value) -> Option<usize> {

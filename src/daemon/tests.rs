@@ -1178,3 +1178,40 @@ fn a_restart_with_the_config_in_force_sends_nothing() {
         (crate::kernel::nft::ReplaceForm::Delta, 2)
     );
 }
+
+#[test]
+fn snat_rules_are_committed_published_and_a_bad_entry_keeps_them() {
+    let rules = "snatRules:\n- sourceCIDRs: [10.244.0.0/23]\n  snatTo: [192.0.2.20]\n\
+                 - sourceCIDRs: [10.244.1.0/25]\n  snatTo: [192.0.2.22]\n";
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(rules)).start();
+    let live = h.kernel.table().unwrap();
+    assert_eq!(live.maps.len(), 1);
+    assert_eq!(h.ready(), Ok(()));
+    assert_eq!(
+        h.metric("nft_masq_agent_snat_rule_intervals{family=\"ipv4\"}"),
+        3.0,
+        "the /23 cut around the /25"
+    );
+    // An entry that changes address: a commit with the new map.
+    h.source
+        .write(Some(&rules.replace("192.0.2.22", "192.0.2.23")));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.kernel.commits(), 2);
+    let to: Vec<String> = h.kernel.table().unwrap().maps[0]
+        .entries
+        .iter()
+        .map(|e| e.to.to_string())
+        .collect();
+    assert_eq!(to, ["192.0.2.20", "192.0.2.23", "192.0.2.20"]);
+    // A range in an entry is refused: nothing committed, the map stays.
+    h.source.write(Some(
+        &rules.replace("[192.0.2.22]", "['192.0.2.22-192.0.2.29']"),
+    ));
+    h.agent.config_changed("config file changed", h.now);
+    assert_eq!(h.kernel.commits(), 2);
+    assert_eq!(h.metric("nft_masq_agent_config_valid"), 0.0);
+    assert_eq!(
+        h.kernel.table().unwrap().maps[0].entries[1].to.to_string(),
+        "192.0.2.23"
+    );
+}

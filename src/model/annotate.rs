@@ -12,7 +12,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use ipnet::IpNet;
 
-use super::{Family, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Table};
+use super::{
+    Family, MAP_SNAT_V4, MAP_SNAT_V6, Map, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4,
+    SET_V6, Set, Table,
+};
 use crate::addr::prefix::Span;
 use crate::config::{Config, Entry, Interface, Origin};
 
@@ -73,7 +76,45 @@ pub fn annotate(table: &Table, config: &Config) -> Annotations {
             out.elements.insert(set.name.clone(), names(set, config));
         }
     }
+    for map in &table.maps {
+        if map.name == MAP_SNAT_V4 || map.name == MAP_SNAT_V6 {
+            out.elements
+                .insert(map.name.clone(), snat_rules(map, config));
+        }
+    }
     out
+}
+
+/// A `snatRules` map: the entry whose prefix gives each interval its address (the one of
+/// its first address, and of its last when another entry's prefix holds it), and whether
+/// the config still gives that address.
+fn snat_rules(map: &Map, config: &Config) -> Vec<String> {
+    let addr = |v: u128| match map.family {
+        Family::V4 => std::net::IpAddr::from(std::net::Ipv4Addr::from(v as u32)),
+        Family::V6 => std::net::IpAddr::from(std::net::Ipv6Addr::from(v)),
+    };
+    map.entries
+        .iter()
+        .map(|e| {
+            let mut labels: Vec<String> = Vec::new();
+            for a in [e.span.lo, e.span.hi] {
+                if let Some((net, to, origin)) = config.snat_rule_for(addr(a)) {
+                    let mut l = format!("{} {net}", config.label("snatRules", origin));
+                    if to != e.to {
+                        l.push_str(&format!(" (the config says {to})"));
+                    }
+                    if !labels.contains(&l) {
+                        labels.push(l);
+                    }
+                }
+            }
+            if labels.is_empty() {
+                "not from the config".into()
+            } else {
+                labels.join("; ")
+            }
+        })
+        .collect()
 }
 
 /// A non-masquerade set: `nonMasqueradeCIDRs` and link-local cover, `masqueradeCIDRs` cut.

@@ -3,9 +3,10 @@
 use ipnet::IpNet;
 
 use super::{
-    BaseChain, CHAIN_NAME, Chain, HOOK_POSTROUTING, Interface, NAT_PROTO_RANDOM_FULLY,
-    NAT_PROTO_SPECIFIED, NameSet, POLICY_ACCEPT, Rule, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4,
-    SET_V6, Set, Stmt, TABLE_NAME, TO_PORTS_PROTOCOLS, Table, TableFlags,
+    BaseChain, CHAIN_NAME, Chain, HOOK_POSTROUTING, Interface, MAP_SNAT_V4, MAP_SNAT_V6, Map,
+    MapEntry, NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED, NameSet, POLICY_ACCEPT, Rule,
+    SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Stmt, TABLE_NAME, TO_PORTS_PROTOCOLS,
+    Table, TableFlags,
 };
 use crate::addr::prefix::Family;
 use crate::config::{Config, PolicyFlags, SnatTarget, values};
@@ -26,6 +27,7 @@ pub fn non_masquerade_prefixes(config: &Config, family: Family) -> Vec<IpNet> {
 ///     set nonmasq-v6 { ... }                       # with --enable-ipv6
 ///     set sources-v4 { ... }                       # with sourceCIDRs (and -v6)
 ///     set egress-interfaces { type ifname; ... }   # with egressInterfaces
+///     map snat-v4 { type ipv4_addr : ipv4_addr; flags interval; ... }  # with snatRules
 ///     chain postrouting {
 ///         type nat hook postrouting priority srcnat + 10; policy accept;  # --chain-priority
 ///         meta nfproto ipv6 return                 # without --enable-ipv6
@@ -35,6 +37,7 @@ pub fn non_masquerade_prefixes(config: &Config, family: Family) -> Vec<IpNet> {
 ///         ip daddr @nonmasq-v4 return
 ///         ip6 daddr @nonmasq-v6 return             # with --enable-ipv6
 ///         meta l4proto tcp ... masquerade to :a-b  # with --to-ports
+///         ... counter snat ip to ip saddr map @snat-v4  # with snatRules, per family
 ///         counter masquerade fully-random          # or, per family, snat to snatTo
 ///     }
 /// }
@@ -45,6 +48,7 @@ pub fn desired(config: &Config, flags: &PolicyFlags, table_flags: TableFlags) ->
         flags: table_flags,
         sets: sets(config, flags),
         name_sets: name_sets(config),
+        maps: maps(config, flags),
         chains: vec![Chain {
             name: CHAIN_NAME.into(),
             base: Some(nat_postrouting(flags)),
@@ -98,6 +102,32 @@ fn sets(config: &Config, flags: &PolicyFlags) -> Vec<Set> {
         }
     }
     sets
+}
+
+fn map_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => MAP_SNAT_V4,
+        Family::V6 => MAP_SNAT_V6,
+    }
+}
+
+/// One interval map per managed family that `snatRules` gives prefixes: the source spans,
+/// longest prefix first, flattened into disjoint intervals (an interval map cannot hold
+/// overlapping ones).
+fn maps(config: &Config, flags: &PolicyFlags) -> Vec<Map> {
+    families(flags)
+        .iter()
+        .filter(|&&family| !config.snat_rule_prefixes(family).is_empty())
+        .map(|&family| Map {
+            name: map_name(family).into(),
+            family,
+            entries: config
+                .snat_map(family)
+                .into_iter()
+                .map(|(span, to)| MapEntry { span, to })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The egress interface names, when `egressInterfaces` is set: none contained in another
@@ -193,11 +223,13 @@ fn counter() -> Stmt {
     }
 }
 
-/// How a translated packet gets its source: the node's address, or a `snatTo` target.
+/// How a translated packet gets its source: the node's address, a `snatTo` target, or the
+/// `snatRules` map of its family.
 #[derive(Clone, Copy)]
 enum Translation {
     Masquerade,
     Snat(SnatTarget),
+    Map(Family),
 }
 
 impl Translation {
@@ -222,22 +254,36 @@ impl Translation {
                 flags,
                 ports,
             },
+            Translation::Map(family) => Stmt::SnatMap {
+                family,
+                map: map_name(family).into(),
+                packets: 0,
+                bytes: 0,
+                flags,
+                ports,
+            },
         }
     }
 }
 
-/// The translating rules. Without `snatTo` one set serves both families (masquerade needs no
-/// family); with it, each managed family gets its own, prefixed with `meta nfproto`.
+/// The translating rules. Without `snatTo` and `snatRules` one set serves both families
+/// (masquerade needs no family); with either, each managed family gets its own, prefixed
+/// with `meta nfproto`: first the `snatRules` map's (a source it does not hold goes on),
+/// then the fallback, `snatTo` or masquerade.
 fn translation_rules(config: &Config, flags: &PolicyFlags) -> Vec<Rule> {
-    if config.snat_to.is_empty() {
+    if config.snat_to.is_empty() && config.snat_rules.is_empty() {
         return translate(flags, Translation::Masquerade, &[]);
     }
     let mut rules = Vec::new();
     for &family in families(flags) {
+        let prefix = [Stmt::Nfproto(family)];
+        if !config.snat_rule_prefixes(family).is_empty() {
+            rules.extend(translate(flags, Translation::Map(family), &prefix));
+        }
         let how = config
             .snat_for(family)
             .map_or(Translation::Masquerade, Translation::Snat);
-        rules.extend(translate(flags, how, &[Stmt::Nfproto(family)]));
+        rules.extend(translate(flags, how, &prefix));
     }
     rules
 }
@@ -260,14 +306,19 @@ fn translate(flags: &PolicyFlags, how: Translation, prefix: &[Stmt]) -> Vec<Rule
                     });
                 }
                 remaining -= r.size();
-                stmts.push(counter());
+                if !matches!(how, Translation::Map(_)) {
+                    stmts.push(counter());
+                }
                 stmts.push(how.stmt(flags, Some((r.first, r.last))));
                 rules.push(Rule { stmts });
             }
         }
     }
     let mut stmts = prefix.to_vec();
-    stmts.push(counter());
+    // The map's statement carries its own counter, after its lookup.
+    if !matches!(how, Translation::Map(_)) {
+        stmts.push(counter());
+    }
     stmts.push(how.stmt(flags, None));
     rules.push(Rule { stmts });
     rules

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 
 pub use crate::addr::ifname::Interface;
 pub use crate::addr::prefix::Family;
+use crate::addr::prefix::Span;
 pub use annotate::{Annotations, annotate};
 pub use desired::{desired, non_masquerade_prefixes};
 
@@ -32,6 +33,10 @@ pub const SET_SRC_V4: &str = "sources-v4";
 pub const SET_SRC_V6: &str = "sources-v6";
 /// The set of egress interface names translated on (`egressInterfaces`).
 pub const SET_EGRESS: &str = "egress-interfaces";
+/// The interval map of IPv4 sources to their `snatRules` address.
+pub const MAP_SNAT_V4: &str = "snat-v4";
+/// The interval map of IPv6 sources to their `snatRules` address.
+pub const MAP_SNAT_V6: &str = "snat-v6";
 /// The base chain.
 pub const CHAIN_NAME: &str = "postrouting";
 
@@ -76,6 +81,8 @@ pub struct Table {
     pub sets: Vec<Set>,
     /// Named interface-name sets, in order.
     pub name_sets: Vec<NameSet>,
+    /// Named interval maps of source addresses to SNAT addresses (`snatRules`), in order.
+    pub maps: Vec<Map>,
     /// Chains, in order.
     pub chains: Vec<Chain>,
     /// Objects read back from the kernel that the model cannot express (a set of another
@@ -93,6 +100,27 @@ pub struct Set {
     pub family: Family,
     /// Sorted, disjoint prefixes.
     pub prefixes: Vec<IpNet>,
+}
+
+/// A named interval map from source addresses to the address they leave with
+/// (`snatRules`, longest prefix flattened: [`crate::addr::lpm`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Map {
+    /// Map name.
+    pub name: String,
+    /// Key and data type.
+    pub family: Family,
+    /// Sorted, disjoint source spans, each with its address.
+    pub entries: Vec<MapEntry>,
+}
+
+/// One interval of a [`Map`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapEntry {
+    /// The sources.
+    pub span: Span,
+    /// The address they leave with.
+    pub to: IpAddr,
 }
 
 /// A named interval set of interface names (nft's `ifname` type), for `oifname` matches.
@@ -203,6 +231,24 @@ pub enum Stmt {
         /// Source port range, when restricted.
         ports: Option<(u16, u16)>,
     },
+    /// `counter packets P bytes B snat ip|ip6 to ip|ip6 saddr map @map[:ports] [flags]`:
+    /// the source's address from an interval map. The counter is part of the statement
+    /// because it sits after the map lookup (a source the map does not hold ends the rule
+    /// there, uncounted, and goes on to the fallback); see docs/design.md.
+    SnatMap {
+        /// The family of the sources and addresses.
+        family: Family,
+        /// Map name.
+        map: String,
+        /// Packets counted (translated by this rule).
+        packets: u64,
+        /// Bytes counted.
+        bytes: u64,
+        /// `NF_NAT_RANGE_*` flags.
+        flags: u32,
+        /// Source port range, when restricted.
+        ports: Option<(u16, u16)>,
+    },
     /// `return`.
     Return,
     /// Something the agent does not write; the text says what it is.
@@ -214,7 +260,26 @@ impl Table {
     /// (flags included). Compares in place: no copy of a 100,000-prefix set.
     pub fn same_policy(&self, other: &Table) -> bool {
         fn stmt_eq(a: &Stmt, b: &Stmt) -> bool {
-            matches!((a, b), (Stmt::Counter { .. }, Stmt::Counter { .. })) || a == b
+            match (a, b) {
+                (Stmt::Counter { .. }, Stmt::Counter { .. }) => true,
+                (
+                    Stmt::SnatMap {
+                        family,
+                        map,
+                        flags,
+                        ports,
+                        ..
+                    },
+                    Stmt::SnatMap {
+                        family: f2,
+                        map: m2,
+                        flags: fl2,
+                        ports: p2,
+                        ..
+                    },
+                ) => family == f2 && map == m2 && flags == fl2 && ports == p2,
+                _ => a == b,
+            }
         }
         fn chain_eq(a: &Chain, b: &Chain) -> bool {
             a.name == b.name
@@ -229,6 +294,7 @@ impl Table {
             && self.flags == other.flags
             && self.sets == other.sets
             && self.name_sets == other.name_sets
+            && self.maps == other.maps
             && self.foreign == other.foreign
             && self.chains.len() == other.chains.len()
             && self
@@ -247,6 +313,12 @@ impl Table {
     pub fn masquerade_counters(&self) -> (u64, u64) {
         let mut total = (0, 0);
         for rule in self.chains.iter().flat_map(|c| &c.rules) {
+            for s in &rule.stmts {
+                if let Stmt::SnatMap { packets, bytes, .. } = s {
+                    total.0 = packets.saturating_add(total.0);
+                    total.1 = bytes.saturating_add(total.1);
+                }
+            }
             if rule
                 .stmts
                 .iter()
@@ -272,6 +344,8 @@ pub struct SetDiff {
     pub added: Vec<IpNet>,
     /// Prefixes in the old table only.
     pub removed: Vec<IpNet>,
+    /// `snatRules` map intervals that came (`+`) or went (`-`), as `MAP SPAN : ADDRESS`.
+    pub map_changes: Vec<String>,
 }
 
 impl SetDiff {
@@ -286,9 +360,30 @@ impl SetDiff {
         };
         let new_set = collect(new);
         let old_set = old.map(collect).unwrap_or_default();
+        let entries = |t: &Table| -> BTreeSet<(String, Span, IpAddr)> {
+            t.maps
+                .iter()
+                .flat_map(|m| m.entries.iter().map(|e| (m.name.clone(), e.span, e.to)))
+                .collect()
+        };
+        let (new_map, old_map) = (entries(new), old.map(entries).unwrap_or_default());
+        let show = |sign: char, (name, span, to): &(String, Span, IpAddr)| {
+            let family = Family::of_addr(to);
+            let mut nets = Vec::new();
+            crate::addr::prefix::span_to_prefixes(*span, family.bits(), &mut nets);
+            let span = match nets.as_slice() {
+                [one] => one.to_string(),
+                _ => format!("{:x}-{:x}", span.lo, span.hi),
+            };
+            format!("{sign}{name} {span} : {to}")
+        };
+        let mut map_changes: Vec<String> =
+            old_map.difference(&new_map).map(|e| show('-', e)).collect();
+        map_changes.extend(new_map.difference(&old_map).map(|e| show('+', e)));
         SetDiff {
             added: new_set.difference(&old_set).copied().collect(),
             removed: old_set.difference(&new_set).copied().collect(),
+            map_changes,
         }
     }
 }
@@ -303,6 +398,13 @@ impl fmt::Display for SetDiff {
                 parts.push(format!("({} more {sign})", v.len() - SHOWN));
             }
         }
+        parts.extend(self.map_changes.iter().take(SHOWN).cloned());
+        if self.map_changes.len() > SHOWN {
+            parts.push(format!(
+                "({} more map changes)",
+                self.map_changes.len() - SHOWN
+            ));
+        }
         if parts.is_empty() {
             return f.write_str("no prefix changes");
         }
@@ -312,3 +414,6 @@ impl fmt::Display for SetDiff {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_snat_rules;

@@ -9,10 +9,11 @@ use std::fmt::{self, Display, Formatter, Write as _};
 
 use std::net::IpAddr;
 
+use crate::addr::prefix::{Span, span_to_prefixes};
 use crate::config::priority::ChainPriority;
 
 use super::{
-    Annotations, BaseChain, Chain, Family, NAT_PERSISTENT, NAT_PROTO_RANDOM,
+    Annotations, BaseChain, Chain, Family, Map, NAT_PERSISTENT, NAT_PROTO_RANDOM,
     NAT_PROTO_RANDOM_FULLY, NameSet, Rule, Set, Stmt, Table, TableFlags,
 };
 
@@ -107,6 +108,13 @@ impl Display for Rendered<'_> {
             first = false;
             set.write(f, notes)?;
         }
+        for map in &t.maps {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            map.write(f, notes)?;
+        }
         for chain in &t.chains {
             if !first {
                 writeln!(f)?;
@@ -145,6 +153,48 @@ impl Set {
             body.push_str("\t\telements = {\n");
             for (i, p) in self.prefixes.iter().enumerate() {
                 element(&mut body, p, notes.and_then(|n| n.of(&self.name, i)));
+            }
+            body.push_str("\t\t}\n");
+            f.write_str(&body)?;
+        }
+        writeln!(f, "\t}}")
+    }
+}
+
+/// A span of addresses as nft writes it: a prefix when it is one, else `first-last`.
+struct SpanText(Family, Span);
+
+impl Display for SpanText {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let SpanText(family, span) = *self;
+        let mut nets = Vec::new();
+        span_to_prefixes(span, family.bits(), &mut nets);
+        if let [one] = nets.as_slice() {
+            return write!(f, "{one}");
+        }
+        let addr = |v: u128| match family {
+            Family::V4 => IpAddr::from(std::net::Ipv4Addr::from(v as u32)),
+            Family::V6 => IpAddr::from(std::net::Ipv6Addr::from(v)),
+        };
+        write!(f, "{}-{}", addr(span.lo), addr(span.hi))
+    }
+}
+
+impl Map {
+    fn write(&self, f: &mut Formatter<'_>, notes: Option<&Annotations>) -> fmt::Result {
+        let key = match self.family {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        };
+        writeln!(f, "\tmap {} {{", Name(&self.name))?;
+        writeln!(f, "\t\ttype {key} : {key}")?;
+        writeln!(f, "\t\tflags interval")?;
+        if !self.entries.is_empty() {
+            let mut body = String::with_capacity(self.entries.len() * 40);
+            body.push_str("\t\telements = {\n");
+            for (i, e) in self.entries.iter().enumerate() {
+                let text = format!("{} : {}", SpanText(self.family, e.span), e.to);
+                element(&mut body, &text, notes.and_then(|n| n.of(&self.name, i)));
             }
             body.push_str("\t\t}\n");
             f.write_str(&body)?;
@@ -337,6 +387,22 @@ impl Display for Stmt {
                 "snat {} to {}{}",
                 proto(*family),
                 snat_to(*first, *last, *p),
+                nat_flags(*flags)
+            ),
+            Stmt::SnatMap {
+                family,
+                map,
+                packets,
+                bytes,
+                flags,
+                ports: p,
+            } => write!(
+                f,
+                "counter packets {packets} bytes {bytes} snat {} to {} saddr map @{}{}{}",
+                proto(*family),
+                proto(*family),
+                Name(map),
+                ports(*p),
                 nat_flags(*flags)
             ),
             Stmt::Return => f.write_str("return"),

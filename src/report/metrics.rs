@@ -96,6 +96,7 @@ pub struct Metrics {
     config_valid: Gauge,
     policy_source: Family<Labels, Gauge>,
     prefixes: Family<Labels, Gauge>,
+    snat_rules: Family<Labels, Gauge>,
     elements: Gauge,
     masq_packets: Counter,
     masq_bytes: Counter,
@@ -132,6 +133,7 @@ const HELP_CONFIG_VALID: &str =
     "1 if the config file as it is now is valid, 0 if the last load failed";
 const HELP_POLICY_SOURCE: &str = "1 for where the table in force comes from: config, defaults (invalid config at start, no table), adopted (invalid config at start, table kept) or missing (no --config path given explicitly exists: the defaults)";
 const HELP_PREFIXES: &str = "Non-masquerade prefixes in force, by family";
+const HELP_SNAT_RULES: &str = "snatRules intervals in force, by family: the source ranges of the map that gives each its SNAT address (a prefix nested in another cuts it in up to three)";
 const HELP_ELEMENTS: &str = "Interval set elements in the committed table";
 const HELP_MASQ_PACKETS: &str =
     "Packets (new connections) masqueraded, from the masquerade rules' counters";
@@ -209,6 +211,7 @@ impl Metrics {
             config_valid: reg(&mut r, "config_valid", HELP_CONFIG_VALID),
             policy_source: reg(&mut r, "policy_source", HELP_POLICY_SOURCE),
             prefixes: reg(&mut r, "prefixes", HELP_PREFIXES),
+            snat_rules: reg(&mut r, "snat_rule_intervals", HELP_SNAT_RULES),
             elements: reg(&mut r, "set_elements", HELP_ELEMENTS),
             masq_packets: reg(&mut r, "masqueraded_packets", HELP_MASQ_PACKETS),
             masq_bytes: reg(&mut r, "masqueraded_bytes", HELP_MASQ_BYTES),
@@ -260,6 +263,15 @@ impl Metrics {
         self.elements.set(elements as i64);
         if reason == Reason::Drift {
             self.drift_repairs.inc();
+        }
+    }
+
+    /// The `snatRules` map intervals of the table just committed, by family.
+    pub fn snat_rule_intervals(&self, v4: usize, v6: usize) {
+        for (family, n) in [("ipv4", v4), ("ipv6", v6)] {
+            self.snat_rules
+                .get_or_create(&label("family", family))
+                .set(n as i64);
         }
     }
 
@@ -393,6 +405,7 @@ mod tests {
         m.masqueraded(7, 500); // never goes down
         m.analysed(0.25, 2, true);
         m.analysis_superseded();
+        m.snat_rule_intervals(3, 1);
         let text = m.render();
         for line in [
             "nft_masq_agent_commits_total{reason=\"startup\"} 1",
@@ -409,6 +422,8 @@ mod tests {
             "nft_masq_agent_analysis_incomplete_total{reason=\"budget\"} 1",
             "nft_masq_agent_analysis_incomplete_total{reason=\"superseded\"} 1",
             "nft_masq_agent_analysis_duration_seconds 0.25",
+            "nft_masq_agent_snat_rule_intervals{family=\"ipv4\"} 3",
+            "nft_masq_agent_snat_rule_intervals{family=\"ipv6\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

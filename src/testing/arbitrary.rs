@@ -219,7 +219,7 @@ impl<'a> Arbitrary<'a> for Expr {
 impl<'a> Arbitrary<'a> for Stmt {
     /// Any statement but `Unknown` (which has no wire form).
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Stmt> {
-        Ok(match u.int_in_range(0..=10u8)? {
+        Ok(match u.int_in_range(0..=11u8)? {
             0 => Stmt::Nfproto(u.arbitrary()?),
             1 => Stmt::L4proto(u.arbitrary()?),
             2 => Stmt::FibDaddrLocal,
@@ -255,6 +255,14 @@ impl<'a> Arbitrary<'a> for Stmt {
                     ports: u.arbitrary()?,
                 }
             }
+            10 => Stmt::SnatMap {
+                family: u.arbitrary()?,
+                map: name(u)?,
+                packets: u.arbitrary()?,
+                bytes: u.arbitrary()?,
+                flags: u.arbitrary::<u32>()? & KNOWN_NAT_FLAGS,
+                ports: u.arbitrary()?,
+            },
             _ => Stmt::Return,
         })
     }

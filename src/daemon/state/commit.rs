@@ -322,6 +322,15 @@ pub fn report_commit(
     let v6 = after.prefix_count() - v4;
     let diff = SetDiff::between(before, after);
     metrics.committed(reason, elapsed.as_secs_f64(), v4, v6, report.elements);
+    let intervals = |f: Family| -> usize {
+        after
+            .maps
+            .iter()
+            .filter(|m| m.family == f)
+            .map(|m| m.entries.len())
+            .sum()
+    };
+    metrics.snat_rule_intervals(intervals(Family::V4), intervals(Family::V6));
     tracing::info!(
         reason = reason.as_str(),
         prefixes = v4 + v6,

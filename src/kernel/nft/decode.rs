@@ -12,7 +12,9 @@ use super::stmt::raise;
 use super::uapi::*;
 use crate::addr::prefix::{Family, Span, span_to_prefixes};
 use crate::kernel::netlink::{Malformed, Msg, messages};
-use crate::model::{BaseChain, Chain, Interface, NameSet, Rule, Set, Table, TableFlags};
+use crate::model::{
+    BaseChain, Chain, Interface, Map, MapEntry, NameSet, Rule, Set, Table, TableFlags,
+};
 
 /// A table as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,10 @@ pub struct SetMsg {
     pub key_len: u32,
     /// Key data type (nft's: `ipv4_addr` 7, `ipv6_addr` 8, `ifname` 41).
     pub key_type: u32,
+    /// A map's data type (0 for a set).
+    pub data_type: u32,
+    /// A map's data length in bytes (0 for a set).
+    pub data_len: u32,
 }
 
 /// A chain as the kernel reports it.
@@ -116,6 +122,9 @@ pub struct ElementsMsg {
     pub set: String,
     /// Elements.
     pub elements: Vec<Element>,
+    /// The data of the elements that carry a value (a map's), by key: kept apart from
+    /// [`Element`] so that the elements of the large sets stay small.
+    pub data: Vec<(u128, u128)>,
 }
 
 /// A NEWGEN notification: the end of a transaction.
@@ -175,6 +184,8 @@ pub fn set(msg: &Msg<'_>) -> Result<SetMsg, Malformed> {
         flags: 0,
         key_len: 0,
         key_type: 0,
+        data_type: 0,
+        data_len: 0,
     };
     for a in msg.attrs() {
         let a = a?;
@@ -184,6 +195,8 @@ pub fn set(msg: &Msg<'_>) -> Result<SetMsg, Malformed> {
             NFTA_SET_FLAGS => out.flags = a.u32()?,
             NFTA_SET_KEY_LEN => out.key_len = a.u32()?,
             NFTA_SET_KEY_TYPE => out.key_type = a.u32()?,
+            NFTA_SET_DATA_TYPE => out.data_type = a.u32()?,
+            NFTA_SET_DATA_LEN => out.data_len = a.u32()?,
             _ => {}
         }
     }
@@ -196,6 +209,7 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
         table: String::new(),
         set: String::new(),
         elements: Vec::new(),
+        data: Vec::new(),
     };
     for a in msg.attrs() {
         let a = a?;
@@ -205,6 +219,7 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
             NFTA_SET_ELEM_LIST_ELEMENTS => {
                 for e in a.nested() {
                     let (mut key, mut flags): (&[u8], u32) = (&[], 0);
+                    let mut data: Option<&[u8]> = None;
                     for f in e?.nested() {
                         let f = f?;
                         match f.ty {
@@ -216,9 +231,22 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
                                     }
                                 }
                             }
+                            NFTA_SET_ELEM_DATA => {
+                                for v in f.nested() {
+                                    let v = v?;
+                                    if v.ty == NFTA_DATA_VALUE {
+                                        data = Some(v.data);
+                                    }
+                                }
+                            }
                             NFTA_SET_ELEM_FLAGS => flags = f.u32()?,
                             _ => {}
                         }
+                    }
+                    // Only values of up to 16 bytes (an address) are kept; nothing reads
+                    // longer ones.
+                    if let Some(d) = data.filter(|d| d.len() <= 16 && key.len() <= 16) {
+                        out.data.push((key_to_u128(key), key_to_u128(d)));
                     }
                     out.elements.push(Element::new(key, flags));
                 }
@@ -383,10 +411,62 @@ pub fn interval_prefixes(elements: &[Element], family: Family) -> Vec<IpNet> {
 enum SetKind {
     Addrs(Set),
     Names(NameSet),
+    Map(Map),
     Foreign(String),
 }
 
-fn set_kind(s: SetMsg, elems: &[Element]) -> SetKind {
+/// An interval map of addresses to addresses of the same family (`snatRules`): each span
+/// with the data of its start element.
+fn map_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)]) -> SetKind {
+    let family = match (s.key_type, s.key_len, s.data_type, s.data_len) {
+        (NFT_TYPE_IPADDR, 4, NFT_TYPE_IPADDR, 4) => Family::V4,
+        (NFT_TYPE_IP6ADDR, 16, NFT_TYPE_IP6ADDR, 16) => Family::V6,
+        (kt, kl, dt, dl) => {
+            return SetKind::Foreign(format!(
+                "map {} of key type {kt} ({kl} bytes) and data type {dt} ({dl} bytes) with {} \
+                 elements",
+                s.name,
+                elems.len()
+            ));
+        }
+    };
+    if s.flags & (NFT_SET_ANONYMOUS | NFT_SET_INTERVAL) != NFT_SET_INTERVAL {
+        return SetKind::Foreign(format!(
+            "map {} with flags 0x{:x} (expected an interval map)",
+            s.name, s.flags
+        ));
+    }
+    let mut by_key = data.to_vec();
+    by_key.sort_unstable();
+    let mut entries = Vec::new();
+    for span in interval_spans(elems, family.addr_len(), family.max()) {
+        let found = by_key
+            .binary_search_by_key(&span.lo, |(k, _)| *k)
+            .ok()
+            .map(|i| by_key[i].1);
+        let Some(to) = found else {
+            return SetKind::Foreign(format!(
+                "map {} holds an interval without data (0x{:x}-0x{:x})",
+                s.name, span.lo, span.hi
+            ));
+        };
+        let to = match family {
+            Family::V4 => std::net::IpAddr::from(std::net::Ipv4Addr::from(to as u32)),
+            Family::V6 => std::net::IpAddr::from(std::net::Ipv6Addr::from(to)),
+        };
+        entries.push(MapEntry { span, to });
+    }
+    SetKind::Map(Map {
+        name: s.name,
+        family,
+        entries,
+    })
+}
+
+fn set_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)]) -> SetKind {
+    if s.flags & NFT_SET_MAP != 0 {
+        return map_kind(s, elems, data);
+    }
     let family = match (s.key_type, s.key_len) {
         (NFT_TYPE_IPADDR, 4) => Some(Family::V4),
         (NFT_TYPE_IP6ADDR, 16) => Some(Family::V6),
@@ -438,17 +518,19 @@ fn names(name: String, elems: &[Element]) -> SetKind {
 /// go to their chains in the order given (the dump order, which is evaluation order).
 pub fn assemble(
     table: TableMsg,
-    sets: Vec<(SetMsg, Vec<Element>)>,
+    sets: Vec<SetRead>,
     chains: Vec<ChainMsg>,
     rules: Vec<RuleMsg>,
 ) -> Table {
     let mut foreign = Vec::new();
     let mut model_sets = Vec::new();
     let mut name_sets = Vec::new();
-    for (s, elems) in sets {
-        match set_kind(s, &elems) {
+    let mut maps = Vec::new();
+    for (s, elems, data) in sets {
+        match set_kind(s, &elems, &data) {
             SetKind::Addrs(set) => model_sets.push(set),
             SetKind::Names(set) => name_sets.push(set),
+            SetKind::Map(map) => maps.push(map),
             SetKind::Foreign(what) => foreign.push(what),
         }
     }
@@ -469,10 +551,14 @@ pub fn assemble(
         flags: table.flags,
         sets: model_sets,
         name_sets,
+        maps,
         chains: model_chains,
         foreign,
     }
 }
+
+/// A set as read: its message, its elements, and its elements' data by key (a map's).
+pub type SetRead = (SetMsg, Vec<Element>, Vec<(u128, u128)>);
 
 /// Decodes the replies of a table read message by message, as they arrive: a read of a
 /// large table never holds the kernel's bytes and their decoded form at once.
@@ -480,7 +566,7 @@ pub fn assemble(
 pub struct TableDecoder {
     name: String,
     table: Option<TableMsg>,
-    sets: Vec<(SetMsg, Vec<Element>)>,
+    sets: Vec<SetRead>,
     chains: Vec<ChainMsg>,
     rules: Vec<RuleMsg>,
 }
@@ -506,11 +592,14 @@ impl TableDecoder {
         }
         match msg.nft_msg() {
             Some(NFT_MSG_NEWTABLE) => self.table = Some(table(msg)?),
-            Some(NFT_MSG_NEWSET) => self.sets.push((set(msg)?, Vec::new())),
+            Some(NFT_MSG_NEWSET) => self.sets.push((set(msg)?, Vec::new(), Vec::new())),
             Some(NFT_MSG_NEWSETELEM) => {
                 let e = elements(msg)?;
-                if let Some((_, elems)) = self.sets.iter_mut().find(|(s, _)| s.name == e.set) {
+                if let Some((_, elems, data)) =
+                    self.sets.iter_mut().find(|(s, _, _)| s.name == e.set)
+                {
                     elems.extend(e.elements);
+                    data.extend(e.data);
                 }
             }
             Some(NFT_MSG_NEWCHAIN) => self.chains.push(chain(msg)?),

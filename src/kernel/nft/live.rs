@@ -100,6 +100,11 @@ impl Edits {
         self.count == 0 && self.dirty.is_empty()
     }
 
+    /// Whether others changed elements of set (or map) `name`.
+    pub fn touches(&self, name: &str) -> bool {
+        self.ops.get(name).is_some_and(|o| !o.is_empty())
+    }
+
     /// The sets others changed elements of, by name (sorted).
     pub fn sets(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self

@@ -167,6 +167,22 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
             flags,
             ports,
         } => lower_snat(*family, (*first, *last), *flags, *ports, out),
+        Stmt::SnatMap {
+            family,
+            map,
+            packets,
+            bytes,
+            flags,
+            ports,
+        } => lower_snat_map(
+            *family,
+            map,
+            (*packets, *bytes),
+            *flags,
+            *ports,
+            set_id,
+            out,
+        ),
         Stmt::Return => out.push(Expr::Immediate {
             dreg: NFT_REG_VERDICT,
             data: ImmData::Verdict(NFT_RETURN, None),
@@ -241,6 +257,116 @@ fn lower_snat(
     });
 }
 
+/// `counter snat ip|ip6 to ip|ip6 saddr map @map[:ports]`: the source address into
+/// register 1, looked up in the map with its data into register 1 again (nft's own
+/// expressions for the `snat` statement), then the counter, then the ports into registers 2
+/// and 3 and the `nat` reading them. nft writes the counter before the lookup; here it comes
+/// after, so that a source the map does not hold, whose rule ends at the lookup, is not
+/// counted by this rule and again by the fallback it goes on to (nft lists both orders the
+/// same way).
+fn lower_snat_map(
+    family: Family,
+    map: &str,
+    (packets, bytes): (u64, u64),
+    flags: u32,
+    ports: Option<(u16, u16)>,
+    set_id: &dyn Fn(&str) -> Option<u32>,
+    out: &mut Vec<Expr>,
+) {
+    let (offset, len) = saddr_field(family);
+    out.extend([
+        Expr::Payload {
+            base: NFT_PAYLOAD_NETWORK_HEADER,
+            offset,
+            len,
+            dreg: R1,
+        },
+        Expr::Lookup {
+            set: map.into(),
+            sreg: R1,
+            dreg: Some(R1),
+            set_id: set_id(map),
+            flags: 0,
+        },
+        Expr::Counter { packets, bytes },
+    ]);
+    let (proto_min, proto_max) = match ports {
+        Some((lo, hi)) => {
+            out.extend([
+                Expr::Immediate {
+                    dreg: NFT_REG_2,
+                    data: ImmData::Value(lo.to_be_bytes().to_vec()),
+                },
+                Expr::Immediate {
+                    dreg: NFT_REG_3,
+                    data: ImmData::Value(hi.to_be_bytes().to_vec()),
+                },
+            ]);
+            (Some(NFT_REG_2), Some(NFT_REG_3))
+        }
+        None => (None, None),
+    };
+    out.push(Expr::Nat {
+        kind: NFT_NAT_SNAT,
+        family: u32::from(nfproto_of(family)),
+        reg_addr_min: Some(R1),
+        reg_addr_max: None,
+        reg_proto_min: proto_min,
+        reg_proto_max: proto_max,
+        flags,
+    });
+}
+
+/// The `snat ... map` the expressions at the start of `exprs` may be (lowering then checks
+/// every register and offset).
+fn snat_map_candidate(exprs: &[Expr]) -> Option<Stmt> {
+    let [
+        Expr::Payload { .. },
+        Expr::Lookup {
+            set, dreg: Some(_), ..
+        },
+        Expr::Counter { packets, bytes },
+        rest @ ..,
+    ] = exprs
+    else {
+        return None;
+    };
+    let (ports, nat) = match rest {
+        [
+            Expr::Immediate {
+                data: ImmData::Value(lo),
+                ..
+            },
+            Expr::Immediate {
+                data: ImmData::Value(hi),
+                ..
+            },
+            nat @ Expr::Nat { .. },
+            ..,
+        ] => (
+            Some((
+                u16::from_be_bytes(lo.as_slice().try_into().ok()?),
+                u16::from_be_bytes(hi.as_slice().try_into().ok()?),
+            )),
+            nat,
+        ),
+        [nat @ Expr::Nat { .. }, ..] => (None, nat),
+        _ => return None,
+    };
+    let Expr::Nat { family, flags, .. } = nat else {
+        return None;
+    };
+    let family = family_of(&[u8::try_from(*family).ok()?])?;
+    (flags & !KNOWN_NAT_FLAGS == 0).then(|| Stmt::SnatMap {
+        family,
+        map: set.clone(),
+        packets: *packets,
+        bytes: *bytes,
+        flags: *flags,
+        ports,
+    })
+}
+
 /// Recognises the statements in a rule's expressions: the inverse of [`lower`].
 ///
 /// Each statement is found in two steps: [`candidate`] reads the parameters a statement
@@ -306,6 +432,7 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
             vec![Stmt::OifnameNotInSet { set: set.clone() }]
         }
         [Expr::Fib { .. }, ..] => vec![Stmt::FibDaddrLocal],
+        [Expr::Payload { .. }, ..] => snat_map_candidate(exprs).into_iter().collect(),
         [Expr::Numgen { modulus, .. }, _, Expr::Cmp { data, .. }, ..] => {
             match <[u8; 4]>::try_from(data.as_slice()) {
                 Ok(b) => vec![Stmt::NumgenBelow {

@@ -68,6 +68,7 @@ pub const NFTA_SET_FLAGS: u16 = 3;
 pub const NFTA_SET_KEY_TYPE: u16 = 4;
 pub const NFTA_SET_KEY_LEN: u16 = 5;
 pub const NFTA_SET_DATA_TYPE: u16 = 6;
+pub const NFTA_SET_DATA_LEN: u16 = 7;
 pub const NFTA_SET_ID: u16 = 10;
 
 pub const NFT_SET_ANONYMOUS: u32 = 0x1;

@@ -4,24 +4,26 @@
 
 use super::batch::{Batch, BatchWriter};
 use super::chain::chain_messages;
-use super::set::{element_messages, set_spec_named, set_specs};
+use super::set::{Boundary, Elem, SetSpec, element_messages, set_spec_named, set_specs};
 use crate::kernel::nft::live::{Edits, Known};
 use crate::kernel::nft::uapi::*;
 use crate::model::Table;
 
-/// Interval elements: `(key, is_end)`, ascending.
-type Elements = Vec<(u128, bool)>;
+/// Interval elements, ascending.
+type Elements<E> = Vec<E>;
 
 /// The elements of a set cut into whole intervals: the leading end element alone, then each
 /// start with its end (a span reaching the top of the key space has none). Intervals are
 /// what the delta deletes and adds, never single boundaries: with whole intervals every
 /// state the kernel passes through while the batch applies is a valid interval set, which
 /// its overlap checks (6.2 and later: a start after a start, an end next to an end) want.
-pub(super) fn intervals(elements: &[(u128, bool)]) -> Vec<&[(u128, bool)]> {
+/// A map's interval is its start (with the data) and its end: a changed address is that
+/// interval gone and come back with the new data.
+pub(super) fn intervals<E: Boundary>(elements: &[E]) -> Vec<&[E]> {
     let mut out = Vec::with_capacity(elements.len() / 2 + 1);
     let mut i = 0;
     while i < elements.len() {
-        let len = if !elements[i].1 && elements.get(i + 1).is_some_and(|e| e.1) {
+        let len = if !elements[i].is_end() && elements.get(i + 1).is_some_and(|e| e.is_end()) {
             2
         } else {
             1
@@ -34,7 +36,7 @@ pub(super) fn intervals(elements: &[(u128, bool)]) -> Vec<&[(u128, bool)]> {
 
 /// The intervals of `old` that are not in `new` and those of `new` not in `old`, as
 /// elements in ascending order. Both lists are sorted, so one merge walk finds them.
-pub(super) fn interval_diff(old: &[(u128, bool)], new: &[(u128, bool)]) -> (Elements, Elements) {
+pub(super) fn interval_diff<E: Boundary>(old: &[E], new: &[E]) -> (Elements<E>, Elements<E>) {
     let (a, b) = (intervals(old), intervals(new));
     let (mut gone, mut came) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
@@ -46,7 +48,7 @@ pub(super) fn interval_diff(old: &[(u128, bool)], new: &[(u128, bool)]) -> (Elem
             }
             // Intervals are ordered by their first element (key, then end before start:
             // the leading end element at 0 sorts before a start at 0).
-            (Some(x), Some(y)) if (x[0].0, !x[0].1) < (y[0].0, !y[0].1) => {
+            (Some(x), Some(y)) if (x[0].key(), !x[0].is_end()) < (y[0].key(), !y[0].is_end()) => {
                 gone.extend_from_slice(x);
                 i += 1;
             }
@@ -98,10 +100,12 @@ fn delta_over(
     let same_shape = old.name == table.name
         && old.flags == table.flags
         && old_specs.len() == specs.len()
-        && old_specs
-            .iter()
-            .zip(&specs)
-            .all(|(a, b)| a.name == b.name && a.key_type == b.key_type && a.key_len == b.key_len)
+        && old_specs.iter().zip(&specs).all(|(a, b)| {
+            a.name == b.name
+                && a.key_type == b.key_type
+                && a.key_len == b.key_len
+                && a.data == b.data
+        })
         && old.chains.len() == table.chains.len()
         && old
             .chains
@@ -119,8 +123,8 @@ fn delta_over(
     bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
     let mut elements = 0;
     for (was, set) in old_specs.iter().zip(&specs) {
-        let live = edits.live_elements(was.name, &was.elements)?;
-        let (gone, came) = interval_diff(&live, &set.elements);
+        let live = live_elements(edits, was)?;
+        let (gone, came): (Vec<Elem>, Vec<Elem>) = interval_diff(&live, &set.elements);
         // Deletions first: the intervals added may reuse their boundaries.
         element_messages(&mut bw, NFT_MSG_DELSETELEM, name, set, &gone);
         element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, set, &came);
@@ -149,7 +153,8 @@ fn inverse(table: &Table, edits: &Edits, generation: u32, seq: u32) -> Option<Ba
     for set in edits.sets() {
         // A set that is not ours (or not one the model encodes): the full form.
         let spec = set_spec_named(table, set)?;
-        let (deleted, added) = edits.net(set, &spec.elements)?;
+        let (deleted, added) = edits.net(set, &pairs(&spec.elements))?;
+        let (deleted, added) = (with_no_data(deleted), with_no_data(added));
         // Deletions first: what is added back may reuse their boundaries.
         element_messages(&mut bw, NFT_MSG_DELSETELEM, name, &spec, &added);
         element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, &spec, &deleted);
@@ -161,4 +166,28 @@ fn inverse(table: &Table, edits: &Edits, generation: u32, seq: u32) -> Option<Ba
         }
     }
     Some(bw.finish(elements))
+}
+
+/// A set's elements as the model records them: `(key, is_end)`.
+fn pairs(elements: &[Elem]) -> Vec<(u128, bool)> {
+    elements.iter().map(|&(k, end, _)| (k, end)).collect()
+}
+
+fn with_no_data(elements: Vec<(u128, bool)>) -> Vec<Elem> {
+    elements.into_iter().map(|(k, end)| (k, end, 0)).collect()
+}
+
+/// The live elements of `was` (a set of the table the model starts from) with what others
+/// did to it applied; `None` when the model cannot say: a change that contradicts it, or
+/// elements of a map changed (the model follows keys, not the addresses they map to).
+fn live_elements<'a>(edits: &Edits, was: &'a SetSpec<'_>) -> Option<std::borrow::Cow<'a, [Elem]>> {
+    if !edits.touches(was.name) {
+        return Some(std::borrow::Cow::Borrowed(&was.elements));
+    }
+    if was.data.is_some() {
+        return None;
+    }
+    let base = pairs(&was.elements);
+    let live = edits.live_elements(was.name, &base)?.into_owned();
+    Some(std::borrow::Cow::Owned(with_no_data(live)))
 }

@@ -129,9 +129,12 @@ pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
         && sets.iter().all(|want| {
             live.sets.iter().any(|s| {
                 s.name == want.name
-                    && s.flags == NFT_SET_INTERVAL
+                    && s.flags == want.flags()
                     && s.key_type == want.key_type
                     && s.key_len as usize == want.key_len
+                    && want
+                        .data
+                        .is_none_or(|(ty, len)| s.data_type == ty && s.data_len as usize == len)
             })
         });
     let same_chains = live.chains.len() == table.chains.len()
@@ -221,3 +224,6 @@ pub fn replace_at(table: &Table, seq: u32, form: ReplaceForm, generation: Option
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_maps;

@@ -1,11 +1,12 @@
 //! Sets and their elements: the interval elements of address and interface-name sets (a
 //! span's start, and its end + 1 flagged as an end), NEWSET, the flush, and the element
-//! lists cut under the attribute size limit.
+//! lists cut under the attribute size limit. Interval maps (`snatRules`) are sets whose
+//! start elements carry data (the address), written by the same code.
 
 use super::batch::BatchWriter;
-use crate::addr::prefix::{Family, Span};
+use crate::addr::prefix::{Family, Span, addr_to_u128};
 use crate::kernel::nft::uapi::*;
-use crate::model::{Interface, NameSet, Set, Table};
+use crate::model::{Interface, Map, NameSet, Set, Table};
 
 /// Keep each element list well under the 64 KiB limit of a netlink attribute length.
 const ELEMENTS_CHUNK_BYTES: usize = 60 * 1024;
@@ -41,12 +42,50 @@ pub fn span_elements(spans: impl ExactSizeIterator<Item = Span>, max: u128) -> V
     out
 }
 
-/// What the encoder needs of a set: its name, key type and length, and its elements.
+/// An interval boundary: its key, whether it ends an interval, and (a map's start) the
+/// data it carries, 0 otherwise.
+pub(super) type Elem = (u128, bool, u128);
+
+/// Interval boundaries, for the difference form's interval cutting: sets' `(key, is_end)`
+/// and maps' `(key, is_end, data)` alike.
+pub(super) trait Boundary: Copy + PartialEq {
+    /// The key.
+    fn key(&self) -> u128;
+    /// Whether it ends an interval.
+    fn is_end(&self) -> bool;
+}
+
+impl Boundary for (u128, bool) {
+    fn key(&self) -> u128 {
+        self.0
+    }
+    fn is_end(&self) -> bool {
+        self.1
+    }
+}
+
+impl Boundary for Elem {
+    fn key(&self) -> u128 {
+        self.0
+    }
+    fn is_end(&self) -> bool {
+        self.1
+    }
+}
+
+/// What the encoder needs of a set: its name, key type and length, a map's data type and
+/// length, and its elements.
 pub(super) struct SetSpec<'a> {
     pub(super) name: &'a str,
     pub(super) key_type: u32,
     pub(super) key_len: usize,
-    pub(super) elements: Vec<(u128, bool)>,
+    /// A map's data type and length; `None` for a set.
+    pub(super) data: Option<(u32, usize)>,
+    pub(super) elements: Vec<Elem>,
+}
+
+fn without_data(elements: Vec<(u128, bool)>) -> Vec<Elem> {
+    elements.into_iter().map(|(k, end)| (k, end, 0)).collect()
 }
 
 impl<'a> SetSpec<'a> {
@@ -59,7 +98,8 @@ impl<'a> SetSpec<'a> {
             name: &set.name,
             key_type,
             key_len: set.family.addr_len(),
-            elements: interval_elements(set),
+            data: None,
+            elements: without_data(interval_elements(set)),
         }
     }
 
@@ -68,18 +108,55 @@ impl<'a> SetSpec<'a> {
             name: &set.name,
             key_type: NFT_TYPE_IFNAME,
             key_len: IFNAMSIZ as usize,
-            elements: span_elements(set.names.iter().map(Interface::span), u128::MAX),
+            data: None,
+            elements: without_data(span_elements(
+                set.names.iter().map(Interface::span),
+                u128::MAX,
+            )),
+        }
+    }
+
+    /// An interval map of addresses to addresses: each start carries its address.
+    fn map(map: &'a Map) -> SetSpec<'a> {
+        let ty = match map.family {
+            Family::V4 => NFT_TYPE_IPADDR,
+            Family::V6 => NFT_TYPE_IP6ADDR,
+        };
+        let len = map.family.addr_len();
+        let bounds = span_elements(map.entries.iter().map(|e| e.span), map.family.max());
+        // span_elements writes each start in entry order: pair them with the addresses.
+        let mut to = map.entries.iter().map(|e| addr_to_u128(e.to));
+        let elements = bounds
+            .into_iter()
+            .map(|(k, end)| (k, end, if end { 0 } else { to.next().unwrap_or(0) }))
+            .collect();
+        SetSpec {
+            name: &map.name,
+            key_type: ty,
+            key_len: len,
+            data: Some((ty, len)),
+            elements,
+        }
+    }
+
+    /// The `NFT_SET_*` flags the batch creates it with.
+    pub(super) fn flags(&self) -> u32 {
+        match self.data {
+            Some(_) => NFT_SET_INTERVAL | NFT_SET_MAP,
+            None => NFT_SET_INTERVAL,
         }
     }
 }
 
-/// The sets of `table` as the batch creates them: address sets, then interface-name sets.
+/// The sets of `table` as the batch creates them: address sets, interface-name sets, then
+/// maps.
 pub(super) fn set_specs(table: &Table) -> Vec<SetSpec<'_>> {
     table
         .sets
         .iter()
         .map(SetSpec::addrs)
         .chain(table.name_sets.iter().map(SetSpec::names))
+        .chain(table.maps.iter().map(SetSpec::map))
         .collect()
 }
 
@@ -111,9 +188,13 @@ pub(super) fn set_messages(
     let m = bw.begin(NFT_MSG_NEWSET, NLM_F_CREATE);
     bw.w.put_str(NFTA_SET_TABLE, table);
     bw.w.put_str(NFTA_SET_NAME, set.name);
-    bw.w.put_u32(NFTA_SET_FLAGS, NFT_SET_INTERVAL);
+    bw.w.put_u32(NFTA_SET_FLAGS, set.flags());
     bw.w.put_u32(NFTA_SET_KEY_TYPE, set.key_type);
     bw.w.put_u32(NFTA_SET_KEY_LEN, set.key_len as u32);
+    if let Some((ty, len)) = set.data {
+        bw.w.put_u32(NFTA_SET_DATA_TYPE, ty);
+        bw.w.put_u32(NFTA_SET_DATA_LEN, len as u32);
+    }
     bw.w.put_u32(NFTA_SET_ID, id);
     bw.end(m, NFT_MSG_NEWSET, format!("NEWSET {}", set.name));
     if flush {
@@ -138,7 +219,7 @@ pub(super) fn element_messages(
     kind: u16,
     table: &str,
     set: &SetSpec<'_>,
-    elems: &[(u128, bool)],
+    elems: &[Elem],
 ) {
     let total = elems.len();
     let mut i = 0;
@@ -156,11 +237,18 @@ pub(super) fn element_messages(
         bw.w.put_str(NFTA_SET_ELEM_LIST_SET, set.name);
         let list = bw.w.begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS);
         while i < total && bw.w.len() - list < ELEMENTS_CHUNK_BYTES {
-            let (key, is_end) = elems[i];
+            let (key, is_end, value) = elems[i];
             let e = bw.w.begin_nest(NFTA_LIST_ELEM);
             let k = bw.w.begin_nest(NFTA_SET_ELEM_KEY);
             bw.w.put(NFTA_DATA_VALUE, &key_bytes(key, set.key_len));
             bw.w.end_nest(k);
+            // A map's start carries its data; an end carries none (as nft sends them). A
+            // deletion names the key only.
+            if let (Some((_, len)), false, NFT_MSG_NEWSETELEM) = (set.data, is_end, kind) {
+                let d = bw.w.begin_nest(NFTA_SET_ELEM_DATA);
+                bw.w.put(NFTA_DATA_VALUE, &key_bytes(value, len));
+                bw.w.end_nest(d);
+            }
             if is_end {
                 bw.w.put_u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
             }

@@ -368,9 +368,11 @@ fn skeleton_of(t: &Table) -> Skeleton {
             .map(|s| decode::SetMsg {
                 table: t.name.clone(),
                 name: s.name.to_string(),
-                flags: NFT_SET_INTERVAL,
+                flags: s.flags(),
                 key_len: s.key_len as u32,
                 key_type: s.key_type,
+                data_type: s.data.map_or(0, |d| d.0),
+                data_len: s.data.map_or(0, |d| d.1 as u32),
             })
             .collect(),
         chains: t

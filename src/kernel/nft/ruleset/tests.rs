@@ -109,6 +109,8 @@ fn set_msg(name: &str, flags: u32, key_len: u32) -> SetMsg {
         flags,
         key_len,
         key_type: NFT_TYPE_IPADDR,
+        data_type: 0,
+        data_len: 0,
     }
 }
 
