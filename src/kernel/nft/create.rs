@@ -55,7 +55,14 @@ pub(super) fn full(
     let mut sent = Sent::default();
     let mut attempt = 1;
     loop {
-        match once(sock, table, &handover, between, &mut sent) {
+        // The last attempt is not conditioned on the generation: under a storm of commits
+        // (a tamperer committing every few milliseconds) every conditioned batch is refused
+        // and the table would never be repaired. Its forms are self-contained (each set and
+        // chain they name is flushed and refilled), and the daemon, seeing generations it
+        // cannot account for, follows it with a full check that catches anything planted
+        // meanwhile.
+        let conditioned = attempt < ATTEMPTS;
+        match once(sock, table, &handover, between, &mut sent, conditioned) {
             Ok(form) => return Ok(report(table, form, &sent)),
             Err(e) if stale(&e) && attempt < ATTEMPTS => attempt += 1,
             Err(e) => return Err(e),
@@ -79,6 +86,7 @@ fn once(
     handover: &Table,
     between: &mut dyn FnMut(),
     sent: &mut Sent,
+    conditioned: bool,
 ) -> Result<ReplaceForm, NftError> {
     // Read before the skeleton: a commit by anyone after this refuses our batches.
     let generation = sock.generation()?;
@@ -91,7 +99,8 @@ fn once(
         // handover, which would put our policy next to the owner's.
         between();
         let form = ReplaceForm::AddDeleteAdd;
-        let batch = encode::replace_at(table, sock.next_seq(), form, Some(generation));
+        let at = conditioned.then_some(generation);
+        let batch = encode::replace_at(table, sock.next_seq(), form, at);
         sock.send_batch(&batch)?;
         sent.add(&batch);
         return Ok(form);
@@ -112,14 +121,14 @@ fn once(
     };
     between();
     let plan = create::steps(table, handover, ours, left);
-    match run(sock, table, &plan, generation, sent) {
+    match run(sock, table, &plan, generation, sent, conditioned) {
         Ok(()) => Ok(create::form(ours)),
         // The in-place batch refused for another reason than a commit since the read (which
         // it would have been refused for first): the table is recreated, through the
         // handover. Nothing was committed, so the generation is still the one read.
         Err((e @ NftError::Rejected { .. }, 0)) if ours == Live::Fits && !stale(&e) => {
             let plan = create::steps(table, handover, Live::Other, left);
-            run(sock, table, &plan, generation, sent)
+            run(sock, table, &plan, generation, sent, conditioned)
                 .map(|()| ReplaceForm::Handover)
                 .map_err(|(e, _)| e)
         }
@@ -138,9 +147,10 @@ fn run(
     plan: &[Step<'_>],
     mut generation: u32,
     sent: &mut Sent,
+    conditioned: bool,
 ) -> Result<(), (NftError, usize)> {
     for (i, step) in plan.iter().enumerate() {
-        let batch = step.batch(sock.next_seq(), generation);
+        let batch = step.batch(sock.next_seq(), conditioned.then_some(generation));
         let result = sock.send_batch(&batch);
         if let (Err(e), Step::Delete(name)) = (&result, step) {
             // Our table is complete: the handover table only repeats its policy, and

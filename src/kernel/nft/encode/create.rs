@@ -126,16 +126,16 @@ pub fn form(ours: Live) -> ReplaceForm {
 impl Step<'_> {
     /// The step's batch, starting at sequence number `seq`, valid only at ruleset generation
     /// `generation`.
-    pub fn batch(&self, seq: u32, generation: u32) -> Batch {
+    pub fn batch(&self, seq: u32, generation: Option<u32>) -> Batch {
         match *self {
-            Step::InPlace(table) => replace_at(table, seq, ReplaceForm::InPlace, Some(generation)),
+            Step::InPlace(table) => replace_at(table, seq, ReplaceForm::InPlace, generation),
             Step::Sets {
                 table,
                 delete_first,
             } => sets(table, seq, generation, delete_first),
             Step::Chains(table) => chains(table, seq, generation),
             Step::Delete(name) => {
-                let mut bw = BatchWriter::at_generation(seq, 128, Some(generation));
+                let mut bw = BatchWriter::at_generation(seq, 128, generation);
                 bw.table(NFT_MSG_DELTABLE, name, None);
                 bw.finish(0)
             }
@@ -152,8 +152,8 @@ impl Step<'_> {
 }
 
 /// `[DELTABLE,] NEWTABLE, per set NEWSET + elements`: the sets created and filled, no chain.
-fn sets(table: &Table, seq: u32, generation: u32, delete_first: bool) -> Batch {
-    let mut bw = BatchWriter::at_generation(seq, estimate(table), Some(generation));
+fn sets(table: &Table, seq: u32, generation: Option<u32>, delete_first: bool) -> Batch {
+    let mut bw = BatchWriter::at_generation(seq, estimate(table), generation);
     let name = table.name.as_str();
     if delete_first {
         bw.table(NFT_MSG_DELTABLE, name, None);
@@ -169,8 +169,8 @@ fn sets(table: &Table, seq: u32, generation: u32, delete_first: bool) -> Batch {
 /// `per chain NEWCHAIN + NEWRULE…`: the chains of a table whose sets exist, looked up by
 /// name. No NEWTABLE: the table exists, and one without the owner flag would ask the kernel
 /// to change it.
-fn chains(table: &Table, seq: u32, generation: u32) -> Batch {
-    let mut bw = BatchWriter::at_generation(seq, 4096, Some(generation));
+fn chains(table: &Table, seq: u32, generation: Option<u32>) -> Batch {
+    let mut bw = BatchWriter::at_generation(seq, 4096, generation);
     for chain in &table.chains {
         chain_messages(&mut bw, &table.name, chain, &|_| None, false);
     }
@@ -288,7 +288,7 @@ mod tests {
             let plan = steps(&t, &h, ours_live, left);
             assert_eq!(names(&plan), want, "ours {ours_live:?}, handover {left:?}");
             for (i, step) in plan.iter().enumerate() {
-                let b = step.batch(100, 40 + i as u32);
+                let b = step.batch(100, Some(40 + i as u32));
                 let kinds: Vec<u16> = b.msgs.iter().map(|m| m.kind).collect();
                 let has = |k| kinds.contains(&k);
                 match step {
