@@ -233,6 +233,13 @@ fn the_old_chain_goes_and_our_policy_decides() {
         "{}",
         agent.log()
     );
+    // One line per family, the IPv6 one a moment after the IPv4 one (an emulated guest
+    // read the log between the two).
+    assert!(
+        agent.wait_log("from table ip6 nat", T * slack()),
+        "{}",
+        agent.log()
+    );
     let log = agent.log();
     let lines = agent.lines();
     let committed = lines.iter().position(|l| l.commit().is_some()).unwrap();
