@@ -581,7 +581,11 @@ fn restart_section(
         let _ = nft::delete_table(&mut sock, TABLE_NAME);
         gens.clear();
         let first = spawn_agent(&cfg, &["--table-owner", "off"]);
+        // A new table: its sets, then its rules (two transactions); stopped before the
+        // second, it would leave a table without chains for the restart to complete.
         gens.next(Duration::from_secs(120)).expect("startup commit");
+        gens.next(Duration::from_secs(120))
+            .expect("startup commit's rules");
         drop(first);
         let log = dir.join(format!("restart-{n}.log"));
         let mut ready = Vec::new();
