@@ -189,8 +189,7 @@ impl Kernel for FakeKernel {
         let known = s.known.take().filter(|k| k.generation() == generation);
         let delta = known.as_ref().and_then(|k| {
             let batch = encode::delta_known(k, table, 1)?;
-            let rules = k.table().chains != table.chains
-                || table.chains.iter().any(|c| k.edits().chain_dirty(&c.name));
+            let rules = k.rules_change(table);
             Some((batch.elements, rules))
         });
         let report = match delta {
@@ -251,15 +250,7 @@ impl Kernel for FakeKernel {
     }
 
     fn follow(&mut self, steps: &[Step]) {
-        let mut s = self.0.borrow_mut();
-        for step in steps {
-            let Some(k) = &mut s.known else {
-                return;
-            };
-            if k.follow(step).is_err() {
-                s.known = None;
-            }
-        }
+        Known::follow_all(&mut self.0.borrow_mut().known, steps);
     }
 
     fn read(&mut self, _name: &str) -> Result<Option<Table>, NftError> {

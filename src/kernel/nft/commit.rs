@@ -96,12 +96,7 @@ fn commit(
 ) -> Result<CommitReport, NftError> {
     if let Some(known) = known {
         if let Some(batch) = encode::delta_known(known, table, sock.next_seq()) {
-            let old = known.table();
-            let rules_changed = old.chains != table.chains
-                || table
-                    .chains
-                    .iter()
-                    .any(|c| known.edits().chain_dirty(&c.name));
+            let rules_changed = known.rules_change(table);
             if batch.elements == 0 && !rules_changed {
                 // Nothing to change: not sent, since a transaction that changes nothing
                 // makes no new generation and would look like someone else's.

@@ -352,7 +352,8 @@ pub fn generation(msg: &Msg<'_>) -> Result<GenMsg, Malformed> {
     Ok(out)
 }
 
-fn key_to_u128(key: &[u8]) -> u128 {
+/// A big-endian key of up to 16 bytes as a number.
+pub(crate) fn key_to_u128(key: &[u8]) -> u128 {
     key.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
 }
 

@@ -79,7 +79,7 @@ fn detail(kind: u16, msg: &Msg<'_>) -> Detail {
             for e in &m.elements {
                 match e.key() {
                     Some(k) if !k.is_empty() => keys.push((
-                        k.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b)),
+                        decode::key_to_u128(k),
                         e.flags & NFT_SET_ELEM_INTERVAL_END != 0,
                     )),
                     _ => return Detail::Undecodable,

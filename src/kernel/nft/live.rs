@@ -90,11 +90,6 @@ impl Edits {
         self.dirty.iter().any(|c| c == name)
     }
 
-    /// Number of element changes recorded.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.count == 0 && self.dirty.is_empty()
@@ -226,9 +221,31 @@ impl Known {
         &self.edits
     }
 
+    /// Whether committing `table` over the live table changes any rule: the wanted rules
+    /// differ, or others added or deleted rules in one of its chains. Then the difference
+    /// refills those chains, and their counters start again.
+    pub fn rules_change(&self, table: &Table) -> bool {
+        self.table.chains != table.chains
+            || table.chains.iter().any(|c| self.edits.chain_dirty(&c.name))
+    }
+
     /// Takes the table back (the model is consumed by a commit).
     pub fn into_table(self) -> Table {
         self.table
+    }
+
+    /// Follows `steps` in order; the model (`known`) is dropped at the first it cannot
+    /// follow, and stays dropped (the next commit is then a full one).
+    pub fn follow_all(known: &mut Option<Known>, steps: &[Step]) {
+        for step in steps {
+            let Some(k) = known else {
+                return;
+            };
+            if let Err(why) = k.follow(step) {
+                tracing::debug!("the live table is no longer known: {why}");
+                *known = None;
+            }
+        }
     }
 
     /// Advances by one notified step; `Err` names why the model is lost (the live table

@@ -183,15 +183,7 @@ impl NftSocket {
     /// Follows others' transactions, as the notification group reported them: the live
     /// table stays known (so a repair is a difference) until a step it cannot follow.
     pub fn follow(&mut self, steps: &[Step]) {
-        for step in steps {
-            let Some(known) = &mut self.known else {
-                return;
-            };
-            if let Err(why) = known.follow(step) {
-                tracing::debug!("the live table is no longer known: {why}");
-                self.known = None;
-            }
-        }
+        Known::follow_all(&mut self.known, steps);
     }
 
     /// Learns the live table by reading it (`None` when it does not exist or is not one
