@@ -367,6 +367,11 @@ proptest! {
             };
             prop_assert_eq!(kinds(&got), kinds(&want), "mark {:?}, table {:#?}", mark, spec);
             for (h, w) in &got {
+                // Both walks name at most MAX_WHY unknowns, each the first it meets: past the
+                // cap the reference's list is a sample, and the two samples may differ.
+                if want[h].iter().any(|r| r == super::finding::MORE) {
+                    continue;
+                }
                 prop_assert!(
                     w.iter().all(|r| want[h].contains(r)),
                     "rule {}: {:?} not within {:?}; mark {:?}, table {:#?}", h, w, want[h], mark, spec
