@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nft_masq_agent::config::PolicyFlags;
+use nft_masq_agent::model::{self, TableFlags};
 use nma_testkit::configs::{ConfigText, spaced_hosts};
 use nma_testkit::events::Generations;
 use nma_testkit::{Agent, Topology, heavy, root_or_skip, run, wait_until};
@@ -302,4 +304,114 @@ fn once_with_the_config_in_force_makes_no_transaction() {
     );
     assert_eq!(t.listing().as_deref(), Some(good.as_str()));
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+}
+
+/// Past `--max-set-prefixes` the exemptions are cut into sets by address block (so the
+/// full read stays linear): each block's destinations are left alone and the others
+/// masqueraded; a flushed block set is refilled alone, by difference; a config back under
+/// the cap returns to one set, the policy in force throughout.
+#[test]
+fn a_table_cut_into_block_sets_keeps_the_policy_and_repairs_one_block() {
+    root_or_skip!();
+    let _heavy = heavy();
+    let n = 5_000;
+    let t = Topology::new("blocks");
+    let text = config(n, &["10.20.0.0/16"]);
+    let cfg = t.config("ip-masq-agent", &text);
+    let agent = t
+        .agent_builder()
+        .config(&cfg)
+        .args(FLAGS)
+        .args(["--max-set-prefixes", "1024"])
+        .spawn();
+    assert!(
+        agent.wait_commits(1, patience()).is_some(),
+        "{}",
+        agent.log()
+    );
+    // The same cut, computed by the library from the same config.
+    let flags = PolicyFlags {
+        max_set_prefixes: 1024,
+        ..PolicyFlags::default()
+    };
+    let parsed = nft_masq_agent::config::parse(text.as_bytes(), &cfg, &flags).unwrap();
+    let want = model::desired(&parsed.config, &flags, TableFlags::default());
+    let good = t.listing().unwrap();
+    let blocks: Vec<&str> = good
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("set "))
+        .filter_map(|l| l.strip_suffix(" {"))
+        .collect();
+    assert!(blocks.len() >= 5, "{good}");
+    assert!(
+        blocks.iter().all(|b| b.starts_with("nonmasq-v4-")),
+        "{good}"
+    );
+    let names: Vec<&str> = want.sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(blocks, names);
+
+    let last = Ipv4Addr::from(u32::from(Ipv4Addr::new(30, 0, 0, 0)) + 2 * (n as u32 - 1));
+    let (first, last) = ("30.0.0.0".to_string(), last.to_string());
+    for a in ["30.0.0.1", first.as_str(), last.as_str()] {
+        t.host(a);
+    }
+    t.expect(
+        &["11.22.33.44", "30.0.0.1"],
+        &["10.20.0.5", first.as_str(), last.as_str()],
+    );
+
+    // Flush the block set holding the first host: only that block is sent back.
+    let set = want
+        .sets
+        .iter()
+        .find(|s| s.prefixes.iter().any(|p| p.to_string() == "30.0.0.0/32"))
+        .unwrap();
+    let watch = Watch::start(&t);
+    let flush = tamper_and_time(
+        &t,
+        &agent,
+        &watch,
+        &["flush", "set", "inet", "nft-masq-agent", &set.name],
+    );
+    assert!(
+        wait_until(patience(), || t.listing().as_deref() == Some(good.as_str())),
+        "not repaired:\n{}",
+        agent.log()
+    );
+    // Each prefix is a start and an end element; a set that does not start at 0 also
+    // holds the end element that closes the gap below its first interval.
+    let elements = 2 * set.prefixes.len() as u64;
+    assert_eq!(flush.form, "difference");
+    assert!(
+        (elements..=elements + 1).contains(&flush.sent),
+        "the flushed block alone is sent back: {} elements for {} prefixes",
+        flush.sent,
+        set.prefixes.len()
+    );
+    t.expect(&["30.0.0.1"], &[first.as_str(), last.as_str()]);
+    drop(watch);
+
+    // Back under the cap: one set again, the policy kept.
+    std::fs::write(&cfg, config(500, &["10.20.0.0/16"])).unwrap();
+    assert!(
+        wait_until(patience(), || t
+            .listing()
+            .is_some_and(|l| l.contains("set nonmasq-v4 {"))),
+        "{}",
+        agent.log()
+    );
+    let one = t.listing().unwrap();
+    assert!(!one.contains("nonmasq-v4-"), "{one}");
+    t.expect(
+        &["11.22.33.44", last.as_str()],
+        &["10.20.0.5", first.as_str()],
+    );
+    println!(
+        "block sets: {} sets for {n} prefixes; a flushed block ({} prefixes) repaired in \
+         {:.1} ms ({} elements sent)",
+        blocks.len(),
+        set.prefixes.len(),
+        flush.repair.as_secs_f64() * 1e3,
+        flush.sent
+    );
 }

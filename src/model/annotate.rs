@@ -13,8 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use ipnet::IpNet;
 
 use super::{
-    Family, MAP_SNAT_V4, MAP_SNAT_V6, Map, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4,
-    SET_V6, Set, Table,
+    Family, MAP_SNAT_V4, MAP_SNAT_V6, Map, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, Set, Table,
 };
 use crate::addr::prefix::Span;
 use crate::config::{Config, Entry, Interface, Origin};
@@ -61,7 +60,7 @@ pub fn annotate(table: &Table, config: &Config) -> Annotations {
     let mut out = Annotations::default();
     for set in &table.sets {
         let notes = match set.name.as_str() {
-            SET_V4 | SET_V6 => exempt(set, config),
+            name if super::is_exemption_set(name) => exempt(set, config),
             SET_SRC_V4 | SET_SRC_V6 => covered(
                 &set.prefixes,
                 &sources(config, "sourceCIDRs", &config.source_cidrs, set.family),
@@ -245,7 +244,7 @@ fn entry_label(config: &Config, key: &str, origin: Origin, value: &Interface) ->
 mod tests {
     use super::*;
     use crate::config::PolicyFlags;
-    use crate::model::{TableFlags, desired};
+    use crate::model::{SET_V4, TableFlags, desired};
 
     fn config(text: &str) -> Config {
         crate::config::parse_str(
