@@ -185,7 +185,11 @@ fn read_table(sock: &mut NftSocket, sizes: &str, flags: &PolicyFlags) -> anyhow:
                 wall.as_secs_f64() * 1e3,
                 cpu.as_secs_f64() * 1e3
             );
-            let key = if cap == usize::MAX { "read.one-set" } else { "read" };
+            let key = if cap == usize::MAX {
+                "read.one-set"
+            } else {
+                "read"
+            };
             record(&format!("{key}.{n}"), wall);
             nft::delete_table(sock, model::TABLE_NAME)?;
         }

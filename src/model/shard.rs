@@ -17,9 +17,12 @@ use ipnet::IpNet;
 use crate::addr::prefix::{Family, Span, make_net};
 
 /// The default of `--max-set-prefixes`: the most prefixes one exemption set holds before
-/// it is cut into blocks. At 65,536 prefixes a set is read in about 0.2 s; below it the
-/// table has one set per family, as it always had (docs/design.md, "Full read").
-pub const DEFAULT_MAX_SET_PREFIXES: usize = 65_536;
+/// the family is cut into blocks. Below it the table has one set per family, as it always
+/// had. At this size a block set is read in about 15 ms, a change to it is applied by the
+/// kernel in about 2 ms, and a flushed block is refilled in tens of milliseconds, while the
+/// rules that match the blocks (11 at 150,000 prefixes) cost the data path nothing
+/// measurable (docs/design.md, "Full read"; BENCHMARKS.md).
+pub const DEFAULT_MAX_SET_PREFIXES: usize = 16_384;
 
 /// The fewest prefixes `--max-set-prefixes` accepts: below it the blocks would be many
 /// and the chain long for no gain in read time.
