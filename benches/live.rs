@@ -17,7 +17,9 @@
 //! (NEWGEN, the end of each transaction) received by this process.
 //!
 //! `cargo bench --bench live [-- --runs 21 --idle-seconds 60 --sections config,tamper,start,idle,memory,scale,restart]`
-//! (`--scale-prefixes 50000,150000 --restart-prefixes 10000,100000 --scale-runs 5`)
+//! (`--scale-prefixes 50000,150000 --restart-prefixes 10000,100000 --scale-runs 5`;
+//! `--scale-max-set-prefixes N` runs the scale section with the exemptions cut at N instead of
+//! the default, 1000000 keeping one set: the layout before block sets, for comparison)
 
 mod support;
 
@@ -484,7 +486,13 @@ fn tamper_section(gens: &mut Gens, cfg: &Path, runs: usize) -> anyhow::Result<()
 /// reaction beyond the kernel's own wait (the tamperer's socket close), as in the tamper
 /// section; and a restart with the config in force: elements sent and transactions made
 /// (none expected), process start -> ready (the "already as wanted" line).
-fn scale_section(gens: &mut Gens, dir: &Path, sizes: &[usize], runs: usize) -> anyhow::Result<()> {
+fn scale_section(
+    gens: &mut Gens,
+    dir: &Path,
+    sizes: &[usize],
+    runs: usize,
+    max_set_prefixes: usize,
+) -> anyhow::Result<()> {
     let ms = |ns: u128| Duration::from_nanos(ns as u64);
     let mut sock = NftSocket::open()?;
     for &n in sizes {
@@ -498,6 +506,7 @@ fn scale_section(gens: &mut Gens, dir: &Path, sizes: &[usize], runs: usize) -> a
         std::fs::write(&cfg, &text)?;
         let flags = PolicyFlags {
             max_prefixes: 200_000,
+            max_set_prefixes,
             ..PolicyFlags::default()
         };
         // The changes go to the set holding the first host: a full block.
@@ -516,6 +525,7 @@ fn scale_section(gens: &mut Gens, dir: &Path, sizes: &[usize], runs: usize) -> a
             let agent = AgentBuilder::new(agent_bin(), Some(log))
                 .config(&cfg)
                 .args(["--table-owner", "off", "--max-prefixes", "200000"])
+                .args(["--max-set-prefixes", &max_set_prefixes.to_string()])
                 .args(["--metrics-address", "off"])
                 .spawn();
             gens.next(Duration::from_secs(120)).expect("startup commit");
@@ -776,6 +786,10 @@ fn main() -> anyhow::Result<()> {
             &dir,
             &sizes("--scale-prefixes", "50000,150000"),
             runs,
+            arg("--scale-max-set-prefixes").map_or(
+                Ok(nft_masq_agent::model::shard::DEFAULT_MAX_SET_PREFIXES),
+                |s| s.parse(),
+            )?,
         )?;
     }
     if want("restart") {
