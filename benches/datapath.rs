@@ -18,9 +18,13 @@
 //! none, and 10,000 entries that do not hold the pod (the lookup misses, the fallback
 //! masquerades), interleaved like the scopes.
 //!
+//! A fourth section measures the exemptions cut into block sets (`--max-set-prefixes`) at
+//! [`BLOCK_PREFIXES`] prefixes: one set, the default cut, and finer cuts, interleaved. Every
+//! flow goes to a masqueraded destination, so it passes every block's rule.
+//!
 //! `cargo bench --bench datapath [-- --sizes 64,1000,10000 --runs 3 --packets 150000]`
 //! runs every section; `--rules` only the first (agent, iptables, no NAT), `--scopes` only
-//! the second, `--snat-rules` only the third.
+//! the second, `--snat-rules` only the third, `--blocks` only the fourth.
 
 mod support;
 
@@ -41,6 +45,8 @@ const NODE: &str = "198.51.100.1";
 const SNAT_ADDR: &str = "198.51.100.3";
 /// Non-masquerade prefixes in every case of the scopes section.
 const SCOPE_PREFIXES: usize = 10_000;
+/// The table size of the block-set section: the largest `--max-prefixes` allows by default.
+const BLOCK_PREFIXES: usize = 150_000;
 /// Distinct source ports: with every destination port this gives more distinct flows than
 /// one measurement sends, so no packet reuses a conntrack entry.
 const SOCKETS: usize = 16;
@@ -187,11 +193,14 @@ fn main() -> anyhow::Result<()> {
         runs > 0 && packets > 0,
         "--runs and --packets must be positive"
     );
-    let (rules, scopes, snat_rules) =
-        match (flag("--rules"), flag("--scopes"), flag("--snat-rules")) {
-            (false, false, false) => (true, true, true),
-            chosen => chosen,
-        };
+    let chosen = [
+        flag("--rules"),
+        flag("--scopes"),
+        flag("--snat-rules"),
+        flag("--blocks"),
+    ];
+    let all = !chosen.iter().any(|&c| c);
+    let [rules, scopes, snat_rules, blocks] = chosen.map(|c| c || all);
     if rules {
         rules_section(&sizes, runs, packets);
     }
@@ -200,6 +209,9 @@ fn main() -> anyhow::Result<()> {
     }
     if snat_rules {
         snat_rules_section(runs, packets);
+    }
+    if blocks {
+        blocks_section(runs, packets);
     }
     Ok(())
 }
@@ -578,4 +590,60 @@ fn snat_rules_section(runs: usize, packets: usize) {
         record_value("datapath.snat-rules.worst.ratio", w);
         println!("\nLowest ratio of a `snatRules` case to none: {w:.2}.\n");
     }
+}
+
+/// [`BLOCK_PREFIXES`] exemptions in one set, cut at the default `--max-set-prefixes`, and
+/// cut finer; each run measures every case in turn, in fresh namespaces.
+fn blocks_section(runs: usize, packets: usize) {
+    let default = PolicyFlags::default().max_set_prefixes;
+    let caps = [usize::MAX, default, 16_384, 4_096];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); caps.len()];
+    let mut sets = vec![0; caps.len()];
+    for i in 0..runs {
+        for (c, &cap) in caps.iter().enumerate() {
+            let t = topology(&format!("bl{i}"));
+            let flags = PolicyFlags {
+                max_set_prefixes: cap,
+                ..PolicyFlags::default()
+            };
+            let mut config = Config::defaults(&flags);
+            config.non_masquerade_cidrs = entries(prefixes(BLOCK_PREFIXES));
+            sets[c] = model::desired(&config, &flags, TableFlags::default())
+                .sets
+                .len();
+            commit(&t.node, &config, &flags);
+            rates[c].push(measure(&t, NODE, packets).0);
+        }
+    }
+    println!(
+        "### Data path with the exemptions cut into block sets: new flows per second to a masqueraded destination, {BLOCK_PREFIXES} prefixes ({runs} runs of {packets} packets, cases interleaved; median (min-max))\n"
+    );
+    println!(
+        "| `--max-set-prefixes` | sets (block rules) | flows/s arriving, masqueraded | vs. one set |"
+    );
+    println!("|---|---:|---:|---:|");
+    let mut one = None;
+    for ((cap, mut r), sets) in caps.iter().zip(rates).zip(sets) {
+        r.sort_by(f64::total_cmp);
+        let median = r[r.len() / 2];
+        let base = *one.get_or_insert(median);
+        let name = match *cap {
+            usize::MAX => "one set (no cut)".to_string(),
+            c if c == default => format!("{c} (default)"),
+            c => c.to_string(),
+        };
+        println!(
+            "| {name} | {sets} | {median:.0} ({:.0}-{:.0}) | {:.2} |",
+            r[0],
+            r[r.len() - 1],
+            median / base
+        );
+        let key = if *cap == usize::MAX {
+            "one".to_string()
+        } else {
+            cap.to_string()
+        };
+        record_value(&format!("datapath.blocks.{key}"), median);
+    }
+    println!();
 }

@@ -17,7 +17,9 @@
 //! (NEWGEN, the end of each transaction) received by this process.
 //!
 //! `cargo bench --bench live [-- --runs 21 --idle-seconds 60 --sections config,tamper,start,idle,memory,scale,restart]`
-//! (`--scale-prefixes 50000,150000 --restart-prefixes 10000,100000 --scale-runs 5`)
+//! (`--scale-prefixes 50000,150000 --restart-prefixes 10000,100000 --scale-runs 5`;
+//! `--scale-max-set-prefixes N` runs the scale section with the exemptions cut at N instead of
+//! the default, 1000000 keeping one set: the layout before block sets, for comparison)
 
 mod support;
 
@@ -26,9 +28,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nft_masq_agent::config::PolicyFlags;
 use nft_masq_agent::kernel::nft::events::{Event, EventSocket};
 use nft_masq_agent::kernel::nft::{self, NftSocket};
-use nft_masq_agent::model::TABLE_NAME;
+use nft_masq_agent::model::{self, TABLE_NAME};
 use nma_testkit::configs::ConfigText;
 use nma_testkit::listing::handle_of;
 use nma_testkit::{Agent, AgentBuilder, ConfigMap, Netns, agent_bin};
@@ -237,6 +240,29 @@ fn cpu_and_switches(pid: u32) -> (u64, u64) {
     (ticks, switches)
 }
 
+/// The set the scale section's tamper children change (see [`tampered_set`]).
+static TAMPER_SET: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The set the tamper child changes: `NMA_TAMPER_SET`, set by the scale section to the
+/// block set holding 30.0.0.0/32 (the table may be cut into block sets).
+fn tampered_set() -> String {
+    std::env::var("NMA_TAMPER_SET").unwrap_or_else(|_| model::SET_V4.into())
+}
+
+/// The name of the set of the agent's table for `config` (at `flags`) that holds `prefix`.
+fn set_holding(config: &str, flags: &PolicyFlags, prefix: &str) -> String {
+    let parsed = nft_masq_agent::config::parse(config.as_bytes(), Path::new("/bench"), flags)
+        .expect("bench config");
+    let table = model::desired(&parsed.config, flags, Default::default());
+    table
+        .sets
+        .iter()
+        .find(|s| s.prefixes.iter().any(|p| p.to_string() == prefix))
+        .expect("a set holds it")
+        .name
+        .clone()
+}
+
 fn config_text(prefixes: usize) -> String {
     ConfigText::new()
         .non_masquerade(&support::prefixes(prefixes))
@@ -274,10 +300,10 @@ fn tamper_child(kind: &str, handle: Option<u64>) -> anyhow::Result<()> {
             kind.into(),
             |w| {
                 w.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE_NAME);
-                w.put_str(NFTA_SET_ELEM_LIST_SET, "nonmasq-v4");
+                w.put_str(NFTA_SET_ELEM_LIST_SET, &tampered_set());
             },
         ),
-        // nft delete element … { 10.20.0.0/16 }: the interval's start and end.
+        // nft delete element … { 30.0.0.0 }: the interval's start and end.
         "element" => encode::single(
             NFT_MSG_DELSETELEM,
             NFPROTO_INET,
@@ -285,9 +311,9 @@ fn tamper_child(kind: &str, handle: Option<u64>) -> anyhow::Result<()> {
             kind.into(),
             |w| {
                 w.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE_NAME);
-                w.put_str(NFTA_SET_ELEM_LIST_SET, "nonmasq-v4");
+                w.put_str(NFTA_SET_ELEM_LIST_SET, &tampered_set());
                 let list = w.begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-                for (key, end) in [([10u8, 20, 0, 0], false), ([10, 21, 0, 0], true)] {
+                for (key, end) in [([30u8, 0, 0, 0], false), ([30, 0, 0, 1], true)] {
                     let e = w.begin_nest(NFTA_LIST_ELEM);
                     let k = w.begin_nest(NFTA_SET_ELEM_KEY);
                     w.put(NFTA_DATA_VALUE, &key);
@@ -327,6 +353,9 @@ fn tamper_child(kind: &str, handle: Option<u64>) -> anyhow::Result<()> {
 fn tamper(kind: &str, handle: Option<u64>) -> (u128, u128) {
     let mut c = Command::new(std::env::current_exe().expect("exe"));
     c.args(["--tamper-child", kind]);
+    if let Some(set) = TAMPER_SET.lock().unwrap().as_deref() {
+        c.env("NMA_TAMPER_SET", set);
+    }
     if let Some(h) = handle {
         c.arg(h.to_string());
     }
@@ -457,17 +486,31 @@ fn tamper_section(gens: &mut Gens, cfg: &Path, runs: usize) -> anyhow::Result<()
 /// reaction beyond the kernel's own wait (the tamperer's socket close), as in the tamper
 /// section; and a restart with the config in force: elements sent and transactions made
 /// (none expected), process start -> ready (the "already as wanted" line).
-fn scale_section(gens: &mut Gens, dir: &Path, sizes: &[usize], runs: usize) -> anyhow::Result<()> {
+fn scale_section(
+    gens: &mut Gens,
+    dir: &Path,
+    sizes: &[usize],
+    runs: usize,
+    max_set_prefixes: usize,
+) -> anyhow::Result<()> {
     let ms = |ns: u128| Duration::from_nanos(ns as u64);
     let mut sock = NftSocket::open()?;
     for &n in sizes {
         let cfg = dir.join(format!("scale-{n}"));
-        // n prefixes in all, 10.20.0.0/16 (the one deleted) among them: within
+        // n prefixes in all (30.0.0.0, the one deleted, first), 10.20.0.0/16 among them: within
         // --max-prefixes (150,000) at its default.
         let hosts = nma_testkit::configs::spaced_hosts(std::net::Ipv4Addr::new(30, 0, 0, 0), n - 1);
         let mut list: Vec<String> = hosts.iter().map(ToString::to_string).collect();
         list.push("10.20.0.0/16".into());
-        std::fs::write(&cfg, ConfigText::new().non_masquerade(&list).render())?;
+        let text = ConfigText::new().non_masquerade(&list).render();
+        std::fs::write(&cfg, &text)?;
+        let flags = PolicyFlags {
+            max_prefixes: 200_000,
+            max_set_prefixes,
+            ..PolicyFlags::default()
+        };
+        // The changes go to the set holding the first host: a full block.
+        *TAMPER_SET.lock().unwrap() = Some(set_holding(&text, &flags, "30.0.0.0/32"));
         for (kind, name) in [
             ("element", "element deleted"),
             ("rule", "rule deleted"),
@@ -482,6 +525,7 @@ fn scale_section(gens: &mut Gens, dir: &Path, sizes: &[usize], runs: usize) -> a
             let agent = AgentBuilder::new(agent_bin(), Some(log))
                 .config(&cfg)
                 .args(["--table-owner", "off", "--max-prefixes", "200000"])
+                .args(["--max-set-prefixes", &max_set_prefixes.to_string()])
                 .args(["--metrics-address", "off"])
                 .spawn();
             gens.next(Duration::from_secs(120)).expect("startup commit");
@@ -560,6 +604,7 @@ fn scale_section(gens: &mut Gens, dir: &Path, sizes: &[usize], runs: usize) -> a
         }
     }
     let _ = nft::delete_table(&mut sock, TABLE_NAME);
+    *TAMPER_SET.lock().unwrap() = None;
     Ok(())
 }
 
@@ -741,6 +786,10 @@ fn main() -> anyhow::Result<()> {
             &dir,
             &sizes("--scale-prefixes", "50000,150000"),
             runs,
+            arg("--scale-max-set-prefixes").map_or(
+                Ok(nft_masq_agent::model::shard::DEFAULT_MAX_SET_PREFIXES),
+                |s| s.parse(),
+            )?,
         )?;
     }
     if want("restart") {

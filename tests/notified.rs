@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nft_masq_agent::config::PolicyFlags;
+use nft_masq_agent::model::{self, TableFlags};
 use nma_testkit::configs::{ConfigText, spaced_hosts};
 use nma_testkit::events::Generations;
 use nma_testkit::{Agent, Topology, heavy, root_or_skip, run, wait_until};
@@ -35,6 +37,23 @@ const FLAGS: &[&str] = &["--table-owner", "off"];
 /// finds its table in force makes none).
 fn spawn(t: &Topology, config: &std::path::Path) -> Agent {
     t.agent_builder().config(config).args(FLAGS).spawn()
+}
+
+/// The agent's table for `text` at `flags`, as the library computes it, and the name of its
+/// set that holds `prefix` (the exemptions may be cut into block sets).
+fn set_holding(text: &str, flags: &PolicyFlags, prefix: &str) -> (model::Table, String) {
+    let parsed =
+        nft_masq_agent::config::parse(text.as_bytes(), std::path::Path::new("/test"), flags)
+            .unwrap();
+    let table = model::desired(&parsed.config, flags, TableFlags::default());
+    let name = table
+        .sets
+        .iter()
+        .find(|s| s.prefixes.iter().any(|p| p.to_string() == prefix))
+        .unwrap_or_else(|| panic!("no set holds {prefix}"))
+        .name
+        .clone();
+    (table, name)
 }
 
 fn config(n: usize, extra: &[&str]) -> String {
@@ -135,7 +154,18 @@ fn each_foreign_change_is_repaired_by_sending_back_what_was_changed() {
     let _heavy = heavy();
     let n = size();
     let t = Topology::new("notified");
-    let cfg = t.config("ip-masq-agent", &config(n, &["10.20.0.0/16"]));
+    let text = config(n, &["10.20.0.0/16"]);
+    let cfg = t.config("ip-masq-agent", &text);
+    // Past --max-set-prefixes the exemptions are cut into block sets: the changes below
+    // go to the set that holds the first host, a full block.
+    let (want, set) = set_holding(&text, &PolicyFlags::default(), "30.0.0.0/32");
+    let block = want
+        .sets
+        .iter()
+        .find(|s| s.name == set)
+        .unwrap()
+        .prefixes
+        .len();
     let agent = spawn(&t, &cfg);
     assert!(
         agent.wait_commits(1, patience()).is_some(),
@@ -161,12 +191,13 @@ fn each_foreign_change_is_repaired_by_sending_back_what_was_changed() {
             "element",
             "inet",
             "nft-masq-agent",
-            "nonmasq-v4",
-            "{ 10.20.0.0/16 }",
+            &set,
+            "{ 30.0.0.0 }",
         ],
     );
     repaired("element delete");
-    t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+    t.host("30.0.0.0");
+    t.expect(&["11.22.33.44"], &["10.20.0.5", "30.0.0.0"]);
     assert_eq!(
         (element.form.as_str(), element.sent),
         ("difference", 2),
@@ -190,11 +221,16 @@ fn each_foreign_change_is_repaired_by_sending_back_what_was_changed() {
         &t,
         &agent,
         &watch,
-        &["flush", "set", "inet", "nft-masq-agent", "nonmasq-v4"],
+        &["flush", "set", "inet", "nft-masq-agent", &set],
     );
     repaired("set flush");
-    // Refilled in place: as large as the table, a difference costs the kernel more.
-    assert!(flush.sent >= 2 * n as u64, "{} {}", flush.form, flush.sent);
+    // The flushed set's elements come back, and no other set's.
+    assert!(
+        (2 * block as u64..=2 * block as u64 + 1).contains(&flush.sent),
+        "{} {} for a set of {block} prefixes",
+        flush.form,
+        flush.sent
+    );
 
     let table = tamper_and_time(
         &t,
@@ -302,4 +338,109 @@ fn once_with_the_config_in_force_makes_no_transaction() {
     );
     assert_eq!(t.listing().as_deref(), Some(good.as_str()));
     t.expect(&["11.22.33.44"], &["10.20.0.5"]);
+}
+
+/// Past `--max-set-prefixes` the exemptions are cut into sets by address block (so the
+/// full read stays linear): each block's destinations are left alone and the others
+/// masqueraded; a flushed block set is refilled alone, by difference; a config back under
+/// the cap returns to one set, the policy in force throughout.
+#[test]
+fn a_table_cut_into_block_sets_keeps_the_policy_and_repairs_one_block() {
+    root_or_skip!();
+    let _heavy = heavy();
+    let n = 5_000;
+    let t = Topology::new("blocks");
+    let text = config(n, &["10.20.0.0/16"]);
+    let cfg = t.config("ip-masq-agent", &text);
+    let agent = t
+        .agent_builder()
+        .config(&cfg)
+        .args(FLAGS)
+        .args(["--max-set-prefixes", "1024"])
+        .spawn();
+    assert!(
+        agent.wait_commits(1, patience()).is_some(),
+        "{}",
+        agent.log()
+    );
+    // The same cut, computed by the library from the same config.
+    let flags = PolicyFlags {
+        max_set_prefixes: 1024,
+        ..PolicyFlags::default()
+    };
+    let (want, first_set) = set_holding(&text, &flags, "30.0.0.0/32");
+    let good = t.listing().unwrap();
+    let blocks: Vec<&str> = good
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("set "))
+        .filter_map(|l| l.strip_suffix(" {"))
+        .collect();
+    assert!(blocks.len() >= 5, "{good}");
+    assert!(
+        blocks.iter().all(|b| b.starts_with("nonmasq-v4-")),
+        "{good}"
+    );
+    let names: Vec<&str> = want.sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(blocks, names);
+
+    let last = Ipv4Addr::from(u32::from(Ipv4Addr::new(30, 0, 0, 0)) + 2 * (n as u32 - 1));
+    let (first, last) = ("30.0.0.0".to_string(), last.to_string());
+    for a in ["30.0.0.1", first.as_str(), last.as_str()] {
+        t.host(a);
+    }
+    t.expect(
+        &["11.22.33.44", "30.0.0.1"],
+        &["10.20.0.5", first.as_str(), last.as_str()],
+    );
+
+    // Flush the block set holding the first host: only that block is sent back.
+    let set = want.sets.iter().find(|s| s.name == first_set).unwrap();
+    let watch = Watch::start(&t);
+    let flush = tamper_and_time(
+        &t,
+        &agent,
+        &watch,
+        &["flush", "set", "inet", "nft-masq-agent", &set.name],
+    );
+    assert!(
+        wait_until(patience(), || t.listing().as_deref() == Some(good.as_str())),
+        "not repaired:\n{}",
+        agent.log()
+    );
+    // Each prefix is a start and an end element; a set that does not start at 0 also
+    // holds the end element that closes the gap below its first interval.
+    let elements = 2 * set.prefixes.len() as u64;
+    assert_eq!(flush.form, "difference");
+    assert!(
+        (elements..=elements + 1).contains(&flush.sent),
+        "the flushed block alone is sent back: {} elements for {} prefixes",
+        flush.sent,
+        set.prefixes.len()
+    );
+    t.expect(&["30.0.0.1"], &[first.as_str(), last.as_str()]);
+    drop(watch);
+
+    // Back under the cap: one set again, the policy kept.
+    std::fs::write(&cfg, config(500, &["10.20.0.0/16"])).unwrap();
+    assert!(
+        wait_until(patience(), || t
+            .listing()
+            .is_some_and(|l| l.contains("set nonmasq-v4 {"))),
+        "{}",
+        agent.log()
+    );
+    let one = t.listing().unwrap();
+    assert!(!one.contains("nonmasq-v4-"), "{one}");
+    t.expect(
+        &["11.22.33.44", last.as_str()],
+        &["10.20.0.5", first.as_str()],
+    );
+    println!(
+        "block sets: {} sets for {n} prefixes; a flushed block ({} prefixes) repaired in \
+         {:.1} ms ({} elements sent)",
+        blocks.len(),
+        set.prefixes.len(),
+        flush.repair.as_secs_f64() * 1e3,
+        flush.sent
+    );
 }

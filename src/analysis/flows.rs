@@ -128,6 +128,11 @@ impl<'t> Evaluator<'t> {
                         Stmt::Nfproto(f) => *f == flow.family,
                         Stmt::L4proto(p) => *p == flow.protocol,
                         Stmt::FibDaddrLocal => false,
+                        Stmt::DaddrInNet { net } => {
+                            Family::of(net) == flow.family
+                                && Span::of(net).lo <= dst
+                                && dst <= Span::of(net).hi
+                        }
                         Stmt::DaddrInSet { family, set } => {
                             *family == flow.family && self.contains(set, dst)
                         }
@@ -271,6 +276,49 @@ mod tests {
             zone: None,
             mark: None,
             timeout: None,
+        }
+    }
+
+    /// Exemption sets cut by block (`--max-set-prefixes`): each destination is looked up
+    /// in its block's set only, and exactly the configured ones are left alone.
+    #[test]
+    fn block_sets_exempt_exactly_the_configured_destinations() {
+        let f = PolicyFlags {
+            enable_ipv6: true,
+            max_set_prefixes: 2,
+            ..PolicyFlags::default()
+        };
+        let c = parse(
+            b"nonMasqueradeCIDRs: [10.0.0.0/16, 10.64.0.0/16, 10.200.0.0/16, 172.16.0.0/12, \
+             fd00::/16, fd80::/16, 2001:db8::/32]\n",
+            std::path::Path::new("/test"),
+            &f,
+        )
+        .unwrap()
+        .config;
+        let t = crate::model::desired(&c, &f, Default::default());
+        assert!(t.sets.len() > 2, "{t}");
+        let ev = Evaluator::new(&t);
+        for (dst, exempt) in [
+            ("10.0.1.1", true),
+            ("10.1.0.1", false),
+            ("10.64.3.3", true),
+            ("10.200.255.255", true),
+            ("10.201.0.0", false),
+            ("172.31.0.1", true),
+            ("8.8.8.8", false),
+            ("fd00::1", true),
+            ("fd01::1", false),
+            ("2001:db8::1", true),
+            ("2001:db9::1", false),
+        ] {
+            let src = if dst.contains(':') {
+                "fd99::1"
+            } else {
+                "100.64.0.2"
+            };
+            let out = ev.outcome(&flow(UDP, src, dst));
+            assert_eq!(matches!(out, Outcome::Untouched), exempt, "{dst}: {out:?}");
         }
     }
 

@@ -26,6 +26,7 @@ use nft_masq_agent::daemon::Options;
 use nft_masq_agent::kernel::conntrack::Protocols;
 use nft_masq_agent::kernel::nft::compat::OwnerMode;
 use nft_masq_agent::kernel::nft::ruleset::DEFAULT_MAX_FOREIGN_ELEMENTS;
+use nft_masq_agent::model::shard::{DEFAULT_MAX_SET_PREFIXES, MIN_MAX_SET_PREFIXES};
 
 /// Keeps an ip-masq-agent-compatible masquerade policy in force as one nftables table,
 /// committed atomically over netlink.
@@ -106,6 +107,14 @@ pub struct Cli {
     /// within the DaemonSet's 64 MiB memory limit; raise both together.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PREFIXES)]
     pub max_prefixes: usize,
+
+    /// The most prefixes one exemption set holds. A family with more is cut into sets by
+    /// address block, each matched by one rule (`ip daddr <block> ip daddr @<set> return`),
+    /// so that reading the table back stays linear in its size: the kernel dumps a set in
+    /// time quadratic in its elements (docs/design.md, "Full read"). At least 1024.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SET_PREFIXES,
+          value_parser = parse_max_set_prefixes)]
+    pub max_set_prefixes: usize,
 
     /// Our NAT chain's priority at the postrouting hook, written as nft writes it:
     /// `srcnat + 10` (the default: after iptables' nat POSTROUTING, like ip-masq-agent's
@@ -447,8 +456,20 @@ impl Cli {
             to_ports: self.to_ports.clone(),
             max_prefixes: self.max_prefixes,
             chain_priority: self.chain_priority,
+            max_set_prefixes: self.max_set_prefixes,
         }
     }
+}
+
+/// `--max-set-prefixes`: a count of at least [`MIN_MAX_SET_PREFIXES`].
+fn parse_max_set_prefixes(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a count: {e}"))?;
+    if n < MIN_MAX_SET_PREFIXES {
+        return Err(format!("{n} is below the least, {MIN_MAX_SET_PREFIXES}"));
+    }
+    Ok(n)
 }
 
 /// Logs to stderr; the level comes from `RUST_LOG`, else from klog's `--v`

@@ -113,6 +113,9 @@ pub struct PolicyFlags {
     pub max_prefixes: usize,
     /// `--chain-priority`: where our NAT chain runs among the others at postrouting.
     pub chain_priority: priority::ChainPriority,
+    /// `--max-set-prefixes`: the most prefixes one exemption set holds before the family's
+    /// exemptions are cut into sets by address block ([`crate::model::shard`]).
+    pub max_set_prefixes: usize,
 }
 
 impl PolicyFlags {
@@ -134,6 +137,7 @@ impl Default for PolicyFlags {
             to_ports: None,
             max_prefixes: DEFAULT_MAX_PREFIXES,
             chain_priority: priority::ChainPriority::DEFAULT,
+            max_set_prefixes: crate::model::shard::DEFAULT_MAX_SET_PREFIXES,
         }
     }
 }

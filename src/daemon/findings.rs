@@ -13,7 +13,7 @@ use super::worker::Analysed;
 use crate::analysis::Packet;
 use crate::analysis::conflict::Finding;
 use crate::config::{Config, values};
-use crate::model::{Family, SET_V4, SET_V6, Table};
+use crate::model::{Family, Table, is_exemption_set};
 use crate::report::metrics::Metrics;
 
 /// How many findings a log line names; the rest are counted.
@@ -170,15 +170,16 @@ pub fn summary(findings: &[Finding], cut_off: bool, held: usize) -> String {
 /// table (at most [`MAX_SAMPLES`] per family), from a source in scope.
 pub fn sample_probes(table: &Table, config: &Config) -> Vec<Packet> {
     let mut out = Vec::new();
-    for set in table
-        .sets
-        .iter()
-        .filter(|s| s.name == SET_V4 || s.name == SET_V6)
-    {
+    let mut per_family = [0usize; 2];
+    for set in table.sets.iter().filter(|s| is_exemption_set(&s.name)) {
+        // The cap is per family, however many block sets the family is cut into.
+        let taken = &mut per_family[usize::from(set.family == Family::V6)];
+        let room = MAX_SAMPLES.saturating_sub(*taken);
+        *taken += set.prefixes.len().min(room);
         let src = values(&config.source_cidrs)
             .find(|n| Family::of(n) == set.family)
             .map(|n| n.network());
-        for p in set.prefixes.iter().take(MAX_SAMPLES) {
+        for p in set.prefixes.iter().take(room) {
             out.push(Packet {
                 src,
                 dst: p.network(),

@@ -13,8 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use ipnet::IpNet;
 
 use super::{
-    Family, MAP_SNAT_V4, MAP_SNAT_V6, Map, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4,
-    SET_V6, Set, Table,
+    Family, MAP_SNAT_V4, MAP_SNAT_V6, Map, NameSet, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, Table,
 };
 use crate::addr::prefix::Span;
 use crate::config::{Config, Entry, Interface, Origin};
@@ -59,9 +58,16 @@ fn sources(config: &Config, key: &str, list: &[Entry<IpNet>], family: Family) ->
 /// Annotations for every set of `table` that the agent writes.
 pub fn annotate(table: &Table, config: &Config) -> Annotations {
     let mut out = Annotations::default();
+    // The config's covers and cuts per family, built once: a family cut into block sets
+    // would otherwise label every config entry once per block.
+    let mut exemptions: [Option<(Vec<Source>, Vec<Source>)>; 2] = [None, None];
     for set in &table.sets {
         let notes = match set.name.as_str() {
-            SET_V4 | SET_V6 => exempt(set, config),
+            name if super::is_exemption_set(name) => {
+                let (cover, cuts) = exemptions[usize::from(set.family == Family::V6)]
+                    .get_or_insert_with(|| exempt_sources(set.family, config));
+                covered(&set.prefixes, cover, cuts)
+            }
             SET_SRC_V4 | SET_SRC_V6 => covered(
                 &set.prefixes,
                 &sources(config, "sourceCIDRs", &config.source_cidrs, set.family),
@@ -117,9 +123,9 @@ fn snat_rules(map: &Map, config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// A non-masquerade set: `nonMasqueradeCIDRs` and link-local cover, `masqueradeCIDRs` cut.
-fn exempt(set: &Set, config: &Config) -> Vec<String> {
-    let family = set.family;
+/// What annotates a non-masquerade set of `family`: `nonMasqueradeCIDRs` and link-local
+/// cover, `masqueradeCIDRs` cut.
+fn exempt_sources(family: Family, config: &Config) -> (Vec<Source>, Vec<Source>) {
     let mut cover = sources(
         config,
         "nonMasqueradeCIDRs",
@@ -137,7 +143,7 @@ fn exempt(set: &Set, config: &Config) -> Vec<String> {
         });
     }
     let cuts = sources(config, "masqueradeCIDRs", &config.masquerade_cidrs, family);
-    covered(&set.prefixes, &cover, &cuts)
+    (cover, cuts)
 }
 
 /// For each element (sorted, disjoint), the covering sources, and the cuts right next to
@@ -245,7 +251,7 @@ fn entry_label(config: &Config, key: &str, origin: Origin, value: &Interface) ->
 mod tests {
     use super::*;
     use crate::config::PolicyFlags;
-    use crate::model::{TableFlags, desired};
+    use crate::model::{SET_V4, TableFlags, desired};
 
     fn config(text: &str) -> Config {
         crate::config::parse_str(
@@ -332,7 +338,16 @@ mod tests {
         let t = desired(&c, &PolicyFlags::default(), TableFlags::default());
         let start = std::time::Instant::now();
         let a = annotate(&t, &c);
-        assert_eq!(a.elements[SET_V4].len(), t.sets[0].prefixes.len());
+        // Past --max-set-prefixes: block sets, each annotated in full.
+        assert!(t.sets.len() > 1);
+        for set in &t.sets {
+            assert_eq!(a.elements[&set.name].len(), set.prefixes.len());
+            assert!(!a.of(&set.name, 0).unwrap().contains("not from the config"));
+        }
+        assert_eq!(
+            a.of(&t.sets[1].name, 0),
+            Some("nonMasqueradeCIDRs[16384] 11.128.0.0/24")
+        );
         assert!(
             start.elapsed() < std::time::Duration::from_secs(2),
             "{:?}",

@@ -2,6 +2,7 @@
 
 use ipnet::IpNet;
 
+use super::shard::{self, Shard};
 use super::{
     BaseChain, CHAIN_NAME, Chain, HOOK_POSTROUTING, Interface, MAP_SNAT_V4, MAP_SNAT_V6, Map,
     MapEntry, NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED, NameSet, POLICY_ACCEPT, Rule,
@@ -43,16 +44,22 @@ pub fn non_masquerade_prefixes(config: &Config, family: Family) -> Vec<IpNet> {
 /// }
 /// ```
 pub fn desired(config: &Config, flags: &PolicyFlags, table_flags: TableFlags) -> Table {
+    let exemptions: Vec<(Family, Vec<Shard>)> = families(flags)
+        .iter()
+        .map(|&family| (family, exemption_shards(config, flags, family)))
+        .collect();
+    // The rules first: they borrow the shards that the sets then take.
+    let rules = rules(config, flags, &exemptions);
     Table {
         name: TABLE_NAME.into(),
         flags: table_flags,
-        sets: sets(config, flags),
+        sets: sets(config, flags, exemptions),
         name_sets: name_sets(config),
         maps: maps(config, flags),
         chains: vec![Chain {
             name: CHAIN_NAME.into(),
             base: Some(nat_postrouting(flags)),
-            rules: rules(config, flags),
+            rules,
         }],
         foreign: Vec::new(),
     }
@@ -81,17 +88,29 @@ fn source_set_name(family: Family) -> &'static str {
     }
 }
 
-/// One interval set of non-masquerade prefixes per managed family, and one of the sources
-/// considered per managed family when `sourceCIDRs` is set.
-fn sets(config: &Config, flags: &PolicyFlags) -> Vec<Set> {
-    let mut sets: Vec<Set> = families(flags)
-        .iter()
-        .map(|&family| Set {
-            name: set_name(family).into(),
-            family,
-            prefixes: non_masquerade_prefixes(config, family),
-        })
-        .collect();
+/// The exemption sets of one family: one set of its non-masquerade prefixes, or, past
+/// `--max-set-prefixes`, one set per address block ([`shard`]).
+fn exemption_shards(config: &Config, flags: &PolicyFlags, family: Family) -> Vec<Shard> {
+    shard::shards(
+        family,
+        &non_masquerade_prefixes(config, family),
+        flags.max_set_prefixes,
+    )
+}
+
+/// The exemption sets of each managed family, and one set of the sources considered per
+/// managed family when `sourceCIDRs` is set.
+fn sets(config: &Config, flags: &PolicyFlags, exemptions: Vec<(Family, Vec<Shard>)>) -> Vec<Set> {
+    let mut sets: Vec<Set> = Vec::new();
+    for (family, shards) in exemptions {
+        for shard in shards {
+            sets.push(Set {
+                name: shard.set_name(set_name(family)),
+                family,
+                prefixes: shard.prefixes,
+            });
+        }
+    }
     for &family in families(flags) {
         if let Some(sources) = config.source_ranges(family) {
             sets.push(Set {
@@ -162,7 +181,7 @@ fn nat_postrouting(flags: &PolicyFlags) -> BaseChain {
 }
 
 /// The rules in evaluation order: what to leave alone, then what to translate.
-fn rules(config: &Config, flags: &PolicyFlags) -> Vec<Rule> {
+fn rules(config: &Config, flags: &PolicyFlags, exemptions: &[(Family, Vec<Shard>)]) -> Vec<Rule> {
     let mut rules = Vec::new();
     if !flags.enable_ipv6 {
         // IPv6 is not ours to touch: leave it to whatever else runs on the node.
@@ -171,14 +190,21 @@ fn rules(config: &Config, flags: &PolicyFlags) -> Vec<Rule> {
     rules.extend(scope_rules(config, flags));
     // Like ip-masq-agent's `-m addrtype ! --dst-type LOCAL`: never masquerade to ourselves.
     rules.push(rule([Stmt::FibDaddrLocal, Stmt::Return]));
-    for &family in families(flags) {
-        rules.push(rule([
-            Stmt::DaddrInSet {
+    for (family, shards) in exemptions {
+        let family = *family;
+        for shard in shards {
+            let lookup = Stmt::DaddrInSet {
                 family,
-                set: set_name(family).into(),
-            },
-            Stmt::Return,
-        ]));
+                set: shard.set_name(set_name(family)),
+            };
+            // A cut family: the block first, a comparison, so a packet is looked up in one
+            // set only (docs/design.md, "Full read").
+            rules.push(if shard.is_whole() {
+                rule([lookup, Stmt::Return])
+            } else {
+                rule([Stmt::DaddrInNet { net: shard.block }, lookup, Stmt::Return])
+            });
+        }
     }
     rules.extend(translation_rules(config, flags));
     rules

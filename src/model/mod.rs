@@ -8,6 +8,7 @@
 pub mod annotate;
 mod desired;
 mod render;
+pub mod shard;
 
 use std::fmt;
 
@@ -27,6 +28,15 @@ pub const TABLE_NAME: &str = "nft-masq-agent";
 pub const SET_V4: &str = "nonmasq-v4";
 /// The set of IPv6 destinations not to masquerade (only with `--enable-ipv6`).
 pub const SET_V6: &str = "nonmasq-v6";
+/// Whether `name` is one of the agent's exemption sets: [`SET_V4`], [`SET_V6`], or one of
+/// the block sets they are cut into past `--max-set-prefixes` ([`shard`]).
+pub fn is_exemption_set(name: &str) -> bool {
+    [SET_V4, SET_V6].iter().any(|base| {
+        name.strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+    })
+}
+
 /// The set of IPv4 sources considered for translation (`sourceCIDRs`).
 pub const SET_SRC_V4: &str = "sources-v4";
 /// The set of IPv6 sources considered for translation.
@@ -178,6 +188,12 @@ pub enum Stmt {
     L4proto(u8),
     /// `fib daddr type local`.
     FibDaddrLocal,
+    /// `ip daddr 10.128.0.0/9` / `ip6 daddr fd00::/8`: the destination is in this block
+    /// (the block of an exemption set cut by size: [`shard`]).
+    DaddrInNet {
+        /// The block.
+        net: IpNet,
+    },
     /// `ip daddr @set` / `ip6 daddr @set` (with the implicit `meta nfproto` of `inet`).
     DaddrInSet {
         /// Address family of the lookup.

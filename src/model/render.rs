@@ -356,6 +356,14 @@ impl Display for Stmt {
                 None => write!(f, "meta l4proto {p}"),
             },
             Stmt::FibDaddrLocal => f.write_str("fib daddr type local"),
+            Stmt::DaddrInNet { net } => {
+                let family = Family::of(net);
+                if net.prefix_len() == family.bits() {
+                    write!(f, "{} daddr {}", proto(family), net.addr())
+                } else {
+                    write!(f, "{} daddr {net}", proto(family))
+                }
+            }
             Stmt::DaddrInSet { family, set } => {
                 write!(f, "{} daddr @{}", proto(*family), Name(set))
             }

@@ -319,3 +319,53 @@ fn the_chain_priority_is_the_flags_and_shown_as_nft_writes_it() {
     assert!(text("srcnat - 10").contains(&format!("{line} srcnat - 10;")));
     assert!(text("100").contains(&format!("{line} srcnat;")));
 }
+
+/// Past `--max-set-prefixes` a family's exemptions are cut into sets by address block, each
+/// behind a rule that matches its block first; within the cap the table is as it always
+/// was. The snapshot is also checked by `nft -c -f`: the block set names are valid nft.
+#[test]
+fn exemptions_past_the_cap_are_cut_into_block_sets() {
+    let f = PolicyFlags {
+        enable_ipv6: true,
+        max_set_prefixes: 2,
+        ..PolicyFlags::default()
+    };
+    let c = config(
+        "nonMasqueradeCIDRs: [10.0.0.0/16, 10.64.0.0/16, 10.200.0.0/16, 172.16.0.0/12, \
+         fd00::/16, fd80::/16, 2001:db8::/32]\nmasqLinkLocal: true\nmasqLinkLocalIPv6: true\n",
+        &f,
+    );
+    let t = desired(&c, &f, TableFlags::default());
+    let names: Vec<&str> = t.sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "nonmasq-v4-10.0.0.0/9",
+            "nonmasq-v4-10.128.0.0/9",
+            "nonmasq-v4-128.0.0.0/1",
+            "nonmasq-v6-0/1",
+            "nonmasq-v6-8/1",
+        ]
+    );
+    assert!(names.iter().all(|n| is_exemption_set(n)));
+    // Every prefix kept, once.
+    let all: Vec<IpNet> = t.sets.iter().flat_map(|s| s.prefixes.clone()).collect();
+    assert_eq!(all.len(), 7);
+    snapshot("sharded", &t);
+
+    // Within the cap: one set per family under its plain name, no block match.
+    let f = PolicyFlags {
+        max_set_prefixes: 7,
+        ..f
+    };
+    let t = desired(&c, &f, TableFlags::default());
+    let names: Vec<&str> = t.sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, [SET_V4, SET_V6]);
+    assert!(
+        !t.chains[0]
+            .rules
+            .iter()
+            .flat_map(|r| &r.stmts)
+            .any(|s| matches!(s, Stmt::DaddrInNet { .. }))
+    );
+}

@@ -219,7 +219,7 @@ impl<'a> Arbitrary<'a> for Expr {
 impl<'a> Arbitrary<'a> for Stmt {
     /// Any statement but `Unknown` (which has no wire form).
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Stmt> {
-        Ok(match u.int_in_range(0..=11u8)? {
+        Ok(match u.int_in_range(0..=12u8)? {
             0 => Stmt::Nfproto(u.arbitrary()?),
             1 => Stmt::L4proto(u.arbitrary()?),
             2 => Stmt::FibDaddrLocal,
@@ -263,6 +263,13 @@ impl<'a> Arbitrary<'a> for Stmt {
                 flags: u.arbitrary::<u32>()? & KNOWN_NAT_FLAGS,
                 ports: u.arbitrary()?,
             },
+            11 => {
+                let family: Family = u.arbitrary()?;
+                let len = u.int_in_range(0..=family.bits())?;
+                Stmt::DaddrInNet {
+                    net: crate::addr::prefix::make_net(u.arbitrary()?, len, family.bits()).trunc(),
+                }
+            }
             _ => Stmt::Return,
         })
     }

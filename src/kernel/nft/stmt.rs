@@ -10,6 +10,8 @@ use std::net::IpAddr;
 
 use super::expr::{Expr, ImmData};
 use super::uapi::*;
+use ipnet::IpNet;
+
 use crate::addr::prefix::Family;
 use crate::model::Stmt;
 use crate::model::{NAT_PERSISTENT, NAT_PROTO_RANDOM, NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED};
@@ -116,6 +118,7 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
             },
             cmp_eq(RTN_LOCAL.to_ne_bytes().to_vec()),
         ]),
+        Stmt::DaddrInNet { net } => lower_daddr_in_net(net, out),
         Stmt::DaddrInSet { family, set } => {
             out.extend(addr_lookup(*family, daddr_field(*family), set, 0, set_id));
         }
@@ -193,6 +196,61 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
 }
 
 /// `masquerade [to :lo-hi]`: a port range travels in registers 1 and 2.
+/// `ip daddr 10.128.0.0/9` as nft writes it: the family check, the address loaded, masked
+/// to the prefix length (no mask for a full-length prefix), and compared.
+fn lower_daddr_in_net(net: &IpNet, out: &mut Vec<Expr>) {
+    let family = Family::of(net);
+    let (offset, len) = daddr_field(family);
+    out.extend([
+        meta(NFT_META_NFPROTO),
+        cmp_eq(vec![nfproto_of(family)]),
+        Expr::Payload {
+            base: NFT_PAYLOAD_NETWORK_HEADER,
+            offset,
+            len,
+            dreg: R1,
+        },
+    ]);
+    if net.prefix_len() < family.bits() {
+        out.push(Expr::Bitwise {
+            sreg: R1,
+            dreg: R1,
+            len,
+            mask: addr_bytes(net.netmask()),
+            xor: vec![0; len as usize],
+        });
+    }
+    out.push(cmp_eq(addr_bytes(net.network())));
+}
+
+/// The block a `daddr` match compares against, from the mask and the compared bytes
+/// ([`lower_daddr_in_net`] checks the rest).
+fn daddr_net_candidate(family: Family, rest: &[Expr]) -> Option<Stmt> {
+    let (mask, data) = match rest {
+        [
+            Expr::Payload { .. },
+            Expr::Bitwise { mask, .. },
+            Expr::Cmp { data, .. },
+            ..,
+        ] => (Some(mask), data),
+        [Expr::Payload { .. }, Expr::Cmp { data, .. }, ..] => (None, data),
+        _ => return None,
+    };
+    let len = match mask {
+        // Lowering checks the mask is this many leading ones.
+        Some(m) => m.iter().map(|b| b.count_ones()).sum::<u32>(),
+        None => u32::from(family.bits()),
+    };
+    let addr = match (family, data.len()) {
+        (Family::V4, 4) => IpAddr::from(<[u8; 4]>::try_from(data.as_slice()).ok()?),
+        (Family::V6, 16) => IpAddr::from(<[u8; 16]>::try_from(data.as_slice()).ok()?),
+        _ => return None,
+    };
+    let net = IpNet::new(addr, u8::try_from(len).ok()?).ok()?;
+    // A compared address with bits past the mask is not a prefix match we write.
+    (net.network() == addr).then_some(Stmt::DaddrInNet { net })
+}
+
 fn lower_masquerade(flags: u32, ports: Option<(u16, u16)>, out: &mut Vec<Expr>) {
     let Some((lo, hi)) = ports else {
         out.push(Expr::Masq {
@@ -414,6 +472,7 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
                     set: set.clone(),
                 });
             }
+            out.extend(daddr_net_candidate(family, rest));
             out.push(Stmt::Nfproto(family));
             out
         }
@@ -565,6 +624,77 @@ mod tests {
             .collect();
         assert_eq!(decoded, exprs);
         assert_eq!(raise(&decoded), stmts);
+    }
+
+    #[test]
+    fn a_block_match_round_trips_and_is_what_nft_writes() {
+        for (net, set) in [
+            ("10.128.0.0/9", "nonmasq-v4-10.128.0.0/9"),
+            ("fd00::/8", "nonmasq-v6-fd/8"),
+            ("192.0.2.1/32", "nonmasq-v4-192.0.2.1/32"),
+            ("0.0.0.0/0", "nonmasq-v4"),
+        ] {
+            let net: IpNet = net.parse().unwrap();
+            roundtrip(vec![
+                Stmt::DaddrInNet { net },
+                Stmt::DaddrInSet {
+                    family: Family::of(&net),
+                    set: set.into(),
+                },
+                Stmt::Return,
+            ]);
+        }
+        // `ip daddr 10.128.0.0/9` as `nft --debug=netlink` shows it:
+        //   [ meta load nfproto => reg 1 ] [ cmp eq reg 1 0x00000002 ]
+        //   [ payload load 4b @ network header + 16 => reg 1 ]
+        //   [ bitwise reg 1 = ( reg 1 & 0x000080ff ) ^ 0x00000000 ]
+        //   [ cmp eq reg 1 0x0000800a ]
+        let e = lower(
+            &[Stmt::DaddrInNet {
+                net: "10.128.0.0/9".parse().unwrap(),
+            }],
+            &no_ids,
+        );
+        assert_eq!(
+            e[2..],
+            [
+                Expr::Payload {
+                    base: NFT_PAYLOAD_NETWORK_HEADER,
+                    offset: 16,
+                    len: 4,
+                    dreg: 1
+                },
+                Expr::Bitwise {
+                    sreg: 1,
+                    dreg: 1,
+                    len: 4,
+                    mask: vec![255, 128, 0, 0],
+                    xor: vec![0; 4]
+                },
+                cmp_eq(vec![10, 128, 0, 0]),
+            ]
+        );
+        // A mask that is not leading ones, or an address with bits past it, is not ours.
+        let mut odd = e.clone();
+        odd[3] = Expr::Bitwise {
+            sreg: 1,
+            dreg: 1,
+            len: 4,
+            mask: vec![255, 0, 128, 0],
+            xor: vec![0; 4],
+        };
+        assert!(
+            !raise(&odd)
+                .iter()
+                .any(|s| matches!(s, Stmt::DaddrInNet { .. }))
+        );
+        let mut odd = e;
+        odd[4] = cmp_eq(vec![10, 128, 0, 1]);
+        assert!(
+            !raise(&odd)
+                .iter()
+                .any(|s| matches!(s, Stmt::DaddrInNet { .. }))
+        );
     }
 
     #[test]
