@@ -19,8 +19,9 @@ use nft_masq_agent::kernel::nft::encode::{self, ReplaceForm};
 use nft_masq_agent::kernel::nft::events::{self, Event};
 use nft_masq_agent::kernel::nft::expr::Expr;
 use nft_masq_agent::kernel::nft::stmt::{lower, raise};
+use nft_masq_agent::model::shard::DEFAULT_MAX_SET_PREFIXES;
 use nft_masq_agent::model::{
-    Family, Interface, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Stmt, Table,
+    Family, Interface, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Stmt, Table, is_exemption_set,
 };
 
 /// The `--to-ports` value a flags byte may select (ip-masq-agent's documented example).
@@ -30,13 +31,20 @@ pub const TO_PORTS: &str = "1024-29999,32768-65535";
 /// `--nomasq-all-reserved-ranges`, bit 2 `--random-fully=false`, bit 3 `--to-ports`, bits
 /// 4-5 `--max-prefixes` (the default, 1, 64 or 4096: small caps make the cap reachable),
 /// bits 6-7 `--chain-priority` (the default, the lowest and highest the agent accepts, or
-/// `srcnat - 10`: the encoder and decoder see negative and large values).
+/// `srcnat - 10`: the encoder and decoder see negative and large values). With
+/// `--max-prefixes 64` the exemptions are cut into block sets of at most 2 prefixes
+/// (`--max-set-prefixes`), so block sets and their rules are drawn too.
 pub fn policy_flags(b: u8) -> PolicyFlags {
     PolicyFlags {
         enable_ipv6: b & 1 != 0,
         nomasq_all_reserved_ranges: b & 2 != 0,
         random_fully: b & 4 == 0,
         to_ports: (b & 8 != 0).then(|| TO_PORTS.parse().expect("a valid --to-ports")),
+        max_set_prefixes: if (b >> 4) & 3 == 2 {
+            2
+        } else {
+            DEFAULT_MAX_SET_PREFIXES
+        },
         max_prefixes: match (b >> 4) & 3 {
             0 => DEFAULT_MAX_PREFIXES,
             1 => 1,
@@ -207,28 +215,39 @@ pub fn assert_exempts(c: &Config, table: &Table) {
             assert_eq!(set.prefixes, want, "set {}", set.name);
             continue;
         }
-        assert!(set.name == SET_V4 || set.name == SET_V6, "set {}", set.name);
-        let carved = c.carved_ranges(set.family);
-        let link_local = c.link_local_exempt(set.family);
+        assert!(is_exemption_set(&set.name), "set {}", set.name);
+    }
+    // A family's exemptions may be cut into block sets: in address order, their union is
+    // the family's exemption list.
+    for family in [Family::V4, Family::V6] {
+        let sets: Vec<&Set> = table
+            .sets
+            .iter()
+            .filter(|s| s.family == family && is_exemption_set(&s.name))
+            .collect();
+        if sets.is_empty() {
+            continue;
+        }
+        if let [one] = sets[..] {
+            let base = if family == Family::V4 { SET_V4 } else { SET_V6 };
+            assert_eq!(one.name, base, "a family within the cap keeps one set");
+        }
+        let prefixes: Vec<IpNet> = sets.iter().flat_map(|s| s.prefixes.clone()).collect();
+        assert!(is_minimal(&prefixes, family), "exemptions not minimal");
+        let carved = c.carved_ranges(family);
+        let link_local = c.link_local_exempt(family);
         let exempt = values(&c.non_masquerade_cidrs).chain(link_local.as_ref());
-        for n in exempt.filter(|n| Family::of(n) == set.family) {
+        for n in exempt.filter(|n| Family::of(n) == family) {
             let s = Span::of(n);
             for a in [s.lo, s.hi] {
                 let masqueraded = carved.intersects(Span { lo: a, hi: a });
-                assert_eq!(
-                    contains(&set.prefixes, a),
-                    !masqueraded,
-                    "{n}: address {a:#x}"
-                );
+                assert_eq!(contains(&prefixes, a), !masqueraded, "{n}: address {a:#x}");
             }
         }
-        for n in values(&c.masquerade_cidrs).filter(|n| Family::of(n) == set.family) {
+        for n in values(&c.masquerade_cidrs).filter(|n| Family::of(n) == family) {
             let s = Span::of(n);
             for a in [s.lo, s.hi] {
-                assert!(
-                    !contains(&set.prefixes, a),
-                    "carved {n} still exempt at {a:#x}"
-                );
+                assert!(!contains(&prefixes, a), "carved {n} still exempt at {a:#x}");
             }
         }
     }
