@@ -17,6 +17,8 @@ use crate::kernel::nft::ruleset::{ForeignRead, too_large_message};
 use crate::kernel::nft::{NftError, legacy};
 use crate::model::{self, Table, TableFlags};
 
+// `snatRules`: the entry that chooses the address, and the address a SNAT leaves with.
+mod snat;
 // The text for people (`--explain` without `--json`).
 mod text;
 
@@ -300,7 +302,7 @@ fn decide_into(config: &Config, flags: &PolicyFlags, q: &Packet, r: &mut Reasons
     if exempt(config, family, q.dst, r) {
         return Decision::None;
     }
-    if snat_rule(config, family, q, r) {
+    if snat::snat_rule(config, family, q, r) {
         return Decision::Snat;
     }
     match config.snat_to.iter().find(|e| e.value.family() == family) {
@@ -314,50 +316,6 @@ fn decide_into(config: &Config, flags: &PolicyFlags, q: &Packet, r: &mut Reasons
         }
         None => Decision::Masquerade,
     }
-}
-
-/// `snatRules`: whether the entry of the longest prefix holding the source chooses the
-/// address (and which, as a reason); without `--source`, a note that it depends on it.
-fn snat_rule(config: &Config, family: Family, q: &Packet, r: &mut Reasons<'_>) -> bool {
-    if config.snat_rule_prefixes(family).is_empty() {
-        return false;
-    }
-    let Some(src) = q.src else {
-        r.notes.push(
-            "snatRules choose the address by source: give --source to know which entry, if \
-             any, applies (this answer is for a source no entry holds)"
-                .into(),
-        );
-        return false;
-    };
-    let Some((net, to, origin)) = config.snat_rule_for(src) else {
-        r.no_entry(
-            "snatRules",
-            &config.snat_rules,
-            src.to_string(),
-            "the source leaves with the fallback (snatTo, else masquerade)",
-        );
-        return false;
-    };
-    let (file, index) = match origin {
-        Origin::File { index, .. } => (
-            config.file_of(origin).map(|p| p.display().to_string()),
-            Some(index),
-        ),
-        _ => (None, None),
-    };
-    r.because.push(Because {
-        file,
-        key: "snatRules".into(),
-        index,
-        value: format!("{net} -> {to}"),
-        no_entry: false,
-        why: format!(
-            "the longest prefix of snatRules holding {src}: translated to {to} instead of the \
-             fallback"
-        ),
-    });
-    true
 }
 
 fn in_source_scope(config: &Config, q: &Packet, r: &mut Reasons<'_>) -> bool {
@@ -504,13 +462,8 @@ pub fn explain(
 ) -> Explanation {
     let (decision, because, mut notes) = decide(config, flags, q);
     notes.append(&mut kernel_notes);
-    let family = Family::of_addr(&q.dst);
-    let by_rule = q.src.and_then(|src| config.snat_rule_for(src));
     let snat_to = match decision {
-        Decision::Snat => match by_rule {
-            Some((_, to, _)) if Family::of_addr(&to) == family => Some(to.to_string()),
-            _ => config.snat_for(family).map(|t| t.to_string()),
-        },
+        Decision::Snat => snat::snat_address(config, Family::of_addr(&q.dst), q.src),
         _ => None,
     };
     let ours = flags.chain_priority;
@@ -1057,6 +1010,3 @@ mod tests {
         );
     }
 }
-
-#[cfg(test)]
-mod tests_snat_rules;

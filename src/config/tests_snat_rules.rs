@@ -1,5 +1,6 @@
-//! `snatRules`: parsing, every refusal naming file, key, index and value, the merge across
-//! files, the limits, and the longest-prefix answers the model builds on.
+//! `snatRules` across the config: parsing, the limits, the merge across files, and the
+//! longest-prefix answers the model builds on. The refusals of one file's entries are tested
+//! beside their validator, `validate/snat_rules.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -70,68 +71,6 @@ fn the_longest_prefix_chooses_and_nested_prefixes_flatten() {
         "the /16 cut in two around the /24"
     );
     assert!(c.snat_map(Family::V6).is_empty());
-}
-
-#[test]
-fn each_refusal_names_file_key_index_and_value() {
-    let e = error(
-        "snatRules:\n\
-         - sourceCIDRs: [10.244.5.0/24]\n  snatTo: [192.0.2.20]\n\
-         - sourceCIDRs: [10.244.5.0/24]\n  snatTo: [192.0.2.21]\n\
-         - sourceCIDRs: [10.244.7.0/24, 'fd00:7::/64']\n  snatTo: ['192.0.2.30-192.0.2.31']\n\
-         - sourceCIDRs: [10.244.8.1/24]\n  snatTo: [192.0.2.8, 192.0.2.9, 127.0.0.1]\n\
-         - sourceCIDRs: [10.244.9.0/24]\n  snatto: [192.0.2.40]\n\
-         - sourceCIDRs: [10.244.10.0/24]\n\
-         - 10.244.11.0/24\n",
-        &v6(),
-    );
-    let want = [
-        "invalid config file /cfg: 9 problems",
-        "  /cfg: snatRules[1].sourceCIDRs[0] = \"10.244.5.0/24\": also in \
-         snatRules[0].sourceCIDRs[0]: a source prefix may be in one entry only (a prefix \
-         inside another is fine: the longest wins)",
-        "  /cfg: snatRules[2].snatTo[0] = \"192.0.2.30-192.0.2.31\": an address range is not \
-         supported in snatRules (each entry leaves with one address per family; see \
-         docs/design.md): write one address, or use the top-level snatTo for a range",
-        "  /cfg: snatRules[2].sourceCIDRs[1] = \"fd00:7::/64\": an IPv6 prefix, but \
-         snatRules[2].snatTo has no IPv6 address for it",
-        "  /cfg: snatRules[3].sourceCIDRs[0] = \"10.244.8.1/24\": host bits are set; the \
-         network containing this address is 10.244.8.0/24",
-        "  /cfg: snatRules[3].snatTo[1] = \"192.0.2.9\": a second IPv4 entry \
-         (snatRules[3].snatTo[0] is one): at most one address or range per family",
-        "  /cfg: snatRules[3].snatTo[2] = \"127.0.0.1\": 127.0.0.1 is a loopback address \
-         (127.0.0.0/8): no packet may leave the node with it as its source",
-        "  /cfg: snatRules[4].snatto = [\"192.0.2.40\"]: unknown key \"snatto\" in a snatRules \
-         entry; its keys: sourceCIDRs, snatTo",
-        "  /cfg: snatRules[5] = {mapping with 1 keys}: an entry needs both sourceCIDRs and \
-         snatTo",
-        "  /cfg: snatRules[6] = \"10.244.11.0/24\": expected a mapping with sourceCIDRs and \
-         snatTo, got a string",
-    ];
-    assert_eq!(e.lines().collect::<Vec<_>>(), want, "{e}");
-}
-
-#[test]
-fn ipv6_needs_enable_ipv6_and_the_list_must_be_a_list() {
-    let e = error(
-        "snatRules:\n- sourceCIDRs: ['fd00:6::/64']\n  snatTo: ['2001:db8::21']\n",
-        &PolicyFlags::default(),
-    );
-    assert!(
-        e.contains(
-            "snatRules[0].sourceCIDRs[0] = \"fd00:6::/64\": IPv6 CIDR, but IPv6 is not enabled"
-        ),
-        "{e}"
-    );
-    assert!(
-        e.contains("snatRules[0].snatTo[0] = \"2001:db8::21\": IPv6 address"),
-        "{e}"
-    );
-    let e = error("snatRules: {sourceCIDRs: [10.0.0.0/8]}\n", &v6());
-    assert!(
-        e.contains("snatRules = {mapping with 1 keys}: expected a list of entries"),
-        "{e}"
-    );
 }
 
 #[test]

@@ -73,47 +73,6 @@ fn a_map_is_created_with_its_data_type_and_read_back_as_committed() {
 }
 
 #[test]
-fn a_map_the_model_cannot_express_is_shown_as_foreign() {
-    let set = |data_type, data_len| decode::SetMsg {
-        table: "t".into(),
-        name: "snat-v4".into(),
-        flags: NFT_SET_INTERVAL | NFT_SET_MAP,
-        key_len: 4,
-        key_type: NFT_TYPE_IPADDR,
-        data_type,
-        data_len,
-    };
-    let elems = vec![
-        decode::Element::new(&[10, 0, 0, 0], 0),
-        decode::Element::new(&[11, 0, 0, 0], NFT_SET_ELEM_INTERVAL_END),
-    ];
-    let info = decode::TableMsg {
-        name: "t".into(),
-        flags: TableFlags::default(),
-        owner: None,
-    };
-    let read = |s, data: Vec<(u128, u128)>| {
-        decode::assemble(info.clone(), vec![(s, elems.clone(), data)], vec![], vec![])
-    };
-    let ok = read(set(NFT_TYPE_IPADDR, 4), vec![(0x0a00_0000, 0xc000_0201)]);
-    assert_eq!(ok.maps[0].entries[0].to.to_string(), "192.0.2.1");
-    assert!(ok.foreign.is_empty());
-    let no_data = read(set(NFT_TYPE_IPADDR, 4), vec![]);
-    assert!(no_data.maps.is_empty());
-    assert!(
-        no_data.foreign[0].contains("an interval without data"),
-        "{:?}",
-        no_data.foreign
-    );
-    let verdicts = read(set(NFT_DATA_VERDICT, 16), vec![]);
-    assert!(
-        verdicts.foreign[0].starts_with("map snat-v4 of key type 7"),
-        "{:?}",
-        verdicts.foreign
-    );
-}
-
-#[test]
 fn the_map_rule_lowers_as_nft_does_with_the_counter_after_the_lookup_and_raises_back() {
     for ports in [None, Some((1024, 65535))] {
         let stmt = Stmt::SnatMap {

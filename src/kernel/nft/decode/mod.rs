@@ -4,6 +4,9 @@
 //! table and [`assemble`]s them into a [`Table`]. Interval elements become prefixes again;
 //! expressions go through [`raise`]; whatever the model cannot express is kept as text in
 //! [`Table::foreign`] or [`Stmt::Unknown`](crate::model::Stmt::Unknown).
+//!
+//! The messages of sets and maps have one layout and are decoded here; what a map's set,
+//! elements and their data mean (the `snatRules` maps) is read in `maps.rs`.
 
 use ipnet::IpNet;
 
@@ -12,9 +15,11 @@ use super::stmt::raise;
 use super::uapi::*;
 use crate::addr::prefix::{Family, Span, span_to_prefixes};
 use crate::kernel::netlink::{Malformed, Msg, messages};
-use crate::model::{
-    BaseChain, Chain, Interface, Map, MapEntry, NameSet, Rule, Set, Table, TableFlags,
-};
+use crate::model::{BaseChain, Chain, Interface, Map, NameSet, Rule, Set, Table, TableFlags};
+
+// The `snatRules` maps: which element data are kept, and a map's set and elements into a
+// `Map`.
+mod maps;
 
 /// A table as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,11 +248,7 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
                             _ => {}
                         }
                     }
-                    // Only values of up to 16 bytes (an address) are kept; nothing reads
-                    // longer ones.
-                    if let Some(d) = data.filter(|d| d.len() <= 16 && key.len() <= 16) {
-                        out.data.push((key_to_u128(key), key_to_u128(d)));
-                    }
+                    out.data.extend(maps::datum(key, data));
                     out.elements.push(Element::new(key, flags));
                 }
             }
@@ -407,8 +408,8 @@ pub fn interval_prefixes(elements: &[Element], family: Family) -> Vec<IpNet> {
     out
 }
 
-/// What a set read back is: an address set, a name set, or something the model has no
-/// words for (described).
+/// What a set read back is: an address set, a name set, a map (`maps.rs`), or something the
+/// model has no words for (described).
 enum SetKind {
     Addrs(Set),
     Names(NameSet),
@@ -416,57 +417,9 @@ enum SetKind {
     Foreign(String),
 }
 
-/// An interval map of addresses to addresses of the same family (`snatRules`): each span
-/// with the data of its start element.
-fn map_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)]) -> SetKind {
-    let family = match (s.key_type, s.key_len, s.data_type, s.data_len) {
-        (NFT_TYPE_IPADDR, 4, NFT_TYPE_IPADDR, 4) => Family::V4,
-        (NFT_TYPE_IP6ADDR, 16, NFT_TYPE_IP6ADDR, 16) => Family::V6,
-        (kt, kl, dt, dl) => {
-            return SetKind::Foreign(format!(
-                "map {} of key type {kt} ({kl} bytes) and data type {dt} ({dl} bytes) with {} \
-                 elements",
-                s.name,
-                elems.len()
-            ));
-        }
-    };
-    if s.flags & (NFT_SET_ANONYMOUS | NFT_SET_INTERVAL) != NFT_SET_INTERVAL {
-        return SetKind::Foreign(format!(
-            "map {} with flags 0x{:x} (expected an interval map)",
-            s.name, s.flags
-        ));
-    }
-    let mut by_key = data.to_vec();
-    by_key.sort_unstable();
-    let mut entries = Vec::new();
-    for span in interval_spans(elems, family.addr_len(), family.max()) {
-        let found = by_key
-            .binary_search_by_key(&span.lo, |(k, _)| *k)
-            .ok()
-            .map(|i| by_key[i].1);
-        let Some(to) = found else {
-            return SetKind::Foreign(format!(
-                "map {} holds an interval without data (0x{:x}-0x{:x})",
-                s.name, span.lo, span.hi
-            ));
-        };
-        let to = match family {
-            Family::V4 => std::net::IpAddr::from(std::net::Ipv4Addr::from(to as u32)),
-            Family::V6 => std::net::IpAddr::from(std::net::Ipv6Addr::from(to)),
-        };
-        entries.push(MapEntry { span, to });
-    }
-    SetKind::Map(Map {
-        name: s.name,
-        family,
-        entries,
-    })
-}
-
 fn set_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)]) -> SetKind {
     if s.flags & NFT_SET_MAP != 0 {
-        return map_kind(s, elems, data);
+        return maps::map_kind(s, elems, data);
     }
     let family = match (s.key_type, s.key_len) {
         (NFT_TYPE_IPADDR, 4) => Some(Family::V4),
@@ -653,11 +606,11 @@ mod tests {
     /// Bytes the kernel (6.18) sent for a read of the table committed by
     /// `nft-masq-agent --once --enable-ipv6 --to-ports 1024-29999,32768-65535
     /// --nomasq-all-reserved-ranges`, captured with `examples/capture_dump.rs`.
-    const DUMP: &[u8] = include_bytes!("../../../tests/fixtures/dump-ipv6-to-ports.bin");
+    const DUMP: &[u8] = include_bytes!("../../../../tests/fixtures/dump-ipv6-to-ports.bin");
 
     /// The same table after `nft add element ... { 8.8.8.0/24 }`, `nft add rule ... ip daddr
     /// 1.2.3.4 log accept` and `nft add set ... ports { type inet_service; }`.
-    const TAMPERED: &[u8] = include_bytes!("../../../tests/fixtures/dump-tampered.bin");
+    const TAMPERED: &[u8] = include_bytes!("../../../../tests/fixtures/dump-tampered.bin");
 
     #[test]
     fn kernel_dump_decodes_to_the_desired_table() {
@@ -677,7 +630,7 @@ mod tests {
     /// egressInterfaces ("eth*", eth0, wlan0) and snatTo (an IPv4 range and one IPv6 address)
     /// as kernel 6.18 reports it: its NAT expressions carry NF_NAT_RANGE_MAP_IPS and an
     /// address-max register equal to the min one, neither of which nft or we send.
-    const SCOPES: &[u8] = include_bytes!("../../../tests/fixtures/dump-scopes-snat.bin");
+    const SCOPES: &[u8] = include_bytes!("../../../../tests/fixtures/dump-scopes-snat.bin");
 
     #[test]
     fn scopes_and_snat_read_back_as_committed() {

@@ -8,6 +8,10 @@
 //! instead of with `#[derive(Deserialize)]` is what lets one bad entry be reported together
 //! with all the others, and an unknown key be rejected with a suggestion instead of being
 //! silently ignored (a typo must never change what is masqueraded).
+//!
+//! This module reads the document and every key but one: `snatRules`, whose entries are
+//! mappings with lists of their own, is read in `snat_rules.rs`, by more methods of the same
+//! validator, so its problems are collected (and counted against the limit) with the others.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -20,9 +24,12 @@ use super::snat::parse_snat_target;
 use super::yaml::{self, Node as Value};
 use super::{
     Config, ConfigError, DEFAULT_CIDR_LIMIT, FileConfig, Interface, KNOWN_KEYS, MAX_PROBLEMS,
-    MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatRule, SnatTarget,
+    MIN_RESYNC_INTERVAL, PolicyFlags, Problem, SnatTarget,
 };
 use crate::addr::prefix::Family;
+
+// `snatRules` entries: more methods of the validator below.
+mod snat_rules;
 
 /// What one file says, validated but not merged, with notes for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,133 +432,6 @@ impl Validator<'_> {
             seen.push((family, at));
             Ok(target)
         })
-    }
-
-    /// `snatRules`: a list of mappings with `sourceCIDRs` and `snatTo`, every prefix's family
-    /// with an address, no prefix in two entries, no range (see docs/design.md).
-    fn snat_rules(&mut self, value: &Value) -> Option<Vec<SnatRule>> {
-        let Value::Seq(items) = value else {
-            self.problem(
-                "snatRules",
-                Some(value),
-                format!(
-                    "expected a list of entries (each with sourceCIDRs and snatTo), got {}",
-                    kind(value)
-                ),
-            );
-            return None;
-        };
-        let before = self.problems.len() + self.more_problems;
-        let mut out = Vec::with_capacity(items.len());
-        // Every prefix seen so far: (prefix, entry, index in its sourceCIDRs).
-        let mut seen: std::collections::HashMap<IpNet, (usize, usize)> = Default::default();
-        for (i, item) in items.iter().enumerate() {
-            let at = format!("snatRules[{i}]");
-            let Some(rule) = self.snat_rule(&at, untag(item)) else {
-                continue;
-            };
-            for (j, net) in rule.source_cidrs.iter().enumerate() {
-                if let Some((e, k)) = seen.get(net) {
-                    self.problem(
-                        format!("{at}.sourceCIDRs[{j}]"),
-                        Some(&Value::Str(net.to_string())),
-                        format!(
-                            "also in snatRules[{e}].sourceCIDRs[{k}]: a source prefix may be in \
-                             one entry only (a prefix inside another is fine: the longest wins)"
-                        ),
-                    );
-                } else {
-                    seen.insert(*net, (i, j));
-                }
-            }
-            out.push(rule);
-        }
-        (self.problems.len() + self.more_problems == before).then_some(out)
-    }
-
-    /// One `snatRules` entry, named `at` in messages.
-    fn snat_rule(&mut self, at: &str, item: &Value) -> Option<SnatRule> {
-        let Value::Map(map) = item else {
-            self.problem(
-                at,
-                Some(item),
-                format!(
-                    "expected a mapping with sourceCIDRs and snatTo, got {}",
-                    kind(item)
-                ),
-            );
-            return None;
-        };
-        let before = self.problems.len() + self.more_problems;
-        let (mut sources, mut targets) = (None, None);
-        for (k, v) in map {
-            let (key, v) = match untag(k) {
-                Value::Str(s) => (s.as_str(), untag(v)),
-                other => {
-                    self.problem(at, Some(other), "keys must be strings");
-                    continue;
-                }
-            };
-            let field = format!("{at}.{key}");
-            match key {
-                "sourceCIDRs" => sources = self.cidr_list(&field, v),
-                "snatTo" => {
-                    targets = self.snat_targets(&field, v);
-                    for (n, t) in targets.iter().flatten().enumerate() {
-                        if t.first != t.last {
-                            self.problem(
-                                format!("{field}[{n}]"),
-                                Some(&Value::Str(t.to_string())),
-                                "an address range is not supported in snatRules (each entry \
-                                 leaves with one address per family; see docs/design.md): \
-                                 write one address, or use the top-level snatTo for a range",
-                            );
-                        }
-                    }
-                }
-                other => self.problem(
-                    field.clone(),
-                    Some(v),
-                    format!(
-                        "unknown key {other:?} in a snatRules entry; its keys: sourceCIDRs, snatTo"
-                    ),
-                ),
-            }
-        }
-        let problems_now = self.problems.len() + self.more_problems;
-        let (Some(sources), Some(targets)) = (sources, targets) else {
-            if problems_now == before {
-                self.problem(at, Some(item), "an entry needs both sourceCIDRs and snatTo");
-            }
-            return None;
-        };
-        if sources.is_empty() || targets.is_empty() {
-            self.problem(
-                at,
-                Some(item),
-                "an entry needs at least one prefix in sourceCIDRs and one address in snatTo",
-            );
-            return None;
-        }
-        let rule = SnatRule {
-            source_cidrs: sources,
-            snat_to: targets,
-        };
-        for (j, net) in rule.source_cidrs.iter().enumerate() {
-            let family = Family::of(net);
-            if rule.target(family).is_none() {
-                self.problem(
-                    format!("{at}.sourceCIDRs[{j}]"),
-                    Some(&Value::Str(net.to_string())),
-                    format!(
-                        "an {} prefix, but {at}.snatTo has no {} address for it",
-                        family_name(family),
-                        family_name(family)
-                    ),
-                );
-            }
-        }
-        (self.problems.len() + self.more_problems == problems_now).then_some(rule)
     }
 
     fn cidr_limit(&mut self, value: &Value) -> Option<usize> {
