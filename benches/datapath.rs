@@ -596,7 +596,11 @@ fn snat_rules_section(runs: usize, packets: usize) {
 /// cut finer; each run measures every case in turn, in fresh namespaces.
 fn blocks_section(runs: usize, packets: usize) {
     let default = PolicyFlags::default().max_set_prefixes;
-    let caps = [usize::MAX, default, 16_384, 4_096];
+    // One set first (the reference), then the cuts from coarse to fine, the default among them.
+    let mut caps = vec![65_536, 16_384, 4_096, default];
+    caps.sort_unstable_by(|a, b| b.cmp(a));
+    caps.dedup();
+    caps.insert(0, usize::MAX);
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); caps.len()];
     let mut sets = vec![0; caps.len()];
     for i in 0..runs {
