@@ -144,11 +144,12 @@ fn foreign_sets_are_read_within_the_element_budget() {
     root_or_skip!();
     let t = Topology::new("budget");
     let cfg = t.config("c", "nonMasqueradeCIDRs: [10.0.0.0/8]\n");
-    // 250,000 ranges (500,000 kernel elements) that no postrouting rule looks up; 100,000
-    // elements in an emulated guest (nft takes 365 MB and seconds to load the 500,000),
-    // still five times the default budget.
+    // 250,000 ranges (500,000 kernel elements) that no postrouting rule looks up; 200,000
+    // elements in an emulated guest (nft takes 365 MB and seconds to load the 500,000), ten
+    // times the default budget, and large enough that reading it whole (about 14 MiB) stands
+    // well clear of the guests' constant offset (below).
     let ranges = if nma_testkit::emulated() {
-        50_000
+        100_000
     } else {
         250_000
     };
@@ -168,19 +169,20 @@ fn foreign_sets_are_read_within_the_element_budget() {
         assert!(status.success());
         kib
     };
+    const BOUND_KIB: u64 = 6 * 1024;
     let base = explain_peak("with the set empty");
     let load = Instant::now();
     t.node.nft_file(&big_set(ranges));
     eprintln!("loading {} elements took {:?}", 2 * ranges, load.elapsed());
-    // Today's main reads the whole set: 34 MiB more for --explain at 500,000 elements (77.6
-    // MB in the daemon at 520,000), 7 MiB more at 100,000. The budget's 20,000 elements
-    // would cost 1.6 MiB. The bound allows 4 MiB: 6.1's guest measured +3.1 MiB even for
-    // the set nobody looks up, in two runs, where the host (500,000 elements) and 5.10 and
-    // 6.12 (100,000) measured +0.1 MiB; constant, not growing with the set, and still well
-    // below what reading it whole costs.
+    // Reading the whole set costs 34 MiB more for --explain at 500,000 elements (77.6 MB in
+    // the daemon at 520,000), 7 MiB more at 100,000 (so about 14 at 200,000). The budget's
+    // 20,000 elements would cost 1.6 MiB. The bound allows 6 MiB: the guests measure an
+    // offset of +3.1 to +4.2 MiB even for the set nobody looks up (6.1 twice; 5.10 +3.2 and
+    // +4.2 at 100,000 elements; the host +0.01 MiB at 500,000), constant, not growing with
+    // the set, and well below what reading it whole costs.
     let kib = explain_peak("with an unread set");
     assert!(
-        kib < base + 4 * 1024,
+        kib < base + BOUND_KIB,
         "peak {kib} KiB, {base} without the set"
     );
     let e = t.explain(&cfg, "192.168.0.5", &[]);
@@ -191,7 +193,7 @@ fn foreign_sets_are_read_within_the_element_budget() {
         .nft_file("add rule ip big post ip daddr != @big masquerade");
     let kib = explain_peak("with a set past the budget");
     assert!(
-        kib < base + 4 * 1024,
+        kib < base + BOUND_KIB,
         "peak {kib} KiB, {base} without the set"
     );
     let e = t.explain(&cfg, "10.20.0.5", &[]);
