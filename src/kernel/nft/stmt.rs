@@ -59,15 +59,9 @@ fn saddr_field(family: Family) -> (u32, u32) {
     }
 }
 
-/// `<family> <field> [!=] @set`: in an inet table the payload offset only means the address
-/// after checking the family; nft adds this dependency implicitly, so do we.
-fn addr_lookup(
-    family: Family,
-    (offset, len): (u32, u32),
-    set: &str,
-    flags: u32,
-    set_id: &dyn Fn(&str) -> Option<u32>,
-) -> [Expr; 4] {
+/// An address field loaded into register 1: in an inet table the payload offset only means
+/// the address after checking the family; nft adds this dependency implicitly, so do we.
+fn addr_load(family: Family, (offset, len): (u32, u32)) -> [Expr; 3] {
     [
         meta(NFT_META_NFPROTO),
         cmp_eq(vec![nfproto_of(family)]),
@@ -77,6 +71,22 @@ fn addr_lookup(
             len,
             dreg: R1,
         },
+    ]
+}
+
+/// `<family> <field> [!=] @set`: the address loaded ([`addr_load`]) and looked up.
+fn addr_lookup(
+    family: Family,
+    field: (u32, u32),
+    set: &str,
+    flags: u32,
+    set_id: &dyn Fn(&str) -> Option<u32>,
+) -> [Expr; 4] {
+    let [m, c, p] = addr_load(family, field);
+    [
+        m,
+        c,
+        p,
         Expr::Lookup {
             set: set.into(),
             sreg: R1,
@@ -195,22 +205,12 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
     }
 }
 
-/// `masquerade [to :lo-hi]`: a port range travels in registers 1 and 2.
 /// `ip daddr 10.128.0.0/9` as nft writes it: the family check, the address loaded, masked
 /// to the prefix length (no mask for a full-length prefix), and compared.
 fn lower_daddr_in_net(net: &IpNet, out: &mut Vec<Expr>) {
     let family = Family::of(net);
-    let (offset, len) = daddr_field(family);
-    out.extend([
-        meta(NFT_META_NFPROTO),
-        cmp_eq(vec![nfproto_of(family)]),
-        Expr::Payload {
-            base: NFT_PAYLOAD_NETWORK_HEADER,
-            offset,
-            len,
-            dreg: R1,
-        },
-    ]);
+    let (_, len) = daddr_field(family);
+    out.extend(addr_load(family, daddr_field(family)));
     if net.prefix_len() < family.bits() {
         out.push(Expr::Bitwise {
             sreg: R1,
@@ -251,6 +251,7 @@ fn daddr_net_candidate(family: Family, rest: &[Expr]) -> Option<Stmt> {
     (net.network() == addr).then_some(Stmt::DaddrInNet { net })
 }
 
+/// `masquerade [to :lo-hi]`: a port range travels in registers 1 and 2.
 fn lower_masquerade(flags: u32, ports: Option<(u16, u16)>, out: &mut Vec<Expr>) {
     let Some((lo, hi)) = ports else {
         out.push(Expr::Masq {
