@@ -249,8 +249,17 @@ fn main() -> anyhow::Result<()> {
             model::desired(&c, &flags, TableFlags::default())
         };
         let other = with(moved);
+        // The /24 just after the last prefix: inside the last address block (which holds
+        // fewer than --max-set-prefixes at these sizes), so the change is a difference and
+        // not a reshape, as most single edits of a large list are.
         let mut plus: Vec<ipnet::IpNet> = prefixes(n);
-        plus.push("203.0.113.0/24".parse().unwrap());
+        let after_last = match plus.last() {
+            Some(ipnet::IpNet::V4(last)) => {
+                std::net::Ipv4Addr::from(u32::from(last.network()) + 256).to_string() + "/24"
+            }
+            _ => "203.0.113.0/24".to_string(),
+        };
+        plus.push(after_last.parse().unwrap());
         let one_more = with(plus);
         let pair = [&other, &table];
 
@@ -284,8 +293,12 @@ fn main() -> anyhow::Result<()> {
         for r in 0..runs {
             let to = if r % 2 == 0 { &one_more } else { &table };
             let t0 = Instant::now();
-            nft::replace_table(&mut sock, to)?;
+            let report = nft::replace_table(&mut sock, to)?;
             one.push(t0.elapsed());
+            anyhow::ensure!(report.form == nft::ReplaceForm::Delta, "{report:?}");
+        }
+        if runs % 2 == 1 {
+            nft::replace_table(&mut sock, &table)?;
         }
         // The full forms the agent falls back to when the table changed under it: in place
         // (flush and refill), after someone else's commit (a NEWTABLE of our table: no

@@ -115,7 +115,7 @@ fn rule_handle() -> String {
         .args(["-a", "list", "chain", "inet", TABLE_NAME, "postrouting"])
         .output()
         .expect("nft");
-    handle_of(&String::from_utf8_lossy(&out.stdout), "@nonmasq-v4")
+    handle_of(&String::from_utf8_lossy(&out.stdout), "@nonmasq-")
         .expect("rule handle")
         .to_string()
 }

@@ -150,6 +150,24 @@ impl Probes {
         (wrong, sent, arrived.len())
     }
 
+    /// When the probes to `dst` that arrived from `src` were sent, in milliseconds after
+    /// `since` (negative: before it): where a window of wrong policy lies.
+    fn wrong_at(&self, dst: Ipv4Addr, src: Ipv4Addr, since: Instant) -> Vec<String> {
+        self.arrived
+            .iter()
+            .filter(|(_, s)| *s == src)
+            .filter_map(|(q, _)| self.sent.get(*q as usize))
+            .filter(|(d, _)| *d == dst)
+            .map(|(_, at)| {
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                match at.checked_duration_since(since) {
+                    Some(d) => format!("{:.1}", ms(d)),
+                    None => format!("-{:.1}", ms(since - *at)),
+                }
+            })
+            .collect()
+    }
+
     /// Probes to `dst` sent between `from` and `to`.
     fn sent_between(&self, dst: Ipv4Addr, from: Instant, to: Instant) -> usize {
         self.sent
@@ -217,7 +235,10 @@ fn a_deleted_table_is_recreated_without_masquerading_exempt_destinations() {
     assert_eq!(
         wrong,
         0,
-        "exempt probes masqueraded during the re-creation; commits: {}",
+        "exempt probes masqueraded during the re-creation, sent at {:?} ms after the deletion \
+         (recreated at {:.1} ms); commits: {}",
+        probes.wrong_at(EXEMPT, NODE4, deleted),
+        (back - deleted).as_secs_f64() * 1e3,
         commits(&agent)
     );
     // The probes covered the re-creation, and arrived (a lost probe proves nothing).
@@ -313,13 +334,7 @@ fn ns(tag: &str) -> Netns {
 fn small_table(n: u32) -> model::Table {
     let f = PolicyFlags::default();
     let mut c = Config::defaults(&f);
-    let nets: Vec<ipnet::IpNet> = (0..n)
-        .map(|i| {
-            format!("11.{}.{}.0/24", i / 128, (i % 128) * 2)
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let nets = nma_testkit::configs::spaced_24s(std::net::Ipv4Addr::new(11, 0, 0, 0), n as usize);
     c.non_masquerade_cidrs = nft_masq_agent::config::entries(nets);
     model::desired(&c, &f, TableFlags::default())
 }
@@ -346,7 +361,7 @@ fn something_planted_between_read_and_batch_is_refused_and_repaired() {
     root_or_skip!();
     ns("planted").enter(|| {
         let mut sock = NftSocket::open().unwrap();
-        let table = small_table(2_000);
+        let table = small_table(1_000);
         let report = nft::replace_table(&mut sock, &table).unwrap();
         assert_eq!((report.form, report.transactions), (ReplaceForm::Create, 2));
         // Someone else's commit: the agent's next commit reads the table.

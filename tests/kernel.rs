@@ -155,22 +155,13 @@ fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
     root_or_skip!();
     ns("inplace").enter(|| {
         let mut sock = NftSocket::open().unwrap();
+        // One set per family: the forms, not the blocks (those are the next test's).
         let f = PolicyFlags {
             enable_ipv6: true,
+            max_set_prefixes: 1_000_000,
             ..PolicyFlags::default()
         };
-        let table = |n: u32| {
-            let mut c = Config::defaults(&f);
-            let nets: Vec<ipnet::IpNet> = (0..n)
-                .map(|i| {
-                    format!("11.{}.{}.0/24", i / 128, (i % 128) * 2)
-                        .parse()
-                        .unwrap()
-                })
-                .collect();
-            c.non_masquerade_cidrs = nft_masq_agent::config::entries(nets);
-            model::desired(&c, &f, TableFlags::default())
-        };
+        let table = |n: u32| spaced_table(&f, n);
         let (a, b) = (table(5_000), table(3_000));
         let report = nft::replace_table(&mut sock, &a).unwrap();
         // No table yet: its sets, then its rules.
@@ -211,6 +202,75 @@ fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
         assert_eq!(report.form, ReplaceForm::Handover);
         assert_eq!(sock.read_table(&a.name).unwrap().unwrap().sets, a.sets);
         assert!(sock.table_info(handover).unwrap().is_none());
+    });
+}
+
+/// The desired table for `n` exemptions, /24s 512 addresses apart from 11.0.0.0.
+fn spaced_table(f: &PolicyFlags, n: u32) -> model::Table {
+    let mut c = Config::defaults(f);
+    let nets = nma_testkit::configs::spaced_24s(std::net::Ipv4Addr::new(11, 0, 0, 0), n as usize);
+    c.non_masquerade_cidrs = nft_masq_agent::config::entries(nets);
+    model::desired(&c, f, TableFlags::default())
+}
+
+/// Past `--max-set-prefixes` a change that moves the blocks (a block halved or joined, the
+/// family cut or back into one set) is a reshape: the new sets and chains added, the
+/// dispatch switched, the old ones removed, in three transactions; the table then reads
+/// back as wanted, whatever the order the kernel lists its sets and chains in.
+#[test]
+fn a_change_of_blocks_is_a_reshape_and_reads_back_as_wanted() {
+    root_or_skip!();
+    ns("reshape").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let f = PolicyFlags {
+            enable_ipv6: true,
+            ..PolicyFlags::default()
+        };
+        let table = |n: u32| spaced_table(&f, n);
+        let names = |t: &model::Table| t.sets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let (a, b, c) = (table(3_000), table(5_000), table(500));
+        assert!(a.dispatch.len() == 1 && b.dispatch.len() == 1 && c.dispatch.is_empty());
+        assert_ne!(names(&a), names(&b));
+        let report = nft::replace_table(&mut sock, &a).unwrap();
+        assert_eq!(report.form, ReplaceForm::Create);
+        for (to, what) in [
+            (&b, "blocks moved"),
+            (&c, "back to one set"),
+            (&a, "cut again"),
+        ] {
+            let generation = sock.generation().unwrap();
+            let report = nft::replace_table(&mut sock, to).unwrap();
+            assert_eq!(report.form, ReplaceForm::Reshape, "{what}");
+            assert!(report.transactions <= 4, "{what}: {report:?}");
+            // One generation per transaction, and nothing else.
+            let after = sock.generation().unwrap();
+            assert_eq!(
+                after,
+                generation.wrapping_add(report.transactions),
+                "{what}"
+            );
+            let live = sock.read_table(&to.name).unwrap().unwrap();
+            assert!(live.same_policy(to), "{what}: read back another policy");
+            assert!(live.foreign.is_empty(), "{what}: {:?}", live.foreign);
+        }
+        // The elements sent are those of the blocks that came, not the whole table.
+        let report = nft::replace_table(&mut sock, &b).unwrap();
+        assert_eq!(report.form, ReplaceForm::Reshape);
+        assert!(
+            report.sent < nft_masq_agent::kernel::nft::encode::element_count(&b),
+            "{report:?}"
+        );
+        // A process that does not know the table (a new socket) and finds something added
+        // to a block: the table, map and chains are ours, so it is refilled in place.
+        let block = &b.sets[0].name;
+        nft_cmd(&format!(
+            "add element inet nft-masq-agent {block} {{ 11.255.0.1 }}"
+        ));
+        let mut fresh = NftSocket::open().unwrap();
+        let report = nft::replace_table(&mut fresh, &b).unwrap();
+        assert_eq!(report.form, ReplaceForm::InPlace);
+        let live = fresh.read_table(&b.name).unwrap().unwrap();
+        assert!(live.same_policy(&b), "refilled in place: another policy");
     });
 }
 

@@ -370,18 +370,26 @@ fn a_table_cut_into_block_sets_keeps_the_policy_and_repairs_one_block() {
     };
     let (want, first_set) = set_holding(&text, &flags, "30.0.0.0/32");
     let good = t.listing().unwrap();
-    let blocks: Vec<&str> = good
+    let sets: Vec<&str> = good
         .lines()
         .filter_map(|l| l.trim().strip_prefix("set "))
         .filter_map(|l| l.strip_suffix(" {"))
         .collect();
+    // The block sets, then the set of the blocks themselves.
+    let (blocks, plain) = sets.split_at(sets.len() - 1);
+    assert_eq!(plain, ["nonmasq-blocks-v4"], "{good}");
     assert!(blocks.len() >= 5, "{good}");
     assert!(
         blocks.iter().all(|b| b.starts_with("nonmasq-v4-")),
         "{good}"
     );
     let names: Vec<&str> = want.sets.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(blocks, names);
+    assert_eq!(sets, names);
+    // Each block's chain, and the translation's.
+    for block in blocks {
+        assert!(good.contains(&format!("chain {block} {{")), "{good}");
+    }
+    assert!(good.contains("chain translate {"), "{good}");
 
     let last = Ipv4Addr::from(u32::from(Ipv4Addr::new(30, 0, 0, 0)) + 2 * (n as u32 - 1));
     let (first, last) = ("30.0.0.0".to_string(), last.to_string());
@@ -418,6 +426,35 @@ fn a_table_cut_into_block_sets_keeps_the_policy_and_repairs_one_block() {
         set.prefixes.len()
     );
     t.expect(&["30.0.0.1"], &[first.as_str(), last.as_str()]);
+
+    // Flush the map that sends each destination to its block's chain: its jumps alone come
+    // back (one start and one end per block, and the leading end), by difference.
+    assert!(good.contains("map nonmasq-dispatch-v4 {"), "{good}");
+    let map = tamper_and_time(
+        &t,
+        &agent,
+        &watch,
+        &[
+            "flush",
+            "map",
+            "inet",
+            "nft-masq-agent",
+            "nonmasq-dispatch-v4",
+        ],
+    );
+    assert!(
+        wait_until(patience(), || t.listing().as_deref() == Some(good.as_str())),
+        "not repaired:\n{}",
+        agent.log()
+    );
+    assert_eq!(map.form, "difference", "{}", agent.log());
+    assert!(
+        map.sent <= 2 * blocks.len() as u64 + 1,
+        "the map alone is sent back: {} elements for {} blocks",
+        map.sent,
+        blocks.len()
+    );
+    t.expect(&["30.0.0.1"], &[first.as_str(), last.as_str()]);
     drop(watch);
 
     // Back under the cap: one set again, the policy kept.
@@ -431,6 +468,11 @@ fn a_table_cut_into_block_sets_keeps_the_policy_and_repairs_one_block() {
     );
     let one = t.listing().unwrap();
     assert!(!one.contains("nonmasq-v4-"), "{one}");
+    assert!(!one.contains("vmap"), "{one}");
+    // Sent as a reshape: the plain set added, the base chain switched to it, the blocks
+    // removed, with no full replacement of the table.
+    let reshaped = agent.commits().last().cloned().unwrap();
+    assert_eq!(reshaped.form.as_deref(), Some("reshape"), "{}", agent.log());
     t.expect(
         &["11.22.33.44", last.as_str()],
         &["10.20.0.5", first.as_str()],
@@ -442,5 +484,53 @@ fn a_table_cut_into_block_sets_keeps_the_policy_and_repairs_one_block() {
         set.prefixes.len(),
         flush.repair.as_secs_f64() * 1e3,
         flush.sent
+    );
+}
+
+/// The fail-safe behind the block map: when the map dispatches nothing (a kernel
+/// deactivating its elements while a transaction deletes the table, or its elements
+/// deleted with no agent to repair them), a destination inside a block leaves untranslated,
+/// exempt or not, and no exempt destination is ever masqueraded; one outside every block is
+/// still translated.
+#[test]
+fn without_its_map_a_cut_table_masquerades_no_exempt_destination() {
+    root_or_skip!();
+    let _heavy = heavy();
+    let n = 5_000;
+    let t = Topology::new("nomap");
+    let cfg = t.config("ip-masq-agent", &config(n, &["10.20.0.0/16"]));
+    let agent = t.agent_builder().config(&cfg).args(FLAGS).spawn();
+    assert!(
+        agent.wait_commits(1, patience()).is_some(),
+        "{}",
+        agent.log()
+    );
+    // 64.0.0.1 lies in no block (the blocks here: 0.0.0.0/4, 30.0.0.0/21 and its
+    // neighbours, 128.0.0.0/1 for link-local); 11.22.33.44 lies in 0.0.0.0/4, not exempt.
+    for a in ["30.0.0.0", "30.0.0.1", "64.0.0.1"] {
+        t.host(a);
+    }
+    t.expect(
+        &["11.22.33.44", "30.0.0.1", "64.0.0.1"],
+        &["10.20.0.5", "30.0.0.0"],
+    );
+    // No agent from here on (the table stays: --table-owner off).
+    drop(agent);
+    t.node.nft(&[
+        "flush",
+        "map",
+        "inet",
+        "nft-masq-agent",
+        "nonmasq-dispatch-v4",
+    ]);
+    assert!(
+        !t.listing().unwrap().contains(" : jump "),
+        "the map still dispatches"
+    );
+    // 11.22.33.44 and 30.0.0.1 are in blocks but not exempt: untranslated too, for as long
+    // as the map is empty (the price of never masquerading the exempt 30.0.0.0).
+    t.expect(
+        &["64.0.0.1"],
+        &["10.20.0.5", "30.0.0.0", "30.0.0.1", "11.22.33.44"],
     );
 }

@@ -236,6 +236,7 @@ fn bulk_table(t: &Topology, n: usize) {
         }],
         name_sets: Vec::new(),
         maps: Vec::new(),
+        dispatch: Vec::new(),
         chains: vec![Chain {
             name: "postrouting".into(),
             base: Some(BaseChain {

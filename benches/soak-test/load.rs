@@ -180,7 +180,7 @@ pub fn conduct(ctx: &Ctx) {
 
 /// The handle of one of the agent's rules as the chain is now, read at the moment of use:
 /// the agent's in-place and difference commits give its rules new handles. The exemption is
-/// the rule that looks up `@nonmasq-v4`; the masquerade is the chain's last `masquerade`
+/// the rule that looks up `@nonmasq-v4` (or `@nonmasq-dispatch-v4`); the masquerade is the chain's last `masquerade`
 /// (a tamperer's `insert rule ... masquerade` goes before it). `Err` says why there is none.
 fn rule_handle(ctx: &Ctx, kind: usize) -> Result<u64, String> {
     let out = ctx
@@ -194,7 +194,8 @@ fn rule_handle(ctx: &Ctx, kind: usize) -> Result<u64, String> {
     }
     let listing = String::from_utf8_lossy(&out.stdout);
     let found = if kind == DELETE_EXEMPTION {
-        handle_of(&listing, "@nonmasq-v4")
+        // The set lookup, or past --max-set-prefixes the block map lookup.
+        handle_of(&listing, "@nonmasq-")
     } else {
         listing
             .lines()

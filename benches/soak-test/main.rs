@@ -455,6 +455,10 @@ fn drive<'s>(
     }
     ctx.set_phase(Phase::Stop);
     ctx.stop_probes.store(true, Ordering::SeqCst);
+    // No more swaps or tampers from here (the conductor idles in `Stop`). The agent's last
+    // commit (for a swap made just before) must land while the observer still listens, or
+    // its log holds a commit the observer never saw: wait for a second without one.
+    settle(ctx, owner.as_ref().map_or(agent_pid, |o| o.pid));
     ctx.stop.store(true, Ordering::SeqCst);
     // The last probe is out before the agent goes.
     let sent = sender.join().expect("sender");
@@ -491,6 +495,27 @@ fn drive<'s>(
         diag: std::mem::take(&mut *ctx.diag.lock().unwrap()),
         logged: [logged_commits(&logs[0]), logged_commits(&logs[1])],
     })
+}
+
+/// Waits until the agent `pid` has committed nothing for a second (at most 10 s).
+fn settle(ctx: &Ctx, pid: u32) {
+    const QUIET: Duration = Duration::from_secs(1);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let last = ctx
+            .gens
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|g| g.pid == Some(pid))
+            .map(|g| g.at);
+        let since = last.map_or(start.elapsed(), |at| at.elapsed());
+        if since >= QUIET && start.elapsed() >= QUIET {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The agent with `--table-owner off`, once the observer and the probes' receiver are

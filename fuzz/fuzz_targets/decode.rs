@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
                     sets: vec![set],
                     name_sets: Vec::new(),
                     maps: Vec::new(),
+                    dispatch: Vec::new(),
                     chains: Vec::new(),
                     foreign: Vec::new(),
                 });

@@ -21,7 +21,8 @@ use nft_masq_agent::kernel::nft::expr::Expr;
 use nft_masq_agent::kernel::nft::stmt::{lower, raise};
 use nft_masq_agent::model::shard::DEFAULT_MAX_SET_PREFIXES;
 use nft_masq_agent::model::{
-    Family, Interface, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Stmt, Table, is_exemption_set,
+    Family, Interface, SET_BLOCKS_V4, SET_BLOCKS_V6, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set,
+    Stmt, Table, is_exemption_set,
 };
 
 /// The `--to-ports` value a flags byte may select (ip-masq-agent's documented example).
@@ -33,7 +34,7 @@ pub const TO_PORTS: &str = "1024-29999,32768-65535";
 /// bits 6-7 `--chain-priority` (the default, the lowest and highest the agent accepts, or
 /// `srcnat - 10`: the encoder and decoder see negative and large values). With
 /// `--max-prefixes 64` the exemptions are cut into block sets of at most 2 prefixes
-/// (`--max-set-prefixes`), so block sets and their rules are drawn too.
+/// (`--max-set-prefixes`), so block sets, their chains and dispatch maps are drawn too.
 pub fn policy_flags(b: u8) -> PolicyFlags {
     PolicyFlags {
         enable_ipv6: b & 1 != 0,
@@ -192,7 +193,12 @@ pub fn assert_round_trip(t: &Table, seq: u32) {
             .iter()
             .map(|s| encode::span_elements(s.names.iter().map(Interface::span), u128::MAX).len())
             .sum();
-        assert_eq!(batch.elements, addrs + names, "elements sent");
+        let jumps: usize = t
+            .dispatch
+            .iter()
+            .map(|d| encode::span_elements(d.blocks.iter().map(Span::of), d.family.max()).len())
+            .sum();
+        assert_eq!(batch.elements, addrs + names + jumps, "elements sent");
     }
 }
 
@@ -202,6 +208,11 @@ pub fn assert_round_trip(t: &Table, seq: u32) {
 /// `masqueradeCIDRs` address is; a source set holds exactly the merged `sourceCIDRs`.
 pub fn assert_exempts(c: &Config, table: &Table) {
     for set in &table.sets {
+        if set.name == SET_BLOCKS_V4 || set.name == SET_BLOCKS_V6 {
+            // One prefix per block, adjacent ones too (each is its map's interval): checked
+            // against the dispatch map below, not for minimality.
+            continue;
+        }
         assert!(
             is_minimal(&set.prefixes, set.family),
             "set {} not minimal",
@@ -234,6 +245,38 @@ pub fn assert_exempts(c: &Config, table: &Table) {
         }
         let prefixes: Vec<IpNet> = sets.iter().flat_map(|s| s.prefixes.clone()).collect();
         assert!(is_minimal(&prefixes, family), "exemptions not minimal");
+        // Block sets are reached through the family's dispatch map: one block per set, in
+        // order, each jumping to a chain of the set's name that accepts what the set holds.
+        let maps: Vec<_> = table.dispatch.iter().filter(|d| d.family == family).collect();
+        if sets.len() > 1 {
+            let [map] = maps[..] else {
+                panic!("{} dispatch maps for {} block sets", maps.len(), sets.len())
+            };
+            let targets: Vec<String> = map.blocks.iter().map(|b| map.chain(b)).collect();
+            let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(targets, names, "dispatch targets");
+            for set in &sets {
+                let chain = table.chains.iter().find(|c| c.name == set.name);
+                let rules: Vec<String> = chain
+                    .map(|c| c.rules.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                let proto = if family == Family::V4 { "ip" } else { "ip6" };
+                assert_eq!(
+                    rules,
+                    [
+                        format!("{proto} daddr @{} accept", set.name),
+                        "jump translate".to_string()
+                    ]
+                );
+            }
+            // The blocks again, as a plain set: the base chain's fallback when the map
+            // dispatched nothing.
+            let blocks = if family == Family::V4 { SET_BLOCKS_V4 } else { SET_BLOCKS_V6 };
+            let plain = table.sets.iter().find(|s| s.name == blocks);
+            assert_eq!(plain.map(|s| &s.prefixes), Some(&map.blocks), "{blocks}");
+        } else {
+            assert!(maps.is_empty(), "a dispatch map for one set");
+        }
         let carved = c.carved_ranges(family);
         let link_local = c.link_local_exempt(family);
         let exempt = values(&c.non_masquerade_cidrs).chain(link_local.as_ref());

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use crate::addr::ifname::Interface;
 use crate::addr::prefix::{Family, RangeSet, Span, addr_to_u128};
 use crate::kernel::conntrack::Flow;
-use crate::model::{MapEntry, Stmt, Table};
+use crate::model::{Chain, Dispatch, MapEntry, Stmt, Table};
 use std::net::IpAddr;
 
 /// What our chain does with a flow's first packet.
@@ -75,7 +75,13 @@ pub struct Evaluator<'t> {
     table: &'t Table,
     sets: HashMap<&'t str, RangeSet>,
     maps: HashMap<&'t str, &'t [MapEntry]>,
+    dispatch: HashMap<&'t str, &'t Dispatch>,
+    chains: HashMap<&'t str, &'t Chain>,
 }
+
+/// How deep jumps are followed: the agent's tables jump once (to a block chain); the kernel
+/// refuses loops, and a deeper table read back is judged unknown rather than walked.
+const MAX_JUMPS: usize = 4;
 
 impl<'t> Evaluator<'t> {
     /// Prepares `table` (linear in its size).
@@ -90,7 +96,27 @@ impl<'t> Evaluator<'t> {
             .iter()
             .map(|m| (m.name.as_str(), m.entries.as_slice()))
             .collect();
-        Evaluator { table, sets, maps }
+        let dispatch = table
+            .dispatch
+            .iter()
+            .map(|d| (d.name.as_str(), d))
+            .collect();
+        let chains = table.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+        Evaluator {
+            table,
+            sets,
+            maps,
+            dispatch,
+            chains,
+        }
+    }
+
+    /// The chain the dispatch map `map` sends `addr` of `family` to, if it holds its block.
+    fn block_chain(&self, map: &str, family: Family, addr: u128) -> Option<&'t Chain> {
+        let d = self.dispatch.get(map).filter(|d| d.family == family)?;
+        let i = d.blocks.partition_point(|b| Span::of(b).hi < addr);
+        let block = d.blocks.get(i).filter(|b| Span::of(b).lo <= addr)?;
+        self.chains.get(d.chain(block).as_str()).copied()
     }
 
     /// The address map `map` gives `addr` (its entries are sorted and disjoint).
@@ -118,66 +144,122 @@ impl<'t> Evaluator<'t> {
     /// postrouting saw it (the source before source NAT, the destination after destination
     /// NAT).
     pub fn outcome(&self, flow: &Flow) -> Outcome<'t> {
-        let src = addr_to_u128(flow.postrouting_source());
-        let dst = addr_to_u128(flow.postrouting_destination());
-        let mut via = None;
+        let mut packet = Packet {
+            flow,
+            src: addr_to_u128(flow.postrouting_source()),
+            dst: addr_to_u128(flow.postrouting_destination()),
+            via: None,
+        };
         for chain in self.table.chains.iter().filter(|c| c.base.is_some()) {
-            'rules: for rule in &chain.rules {
-                for stmt in &rule.stmts {
-                    let matched = match stmt {
-                        Stmt::Nfproto(f) => *f == flow.family,
-                        Stmt::L4proto(p) => *p == flow.protocol,
-                        Stmt::FibDaddrLocal => false,
-                        Stmt::DaddrInNet { net } => {
-                            Family::of(net) == flow.family
-                                && Span::of(net).lo <= dst
-                                && dst <= Span::of(net).hi
-                        }
-                        Stmt::DaddrInSet { family, set } => {
-                            *family == flow.family && self.contains(set, dst)
-                        }
-                        Stmt::SaddrNotInSet { family, set } => {
-                            *family == flow.family && !self.contains(set, src)
-                        }
-                        Stmt::OifnameNotInSet { set } => {
-                            // `oifname != @set return`: the packets that go on are those
-                            // leaving through the set; what follows applies only to them.
-                            via = Some(self.interfaces(set));
-                            false
-                        }
-                        Stmt::NumgenBelow { .. } | Stmt::Counter { .. } => true,
-                        Stmt::Masquerade { .. } | Stmt::Snat { .. } => {
-                            return Outcome::Translated { how: stmt, via };
-                        }
-                        // A source the map does not hold ends the rule at the lookup.
-                        Stmt::SnatMap {
-                            family,
-                            map,
-                            flags,
-                            ports,
-                            ..
-                        } => match self.lookup(map, src) {
-                            Some(to) if *family == flow.family => {
-                                return Outcome::Mapped {
-                                    to,
-                                    flags: *flags,
-                                    ports: *ports,
-                                    via,
-                                };
-                            }
-                            _ => false,
-                        },
-                        Stmt::Return => return Outcome::Untouched,
-                        Stmt::Unknown(_) => return Outcome::Unknown,
-                    };
-                    if !matched {
-                        continue 'rules;
-                    }
-                }
+            if let Some(outcome) = self.run(chain, &mut packet, 0) {
+                return outcome;
             }
         }
         Outcome::Untouched
     }
+
+    /// The rules of `chain` in order: the outcome of a verdict, or `None` at its end (back to
+    /// the chain that jumped here, or on to the base chain's policy).
+    fn run(
+        &self,
+        chain: &'t Chain,
+        packet: &mut Packet<'_, 't>,
+        depth: usize,
+    ) -> Option<Outcome<'t>> {
+        let (flow, src, dst) = (packet.flow, packet.src, packet.dst);
+        'rules: for rule in &chain.rules {
+            for stmt in &rule.stmts {
+                let matched = match stmt {
+                    Stmt::Nfproto(f) => *f == flow.family,
+                    Stmt::L4proto(p) => *p == flow.protocol,
+                    Stmt::FibDaddrLocal => false,
+                    Stmt::DaddrInSet { family, set } => {
+                        *family == flow.family && self.contains(set, dst)
+                    }
+                    // A block found: its chain decides, or gives the packet back to the
+                    // next rule; no block: the rule ends at the lookup.
+                    Stmt::DaddrVmap { family, map } => {
+                        if *family == flow.family
+                            && let Some(next) = self.block_chain(map, *family, dst)
+                        {
+                            if depth >= MAX_JUMPS {
+                                return Some(Outcome::Unknown);
+                            }
+                            if let Some(outcome) = self.run(next, packet, depth + 1) {
+                                return Some(outcome);
+                            }
+                        }
+                        false
+                    }
+                    Stmt::SaddrNotInSet { family, set } => {
+                        *family == flow.family && !self.contains(set, src)
+                    }
+                    Stmt::OifnameNotInSet { set } => {
+                        // `oifname != @set return`: the packets that go on are those
+                        // leaving through the set; what follows applies only to them.
+                        packet.via = Some(self.interfaces(set));
+                        false
+                    }
+                    Stmt::NumgenBelow { .. } | Stmt::Counter { .. } => true,
+                    Stmt::Masquerade { .. } | Stmt::Snat { .. } => {
+                        return Some(Outcome::Translated {
+                            how: stmt,
+                            via: packet.via,
+                        });
+                    }
+                    // A source the map does not hold ends the rule at the lookup.
+                    Stmt::SnatMap {
+                        family,
+                        map,
+                        flags,
+                        ports,
+                        ..
+                    } => match self.lookup(map, src) {
+                        Some(to) if *family == flow.family => {
+                            return Some(Outcome::Mapped {
+                                to,
+                                flags: *flags,
+                                ports: *ports,
+                                via: packet.via,
+                            });
+                        }
+                        _ => false,
+                    },
+                    // The chain decides, or the packet comes back to the next rule.
+                    Stmt::Jump { chain: name } => {
+                        let Some(next) = self.chains.get(name.as_str()).copied() else {
+                            return Some(Outcome::Unknown);
+                        };
+                        if depth >= MAX_JUMPS {
+                            return Some(Outcome::Unknown);
+                        }
+                        if let Some(outcome) = self.run(next, packet, depth + 1) {
+                            return Some(outcome);
+                        }
+                        continue 'rules;
+                    }
+                    // `return` from a jumped-to chain goes back to the rule after the jump.
+                    Stmt::Return if depth > 0 => return None,
+                    // `accept` in a block chain ends the base chain as `return` does in it.
+                    Stmt::Return | Stmt::Accept => return Some(Outcome::Untouched),
+                    Stmt::Unknown(_) => return Some(Outcome::Unknown),
+                };
+                if !matched {
+                    continue 'rules;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A flow's first packet on its way through the chains: its addresses as postrouting sees
+/// them, and the interfaces an `oifname` rule limited what follows to.
+struct Packet<'f, 't> {
+    flow: &'f Flow,
+    src: u128,
+    dst: u128,
+    via: Option<&'t [Interface]>,
 }
 
 /// Whether two outcomes are the same decision. Rule counters are not part of it, and an

@@ -58,15 +58,26 @@ fn sources(config: &Config, key: &str, list: &[Entry<IpNet>], family: Family) ->
 /// Annotations for every set of `table` that the agent writes.
 pub fn annotate(table: &Table, config: &Config) -> Annotations {
     let mut out = Annotations::default();
-    // The config's covers and cuts per family, built once: a family cut into block sets
-    // would otherwise label every config entry once per block.
-    let mut exemptions: [Option<(Vec<Source>, Vec<Source>)>; 2] = [None, None];
+    // The config's covers and cuts per family, built once, and swept once across the
+    // family's sets: a family cut into block sets would otherwise label and sort every
+    // config entry once per block.
+    let exemptions = [Family::V4, Family::V6].map(|f| {
+        table
+            .sets
+            .iter()
+            .any(|s| s.family == f && super::is_exemption_set(&s.name))
+            .then(|| exempt_sources(f, config))
+    });
+    let mut sweeps = exemptions
+        .each_ref()
+        .map(|e| e.as_ref().map(|(cover, cuts)| Sweep::new(cover, cuts)));
     for set in &table.sets {
         let notes = match set.name.as_str() {
             name if super::is_exemption_set(name) => {
-                let (cover, cuts) = exemptions[usize::from(set.family == Family::V6)]
-                    .get_or_insert_with(|| exempt_sources(set.family, config));
-                covered(&set.prefixes, cover, cuts)
+                match sweeps[usize::from(set.family == Family::V6)].as_mut() {
+                    Some(sweep) => sweep.notes(&set.prefixes),
+                    None => continue,
+                }
             }
             SET_SRC_V4 | SET_SRC_V6 => covered(
                 &set.prefixes,
@@ -149,48 +160,86 @@ fn exempt_sources(family: Family, config: &Config) -> (Vec<Source>, Vec<Source>)
 /// For each element (sorted, disjoint), the covering sources, and the cuts right next to
 /// it. A sweep over both lists, sorted: O((elements + sources) log sources).
 fn covered(elements: &[IpNet], cover: &[Source], cuts: &[Source]) -> Vec<String> {
-    let mut by_lo: Vec<usize> = (0..cover.len()).collect();
-    by_lo.sort_by_key(|&i| cover[i].span.lo);
-    let mut cut_spans: Vec<(Span, usize)> =
-        cuts.iter().enumerate().map(|(i, c)| (c.span, i)).collect();
-    cut_spans.sort();
-    // Active sources: lo at or below the element's end, keyed by (hi, index) to evict those
-    // that end before the element starts.
-    let mut active: BTreeSet<(u128, usize)> = BTreeSet::new();
-    let mut next = 0;
-    let mut out = Vec::with_capacity(elements.len());
-    for el in elements {
-        let span = Span::of(el);
-        while next < by_lo.len() && cover[by_lo[next]].span.lo <= span.hi {
-            let i = by_lo[next];
-            active.insert((cover[i].span.hi, i));
-            next += 1;
+    Sweep::new(cover, cuts).notes(elements)
+}
+
+/// The sweep of [`covered`], kept between the block sets of a family: they come in address
+/// order, so one sweep labels them all, as it would one set (sorting the sources again for
+/// each block made annotating 50 blocks cost 50 sorts of the whole config).
+struct Sweep<'s> {
+    cover: &'s [Source],
+    cuts: &'s [Source],
+    by_lo: Vec<usize>,
+    cut_spans: Vec<(Span, usize)>,
+    /// Active sources: lo at or below the element's end, keyed by (hi, index) to evict
+    /// those that end before the element starts.
+    active: BTreeSet<(u128, usize)>,
+    next: usize,
+    /// Where the last element ended: an element before it starts the sweep over.
+    last: Option<u128>,
+}
+
+impl<'s> Sweep<'s> {
+    fn new(cover: &'s [Source], cuts: &'s [Source]) -> Sweep<'s> {
+        let mut by_lo: Vec<usize> = (0..cover.len()).collect();
+        by_lo.sort_by_key(|&i| cover[i].span.lo);
+        let mut cut_spans: Vec<(Span, usize)> =
+            cuts.iter().enumerate().map(|(i, c)| (c.span, i)).collect();
+        cut_spans.sort();
+        Sweep {
+            cover,
+            cuts,
+            by_lo,
+            cut_spans,
+            active: BTreeSet::new(),
+            next: 0,
+            last: None,
         }
-        while active.first().is_some_and(|(hi, _)| *hi < span.lo) {
-            active.pop_first();
-        }
-        let mut labels: Vec<&str> = active
-            .iter()
-            .take(MAX_LABELS)
-            .map(|(_, i)| cover[*i].label.as_str())
-            .collect();
-        let more = active.len().saturating_sub(MAX_LABELS);
-        let mut note = if labels.is_empty() {
-            "not from the config".to_string()
-        } else {
-            labels.sort_unstable();
-            let mut s = labels.join("; ");
-            if more > 0 {
-                s.push_str(&format!("; and {more} more"));
-            }
-            s
-        };
-        for (_, i) in adjacent_cuts(&cut_spans, span) {
-            note.push_str(&format!("; cut by {}", cuts[i].label));
-        }
-        out.push(note);
     }
-    out
+
+    fn notes(&mut self, elements: &[IpNet]) -> Vec<String> {
+        let (cover, cuts) = (self.cover, self.cuts);
+        let mut out = Vec::with_capacity(elements.len());
+        for el in elements {
+            let span = Span::of(el);
+            if self.last.is_some_and(|hi| span.lo <= hi) {
+                // Out of order (a table read back that someone reordered): start over.
+                self.active.clear();
+                self.next = 0;
+            }
+            self.last = Some(span.hi);
+            while self.next < self.by_lo.len() && cover[self.by_lo[self.next]].span.lo <= span.hi {
+                let i = self.by_lo[self.next];
+                self.active.insert((cover[i].span.hi, i));
+                self.next += 1;
+            }
+            while self.active.first().is_some_and(|(hi, _)| *hi < span.lo) {
+                self.active.pop_first();
+            }
+            let mut labels: Vec<&str> = self
+                .active
+                .iter()
+                .take(MAX_LABELS)
+                .map(|(_, i)| cover[*i].label.as_str())
+                .collect();
+            let more = self.active.len().saturating_sub(MAX_LABELS);
+            let mut note = if labels.is_empty() {
+                "not from the config".to_string()
+            } else {
+                labels.sort_unstable();
+                let mut s = labels.join("; ");
+                if more > 0 {
+                    s.push_str(&format!("; and {more} more"));
+                }
+                s
+            };
+            for (_, i) in adjacent_cuts(&self.cut_spans, span) {
+                note.push_str(&format!("; cut by {}", cuts[i].label));
+            }
+            out.push(note);
+        }
+        out
+    }
 }
 
 /// The cuts that end right before or start right after `span`: the holes that split it
@@ -340,14 +389,22 @@ mod tests {
         let a = annotate(&t, &c);
         // Past --max-set-prefixes: block sets, each annotated in full.
         assert!(t.sets.len() > 1);
-        for set in &t.sets {
+        for set in t
+            .sets
+            .iter()
+            .filter(|s| super::super::is_exemption_set(&s.name))
+        {
             assert_eq!(a.elements[&set.name].len(), set.prefixes.len());
             assert!(!a.of(&set.name, 0).unwrap().contains("not from the config"));
         }
-        assert_eq!(
-            a.of(&t.sets[1].name, 0),
-            Some("nonMasqueradeCIDRs[16384] 11.128.0.0/24")
+        // The blocks are in address order, as the list is: the second starts where the
+        // first ends.
+        let second = format!(
+            "nonMasqueradeCIDRs[{}] {}",
+            t.sets[0].prefixes.len(),
+            t.sets[1].prefixes[0]
         );
+        assert_eq!(a.of(&t.sets[1].name, 0), Some(second.as_str()));
         assert!(
             start.elapsed() < std::time::Duration::from_secs(2),
             "{:?}",

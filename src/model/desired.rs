@@ -4,10 +4,11 @@ use ipnet::IpNet;
 
 use super::shard::{self, Shard};
 use super::{
-    BaseChain, CHAIN_NAME, Chain, HOOK_POSTROUTING, Interface, MAP_SNAT_V4, MAP_SNAT_V6, Map,
-    MapEntry, NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED, NameSet, POLICY_ACCEPT, Rule,
-    SET_EGRESS, SET_SRC_V4, SET_SRC_V6, SET_V4, SET_V6, Set, Stmt, TABLE_NAME, TO_PORTS_PROTOCOLS,
-    Table, TableFlags,
+    BaseChain, CHAIN_NAME, CHAIN_TRANSLATE, Chain, Dispatch, HOOK_POSTROUTING, Interface,
+    MAP_DISPATCH_V4, MAP_DISPATCH_V6, MAP_SNAT_V4, MAP_SNAT_V6, Map, MapEntry,
+    NAT_PROTO_RANDOM_FULLY, NAT_PROTO_SPECIFIED, NameSet, POLICY_ACCEPT, Rule, SET_BLOCKS_V4,
+    SET_BLOCKS_V6, SET_EGRESS, SET_SRC_V4, SET_SRC_V6, Set, Stmt, TABLE_NAME, TO_PORTS_PROTOCOLS,
+    Table, TableFlags, exemption_base,
 };
 use crate::addr::prefix::Family;
 use crate::config::{Config, PolicyFlags, SnatTarget, values};
@@ -48,20 +49,98 @@ pub fn desired(config: &Config, flags: &PolicyFlags, table_flags: TableFlags) ->
         .iter()
         .map(|&family| (family, exemption_shards(config, flags, family)))
         .collect();
-    // The rules first: they borrow the shards that the sets then take.
-    let rules = rules(config, flags, &exemptions);
+    // The rules and dispatch maps first: they borrow the shards that the sets then take.
+    let dispatch = dispatch(&exemptions);
+    let mut rules = exemption_rules(config, flags, &exemptions);
+    // The chains the base chain reaches first: they are created before the dispatch map's
+    // elements that jump to them and the base chain (encode::create), so the kernel lists
+    // them first. Past the cap the translation is a chain of its own, which the block
+    // chains jump to as the base chain does.
+    let mut chains = Vec::new();
+    if dispatch.is_empty() {
+        rules.extend(translation_rules(config, flags));
+    } else {
+        chains.push(Chain {
+            name: CHAIN_TRANSLATE.into(),
+            base: None,
+            rules: translation_rules(config, flags),
+        });
+        rules.push(rule([Stmt::Jump {
+            chain: CHAIN_TRANSLATE.into(),
+        }]));
+        chains.extend(dispatch.iter().flat_map(block_chains));
+    }
+    chains.push(Chain {
+        name: CHAIN_NAME.into(),
+        base: Some(nat_postrouting(flags)),
+        rules,
+    });
     Table {
         name: TABLE_NAME.into(),
         flags: table_flags,
         sets: sets(config, flags, exemptions),
         name_sets: name_sets(config),
         maps: maps(config, flags),
-        chains: vec![Chain {
-            name: CHAIN_NAME.into(),
-            base: Some(nat_postrouting(flags)),
-            rules,
-        }],
+        dispatch,
+        chains,
         foreign: Vec::new(),
+    }
+}
+
+/// The dispatch map of each cut family: its blocks ([`Dispatch`]).
+fn dispatch(exemptions: &[(Family, Vec<Shard>)]) -> Vec<Dispatch> {
+    exemptions
+        .iter()
+        .filter(|(_, shards)| !is_whole(shards))
+        .map(|(family, shards)| Dispatch {
+            name: blocks_map_name(*family).into(),
+            family: *family,
+            blocks: shards.iter().map(|s| s.block).collect(),
+        })
+        .collect()
+}
+
+/// Whether a family's exemptions are one set (not cut).
+fn is_whole(shards: &[Shard]) -> bool {
+    matches!(shards, [one] if one.is_whole())
+}
+
+/// One chain per block of a dispatch map: `ip daddr @<block set> accept`, then `jump
+/// translate`. A destination in the block is decided here, exempt or translated, and never
+/// comes back to the base chain.
+fn block_chains(map: &Dispatch) -> impl Iterator<Item = Chain> + '_ {
+    map.blocks.iter().map(|block| {
+        let name = map.chain(block);
+        Chain {
+            rules: vec![
+                rule([
+                    Stmt::DaddrInSet {
+                        family: map.family,
+                        set: name.clone(),
+                    },
+                    Stmt::Accept,
+                ]),
+                rule([Stmt::Jump {
+                    chain: CHAIN_TRANSLATE.into(),
+                }]),
+            ],
+            name,
+            base: None,
+        }
+    })
+}
+
+fn blocks_set_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => SET_BLOCKS_V4,
+        Family::V6 => SET_BLOCKS_V6,
+    }
+}
+
+fn blocks_map_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => MAP_DISPATCH_V4,
+        Family::V6 => MAP_DISPATCH_V6,
     }
 }
 
@@ -75,10 +154,7 @@ fn families(flags: &PolicyFlags) -> &'static [Family] {
 }
 
 fn set_name(family: Family) -> &'static str {
-    match family {
-        Family::V4 => SET_V4,
-        Family::V6 => SET_V6,
-    }
+    exemption_base(family)
 }
 
 fn source_set_name(family: Family) -> &'static str {
@@ -103,11 +179,22 @@ fn exemption_shards(config: &Config, flags: &PolicyFlags, family: Family) -> Vec
 fn sets(config: &Config, flags: &PolicyFlags, exemptions: Vec<(Family, Vec<Shard>)>) -> Vec<Set> {
     let mut sets: Vec<Set> = Vec::new();
     for (family, shards) in exemptions {
+        let blocks: Vec<IpNet> = match is_whole(&shards) {
+            true => Vec::new(),
+            false => shards.iter().map(|s| s.block).collect(),
+        };
         for shard in shards {
             sets.push(Set {
                 name: shard.set_name(set_name(family)),
                 family,
                 prefixes: shard.prefixes,
+            });
+        }
+        if !blocks.is_empty() {
+            sets.push(Set {
+                name: blocks_set_name(family).into(),
+                family,
+                prefixes: blocks,
             });
         }
     }
@@ -180,8 +267,12 @@ fn nat_postrouting(flags: &PolicyFlags) -> BaseChain {
     }
 }
 
-/// The rules in evaluation order: what to leave alone, then what to translate.
-fn rules(config: &Config, flags: &PolicyFlags, exemptions: &[(Family, Vec<Shard>)]) -> Vec<Rule> {
+/// The base chain's rules up to the translation: what to leave alone.
+fn exemption_rules(
+    config: &Config,
+    flags: &PolicyFlags,
+    exemptions: &[(Family, Vec<Shard>)],
+) -> Vec<Rule> {
     let mut rules = Vec::new();
     if !flags.enable_ipv6 {
         // IPv6 is not ours to touch: leave it to whatever else runs on the node.
@@ -192,21 +283,34 @@ fn rules(config: &Config, flags: &PolicyFlags, exemptions: &[(Family, Vec<Shard>
     rules.push(rule([Stmt::FibDaddrLocal, Stmt::Return]));
     for (family, shards) in exemptions {
         let family = *family;
-        for shard in shards {
-            let lookup = Stmt::DaddrInSet {
+        // A cut family: one lookup finds the block's chain, which looks in the block's set
+        // only (docs/design.md, "Block sets").
+        rules.push(if is_whole(shards) {
+            rule([
+                Stmt::DaddrInSet {
+                    family,
+                    set: set_name(family).into(),
+                },
+                Stmt::Return,
+            ])
+        } else {
+            rule([Stmt::DaddrVmap {
                 family,
-                set: shard.set_name(set_name(family)),
-            };
-            // A cut family: the block first, a comparison, so a packet is looked up in one
-            // set only (docs/design.md, "Full read").
-            rules.push(if shard.is_whole() {
-                rule([lookup, Stmt::Return])
-            } else {
-                rule([Stmt::DaddrInNet { net: shard.block }, lookup, Stmt::Return])
-            });
+                map: blocks_map_name(family).into(),
+            }])
+        });
+        if !is_whole(shards) {
+            // Reached only when the map dispatched nothing: a destination inside a block
+            // here means the map is going away (docs/design.md, "Block sets").
+            rules.push(rule([
+                Stmt::DaddrInSet {
+                    family,
+                    set: blocks_set_name(family).into(),
+                },
+                Stmt::Return,
+            ]));
         }
     }
-    rules.extend(translation_rules(config, flags));
     rules
 }
 

@@ -37,6 +37,23 @@ pub fn is_exemption_set(name: &str) -> bool {
     })
 }
 
+/// The interval verdict map that sends an IPv4 destination to the chain of its block's
+/// exemption set, when the family is cut into blocks ([`shard`], [`Dispatch`]).
+pub const MAP_DISPATCH_V4: &str = "nonmasq-dispatch-v4";
+/// The IPv6 block dispatch map.
+pub const MAP_DISPATCH_V6: &str = "nonmasq-dispatch-v6";
+/// The interval set of the IPv4 blocks (those of [`MAP_DISPATCH_V4`]): a destination in a
+/// block that the map did not dispatch leaves untranslated. Kernels from 6.4 (and 6.1's
+/// stable series) deactivate a verdict map's elements as soon as a transaction deletes the
+/// map, while the base chain that looks into it runs on until that transaction ends: a
+/// `delete table` would otherwise send exempt destinations on to the translation.
+pub const SET_BLOCKS_V4: &str = "nonmasq-blocks-v4";
+/// The interval set of the IPv6 blocks.
+pub const SET_BLOCKS_V6: &str = "nonmasq-blocks-v6";
+/// The chain of the translation rules when a family is cut into blocks: the base chain and
+/// every block chain jump to it (the base chain holds them itself otherwise).
+pub const CHAIN_TRANSLATE: &str = "translate";
+
 /// The set of IPv4 sources considered for translation (`sourceCIDRs`).
 pub const SET_SRC_V4: &str = "sources-v4";
 /// The set of IPv6 sources considered for translation.
@@ -93,6 +110,9 @@ pub struct Table {
     pub name_sets: Vec<NameSet>,
     /// Named interval maps of source addresses to SNAT addresses (`snatRules`), in order.
     pub maps: Vec<Map>,
+    /// Named interval verdict maps of address blocks to their exemption chains (a family
+    /// cut into blocks: [`shard`]), in order.
+    pub dispatch: Vec<Dispatch>,
     /// Chains, in order.
     pub chains: Vec<Chain>,
     /// Objects read back from the kernel that the model cannot express (a set of another
@@ -131,6 +151,41 @@ pub struct MapEntry {
     pub span: Span,
     /// The address they leave with.
     pub to: IpAddr,
+}
+
+/// A named interval verdict map that sends a destination to the chain of the block holding
+/// it: `map nonmasq-dispatch-v4 { type ipv4_addr : verdict; flags interval; elements = {
+/// 10.128.0.0/9 : jump nonmasq-v4-10.128.0.0/9, ... } }`. Each block's chain is named like
+/// its exemption set ([`Dispatch::chain`]) and holds one rule, `ip daddr @<set> accept`; so
+/// the jump target is a function of the block, and the map is its list of blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// Map name.
+    pub name: String,
+    /// Key type.
+    pub family: Family,
+    /// Sorted, disjoint, aligned blocks.
+    pub blocks: Vec<IpNet>,
+}
+
+impl Dispatch {
+    /// The exemption set name of the map's family ([`SET_V4`], [`SET_V6`]).
+    pub fn exemptions(&self) -> &'static str {
+        exemption_base(self.family)
+    }
+
+    /// The chain (and set) of `block`: `nonmasq-v4-10.128.0.0/9`.
+    pub fn chain(&self, block: &IpNet) -> String {
+        shard::block_name(self.exemptions(), block)
+    }
+}
+
+/// The exemption set name of `family` before any cut: [`SET_V4`] or [`SET_V6`].
+pub fn exemption_base(family: Family) -> &'static str {
+    match family {
+        Family::V4 => SET_V4,
+        Family::V6 => SET_V6,
+    }
 }
 
 /// A named interval set of interface names (nft's `ifname` type), for `oifname` matches.
@@ -188,12 +243,6 @@ pub enum Stmt {
     L4proto(u8),
     /// `fib daddr type local`.
     FibDaddrLocal,
-    /// `ip daddr 10.128.0.0/9` / `ip6 daddr fd00::/8`: the destination is in this block
-    /// (the block of an exemption set cut by size: [`shard`]).
-    DaddrInNet {
-        /// The block.
-        net: IpNet,
-    },
     /// `ip daddr @set` / `ip6 daddr @set` (with the implicit `meta nfproto` of `inet`).
     DaddrInSet {
         /// Address family of the lookup.
@@ -207,6 +256,14 @@ pub enum Stmt {
         family: Family,
         /// Set name.
         set: String,
+    },
+    /// `ip daddr vmap @map` / `ip6 daddr vmap @map`: the destination's block chain, when the
+    /// map holds its block ([`Dispatch`]).
+    DaddrVmap {
+        /// Address family of the lookup.
+        family: Family,
+        /// Map name.
+        map: String,
     },
     /// `oifname != @set`: the egress interface's name is not in the set.
     OifnameNotInSet {
@@ -267,13 +324,22 @@ pub enum Stmt {
     },
     /// `return`.
     Return,
+    /// `accept`: in a block chain, the end of the base chain for this packet, untranslated
+    /// (as `return` in the base chain).
+    Accept,
+    /// `jump <chain>`: the chain's rules, then back to the rule after this one.
+    Jump {
+        /// The chain.
+        chain: String,
+    },
     /// Something the agent does not write; the text says what it is.
     Unknown(String),
 }
 
 impl Table {
     /// Whether two tables enforce the same policy: equal in everything but counter values
-    /// (flags included). Compares in place: no copy of a 100,000-prefix set.
+    /// (flags included) and the order of their sets and chains. Compares in place: no copy
+    /// of a 100,000-prefix set.
     pub fn same_policy(&self, other: &Table) -> bool {
         fn stmt_eq(a: &Stmt, b: &Stmt) -> bool {
             match (a, b) {
@@ -308,21 +374,38 @@ impl Table {
         }
         self.name == other.name
             && self.flags == other.flags
-            && self.sets == other.sets
-            && self.name_sets == other.name_sets
-            && self.maps == other.maps
+            && same_by_name(&self.sets, &other.sets, |s| &s.name, |a, b| a == b)
+            && same_by_name(
+                &self.name_sets,
+                &other.name_sets,
+                |s| &s.name,
+                |a, b| a == b,
+            )
+            && same_by_name(&self.maps, &other.maps, |m| &m.name, |a, b| a == b)
+            && same_by_name(&self.dispatch, &other.dispatch, |m| &m.name, |a, b| a == b)
             && self.foreign == other.foreign
-            && self.chains.len() == other.chains.len()
-            && self
-                .chains
-                .iter()
-                .zip(&other.chains)
-                .all(|(a, b)| chain_eq(a, b))
+            && same_by_name(&self.chains, &other.chains, |c| &c.name, chain_eq)
     }
 
-    /// Total number of prefixes over all sets.
+    /// Total number of prefixes over all sets but the blocks sets (which repeat the
+    /// blocks the exemptions are cut into, not prefixes of the config).
     pub fn prefix_count(&self) -> usize {
-        self.sets.iter().map(|s| s.prefixes.len()).sum()
+        self.config_sets().map(|s| s.prefixes.len()).sum()
+    }
+
+    /// The number of prefixes of `family`, as [`Table::prefix_count`] counts them.
+    pub fn prefix_count_of(&self, family: Family) -> usize {
+        self.config_sets()
+            .filter(|s| s.family == family)
+            .map(|s| s.prefixes.len())
+            .sum()
+    }
+
+    /// The address sets whose prefixes come from the config: all but the blocks sets.
+    fn config_sets(&self) -> impl Iterator<Item = &Set> {
+        self.sets
+            .iter()
+            .filter(|s| s.name != SET_BLOCKS_V4 && s.name != SET_BLOCKS_V6)
     }
 
     /// Sum of the packet and byte counters of the rules that translate (masquerade or SNAT).
@@ -351,6 +434,31 @@ impl Table {
         }
         total
     }
+}
+
+/// Whether two lists of named objects hold the same objects, in any order. The kernel lists
+/// sets and chains in the order they were created, and a reshape (`encode::reshape`) adds
+/// the new ones after those that stay: the order of objects is no part of the policy.
+fn same_by_name<T>(
+    a: &[T],
+    b: &[T],
+    name: impl Fn(&T) -> &String,
+    eq: impl Fn(&T, &T) -> bool,
+) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    // Usually in the same order: compare in place, and look up by name only past the first
+    // difference of order.
+    let by_name: std::collections::HashMap<&String, &T> =
+        if a.iter().zip(b).all(|(x, y)| name(x) == name(y)) {
+            return a.iter().zip(b).all(|(x, y)| eq(x, y));
+        } else {
+            b.iter().map(|y| (name(y), y)).collect()
+        };
+    by_name.len() == b.len()
+        && a.iter()
+            .all(|x| by_name.get(name(x)).is_some_and(|y| eq(x, y)))
 }
 
 /// What changed in the sets between two tables, for the commit log line.

@@ -13,7 +13,7 @@ use crate::addr::prefix::{Span, span_to_prefixes};
 use crate::config::priority::ChainPriority;
 
 use super::{
-    Annotations, BaseChain, Chain, Family, Map, NAT_PERSISTENT, NAT_PROTO_RANDOM,
+    Annotations, BaseChain, Chain, Dispatch, Family, Map, NAT_PERSISTENT, NAT_PROTO_RANDOM,
     NAT_PROTO_RANDOM_FULLY, NameSet, Rule, Set, Stmt, Table, TableFlags,
 };
 
@@ -115,6 +115,13 @@ impl Display for Rendered<'_> {
             first = false;
             map.write(f, notes)?;
         }
+        for map in &t.dispatch {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            map.write(f)?;
+        }
         for chain in &t.chains {
             if !first {
                 writeln!(f)?;
@@ -195,6 +202,29 @@ impl Map {
             for (i, e) in self.entries.iter().enumerate() {
                 let text = format!("{} : {}", SpanText(self.family, e.span), e.to);
                 element(&mut body, &text, notes.and_then(|n| n.of(&self.name, i)));
+            }
+            body.push_str("\t\t}\n");
+            f.write_str(&body)?;
+        }
+        writeln!(f, "\t}}")
+    }
+}
+
+impl Dispatch {
+    fn write(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let key = match self.family {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        };
+        writeln!(f, "\tmap {} {{", Name(&self.name))?;
+        writeln!(f, "\t\ttype {key} : verdict")?;
+        writeln!(f, "\t\tflags interval")?;
+        if !self.blocks.is_empty() {
+            let mut body = String::with_capacity(self.blocks.len() * 60);
+            body.push_str("\t\telements = {\n");
+            for block in &self.blocks {
+                let text = format!("{block} : jump {}", Name(&self.chain(block)));
+                element(&mut body, &text, None);
             }
             body.push_str("\t\t}\n");
             f.write_str(&body)?;
@@ -356,19 +386,14 @@ impl Display for Stmt {
                 None => write!(f, "meta l4proto {p}"),
             },
             Stmt::FibDaddrLocal => f.write_str("fib daddr type local"),
-            Stmt::DaddrInNet { net } => {
-                let family = Family::of(net);
-                if net.prefix_len() == family.bits() {
-                    write!(f, "{} daddr {}", proto(family), net.addr())
-                } else {
-                    write!(f, "{} daddr {net}", proto(family))
-                }
-            }
             Stmt::DaddrInSet { family, set } => {
                 write!(f, "{} daddr @{}", proto(*family), Name(set))
             }
             Stmt::SaddrNotInSet { family, set } => {
                 write!(f, "{} saddr != @{}", proto(*family), Name(set))
+            }
+            Stmt::DaddrVmap { family, map } => {
+                write!(f, "{} daddr vmap @{}", proto(*family), Name(map))
             }
             Stmt::OifnameNotInSet { set } => write!(f, "oifname != @{}", Name(set)),
             Stmt::NumgenBelow { modulus, below } => {
@@ -414,6 +439,8 @@ impl Display for Stmt {
                 nat_flags(*flags)
             ),
             Stmt::Return => f.write_str("return"),
+            Stmt::Accept => f.write_str("accept"),
+            Stmt::Jump { chain } => write!(f, "jump {}", Name(chain)),
             Stmt::Unknown(what) => write!(f, "[{what}]"),
         }
     }

@@ -18,15 +18,14 @@ use crate::addr::prefix::{Family, Span, make_net};
 
 /// The default of `--max-set-prefixes`: the most prefixes one exemption set holds before
 /// the family is cut into blocks. Below it the table has one set per family, as it always
-/// had. At this size a block set is read in about 15 ms, a change to it is applied by the
-/// kernel in about 2 ms, and a flushed block is refilled in tens of milliseconds, while the
-/// rules that match the blocks (11 at 150,000 prefixes) cost the data path nothing
-/// measurable (docs/design.md, "Full read"; BENCHMARKS.md).
-pub const DEFAULT_MAX_SET_PREFIXES: usize = 16_384;
+/// had. At this size a block set is read in about a millisecond and a flushed block is
+/// refilled in about 4 ms (2,049 elements), while the packet finds its block through one
+/// verdict map whatever their number (docs/design.md, "Block sets"; BENCHMARKS.md).
+pub const DEFAULT_MAX_SET_PREFIXES: usize = 1_024;
 
-/// The fewest prefixes `--max-set-prefixes` accepts: below it the blocks would be many
-/// and the chain long for no gain in read time.
-pub const MIN_MAX_SET_PREFIXES: usize = 1_024;
+/// The fewest prefixes `--max-set-prefixes` accepts: below it the sets and chains would be
+/// many (one of each per block) for no gain in repair time.
+pub const MIN_MAX_SET_PREFIXES: usize = 256;
 
 /// One set's worth of prefixes: those inside `block`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,14 +52,20 @@ impl Shard {
         if self.is_whole() {
             return base.to_string();
         }
-        match self.block {
-            IpNet::V4(n) => format!("{base}-{}/{}", n.network(), n.prefix_len()),
-            IpNet::V6(n) => {
-                let len = n.prefix_len();
-                let nibbles = usize::from(len).div_ceil(4).max(1);
-                let hex = format!("{:032x}", u128::from(n.network()));
-                format!("{base}-{}/{len}", &hex[..nibbles])
-            }
+        block_name(base, &self.block)
+    }
+}
+
+/// `base-<block>`, the block written as nft identifiers allow ([`Shard::set_name`]): the name
+/// of a block's exemption set and of its chain.
+pub fn block_name(base: &str, block: &IpNet) -> String {
+    match block {
+        IpNet::V4(n) => format!("{base}-{}/{}", n.network(), n.prefix_len()),
+        IpNet::V6(n) => {
+            let len = n.prefix_len();
+            let nibbles = usize::from(len).div_ceil(4).max(1);
+            let hex = format!("{:032x}", u128::from(n.network()));
+            format!("{base}-{}/{len}", &hex[..nibbles])
         }
     }
 }

@@ -336,24 +336,102 @@ fn exemptions_past_the_cap_are_cut_into_block_sets() {
         &f,
     );
     let t = desired(&c, &f, TableFlags::default());
-    let names: Vec<&str> = t.sets.iter().map(|s| s.name.as_str()).collect();
+    let all_sets: Vec<&str> = t.sets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
-        names,
+        all_sets,
         [
             "nonmasq-v4-10.0.0.0/9",
             "nonmasq-v4-10.128.0.0/9",
             "nonmasq-v4-128.0.0.0/1",
+            SET_BLOCKS_V4,
             "nonmasq-v6-0/1",
             "nonmasq-v6-8/1",
+            SET_BLOCKS_V6,
         ]
     );
-    assert!(names.iter().all(|n| is_exemption_set(n)));
+    let names: Vec<&str> = all_sets
+        .iter()
+        .copied()
+        .filter(|n| is_exemption_set(n))
+        .collect();
+    assert_eq!(names.len(), 5);
     // Every prefix kept, once.
-    let all: Vec<IpNet> = t.sets.iter().flat_map(|s| s.prefixes.clone()).collect();
+    let all: Vec<IpNet> = t
+        .sets
+        .iter()
+        .filter(|s| is_exemption_set(&s.name))
+        .flat_map(|s| s.prefixes.clone())
+        .collect();
     assert_eq!(all.len(), 7);
+    // The plain set of a family's blocks holds what its map dispatches.
+    assert_eq!(
+        strs(&t.sets[3].prefixes),
+        ["10.0.0.0/9", "10.128.0.0/9", "128.0.0.0/1"]
+    );
+    // One dispatch map per family, its blocks those of the sets, each jumping to a chain
+    // of the set's name that accepts what the set holds.
+    let maps: Vec<(&str, Vec<String>)> = t
+        .dispatch
+        .iter()
+        .map(|d| {
+            (
+                d.name.as_str(),
+                d.blocks.iter().map(|b| d.chain(b)).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        maps,
+        [
+            (
+                MAP_DISPATCH_V4,
+                names[..3].iter().map(|n| n.to_string()).collect()
+            ),
+            (
+                MAP_DISPATCH_V6,
+                names[3..].iter().map(|n| n.to_string()).collect()
+            ),
+        ]
+    );
+    // The translation's chain, the block chains, the base chain.
+    let chains: Vec<String> = t.chains.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(chains[0], CHAIN_TRANSLATE);
+    assert_eq!(chains[1..6], names[..]);
+    assert_eq!(chains[6], CHAIN_NAME);
+    assert_eq!(
+        t.chains[1].to_string(),
+        "\tchain nonmasq-v4-10.0.0.0/9 {\n\t\tip daddr @nonmasq-v4-10.0.0.0/9 accept\n\t\tjump translate\n\t}\n"
+    );
+    let translate: Vec<String> = t.chains[0].rules.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        translate,
+        ["counter packets 0 bytes 0 masquerade fully-random"]
+    );
+    // The base chain looks up each family's map once, whatever the number of blocks; a
+    // destination in a block the map did not dispatch (the map going away) is left alone.
+    let base: Vec<String> = t.chains[6].rules.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        base[base.len() - 5..],
+        [
+            "ip daddr vmap @nonmasq-dispatch-v4",
+            "ip daddr @nonmasq-blocks-v4 return",
+            "ip6 daddr vmap @nonmasq-dispatch-v6",
+            "ip6 daddr @nonmasq-blocks-v6 return",
+            "jump translate",
+        ]
+    );
+    assert!(
+        base.contains(&"ip daddr vmap @nonmasq-dispatch-v4".to_string()),
+        "{base:?}"
+    );
+    assert!(
+        base.contains(&"ip6 daddr vmap @nonmasq-dispatch-v6".to_string()),
+        "{base:?}"
+    );
+    assert!(!base.iter().any(|r| r.contains("@nonmasq-v")), "{base:?}");
     snapshot("sharded", &t);
 
-    // Within the cap: one set per family under its plain name, no block match.
+    // Within the cap: one set per family under its plain name, no map, one chain.
     let f = PolicyFlags {
         max_set_prefixes: 7,
         ..f
@@ -361,11 +439,6 @@ fn exemptions_past_the_cap_are_cut_into_block_sets() {
     let t = desired(&c, &f, TableFlags::default());
     let names: Vec<&str> = t.sets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, [SET_V4, SET_V6]);
-    assert!(
-        !t.chains[0]
-            .rules
-            .iter()
-            .flat_map(|r| &r.stmts)
-            .any(|s| matches!(s, Stmt::DaddrInNet { .. }))
-    );
+    assert!(t.dispatch.is_empty());
+    assert_eq!(t.chains.len(), 1);
 }

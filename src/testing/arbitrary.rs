@@ -219,7 +219,7 @@ impl<'a> Arbitrary<'a> for Expr {
 impl<'a> Arbitrary<'a> for Stmt {
     /// Any statement but `Unknown` (which has no wire form).
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Stmt> {
-        Ok(match u.int_in_range(0..=12u8)? {
+        Ok(match u.int_in_range(0..=13u8)? {
             0 => Stmt::Nfproto(u.arbitrary()?),
             1 => Stmt::L4proto(u.arbitrary()?),
             2 => Stmt::FibDaddrLocal,
@@ -263,13 +263,11 @@ impl<'a> Arbitrary<'a> for Stmt {
                 flags: u.arbitrary::<u32>()? & KNOWN_NAT_FLAGS,
                 ports: u.arbitrary()?,
             },
-            11 => {
-                let family: Family = u.arbitrary()?;
-                let len = u.int_in_range(0..=family.bits())?;
-                Stmt::DaddrInNet {
-                    net: crate::addr::prefix::make_net(u.arbitrary()?, len, family.bits()).trunc(),
-                }
-            }
+            11 => Stmt::DaddrVmap {
+                family: u.arbitrary()?,
+                map: name(u)?,
+            },
+            12 => Stmt::Accept,
             _ => Stmt::Return,
         })
     }

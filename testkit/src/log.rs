@@ -151,7 +151,7 @@ pub struct Commit {
     pub message: String,
     /// `startup`, `config`, `drift`, … (the daemon's; `--once` logs none).
     pub reason: Option<String>,
-    /// `difference`, `in-place`, `create` or `handover` (the daemon's; `replace` and
+    /// `difference`, `reshape`, `in-place`, `create` or `handover` (the daemon's; `replace` and
     /// `delete-first` from builds before the sets were created a transaction ahead).
     pub form: Option<String>,
     /// Prefixes in the table.

@@ -313,13 +313,10 @@ pub fn report_commit(
     (before, after): (Option<&Table>, &Table),
     metrics: &Metrics,
 ) {
-    let v4: usize = after
-        .sets
-        .iter()
-        .filter(|s| s.family == Family::V4)
-        .map(|s| s.prefixes.len())
-        .sum();
-    let v6 = after.prefix_count() - v4;
+    let (v4, v6) = (
+        after.prefix_count_of(Family::V4),
+        after.prefix_count_of(Family::V6),
+    );
     let diff = SetDiff::between(before, after);
     metrics.committed(reason, elapsed.as_secs_f64(), v4, v6, report.elements);
     let intervals = |f: Family| -> usize {

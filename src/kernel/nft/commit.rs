@@ -3,7 +3,7 @@
 //! short sequence of them (`create.rs`).
 
 use super::create;
-use super::encode::{self, ReplaceForm};
+use super::encode::{self, ReplaceForm, reshape};
 use super::error::NftError;
 use super::live::Known;
 use super::socket::NftSocket;
@@ -94,8 +94,28 @@ fn commit(
     known: Option<&Known>,
     between: &mut dyn FnMut(),
 ) -> Result<CommitReport, NftError> {
+    let mut before = Partial::default();
     if let Some(known) = known {
-        if let Some(batch) = encode::delta_known(known, table, sock.next_seq()) {
+        let delta = encode::delta_known(known, table, sock.next_seq());
+        if delta.is_none()
+            && known.edits().is_empty()
+            && let Some(plan) = reshape::reshape(known.table(), table)
+        {
+            match send_reshape(sock, table, &plan, known.generation(), &mut before) {
+                Ok(report) => return Ok(report),
+                // Refused: someone committed in between. What the phases sent is unreachable
+                // or the new policy; the full form below reads the table and replaces it.
+                Err(e @ NftError::Rejected { .. }) => {
+                    tracing::debug!(
+                        "reshape refused after {} transactions: {e}",
+                        before.transactions
+                    );
+                    return create::full(sock, table, between).map(|r| before.add_to(r));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(batch) = delta {
             let rules_changed = known.rules_change(table);
             if batch.elements == 0 && !rules_changed {
                 // Nothing to change: not sent, since a transaction that changes nothing
@@ -138,6 +158,57 @@ fn commit(
         }
     }
     create::full(sock, table, between)
+}
+
+/// What the transactions of a reshape cut short committed: the full form that follows
+/// reports them too (the daemon accounts for the ruleset's generations by the count).
+#[derive(Debug, Default)]
+struct Partial {
+    sent: usize,
+    messages: usize,
+    bytes: usize,
+    transactions: u32,
+}
+
+impl Partial {
+    fn add_to(&self, mut r: CommitReport) -> CommitReport {
+        r.sent += self.sent;
+        r.messages += self.messages;
+        r.bytes += self.bytes;
+        r.transactions += self.transactions;
+        r
+    }
+}
+
+/// Sends the phases of `plan`, each valid only at the generation the one before made
+/// (starting at `generation`, the model's); what committed is counted in `done`.
+fn send_reshape(
+    sock: &mut NftSocket,
+    table: &Table,
+    plan: &reshape::Reshape<'_>,
+    mut generation: u32,
+    done: &mut Partial,
+) -> Result<CommitReport, NftError> {
+    for phase in 0..reshape::PHASES {
+        let Some(batch) = plan.batch(phase, sock.next_seq(), Some(generation)) else {
+            continue;
+        };
+        sock.send_batch(&batch)?;
+        done.sent += batch.elements;
+        done.messages += batch.msgs.len();
+        done.bytes += batch.bytes.len();
+        done.transactions += 1;
+        generation = create::next_generation(generation);
+    }
+    Ok(CommitReport {
+        elements: encode::element_count(table),
+        sent: done.sent,
+        messages: done.messages,
+        bytes: done.bytes,
+        form: ReplaceForm::Reshape,
+        counters_reset: plan.rules_change(),
+        transactions: done.transactions,
+    })
 }
 
 /// Deletes the table. Returns false when it did not exist.

@@ -34,7 +34,7 @@ pub fn stale(e: &NftError) -> bool {
 
 /// The generation a successful transaction makes from `g` (the kernel skips 0, which in a
 /// batch means "no check").
-fn next_generation(g: u32) -> u32 {
+pub(super) fn next_generation(g: u32) -> u32 {
     match g.wrapping_add(1) {
         0 => 1,
         n => n,

@@ -113,7 +113,8 @@ impl Edits {
     }
 
     /// What others did to set `name` whose elements at the agent's commit were `base`
-    /// (ascending): the elements they deleted and those they added, each ascending; `None`
+    /// (ascending, an end before a start at the same key): the elements they deleted and
+    /// those they added, each in that order; `None`
     /// when a change contradicts what was there (an element deleted that was not in the
     /// set, or added that was): then the model is wrong and the table must be read.
     pub fn net(&self, name: &str, base: &[(u128, bool)]) -> Option<(Elements, Elements)> {
@@ -123,13 +124,15 @@ impl Edits {
         // Group the changes by element, keeping their order within each element (a stable
         // sort), then replay each element's changes from whether the base holds it.
         let mut order: Vec<usize> = (0..ops.len()).collect();
-        order.sort_by_key(|&i| (ops[i].0, ops[i].1));
+        order.sort_by_key(|&i| in_order((ops[i].0, ops[i].1)));
         let mut gone: Elements = Vec::new();
         let mut came: Elements = Vec::new();
         let mut i = 0;
         while i < order.len() {
             let (key, end, _) = ops[order[i]];
-            let was = base.binary_search(&(key, end)).is_ok();
+            let was = base
+                .binary_search_by_key(&in_order((key, end)), |&e| in_order(e))
+                .is_ok();
             let mut present = was;
             while i < order.len() && (ops[order[i]].0, ops[order[i]].1) == (key, end) {
                 let added = ops[order[i]].2;
@@ -165,7 +168,7 @@ impl Edits {
         let mut out = Vec::with_capacity(base.len() + came.len() - gone.len().min(base.len()));
         let (mut g, mut c) = (0, 0);
         for &e in base {
-            while c < came.len() && came[c] < e {
+            while c < came.len() && in_order(came[c]) < in_order(e) {
                 out.push(came[c]);
                 c += 1;
             }
@@ -178,6 +181,12 @@ impl Edits {
         out.extend_from_slice(&came[c..]);
         Some(Cow::Owned(out))
     }
+}
+
+/// The order of interval elements: by key, and at one key the end before the start (the
+/// end of an interval and the start of the next one adjacent to it share their key).
+fn in_order((key, end): (u128, bool)) -> (u128, bool) {
+    (key, !end)
 }
 
 /// The most element changes the model records before it gives up and the table is read:
@@ -225,8 +234,20 @@ impl Known {
     /// differ, or others added or deleted rules in one of its chains. Then the difference
     /// refills those chains, and their counters start again.
     pub fn rules_change(&self, table: &Table) -> bool {
-        self.table.chains != table.chains
-            || table.chains.iter().any(|c| self.edits.chain_dirty(&c.name))
+        // By name: the kernel's order of chains is their order of creation.
+        let known: HashMap<&str, &crate::model::Chain> = self
+            .table
+            .chains
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        self.table.chains.len() != table.chains.len()
+            || table.chains.iter().any(|c| {
+                self.edits.chain_dirty(&c.name)
+                    || known
+                        .get(c.name.as_str())
+                        .is_none_or(|o| o.rules != c.rules)
+            })
     }
 
     /// Takes the table back (the model is consumed by a commit).
@@ -318,6 +339,28 @@ mod tests {
     }
 
     const BASE: &[(u128, bool)] = &[(0, true), (10, false), (20, true), (30, false), (40, true)];
+
+    #[test]
+    fn adjacent_intervals_sharing_a_key_are_followed_both() {
+        // [10, 20) and [20, 30): the first one's end and the second one's start are both
+        // at 20 (a dispatch map's adjacent blocks). A flush deletes all five.
+        let base: &[(u128, bool)] = &[(0, true), (10, false), (20, true), (20, false), (30, true)];
+        let mut k = Known::new(1, table());
+        k.follow(&step(1, Some(elements("m", false, base))))
+            .unwrap();
+        let (gone, came) = k.edits().net("m", base).expect("the model holds");
+        assert_eq!((gone.as_slice(), came.as_slice()), (base, &[][..]));
+        assert_eq!(&*k.edits().live_elements("m", base).unwrap(), &[][..]);
+        // Added back, the second interval only: merged in order around the base.
+        let mut k = Known::new(1, table());
+        k.follow(&step(
+            1,
+            Some(elements("m", false, &[(20, false), (30, true)])),
+        ))
+        .unwrap();
+        let live = k.edits().live_elements("m", base).unwrap();
+        assert_eq!(&*live, &[(0, true), (10, false), (20, true)]);
+    }
 
     #[test]
     fn transactions_that_leave_our_table_alone_only_move_the_generation() {

@@ -10,7 +10,6 @@ use std::net::IpAddr;
 
 use super::expr::{Expr, ImmData};
 use super::uapi::*;
-use ipnet::IpNet;
 
 use crate::addr::prefix::Family;
 use crate::model::Stmt;
@@ -128,9 +127,23 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
             },
             cmp_eq(RTN_LOCAL.to_ne_bytes().to_vec()),
         ]),
-        Stmt::DaddrInNet { net } => lower_daddr_in_net(net, out),
         Stmt::DaddrInSet { family, set } => {
             out.extend(addr_lookup(*family, daddr_field(*family), set, 0, set_id));
+        }
+        Stmt::DaddrVmap { family, map } => {
+            let [m, c, p] = addr_load(*family, daddr_field(*family));
+            out.extend([
+                m,
+                c,
+                p,
+                Expr::Lookup {
+                    set: map.clone(),
+                    sreg: R1,
+                    dreg: Some(NFT_REG_VERDICT),
+                    set_id: set_id(map),
+                    flags: 0,
+                },
+            ]);
         }
         Stmt::SaddrNotInSet { family, set } => {
             let inv = NFT_LOOKUP_F_INV;
@@ -200,55 +213,17 @@ fn lower_one(stmt: &Stmt, set_id: &dyn Fn(&str) -> Option<u32>, out: &mut Vec<Ex
             dreg: NFT_REG_VERDICT,
             data: ImmData::Verdict(NFT_RETURN, None),
         }),
+        Stmt::Accept => out.push(Expr::Immediate {
+            dreg: NFT_REG_VERDICT,
+            data: ImmData::Verdict(NF_ACCEPT, None),
+        }),
+        Stmt::Jump { chain } => out.push(Expr::Immediate {
+            dreg: NFT_REG_VERDICT,
+            data: ImmData::Verdict(NFT_JUMP, Some(chain.clone())),
+        }),
         // Never produced by `desired`; nothing sensible to send.
         Stmt::Unknown(_) => {}
     }
-}
-
-/// `ip daddr 10.128.0.0/9` as nft writes it: the family check, the address loaded, masked
-/// to the prefix length (no mask for a full-length prefix), and compared.
-fn lower_daddr_in_net(net: &IpNet, out: &mut Vec<Expr>) {
-    let family = Family::of(net);
-    let (_, len) = daddr_field(family);
-    out.extend(addr_load(family, daddr_field(family)));
-    if net.prefix_len() < family.bits() {
-        out.push(Expr::Bitwise {
-            sreg: R1,
-            dreg: R1,
-            len,
-            mask: addr_bytes(net.netmask()),
-            xor: vec![0; len as usize],
-        });
-    }
-    out.push(cmp_eq(addr_bytes(net.network())));
-}
-
-/// The block a `daddr` match compares against, from the mask and the compared bytes
-/// ([`lower_daddr_in_net`] checks the rest).
-fn daddr_net_candidate(family: Family, rest: &[Expr]) -> Option<Stmt> {
-    let (mask, data) = match rest {
-        [
-            Expr::Payload { .. },
-            Expr::Bitwise { mask, .. },
-            Expr::Cmp { data, .. },
-            ..,
-        ] => (Some(mask), data),
-        [Expr::Payload { .. }, Expr::Cmp { data, .. }, ..] => (None, data),
-        _ => return None,
-    };
-    let len = match mask {
-        // Lowering checks the mask is this many leading ones.
-        Some(m) => m.iter().map(|b| b.count_ones()).sum::<u32>(),
-        None => u32::from(family.bits()),
-    };
-    let addr = match (family, data.len()) {
-        (Family::V4, 4) => IpAddr::from(<[u8; 4]>::try_from(data.as_slice()).ok()?),
-        (Family::V6, 16) => IpAddr::from(<[u8; 16]>::try_from(data.as_slice()).ok()?),
-        _ => return None,
-    };
-    let net = IpNet::new(addr, u8::try_from(len).ok()?).ok()?;
-    // A compared address with bits past the mask is not a prefix match we write.
-    (net.network() == addr).then_some(Stmt::DaddrInNet { net })
 }
 
 /// `masquerade [to :lo-hi]`: a port range travels in registers 1 and 2.
@@ -473,7 +448,19 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
                     set: set.clone(),
                 });
             }
-            out.extend(daddr_net_candidate(family, rest));
+            if let [
+                _,
+                Expr::Lookup {
+                    set, dreg: Some(_), ..
+                },
+                ..,
+            ] = rest
+            {
+                out.push(Stmt::DaddrVmap {
+                    family,
+                    map: set.clone(),
+                });
+            }
             out.push(Stmt::Nfproto(family));
             out
         }
@@ -533,9 +520,18 @@ fn candidates(exprs: &[Expr]) -> Vec<Stmt> {
             flags: *flags,
             ports: None,
         }],
+        [
+            Expr::Immediate {
+                data: ImmData::Verdict(NFT_JUMP, Some(chain)),
+                ..
+            },
+            ..,
+        ] => vec![Stmt::Jump {
+            chain: chain.clone(),
+        }],
         [Expr::Immediate { .. }, ..] => snat_candidate(exprs)
             .into_iter()
-            .chain([Stmt::Return])
+            .chain([Stmt::Return, Stmt::Accept])
             .collect(),
         _ => Vec::new(),
     }
@@ -628,31 +624,40 @@ mod tests {
     }
 
     #[test]
-    fn a_block_match_round_trips_and_is_what_nft_writes() {
-        for (net, set) in [
-            ("10.128.0.0/9", "nonmasq-v4-10.128.0.0/9"),
-            ("fd00::/8", "nonmasq-v6-fd/8"),
-            ("192.0.2.1/32", "nonmasq-v4-192.0.2.1/32"),
-            ("0.0.0.0/0", "nonmasq-v4"),
+    fn the_block_dispatch_round_trips_and_is_what_nft_writes() {
+        for (family, map, set) in [
+            (Family::V4, "nonmasq-dispatch-v4", "nonmasq-v4-10.128.0.0/9"),
+            (Family::V6, "nonmasq-dispatch-v6", "nonmasq-v6-fd/8"),
         ] {
-            let net: IpNet = net.parse().unwrap();
+            roundtrip(vec![Stmt::DaddrVmap {
+                family,
+                map: map.into(),
+            }]);
             roundtrip(vec![
-                Stmt::DaddrInNet { net },
                 Stmt::DaddrInSet {
-                    family: Family::of(&net),
+                    family,
                     set: set.into(),
                 },
-                Stmt::Return,
+                Stmt::Accept,
             ]);
         }
-        // `ip daddr 10.128.0.0/9` as `nft --debug=netlink` shows it:
+        roundtrip(vec![Stmt::Jump {
+            chain: "translate".into(),
+        }]);
+        // A goto is not a jump.
+        let goto = [Expr::Immediate {
+            dreg: NFT_REG_VERDICT,
+            data: ImmData::Verdict(NFT_GOTO, Some("translate".into())),
+        }];
+        assert!(matches!(raise(&goto)[..], [Stmt::Unknown(_)]));
+        // `ip daddr vmap @nonmasq-dispatch-v4` as `nft --debug=netlink` shows it:
         //   [ meta load nfproto => reg 1 ] [ cmp eq reg 1 0x00000002 ]
         //   [ payload load 4b @ network header + 16 => reg 1 ]
-        //   [ bitwise reg 1 = ( reg 1 & 0x000080ff ) ^ 0x00000000 ]
-        //   [ cmp eq reg 1 0x0000800a ]
+        //   [ lookup reg 1 set nonmasq-dispatch-v4 dreg 0 0x0 ]
         let e = lower(
-            &[Stmt::DaddrInNet {
-                net: "10.128.0.0/9".parse().unwrap(),
+            &[Stmt::DaddrVmap {
+                family: Family::V4,
+                map: "nonmasq-dispatch-v4".into(),
             }],
             &no_ids,
         );
@@ -665,36 +670,24 @@ mod tests {
                     len: 4,
                     dreg: 1
                 },
-                Expr::Bitwise {
+                Expr::Lookup {
+                    set: "nonmasq-dispatch-v4".into(),
                     sreg: 1,
-                    dreg: 1,
-                    len: 4,
-                    mask: vec![255, 128, 0, 0],
-                    xor: vec![0; 4]
+                    dreg: Some(NFT_REG_VERDICT),
+                    set_id: None,
+                    flags: 0,
                 },
-                cmp_eq(vec![10, 128, 0, 0]),
             ]
         );
-        // A mask that is not leading ones, or an address with bits past it, is not ours.
-        let mut odd = e.clone();
-        odd[3] = Expr::Bitwise {
-            sreg: 1,
-            dreg: 1,
-            len: 4,
-            mask: vec![255, 0, 128, 0],
-            xor: vec![0; 4],
-        };
-        assert!(
-            !raise(&odd)
-                .iter()
-                .any(|s| matches!(s, Stmt::DaddrInNet { .. }))
-        );
+        // A map lookup into another register (a value map) is not the dispatch.
         let mut odd = e;
-        odd[4] = cmp_eq(vec![10, 128, 0, 1]);
+        if let Expr::Lookup { dreg, .. } = &mut odd[3] {
+            *dreg = Some(1);
+        }
         assert!(
             !raise(&odd)
                 .iter()
-                .any(|s| matches!(s, Stmt::DaddrInNet { .. }))
+                .any(|s| matches!(s, Stmt::DaddrVmap { .. }))
         );
     }
 
@@ -843,11 +836,11 @@ mod tests {
         let stmts = raise(&exprs);
         assert_eq!(stmts.len(), 4);
         assert!(
-            stmts.iter().all(|s| matches!(s, Stmt::Unknown(_))),
+            stmts[..3].iter().all(|s| matches!(s, Stmt::Unknown(_))),
             "{stmts:?}"
         );
         assert_eq!(stmts[2], Stmt::Unknown("log expression".into()));
-        assert_eq!(stmts[3], Stmt::Unknown("accept".into()));
+        assert_eq!(stmts[3], Stmt::Accept);
     }
 
     #[test]
@@ -900,7 +893,7 @@ mod tests {
         let odd = [
             Expr::Immediate {
                 dreg: NFT_REG_VERDICT,
-                data: ImmData::Verdict(NF_ACCEPT, None),
+                data: ImmData::Verdict(NF_DROP, None),
             },
             Expr::Masq {
                 flags: 0x100,

@@ -11,11 +11,14 @@
 use ipnet::IpNet;
 
 use super::expr::Expr;
+use super::expr::parse_verdict;
 use super::stmt::raise;
 use super::uapi::*;
 use crate::addr::prefix::{Family, Span, span_to_prefixes};
 use crate::kernel::netlink::{Malformed, Msg, messages};
-use crate::model::{BaseChain, Chain, Interface, Map, NameSet, Rule, Set, Table, TableFlags};
+use crate::model::{
+    BaseChain, Chain, Dispatch, Interface, Map, NameSet, Rule, Set, Table, TableFlags,
+};
 
 // The `snatRules` maps: which element data are kept, and a map's set and elements into a
 // `Map`.
@@ -225,6 +228,7 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
                 for e in a.nested() {
                     let (mut key, mut flags): (&[u8], u32) = (&[], 0);
                     let mut data: Option<&[u8]> = None;
+                    let mut verdict = None;
                     for f in e?.nested() {
                         let f = f?;
                         match f.ty {
@@ -241,6 +245,8 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
                                     let v = v?;
                                     if v.ty == NFTA_DATA_VALUE {
                                         data = Some(v.data);
+                                    } else if v.ty == NFTA_DATA_VERDICT {
+                                        verdict = Some(parse_verdict(&v)?);
                                     }
                                 }
                             }
@@ -248,7 +254,10 @@ pub fn elements(msg: &Msg<'_>) -> Result<ElementsMsg, Malformed> {
                             _ => {}
                         }
                     }
-                    out.data.extend(maps::datum(key, data));
+                    match verdict {
+                        Some(v) => out.data.extend(maps::verdict_datum(key, &v)),
+                        None => out.data.extend(maps::datum(key, data)),
+                    }
                     out.elements.push(Element::new(key, flags));
                 }
             }
@@ -414,10 +423,14 @@ enum SetKind {
     Addrs(Set),
     Names(NameSet),
     Map(Map),
+    Dispatch(Dispatch),
     Foreign(String),
 }
 
 fn set_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)]) -> SetKind {
+    if s.flags & NFT_SET_MAP != 0 && s.data_type == NFT_DATA_VERDICT {
+        return maps::dispatch_kind(s, elems, data);
+    }
     if s.flags & NFT_SET_MAP != 0 {
         return maps::map_kind(s, elems, data);
     }
@@ -480,11 +493,13 @@ pub fn assemble(
     let mut model_sets = Vec::new();
     let mut name_sets = Vec::new();
     let mut maps = Vec::new();
+    let mut dispatch = Vec::new();
     for (s, elems, data) in sets {
         match set_kind(s, &elems, &data) {
             SetKind::Addrs(set) => model_sets.push(set),
             SetKind::Names(set) => name_sets.push(set),
             SetKind::Map(map) => maps.push(map),
+            SetKind::Dispatch(map) => dispatch.push(map),
             SetKind::Foreign(what) => foreign.push(what),
         }
     }
@@ -506,6 +521,7 @@ pub fn assemble(
         sets: model_sets,
         name_sets,
         maps,
+        dispatch,
         chains: model_chains,
         foreign,
     }
@@ -703,11 +719,12 @@ mod tests {
             "{last:?}"
         );
         let text = got.to_string();
-        // The address match is read as nft shows it; the rest stays raw.
-        assert!(text.contains(
-            "# rule not understood by nft-masq-agent: ip daddr 1.2.3.4 [log expression] [accept]"
-        ));
-        assert!(text.contains("[log expression] [accept]"));
+        // What the agent writes is read as nft shows it; the rest stays raw, as a comment.
+        assert!(
+            text.contains("# rule not understood by nft-masq-agent: meta nfproto ipv4 ")
+                && text.contains(" [log expression] accept"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -27,14 +27,7 @@ pub(super) fn chain_messages(
     }
     bw.end(m, NFT_MSG_NEWCHAIN, format!("NEWCHAIN {}", chain.name));
     if flush {
-        let m = bw.begin(NFT_MSG_DELRULE, 0);
-        bw.w.put_str(NFTA_RULE_TABLE, table);
-        bw.w.put_str(NFTA_RULE_CHAIN, &chain.name);
-        bw.end(
-            m,
-            NFT_MSG_DELRULE,
-            format!("DELRULE {} (flush)", chain.name),
-        );
+        flush_chain(bw, table, &chain.name);
     }
     for (i, rule) in chain.rules.iter().enumerate() {
         let m = bw.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
@@ -51,4 +44,12 @@ pub(super) fn chain_messages(
             format!("NEWRULE {} #{}: {rule}", chain.name, i + 1),
         );
     }
+}
+
+/// DELRULE naming only the chain: the kernel's "flush chain".
+pub(super) fn flush_chain(bw: &mut BatchWriter, table: &str, chain: &str) {
+    let m = bw.begin(NFT_MSG_DELRULE, 0);
+    bw.w.put_str(NFTA_RULE_TABLE, table);
+    bw.w.put_str(NFTA_RULE_CHAIN, chain);
+    bw.end(m, NFT_MSG_DELRULE, format!("DELRULE {chain} (flush)"));
 }

@@ -11,7 +11,7 @@
 
 use super::batch::{Batch, BatchWriter};
 use super::chain::chain_messages;
-use super::set::{set_messages, set_specs};
+use super::set::{set_messages, set_specs, verdict_elements};
 use super::{ReplaceForm, estimate, replace_at};
 use crate::kernel::nft::uapi::*;
 use crate::model::{Table, TableFlags};
@@ -151,7 +151,9 @@ impl Step<'_> {
     }
 }
 
-/// `[DELTABLE,] NEWTABLE, per set NEWSET + elements`: the sets created and filled, no chain.
+/// `[DELTABLE,] NEWTABLE, per set NEWSET + elements`, then the block chains and the dispatch
+/// maps' elements that jump to them: the sets created and filled, no base chain, so nothing
+/// looks into them yet (a block chain is reached only through the base chain's rule).
 fn sets(table: &Table, seq: u32, generation: Option<u32>, delete_first: bool) -> Batch {
     let mut bw = BatchWriter::at_generation(seq, estimate(table), generation);
     let name = table.name.as_str();
@@ -159,19 +161,30 @@ fn sets(table: &Table, seq: u32, generation: Option<u32>, delete_first: bool) ->
         bw.table(NFT_MSG_DELTABLE, name, None);
     }
     bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
+    let specs = set_specs(table);
     let mut elements = 0;
-    for (i, set) in set_specs(table).iter().enumerate() {
+    for (i, set) in specs.iter().enumerate() {
         elements += set_messages(&mut bw, name, set, i as u32 + 1, false);
     }
+    let set_id = |set: &str| {
+        specs
+            .iter()
+            .position(|s| s.name == set)
+            .map(|i| i as u32 + 1)
+    };
+    for chain in table.chains.iter().filter(|c| c.base.is_none()) {
+        chain_messages(&mut bw, name, chain, &set_id, false);
+    }
+    elements += verdict_elements(&mut bw, name, &specs);
     bw.finish(elements)
 }
 
-/// `per chain NEWCHAIN + NEWRULE…`: the chains of a table whose sets exist, looked up by
-/// name. No NEWTABLE: the table exists, and one without the owner flag would ask the kernel
-/// to change it.
+/// `per base chain NEWCHAIN + NEWRULE…`: the base chains of a table whose sets, maps and
+/// block chains exist, looked up by name. No NEWTABLE: the table exists, and one without the
+/// owner flag would ask the kernel to change it.
 fn chains(table: &Table, seq: u32, generation: Option<u32>) -> Batch {
     let mut bw = BatchWriter::at_generation(seq, 4096, generation);
-    for chain in &table.chains {
+    for chain in table.chains.iter().filter(|c| c.base.is_some()) {
         chain_messages(&mut bw, &table.name, chain, &|_| None, false);
     }
     bw.finish(0)
@@ -222,6 +235,60 @@ mod tests {
             (&t.sets, &t.name_sets, &t.chains)
         );
         assert_eq!(handover_of(&table(TableFlags(0))).flags, TableFlags(0));
+    }
+
+    #[test]
+    fn block_chains_and_their_jumps_come_with_the_sets_and_the_base_chain_after() {
+        let f = PolicyFlags {
+            enable_ipv6: true,
+            max_set_prefixes: 2,
+            ..PolicyFlags::default()
+        };
+        let c = Config::defaults(&f);
+        let t = model::desired(&c, &f, TableFlags::default());
+        assert!(!t.dispatch.is_empty());
+        let h = handover_of(&t);
+        let plan = steps(&t, &h, Live::Absent, Live::Absent);
+        let (first, second) = (plan[0].batch(1, Some(7)), plan[1].batch(100, Some(8)));
+        let what = |b: &Batch| -> Vec<String> {
+            b.msgs.iter().map(|m| m.what.clone()).collect::<Vec<_>>()
+        };
+        let first_what = what(&first);
+        // The first transaction: every set, the block chains with their rules, then the
+        // dispatch elements that jump to them; no base chain, so nothing is reached yet.
+        let at = |prefix: &str| first_what.iter().position(|w| w.starts_with(prefix));
+        let last_chain = first_what
+            .iter()
+            .rposition(|w| w.starts_with("NEWRULE "))
+            .unwrap();
+        let jumps = at("NEWSETELEM nonmasq-dispatch-v4").unwrap();
+        assert!(last_chain < jumps, "{first_what:#?}");
+        assert!(at("NEWCHAIN postrouting").is_none(), "{first_what:#?}");
+        let chains = first_what
+            .iter()
+            .filter(|w| w.starts_with("NEWCHAIN"))
+            .count();
+        assert_eq!(chains, t.chains.len() - 1);
+        // The second: the base chain alone.
+        let second_what = what(&second);
+        assert!(
+            second_what[0].starts_with("NEWCHAIN postrouting"),
+            "{second_what:#?}"
+        );
+        assert_eq!(
+            second_what
+                .iter()
+                .filter(|w| w.starts_with("NEWCHAIN"))
+                .count(),
+            1
+        );
+        // Both read back as the table.
+        let mut bytes = first.bytes.clone();
+        bytes.extend_from_slice(&second.bytes);
+        let back = crate::kernel::nft::decode::table_from_dump(&bytes, &t.name)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, t);
     }
 
     #[test]

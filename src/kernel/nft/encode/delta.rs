@@ -2,12 +2,14 @@
 //! nobody committing since, only the intervals that went and came and the chains that
 //! changed, in a batch valid only at the generation that proves the live table.
 
+use std::collections::HashMap;
+
 use super::batch::{Batch, BatchWriter};
 use super::chain::chain_messages;
 use super::set::{Boundary, Elem, SetSpec, element_messages, set_spec_named, set_specs};
 use crate::kernel::nft::live::{Edits, Known};
 use crate::kernel::nft::uapi::*;
-use crate::model::Table;
+use crate::model::{Chain, Table};
 
 /// Interval elements, ascending.
 type Elements<E> = Vec<E>;
@@ -97,21 +99,34 @@ fn delta_over(
         return inverse(old, edits, generation, seq);
     }
     let (old_specs, specs) = (set_specs(old), set_specs(table));
+    // The sets and chains of both, by name: the kernel lists them in the order they were
+    // created, which a reshape leaves different from the model's.
+    let old_sets: HashMap<&str, &SetSpec<'_>> = old_specs.iter().map(|s| (s.name, s)).collect();
+    let was: Vec<&SetSpec<'_>> = specs
+        .iter()
+        .filter_map(|b| old_sets.get(b.name).copied())
+        .collect();
+    let old_chains: HashMap<&str, &Chain> =
+        old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    let chains: Vec<&Chain> = table
+        .chains
+        .iter()
+        .filter_map(|b| old_chains.get(b.name.as_str()).copied())
+        .collect();
     let same_shape = old.name == table.name
         && old.flags == table.flags
         && old_specs.len() == specs.len()
-        && old_specs.iter().zip(&specs).all(|(a, b)| {
-            a.name == b.name
-                && a.key_type == b.key_type
-                && a.key_len == b.key_len
-                && a.data == b.data
-        })
+        && was.len() == specs.len()
+        && was
+            .iter()
+            .zip(&specs)
+            .all(|(a, b)| a.key_type == b.key_type && a.key_len == b.key_len && a.data == b.data)
         && old.chains.len() == table.chains.len()
-        && old
-            .chains
+        && chains.len() == table.chains.len()
+        && chains
             .iter()
             .zip(&table.chains)
-            .all(|(a, b)| a.name == b.name && a.base == b.base);
+            .all(|(a, b)| a.base == b.base);
     if !same_shape {
         return None;
     }
@@ -122,7 +137,7 @@ fn delta_over(
     let mut bw = BatchWriter::at_generation(seq, 4096, Some(generation));
     bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
     let mut elements = 0;
-    for (was, set) in old_specs.iter().zip(&specs) {
+    for (was, set) in was.into_iter().zip(&specs) {
         let live = live_elements(edits, was)?;
         let (gone, came): (Vec<Elem>, Vec<Elem>) = interval_diff(&live, &set.elements);
         // Deletions first: the intervals added may reuse their boundaries.
@@ -130,7 +145,7 @@ fn delta_over(
         element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, set, &came);
         elements += gone.len() + came.len();
     }
-    for (was, chain) in old.chains.iter().zip(&table.chains) {
+    for (was, chain) in chains.into_iter().zip(&table.chains) {
         if was.rules != chain.rules || edits.chain_dirty(&chain.name) {
             // Rules are few: a changed chain is flushed and refilled. Sets by name only:
             // they exist, none is created by this batch.
@@ -154,7 +169,9 @@ fn inverse(table: &Table, edits: &Edits, generation: u32, seq: u32) -> Option<Ba
         // A set that is not ours (or not one the model encodes): the full form.
         let spec = set_spec_named(table, set)?;
         let (deleted, added) = edits.net(set, &pairs(&spec.elements))?;
-        let (deleted, added) = (with_no_data(deleted), with_no_data(added));
+        // What they deleted comes back with its data (a dispatch map's jump); what they
+        // added goes by key.
+        let (deleted, added) = (spec.with_data(deleted), with_no_data(added));
         // Deletions first: what is added back may reuse their boundaries.
         element_messages(&mut bw, NFT_MSG_DELSETELEM, name, &spec, &added);
         element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, &spec, &deleted);
@@ -184,10 +201,12 @@ fn live_elements<'a>(edits: &Edits, was: &'a SetSpec<'_>) -> Option<std::borrow:
     if !edits.touches(was.name) {
         return Some(std::borrow::Cow::Borrowed(&was.elements));
     }
-    if was.data.is_some() {
+    // A dispatch map's data follows from its keys (each block jumps to its own chain); an
+    // address map's does not.
+    if was.data.is_some() && was.verdicts.is_none() {
         return None;
     }
     let base = pairs(&was.elements);
     let live = edits.live_elements(was.name, &base)?.into_owned();
-    Some(std::borrow::Cow::Owned(with_no_data(live)))
+    Some(std::borrow::Cow::Owned(was.with_data(live)))
 }

@@ -37,6 +37,7 @@ mod batch;
 mod chain;
 pub mod create;
 mod delta;
+pub mod reshape;
 mod set;
 mod table;
 
@@ -49,7 +50,7 @@ use super::uapi::*;
 use crate::model::Table;
 use batch::BatchWriter;
 use chain::chain_messages;
-use set::{set_messages, set_specs};
+use set::{set_messages, set_specs, verdict_elements};
 
 // What the byte tests (tests.rs, unchanged by the split into files) name from here.
 #[cfg(test)]
@@ -79,6 +80,11 @@ pub enum ReplaceForm {
     /// and refilled ([`delta`]). Only when the kernel's generation shows that nothing else
     /// committed since that previous commit, so the live table is known exactly.
     Delta,
+    /// Right after the agent's own commit, as [`ReplaceForm::Delta`], when sets and chains
+    /// come or go (a block of the exemptions halved or joined, a family cut into blocks or
+    /// back): what is new added, then the switch, then what is gone unhooked and removed,
+    /// four transactions ([`reshape`]).
+    Reshape,
     /// Our table was missing: its sets created and filled in one transaction, its chains and
     /// rules added in a second, so no rule looks into a set still being filled
     /// ([`create::steps`]).
@@ -92,13 +98,14 @@ pub enum ReplaceForm {
 
 impl ReplaceForm {
     /// The form's name in logs: `replace`, `delete-first`, `in-place`, `difference`,
-    /// `create`, `handover`.
+    /// `reshape`, `create`, `handover`.
     pub fn as_str(self) -> &'static str {
         match self {
             ReplaceForm::AddDeleteAdd => "replace",
             ReplaceForm::DeleteAdd => "delete-first",
             ReplaceForm::InPlace => "in-place",
             ReplaceForm::Delta => "difference",
+            ReplaceForm::Reshape => "reshape",
             ReplaceForm::Create => "create",
             ReplaceForm::Handover => "handover",
         }
@@ -132,9 +139,11 @@ pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
                     && s.flags == want.flags()
                     && s.key_type == want.key_type
                     && s.key_len as usize == want.key_len
-                    && want
-                        .data
-                        .is_none_or(|(ty, len)| s.data_type == ty && s.data_len as usize == len)
+                    && want.data.is_none_or(|(ty, len)| {
+                        // A verdict's length is the kernel's `struct nft_verdict`, whatever
+                        // the batch said: only its type is ours to compare.
+                        s.data_type == ty && (ty == NFT_DATA_VERDICT || s.data_len as usize == len)
+                    })
             })
         });
     let same_chains = live.chains.len() == table.chains.len()
@@ -146,11 +155,22 @@ pub fn fits_in_place(table: &Table, live: &Skeleton) -> bool {
     same_flags(table, live) && same_sets && same_chains
 }
 
-/// Whether the live table `live` has exactly the sets and flags of `table` and no chain at
-/// all: it translates nothing, and the in-place form (which creates missing chains) turns it
-/// into `table`. What a creation cut short after its sets leaves, or a deletion of our chains.
+/// Whether the live table `live` has exactly the sets and flags of `table` and no base
+/// chain (its block chains, if any, are `table`'s): it translates nothing, and the in-place
+/// form (which creates missing chains) turns it into `table`. What a creation cut short
+/// after its sets leaves, or a deletion of our chains.
 pub fn unchained(table: &Table, live: &Skeleton) -> bool {
-    live.chains.is_empty()
+    fn blocks(chains: &[crate::model::Chain]) -> Vec<&str> {
+        let mut names: Vec<&str> = chains
+            .iter()
+            .filter(|c| c.base.is_none())
+            .map(|c| c.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+    live.chains.iter().all(|c| c.base.is_none())
+        && blocks(&live.chains) == blocks(&table.chains)
         && fits_in_place(
             table,
             &Skeleton {
@@ -219,6 +239,7 @@ pub fn replace_at(table: &Table, seq: u32, form: ReplaceForm, generation: Option
     for chain in &table.chains {
         chain_messages(&mut bw, name, chain, &set_id, in_place);
     }
+    elements += verdict_elements(&mut bw, name, &specs);
     bw.finish(elements)
 }
 

@@ -4,9 +4,9 @@
 //! start elements carry data (the address), written by the same code.
 
 use super::batch::BatchWriter;
-use crate::addr::prefix::{Family, Span, addr_to_u128};
+use crate::addr::prefix::{Family, Span, addr_to_u128, make_net};
 use crate::kernel::nft::uapi::*;
-use crate::model::{Interface, Map, NameSet, Set, Table};
+use crate::model::{Dispatch, Interface, Map, NameSet, Set, Table};
 
 /// Keep each element list well under the 64 KiB limit of a netlink attribute length.
 const ELEMENTS_CHUNK_BYTES: usize = 60 * 1024;
@@ -81,7 +81,18 @@ pub(super) struct SetSpec<'a> {
     pub(super) key_len: usize,
     /// A map's data type and length; `None` for a set.
     pub(super) data: Option<(u32, usize)>,
+    /// A verdict map's blocks: each start element's data is its block's prefix length, and
+    /// it jumps to the block's chain.
+    pub(super) verdicts: Option<&'a Dispatch>,
     pub(super) elements: Vec<Elem>,
+}
+
+/// nft's data type of an address of `family` (`ipv4_addr`, `ipv6_addr`).
+fn addr_type(family: Family) -> u32 {
+    match family {
+        Family::V4 => NFT_TYPE_IPADDR,
+        Family::V6 => NFT_TYPE_IP6ADDR,
+    }
 }
 
 fn without_data(elements: Vec<(u128, bool)>) -> Vec<Elem> {
@@ -90,15 +101,13 @@ fn without_data(elements: Vec<(u128, bool)>) -> Vec<Elem> {
 
 impl<'a> SetSpec<'a> {
     fn addrs(set: &'a Set) -> SetSpec<'a> {
-        let key_type = match set.family {
-            Family::V4 => NFT_TYPE_IPADDR,
-            Family::V6 => NFT_TYPE_IP6ADDR,
-        };
+        let key_type = addr_type(set.family);
         SetSpec {
             name: &set.name,
             key_type,
             key_len: set.family.addr_len(),
             data: None,
+            verdicts: None,
             elements: without_data(interval_elements(set)),
         }
     }
@@ -109,6 +118,7 @@ impl<'a> SetSpec<'a> {
             key_type: NFT_TYPE_IFNAME,
             key_len: IFNAMSIZ as usize,
             data: None,
+            verdicts: None,
             elements: without_data(span_elements(
                 set.names.iter().map(Interface::span),
                 u128::MAX,
@@ -118,10 +128,7 @@ impl<'a> SetSpec<'a> {
 
     /// An interval map of addresses to addresses: each start carries its address.
     fn map(map: &'a Map) -> SetSpec<'a> {
-        let ty = match map.family {
-            Family::V4 => NFT_TYPE_IPADDR,
-            Family::V6 => NFT_TYPE_IP6ADDR,
-        };
+        let ty = addr_type(map.family);
         let len = map.family.addr_len();
         let bounds = span_elements(map.entries.iter().map(|e| e.span), map.family.max());
         // span_elements writes each start in entry order: pair them with the addresses.
@@ -135,8 +142,50 @@ impl<'a> SetSpec<'a> {
             key_type: ty,
             key_len: len,
             data: Some((ty, len)),
+            verdicts: None,
             elements,
         }
+    }
+
+    /// A block dispatch map: each block's start carries the block's prefix length, which
+    /// with the key names the block and so its chain (the verdict, the jump to that chain,
+    /// is written by [`element_messages`]). The same block has the same element in any
+    /// table, so differences compare blocks.
+    fn dispatch(map: &'a Dispatch) -> SetSpec<'a> {
+        let ty = addr_type(map.family);
+        let bounds = span_elements(map.blocks.iter().map(Span::of), map.family.max());
+        let mut lens = map.blocks.iter().map(|b| u128::from(b.prefix_len()));
+        let elements = bounds
+            .into_iter()
+            .map(|(k, end)| (k, end, if end { 0 } else { lens.next().unwrap_or(0) }))
+            .collect();
+        SetSpec {
+            name: &map.name,
+            key_type: ty,
+            key_len: map.family.addr_len(),
+            // The kernel reports a verdict's length as that of its `struct nft_verdict`.
+            data: Some((NFT_DATA_VERDICT, 16)),
+            verdicts: Some(map),
+            elements,
+        }
+    }
+
+    /// The data of the elements `pairs` (`(key, is_end)`, of this set) as this spec holds
+    /// them: a dispatch map's prefix lengths, found by key; 0 for anything else.
+    pub(super) fn with_data(&self, pairs: Vec<(u128, bool)>) -> Vec<Elem> {
+        pairs
+            .into_iter()
+            .map(|(k, end)| {
+                let data = match self.verdicts {
+                    Some(_) if !end => self
+                        .elements
+                        .binary_search_by_key(&(k, true), |e| (e.0, !e.1))
+                        .map_or(0, |i| self.elements[i].2),
+                    _ => 0,
+                };
+                (k, end, data)
+            })
+            .collect()
     }
 
     /// The `NFT_SET_*` flags the batch creates it with.
@@ -148,8 +197,8 @@ impl<'a> SetSpec<'a> {
     }
 }
 
-/// The sets of `table` as the batch creates them: address sets, interface-name sets, then
-/// maps.
+/// The sets of `table` as the batch creates them: address sets, interface-name sets, maps,
+/// then dispatch maps.
 pub(super) fn set_specs(table: &Table) -> Vec<SetSpec<'_>> {
     table
         .sets
@@ -157,6 +206,7 @@ pub(super) fn set_specs(table: &Table) -> Vec<SetSpec<'_>> {
         .map(SetSpec::addrs)
         .chain(table.name_sets.iter().map(SetSpec::names))
         .chain(table.maps.iter().map(SetSpec::map))
+        .chain(table.dispatch.iter().map(SetSpec::dispatch))
         .collect()
 }
 
@@ -167,17 +217,27 @@ pub(super) fn set_spec_named<'a>(table: &'a Table, name: &str) -> Option<SetSpec
         .iter()
         .find(|s| s.name == name)
         .map(SetSpec::addrs);
-    addrs.or_else(|| {
-        table
-            .name_sets
-            .iter()
-            .find(|s| s.name == name)
-            .map(SetSpec::names)
-    })
+    addrs
+        .or_else(|| {
+            table
+                .name_sets
+                .iter()
+                .find(|s| s.name == name)
+                .map(SetSpec::names)
+        })
+        .or_else(|| {
+            table
+                .dispatch
+                .iter()
+                .find(|d| d.name == name)
+                .map(SetSpec::dispatch)
+        })
 }
 
 /// NEWSET (an existing set with the same properties is left as it is), then, when `flush`,
-/// a DELSETELEM without elements (the kernel's "flush set"), then the elements.
+/// a DELSETELEM without elements (the kernel's "flush set"), then the elements; a dispatch
+/// map's elements jump to chains, so they come later ([`verdict_elements`]), once the chains
+/// exist.
 pub(super) fn set_messages(
     bw: &mut BatchWriter,
     table: &str,
@@ -207,9 +267,21 @@ pub(super) fn set_messages(
             format!("DELSETELEM {} (flush)", set.name),
         );
     }
-
+    if set.verdicts.is_some() {
+        return 0;
+    }
     element_messages(bw, NFT_MSG_NEWSETELEM, table, set, &set.elements);
     set.elements.len()
+}
+
+/// The elements of the dispatch maps among `specs`, after the chains they jump to.
+pub(super) fn verdict_elements(bw: &mut BatchWriter, table: &str, specs: &[SetSpec<'_>]) -> usize {
+    let mut n = 0;
+    for set in specs.iter().filter(|s| s.verdicts.is_some()) {
+        element_messages(bw, NFT_MSG_NEWSETELEM, table, set, &set.elements);
+        n += set.elements.len();
+    }
+    n
 }
 
 /// `elems` of `set` in messages of `kind` (NEWSETELEM or DELSETELEM), each list well under
@@ -246,7 +318,17 @@ pub(super) fn element_messages(
             // deletion names the key only.
             if let (Some((_, len)), false, NFT_MSG_NEWSETELEM) = (set.data, is_end, kind) {
                 let d = bw.w.begin_nest(NFTA_SET_ELEM_DATA);
-                bw.w.put(NFTA_DATA_VALUE, &key_bytes(value, len));
+                match set.verdicts {
+                    Some(map) => {
+                        let bits = map.family.bits();
+                        let block = make_net(key, value.min(u128::from(bits)) as u8, bits);
+                        let v = bw.w.begin_nest(NFTA_DATA_VERDICT);
+                        bw.w.put_u32(NFTA_VERDICT_CODE, NFT_JUMP as u32);
+                        bw.w.put_str(NFTA_VERDICT_CHAIN, &map.chain(&block));
+                        bw.w.end_nest(v);
+                    }
+                    None => bw.w.put(NFTA_DATA_VALUE, &key_bytes(value, len)),
+                }
                 bw.w.end_nest(d);
             }
             if is_end {
