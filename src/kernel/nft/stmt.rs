@@ -403,7 +403,7 @@ fn snat_map_candidate(exprs: &[Expr]) -> Option<Stmt> {
 
 /// Recognises the statements in a rule's expressions: the inverse of [`lower`].
 ///
-/// Each statement is found in two steps: [`candidate`] reads the parameters a statement
+/// Each statement is found in two steps: `candidates` reads the parameters a statement
 /// would have from the first expressions, then [`lower`] must produce exactly those
 /// expressions from it. So `raise` accepts nothing `lower` would not write, and the two
 /// directions cannot drift apart.

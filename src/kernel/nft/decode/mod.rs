@@ -1,9 +1,9 @@
 //! Pure decoding: kernel messages (dump replies and notifications) into the model.
 //!
 //! The reader gathers the NEWTABLE, NEWSET, NEWSETELEM, NEWCHAIN and NEWRULE messages of one
-//! table and [`assemble`]s them into a [`Table`]. Interval elements become prefixes again;
-//! expressions go through [`raise`]; whatever the model cannot express is kept as text in
-//! [`Table::foreign`] or [`Stmt::Unknown`](crate::model::Stmt::Unknown).
+//! table and [`assemble`]s them into a [`Table`](crate::model::Table). Interval elements become prefixes again;
+//! expressions go through [`raise`](super::stmt::raise); whatever the model cannot express is kept as text in
+//! [`Table::foreign`](crate::model::Table::foreign) or [`Stmt::Unknown`](crate::model::Stmt::Unknown).
 //!
 //! The messages of sets and maps have one layout and are decoded here; what a map's set,
 //! elements and their data mean (the `snatRules` maps) is read in `maps.rs`.
