@@ -526,11 +526,24 @@ fn first_agent(ctx: &Ctx, log: &Path) -> Result<Agent, String> {
     }
     let mut agent = spawn_agent(ctx, "off", log);
     ctx.agent_pid.store(agent.pid(), Ordering::SeqCst);
-    if wait_commit(ctx, &mut agent, 0, Duration::from_secs(120)).is_none() {
-        return Err(format!(
+    let end = Instant::now() + Duration::from_secs(120);
+    let no_commit = || {
+        format!(
             "the agent made no start-up commit (exited, or not within 120 s): see {}",
             log.display()
-        ));
+        )
+    };
+    if wait_commit(ctx, &mut agent, 0, Duration::from_secs(120)).is_none() {
+        return Err(no_commit());
+    }
+    // The first transaction may be the sets alone (a table created from nothing fills its
+    // sets before the rules that look into them come): the probes start once the agent has
+    // logged its commit, which it does when every step has landed.
+    while logged_commits(log).is_empty() {
+        if !agent.running() || Instant::now() >= end {
+            return Err(no_commit());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     Ok(agent)
 }

@@ -1,12 +1,17 @@
 //! The masquerade configuration: ip-masq-agent's file format, read strictly.
 //!
 //! - this module: the validated [`Config`], its defaults (one place for the default list and
-//!   link-local), the [`PolicyFlags`] and the errors;
+//!   link-local) and the [`PolicyFlags`];
+//! - `derived`: what the config asks for per family (exempt, carved and source ranges, SNAT
+//!   targets, the `snatRules` map), as the model and the analyses read it (pure);
+//! - `error`: [`ConfigError`] and the [`Problem`]s a refused file lists;
 //! - [`validate`]: bytes into a [`Config`], collecting every problem (pure);
 //! - [`snat`]: `snatTo` entries, and the addresses no packet may leave with (pure);
 //! - [`source`]: the files on disk, read, hashed and validated (the only I/O here).
 
+mod derived;
 pub mod duration;
+mod error;
 pub mod merge;
 pub mod ports;
 pub mod priority;
@@ -15,6 +20,7 @@ pub mod source;
 pub mod validate;
 pub mod yaml;
 
+pub use error::{ConfigError, Problem};
 pub use source::{ConfigSource, Source, Update, parse, parse_str};
 pub use validate::parse_cidr;
 
@@ -27,7 +33,7 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 
 pub use crate::addr::ifname::Interface;
-use crate::addr::prefix::{Family, RangeSet, Span};
+use crate::addr::prefix::Family;
 use ports::PortRanges;
 
 /// The file names in a config directory that make up the config: every regular file whose
@@ -333,87 +339,6 @@ impl Config {
         }
     }
 
-    /// The destinations of `family` exempt from masquerading before the `masqueradeCIDRs`
-    /// carve-outs: `nonMasqueradeCIDRs` plus link-local, merged.
-    pub fn exempt_ranges(&self, family: Family) -> RangeSet {
-        let link_local = self.link_local_exempt(family);
-        RangeSet::from_nets(
-            values(&self.non_masquerade_cidrs)
-                .filter(|n| Family::of(n) == family)
-                .chain(link_local.as_ref()),
-        )
-    }
-
-    /// The `masqueradeCIDRs` of `family`, merged: carved out of the exempt ranges.
-    pub fn carved_ranges(&self, family: Family) -> RangeSet {
-        RangeSet::from_nets(values(&self.masquerade_cidrs).filter(|n| Family::of(n) == family))
-    }
-
-    /// The destinations of `family` not to masquerade: exempt minus carved.
-    pub fn non_masquerade_ranges(&self, family: Family) -> RangeSet {
-        self.exempt_ranges(family)
-            .difference(&self.carved_ranges(family))
-    }
-
-    /// The sources of `family` considered for translation, merged; `None` when every source
-    /// is (no `sourceCIDRs`).
-    pub fn source_ranges(&self, family: Family) -> Option<RangeSet> {
-        (!self.source_cidrs.is_empty()).then(|| {
-            RangeSet::from_nets(values(&self.source_cidrs).filter(|n| Family::of(n) == family))
-        })
-    }
-
-    /// The SNAT target of `family`, if one is configured.
-    pub fn snat_for(&self, family: Family) -> Option<SnatTarget> {
-        values(&self.snat_to)
-            .find(|t| t.family() == family)
-            .copied()
-    }
-
-    /// The `snatRules` source prefixes of `family`, each with its address and the entry
-    /// it comes from, in config order (nested prefixes included: see
-    /// [`Config::snat_map`]).
-    pub fn snat_rule_prefixes(&self, family: Family) -> Vec<(IpNet, IpAddr, Origin)> {
-        let mut out = Vec::new();
-        for e in &self.snat_rules {
-            let Some(t) = e.value.target(family) else {
-                continue;
-            };
-            for net in e
-                .value
-                .source_cidrs
-                .iter()
-                .filter(|n| Family::of(n) == family)
-            {
-                out.push((*net, t.first, e.origin));
-            }
-        }
-        out
-    }
-
-    /// The `snatRules` of `family` flattened for an interval map: sorted, disjoint spans
-    /// of sources, each with the address of the longest prefix holding it
-    /// ([`crate::addr::lpm::flatten`]).
-    pub fn snat_map(&self, family: Family) -> Vec<(Span, IpAddr)> {
-        let list: Vec<(Span, IpAddr)> = self
-            .snat_rule_prefixes(family)
-            .iter()
-            .map(|(net, to, _)| (Span::of(net), *to))
-            .collect();
-        crate::addr::lpm::flatten(&list)
-    }
-
-    /// The `snatRules` entry whose prefix holds `source` most specifically: the prefix and
-    /// where it comes from, for `--explain`.
-    pub fn snat_rule_for(&self, source: IpAddr) -> Option<(IpNet, IpAddr, Origin)> {
-        let family = Family::of_addr(&source);
-        self.snat_rule_prefixes(family)
-            .into_iter()
-            .filter(|(net, _, _)| net.contains(&source))
-            // The first of equal prefixes, as the map has it.
-            .min_by_key(|(net, _, _)| std::cmp::Reverse(net.prefix_len()))
-    }
-
     /// The file an origin names.
     pub fn file_of(&self, origin: Origin) -> Option<&Path> {
         match origin {
@@ -444,161 +369,6 @@ pub struct Loaded {
     pub config: Config,
     /// Notes for the log: merged overlaps, entries without effect, case-insensitive keys.
     pub notes: Vec<String>,
-}
-
-/// One thing wrong with a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The key, with the list index where there is one (`nonMasqueradeCIDRs[2]`).
-    pub key: String,
-    /// The offending value, rendered compactly, when there is one.
-    pub value: Option<String>,
-    /// What is wrong, for people.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.value {
-            Some(v) => write!(f, "{} = {}: {}", self.key, v, self.message),
-            None => write!(f, "{}: {}", self.key, self.message),
-        }
-    }
-}
-
-/// Why a config could not be used. The previous ruleset stays in force.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file exists but cannot be read.
-    #[error("cannot read config file {path}")]
-    Read {
-        /// The config path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// An `ip-masq*` entry of a config directory is a symlink to nothing (and not kubelet's
-    /// link to a key the ConfigMap no longer holds).
-    #[error("config file {path} is a symbolic link to {target}, which does not exist")]
-    Dangling {
-        /// The entry.
-        path: PathBuf,
-        /// Where it points.
-        target: PathBuf,
-    },
-    /// The path is not a regular file (a directory, a FIFO, a device): never read, since a
-    /// FIFO would block the agent and a device could feed it without end.
-    #[error("config path {path} is {kind}, not a regular file")]
-    NotAFile {
-        /// The config path.
-        path: PathBuf,
-        /// What it is instead.
-        kind: &'static str,
-    },
-    /// The file is larger than what is left of the size budget the files share
-    /// ([`PolicyFlags::max_config_bytes`] minus the files read before it).
-    #[error(
-        "config file {path} is larger than {max} bytes (the limit follows --max-prefixes: \
-         {per} bytes per prefix, at least 1 MiB)",
-        per = CONFIG_BYTES_PER_PREFIX
-    )]
-    TooLarge {
-        /// The config path.
-        path: PathBuf,
-        /// What was left of the budget when this file was read.
-        max: u64,
-    },
-    /// A config directory holds more files than the agent reads.
-    #[error("config directory {path} holds {count} ip-masq* files; at most {max} are read")]
-    TooManyFiles {
-        /// The directory.
-        path: PathBuf,
-        /// How many it holds.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Two files set a key that must agree to different values.
-    #[error(
-        "{key} is set to different values in {first} ({first_value}) and {second} \
-         ({second_value}); set it in one file, or to the same value"
-    )]
-    Conflict {
-        /// The key.
-        key: &'static str,
-        /// The file that set it first.
-        first: PathBuf,
-        /// Its value there.
-        first_value: String,
-        /// The file that sets it differently.
-        second: PathBuf,
-        /// Its value there.
-        second_value: String,
-    },
-    /// The files are each valid, but what they make together is not.
-    #[error("invalid config (merged from {}): {}", Paths(paths), ProblemList { path: Path::new("merged"), problems })]
-    Merged {
-        /// The files merged.
-        paths: Vec<PathBuf>,
-        /// Every problem found.
-        problems: Vec<Problem>,
-    },
-    /// The file was read and has one or more problems; all of them are listed.
-    #[error("invalid config file {path}: {}", ProblemList { path, problems })]
-    Invalid {
-        /// The config path.
-        path: PathBuf,
-        /// Every problem found.
-        problems: Vec<Problem>,
-    },
-}
-
-struct Paths<'a>(&'a [PathBuf]);
-
-impl fmt::Display for Paths<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<String> = self.0.iter().map(|p| p.display().to_string()).collect();
-        f.write_str(&names.join(", "))
-    }
-}
-
-struct ProblemList<'a> {
-    path: &'a Path,
-    problems: &'a [Problem],
-}
-
-impl fmt::Display for ProblemList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(f, "{n} problem{}", if n == 1 { "" } else { "s" })?;
-        for p in self.problems {
-            write!(f, "\n  {}: {p}", self.path.display())?;
-        }
-        Ok(())
-    }
-}
-
-impl ConfigError {
-    /// Whether the config could not be read at all (an I/O error, not a regular file, a
-    /// dangling link): the agent cannot tell what it asks for, unlike a config it read and
-    /// refused.
-    pub fn is_unreadable(&self) -> bool {
-        matches!(
-            self,
-            ConfigError::Read { .. } | ConfigError::NotAFile { .. } | ConfigError::Dangling { .. }
-        )
-    }
-
-    /// The individual problems (empty for a read error).
-    pub fn problems(&self) -> &[Problem] {
-        match self {
-            ConfigError::Invalid { problems, .. } | ConfigError::Merged { problems, .. } => {
-                problems
-            }
-            _ => &[],
-        }
-    }
 }
 
 #[cfg(test)]

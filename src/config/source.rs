@@ -56,7 +56,7 @@ pub const MAX_DIR_FILES: usize = 64;
 /// The config files at some paths, as ip-masq-agent reads one (a missing file means the
 /// defaults) and ip-masq-agent-v2 reads a directory (every file whose name starts with
 /// `ip-masq`, in name order), merged. Every `ip-masq*` entry of a directory is read, or the
-/// whole read fails (see [`dir_files`]).
+/// whole read fails (see `dir_files`).
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     paths: Vec<PathBuf>,

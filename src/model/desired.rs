@@ -13,6 +13,20 @@ use super::{
 use crate::addr::prefix::Family;
 use crate::config::{Config, PolicyFlags, SnatTarget, values};
 
+/// The per-family objects' names, IPv4's then IPv6's (see [`per_family`]).
+const BLOCKS_SETS: [&str; 2] = [SET_BLOCKS_V4, SET_BLOCKS_V6];
+const DISPATCH_MAPS: [&str; 2] = [MAP_DISPATCH_V4, MAP_DISPATCH_V6];
+const SOURCE_SETS: [&str; 2] = [SET_SRC_V4, SET_SRC_V6];
+const SNAT_MAPS: [&str; 2] = [MAP_SNAT_V4, MAP_SNAT_V6];
+
+/// `family`'s name of a pair of per-family names.
+fn per_family(family: Family, [v4, v6]: [&'static str; 2]) -> &'static str {
+    match family {
+        Family::V4 => v4,
+        Family::V6 => v6,
+    }
+}
+
 /// The non-masquerade prefixes of one family: `nonMasqueradeCIDRs` and link-local merged,
 /// minus the `masqueradeCIDRs` carve-outs, as the fewest prefixes.
 pub fn non_masquerade_prefixes(config: &Config, family: Family) -> Vec<IpNet> {
@@ -93,7 +107,7 @@ fn dispatch(exemptions: &[(Family, Vec<Shard>)]) -> Vec<Dispatch> {
         .iter()
         .filter(|(_, shards)| !is_whole(shards))
         .map(|(family, shards)| Dispatch {
-            name: blocks_map_name(*family).into(),
+            name: per_family(*family, DISPATCH_MAPS).into(),
             family: *family,
             blocks: shards.iter().map(|s| s.block).collect(),
         })
@@ -130,37 +144,12 @@ fn block_chains(map: &Dispatch) -> impl Iterator<Item = Chain> + '_ {
     })
 }
 
-fn blocks_set_name(family: Family) -> &'static str {
-    match family {
-        Family::V4 => SET_BLOCKS_V4,
-        Family::V6 => SET_BLOCKS_V6,
-    }
-}
-
-fn blocks_map_name(family: Family) -> &'static str {
-    match family {
-        Family::V4 => MAP_DISPATCH_V4,
-        Family::V6 => MAP_DISPATCH_V6,
-    }
-}
-
 /// The families the agent manages: IPv6 only with `--enable-ipv6`.
 fn families(flags: &PolicyFlags) -> &'static [Family] {
     if flags.enable_ipv6 {
         &[Family::V4, Family::V6]
     } else {
         &[Family::V4]
-    }
-}
-
-fn set_name(family: Family) -> &'static str {
-    exemption_base(family)
-}
-
-fn source_set_name(family: Family) -> &'static str {
-    match family {
-        Family::V4 => SET_SRC_V4,
-        Family::V6 => SET_SRC_V6,
     }
 }
 
@@ -185,14 +174,14 @@ fn sets(config: &Config, flags: &PolicyFlags, exemptions: Vec<(Family, Vec<Shard
         };
         for shard in shards {
             sets.push(Set {
-                name: shard.set_name(set_name(family)),
+                name: shard.set_name(exemption_base(family)),
                 family,
                 prefixes: shard.prefixes,
             });
         }
         if !blocks.is_empty() {
             sets.push(Set {
-                name: blocks_set_name(family).into(),
+                name: per_family(family, BLOCKS_SETS).into(),
                 family,
                 prefixes: blocks,
             });
@@ -201,20 +190,13 @@ fn sets(config: &Config, flags: &PolicyFlags, exemptions: Vec<(Family, Vec<Shard
     for &family in families(flags) {
         if let Some(sources) = config.source_ranges(family) {
             sets.push(Set {
-                name: source_set_name(family).into(),
+                name: per_family(family, SOURCE_SETS).into(),
                 family,
                 prefixes: sources.to_prefixes(family.bits()),
             });
         }
     }
     sets
-}
-
-fn map_name(family: Family) -> &'static str {
-    match family {
-        Family::V4 => MAP_SNAT_V4,
-        Family::V6 => MAP_SNAT_V6,
-    }
 }
 
 /// One interval map per managed family that `snatRules` gives prefixes: the source spans,
@@ -225,7 +207,7 @@ fn maps(config: &Config, flags: &PolicyFlags) -> Vec<Map> {
         .iter()
         .filter(|&&family| !config.snat_rule_prefixes(family).is_empty())
         .map(|&family| Map {
-            name: map_name(family).into(),
+            name: per_family(family, SNAT_MAPS).into(),
             family,
             entries: config
                 .snat_map(family)
@@ -289,14 +271,14 @@ fn exemption_rules(
             rule([
                 Stmt::DaddrInSet {
                     family,
-                    set: set_name(family).into(),
+                    set: exemption_base(family).into(),
                 },
                 Stmt::Return,
             ])
         } else {
             rule([Stmt::DaddrVmap {
                 family,
-                map: blocks_map_name(family).into(),
+                map: per_family(family, DISPATCH_MAPS).into(),
             }])
         });
         if !is_whole(shards) {
@@ -305,7 +287,7 @@ fn exemption_rules(
             rules.push(rule([
                 Stmt::DaddrInSet {
                     family,
-                    set: blocks_set_name(family).into(),
+                    set: per_family(family, BLOCKS_SETS).into(),
                 },
                 Stmt::Return,
             ]));
@@ -323,7 +305,7 @@ fn scope_rules(config: &Config, flags: &PolicyFlags) -> Vec<Rule> {
             rules.push(rule([
                 Stmt::SaddrNotInSet {
                     family,
-                    set: source_set_name(family).into(),
+                    set: per_family(family, SOURCE_SETS).into(),
                 },
                 Stmt::Return,
             ]));
@@ -386,7 +368,7 @@ impl Translation {
             },
             Translation::Map(family) => Stmt::SnatMap {
                 family,
-                map: map_name(family).into(),
+                map: per_family(family, SNAT_MAPS).into(),
                 packets: 0,
                 bytes: 0,
                 flags,

@@ -21,18 +21,41 @@
 //! between stops the rest (the caller then reads the table and takes a full form; what the
 //! first phases left is unreachable or the new policy). Pure.
 
+use std::collections::{HashMap, HashSet};
+
 use super::batch::{Batch, BatchWriter};
 use super::chain::{chain_messages, flush_chain};
 use super::delta::interval_diff;
 use super::set::{Elem, SetSpec, element_messages, set_messages, set_specs, verdict_elements};
 use crate::kernel::nft::uapi::*;
-use crate::model::Table;
+use crate::model::{Chain, Table};
 
 /// The transactions of a reshape from `old` (the live table, known exactly) to `new`.
-#[derive(Debug)]
+///
+/// Both tables' sets are built into their element lists once, here: each phase reads them,
+/// and at 500,000 prefixes building them is most of a phase's encoding time.
 pub struct Reshape<'a> {
     old: &'a Table,
     new: &'a Table,
+    old_specs: Vec<SetSpec<'a>>,
+    specs: Vec<SetSpec<'a>>,
+    /// The old table's sets and chains by name, so each phase pairs them in linear time.
+    old_set: HashMap<&'a str, usize>,
+    old_chain: HashMap<&'a str, &'a Chain>,
+    /// The names of the new table's sets and chains.
+    new_sets: HashSet<&'a str>,
+    new_chains: HashSet<&'a str>,
+}
+
+impl std::fmt::Debug for Reshape<'_> {
+    /// The tables' names and how many sets each has: the element lists are far too long.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reshape")
+            .field("table", &self.new.name)
+            .field("old_sets", &self.old_specs.len())
+            .field("new_sets", &self.specs.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The phases of a [`Reshape`], in the order they are sent.
@@ -47,8 +70,16 @@ pub fn reshape<'a>(old: &'a Table, new: &'a Table) -> Option<Reshape<'a>> {
         return None;
     }
     let (old_specs, specs) = (set_specs(old), set_specs(new));
+    let old_set: HashMap<&'a str, usize> = old_specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name, i))
+        .collect();
+    let old_chain: HashMap<&'a str, &'a Chain> =
+        old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
     let same_kinds = specs.iter().all(|s| {
-        old_specs.iter().find(|o| o.name == s.name).is_none_or(|o| {
+        old_set.get(s.name).is_none_or(|&i| {
+            let o = &old_specs[i];
             o.key_type == s.key_type
                 && o.key_len == s.key_len
                 && o.data == s.data
@@ -63,12 +94,23 @@ pub fn reshape<'a>(old: &'a Table, new: &'a Table) -> Option<Reshape<'a>> {
             .collect::<Vec<_>>()
     };
     let chains_agree = new.chains.iter().all(|c| {
-        old.chains
-            .iter()
-            .find(|o| o.name == c.name)
+        old_chain
+            .get(c.name.as_str())
             .is_none_or(|o| o.base == c.base)
     });
-    (same_kinds && chains_agree && bases(old) == bases(new)).then_some(Reshape { old, new })
+    if !(same_kinds && chains_agree && bases(old) == bases(new)) {
+        return None;
+    }
+    Some(Reshape {
+        old,
+        new,
+        new_sets: specs.iter().map(|s| s.name).collect(),
+        new_chains: new.chains.iter().map(|c| c.name.as_str()).collect(),
+        old_specs,
+        specs,
+        old_set,
+        old_chain,
+    })
 }
 
 impl Reshape<'_> {
@@ -78,43 +120,43 @@ impl Reshape<'_> {
         let mut bw = BatchWriter::at_generation(seq, 4096, generation);
         let name = self.new.name.as_str();
         bw.table(NFT_MSG_NEWTABLE, name, Some(self.new.flags.0));
-        let (old_specs, specs) = (set_specs(self.old), set_specs(self.new));
         let mut elements = 0;
         let mut changed = false;
         match phase {
             0 => {
-                let added: Vec<SetSpec<'_>> = specs
-                    .into_iter()
-                    .filter(|s| !old_specs.iter().any(|o| o.name == s.name))
+                let added: Vec<&SetSpec<'_>> = self
+                    .specs
+                    .iter()
+                    .filter(|s| !self.old_set.contains_key(s.name))
                     .collect();
-                for (i, set) in added.iter().enumerate() {
-                    elements += set_messages(&mut bw, name, set, i as u32 + 1, false);
+                let added_id: HashMap<&str, u32> = added
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.name, i as u32 + 1))
+                    .collect();
+                for (set, id) in added.iter().zip(1..) {
+                    elements += set_messages(&mut bw, name, set, id, false);
                     changed = true;
                 }
-                let set_id = |set: &str| {
-                    added
-                        .iter()
-                        .position(|s| s.name == set)
-                        .map(|i| i as u32 + 1)
-                };
+                let set_id = |set: &str| added_id.get(set).copied();
                 for chain in self
                     .new
                     .chains
                     .iter()
-                    .filter(|c| !self.old_has_chain(&c.name))
+                    .filter(|c| !self.old_chain.contains_key(c.name.as_str()))
                 {
                     chain_messages(&mut bw, name, chain, &set_id, false);
                     changed = true;
                 }
-                elements += verdict_elements(&mut bw, name, &added);
+                elements += verdict_elements(&mut bw, name, added);
             }
             1 => {
-                for set in &specs {
-                    let Some(was) = old_specs.iter().find(|o| o.name == set.name) else {
+                for set in &self.specs {
+                    let Some(&was) = self.old_set.get(set.name) else {
                         continue;
                     };
                     let (gone, came): (Vec<Elem>, Vec<Elem>) =
-                        interval_diff(&was.elements, &set.elements);
+                        interval_diff(&self.old_specs[was].elements, &set.elements);
                     // Deletions first: the intervals added may reuse their boundaries.
                     element_messages(&mut bw, NFT_MSG_DELSETELEM, name, set, &gone);
                     element_messages(&mut bw, NFT_MSG_NEWSETELEM, name, set, &came);
@@ -122,7 +164,7 @@ impl Reshape<'_> {
                     changed |= !gone.is_empty() || !came.is_empty();
                 }
                 for chain in &self.new.chains {
-                    let was = self.old.chains.iter().find(|o| o.name == chain.name);
+                    let was = self.old_chain.get(chain.name.as_str());
                     if was.is_some_and(|w| w.rules != chain.rules) {
                         chain_messages(&mut bw, name, chain, &|_| None, true);
                         changed = true;
@@ -134,10 +176,7 @@ impl Reshape<'_> {
                 // flushed (their rules jump to `translate` and look into the sets that go),
                 // and deleted in the next transaction: the kernel keeps a chain busy while
                 // a rule deleted in the same transaction still jumps to it.
-                for map in old_specs
-                    .iter()
-                    .filter(|o| o.verdicts.is_some() && !specs.iter().any(|s| s.name == o.name))
-                {
+                for map in self.gone_sets().filter(|o| o.verdicts.is_some()) {
                     delete_set(&mut bw, name, map.name);
                     changed = true;
                 }
@@ -154,10 +193,7 @@ impl Reshape<'_> {
                     bw.end(m, NFT_MSG_DELCHAIN, format!("DELCHAIN {chain}"));
                     changed = true;
                 }
-                for set in old_specs
-                    .iter()
-                    .filter(|o| o.verdicts.is_none() && !specs.iter().any(|s| s.name == o.name))
-                {
+                for set in self.gone_sets().filter(|o| o.verdicts.is_none()) {
                     delete_set(&mut bw, name, set.name);
                     changed = true;
                 }
@@ -166,17 +202,20 @@ impl Reshape<'_> {
         changed.then(|| bw.finish(elements))
     }
 
+    /// The sets and maps only the old table has.
+    fn gone_sets(&self) -> impl Iterator<Item = &SetSpec<'_>> {
+        self.old_specs
+            .iter()
+            .filter(|o| !self.new_sets.contains(o.name))
+    }
+
     /// The chains only the old table has.
     fn gone_chains(&self) -> impl Iterator<Item = &str> {
         self.old
             .chains
             .iter()
-            .filter(|c| !self.new.chains.iter().any(|n| n.name == c.name))
+            .filter(|c| !self.new_chains.contains(c.name.as_str()))
             .map(|c| c.name.as_str())
-    }
-
-    fn old_has_chain(&self, name: &str) -> bool {
-        self.old.chains.iter().any(|c| c.name == name)
     }
 
     /// Whether the switch changes the base chains' rules (their counters then start anew).
@@ -186,10 +225,8 @@ impl Reshape<'_> {
             .iter()
             .filter(|c| c.base.is_some())
             .any(|c| {
-                self.old
-                    .chains
-                    .iter()
-                    .find(|o| o.name == c.name)
+                self.old_chain
+                    .get(c.name.as_str())
                     .is_some_and(|o| o.rules != c.rules)
             })
     }

@@ -275,9 +275,13 @@ pub(super) fn set_messages(
 }
 
 /// The elements of the dispatch maps among `specs`, after the chains they jump to.
-pub(super) fn verdict_elements(bw: &mut BatchWriter, table: &str, specs: &[SetSpec<'_>]) -> usize {
+pub(super) fn verdict_elements<'s, 'a: 's>(
+    bw: &mut BatchWriter,
+    table: &str,
+    specs: impl IntoIterator<Item = &'s SetSpec<'a>>,
+) -> usize {
     let mut n = 0;
-    for set in specs.iter().filter(|s| s.verdicts.is_some()) {
+    for set in specs.into_iter().filter(|s| s.verdicts.is_some()) {
         element_messages(bw, NFT_MSG_NEWSETELEM, table, set, &set.elements);
         n += set.elements.len();
     }
