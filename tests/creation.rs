@@ -457,30 +457,83 @@ fn an_orphaned_persistent_table_is_adopted_in_place() {
 }
 
 /// A table with our sets and no chain (what a creation cut short after its first
-/// transaction leaves, or our chains deleted by someone) translates nothing: the chains are
-/// added in place, with no handover.
+/// transaction leaves, or our chains deleted by someone) translates nothing. Its sets read
+/// back as wanted, so the chains alone are added: one transaction, no element sent.
 #[test]
-fn a_table_without_its_chains_gets_them_in_place() {
+fn a_table_without_its_chains_gets_them_and_no_element() {
     root_or_skip!();
     ns("unchained").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         let table = small_table(100);
         nft::replace_table(&mut sock, &table).unwrap();
-        // Base chains after the chains they jump to would be refused while referenced:
-        // delete in reverse order of the table's.
-        for chain in table.chains.iter().rev() {
-            nft_cmd(&format!("flush chain inet {TABLE} {}", chain.name));
-        }
-        for chain in table.chains.iter().rev() {
-            nft_cmd(&format!("delete chain inet {TABLE} {}", chain.name));
-        }
+        delete_chains(&table, |_| true);
         let report = nft::replace_table(&mut sock, &table).unwrap();
         assert_eq!(
-            (report.form, report.transactions),
-            (ReplaceForm::InPlace, 1)
+            (report.form, report.transactions, report.sent),
+            (ReplaceForm::Create, 1, 0),
+            "{report:?}"
         );
         let live = sock.read_table(TABLE).unwrap().unwrap();
         assert_eq!(live.sets, table.sets);
         assert!(live.same_policy(&table), "{live}");
     });
+}
+
+/// The same with a table cut into blocks (its block chains and dispatch map kept, its base
+/// chain deleted): the base chain alone comes back.
+#[test]
+fn a_cut_table_without_its_base_chain_gets_it_and_no_element() {
+    root_or_skip!();
+    ns("unchained-cut").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let table = small_table(3_000);
+        assert!(!table.dispatch.is_empty(), "a cut table");
+        nft::replace_table(&mut sock, &table).unwrap();
+        delete_chains(&table, |c| c.base.is_some());
+        let report = nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!(
+            (report.form, report.transactions, report.sent),
+            (ReplaceForm::Create, 1, 0),
+            "{report:?}"
+        );
+        let live = sock.read_table(TABLE).unwrap().unwrap();
+        assert!(live.same_policy(&table), "{live}");
+    });
+}
+
+/// A table with no chain whose sets are not as wanted (an element deleted too): adding the
+/// chains would put a wrong policy in force, so the in-place form refills the sets with them.
+#[test]
+fn a_table_without_its_chains_and_with_a_set_changed_is_refilled() {
+    root_or_skip!();
+    ns("unchained-changed").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let table = small_table(100);
+        nft::replace_table(&mut sock, &table).unwrap();
+        delete_chains(&table, |_| true);
+        nft_cmd(&format!(
+            "delete element inet {TABLE} nonmasq-v4 {{ 11.0.0.0/24 }}"
+        ));
+        let report = nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!(
+            (report.form, report.transactions),
+            (ReplaceForm::InPlace, 1),
+            "{report:?}"
+        );
+        assert!(report.sent > 0, "{report:?}");
+        let live = sock.read_table(TABLE).unwrap().unwrap();
+        assert_eq!(live.sets, table.sets);
+        assert!(live.same_policy(&table), "{live}");
+    });
+}
+
+/// Flushes, then deletes, the chains of `table` that `which` picks, in reverse order of the
+/// table's (a chain jumped to cannot go while a rule still jumps to it).
+fn delete_chains(table: &model::Table, which: impl Fn(&model::Chain) -> bool) {
+    for chain in table.chains.iter().rev().filter(|c| which(c)) {
+        nft_cmd(&format!("flush chain inet {TABLE} {}", chain.name));
+    }
+    for chain in table.chains.iter().rev().filter(|c| which(c)) {
+        nft_cmd(&format!("delete chain inet {TABLE} {}", chain.name));
+    }
 }

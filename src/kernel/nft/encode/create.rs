@@ -24,6 +24,11 @@ pub enum Live {
     /// It exists with exactly the desired sets, chains and flags: the in-place form turns it
     /// into the desired table ([`super::fits_in_place`]).
     Fits,
+    /// It is the desired table but for its base chains, read whole at the generation the
+    /// steps are valid at: every set, map and element, every other chain and rule as wanted
+    /// (a creation cut short after its first transaction, or our base chains deleted). It
+    /// translates nothing; adding the base chains completes it, and no element is sent.
+    Unchained,
     /// It exists, and the in-place form would leave something behind or cannot change it
     /// (other flags, a planted chain or set, a set of another type).
     Other,
@@ -81,6 +86,7 @@ pub fn steps<'a>(table: &'a Table, handover: &'a Table, ours: Live, left: Live) 
     let mut out = Vec::with_capacity(5);
     match ours {
         Live::Fits => out.push(Step::InPlace(table)),
+        Live::Unchained => out.push(Step::Chains(table)),
         Live::Absent => out.extend([
             Step::Sets {
                 table,
@@ -91,10 +97,10 @@ pub fn steps<'a>(table: &'a Table, handover: &'a Table, ours: Live, left: Live) 
         Live::Other => {
             match left {
                 Live::Fits => out.push(Step::InPlace(handover)),
-                Live::Absent | Live::Other => out.extend([
+                Live::Absent | Live::Other | Live::Unchained => out.extend([
                     Step::Sets {
                         table: handover,
-                        delete_first: left == Live::Other,
+                        delete_first: left != Live::Absent,
                     },
                     Step::Chains(handover),
                 ]),
@@ -118,7 +124,7 @@ pub fn steps<'a>(table: &'a Table, handover: &'a Table, ours: Live, left: Live) 
 pub fn form(ours: Live) -> ReplaceForm {
     match ours {
         Live::Fits => ReplaceForm::InPlace,
-        Live::Absent => ReplaceForm::Create,
+        Live::Absent | Live::Unchained => ReplaceForm::Create,
         Live::Other => ReplaceForm::Handover,
     }
 }
@@ -299,6 +305,17 @@ mod tests {
         let hand = "nft-masq-agent-handover";
         let cases = [
             (Live::Fits, Live::Absent, vec![format!("in-place {ours}")]),
+            // Our table as wanted but for its base chains: they alone are added.
+            (
+                Live::Unchained,
+                Live::Absent,
+                vec![format!("chains {ours}")],
+            ),
+            (
+                Live::Unchained,
+                Live::Fits,
+                vec![format!("chains {ours}"), format!("delete {hand}")],
+            ),
             (
                 Live::Fits,
                 Live::Other,
@@ -410,12 +427,15 @@ mod tests {
         }
         let t = table(TableFlags(0));
         let h = handover_of(&t);
-        for ours in [Live::Fits, Live::Other, Live::Absent] {
+        for ours in [Live::Fits, Live::Other, Live::Absent, Live::Unchained] {
             for left in [Live::Absent, Live::Fits, Live::Other] {
                 // (table name, has rules, policy)
                 let mut live: Vec<(String, bool, Policy)> = Vec::new();
-                if ours != Live::Absent {
-                    live.push((t.name.clone(), true, Policy::Old));
+                match ours {
+                    Live::Absent => {}
+                    // The new policy's sets, waiting for their rules.
+                    Live::Unchained => live.push((t.name.clone(), false, Policy::New)),
+                    Live::Fits | Live::Other => live.push((t.name.clone(), true, Policy::Old)),
                 }
                 if left != Live::Absent {
                     live.push((h.name.clone(), left == Live::Fits, Policy::Earlier));
@@ -436,7 +456,7 @@ mod tests {
                         Step::Delete(_) => live.retain(|e| e.0 != name),
                     }
                     let deciding: Vec<Policy> = live.iter().filter(|e| e.1).map(|e| e.2).collect();
-                    if ours != Live::Absent {
+                    if matches!(ours, Live::Fits | Live::Other) {
                         assert!(
                             !deciding.is_empty(),
                             "{ours:?} {left:?}: no rules after {name}"
