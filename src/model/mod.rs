@@ -341,6 +341,12 @@ impl Table {
     /// (flags included) and the order of their sets and chains. Compares in place: no copy
     /// of a 100,000-prefix set.
     pub fn same_policy(&self, other: &Table) -> bool {
+        self.same_policy_in(other, |_| true)
+    }
+
+    /// [`Table::same_policy`] over the chains `chains` picks in either table only: the others
+    /// may differ or be missing (a table whose creation stopped before its base chains).
+    pub fn same_policy_in(&self, other: &Table, chains: impl Fn(&Chain) -> bool) -> bool {
         fn stmt_eq(a: &Stmt, b: &Stmt) -> bool {
             match (a, b) {
                 (Stmt::Counter { .. }, Stmt::Counter { .. }) => true,
@@ -384,7 +390,16 @@ impl Table {
             && same_by_name(&self.maps, &other.maps, |m| &m.name, |a, b| a == b)
             && same_by_name(&self.dispatch, &other.dispatch, |m| &m.name, |a, b| a == b)
             && self.foreign == other.foreign
-            && same_by_name(&self.chains, &other.chains, |c| &c.name, chain_eq)
+            && same_by_name(
+                &self.chains.iter().filter(|c| chains(c)).collect::<Vec<_>>(),
+                &other
+                    .chains
+                    .iter()
+                    .filter(|c| chains(c))
+                    .collect::<Vec<_>>(),
+                |c| &c.name,
+                |a, b| chain_eq(a, b),
+            )
     }
 
     /// Total number of prefixes over all sets but the blocks sets (which repeat the

@@ -153,29 +153,10 @@ fn once(
 /// a large table): the read is linear in the table (about 25 ms at 50,000 prefixes) where
 /// the in-place form would send every element again (about 215 ms).
 fn all_but_base_chains(sock: &mut NftSocket, table: &Table, generation: u32) -> bool {
-    let Ok(Some((at, live))) = sock.read_table_at(&table.name) else {
-        return false;
-    };
-    // By name: the kernel lists sets and chains in the order they were made, which after a
-    // reshape is not the desired table's.
-    fn by_name<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<&T> {
-        let mut v: Vec<&T> = items.iter().collect();
-        v.sort_unstable_by(|a, b| name(a).cmp(name(b)));
-        v
-    }
-    let rest = |t: &Table| {
-        let mut chains: Vec<_> = t.chains.iter().filter(|c| c.base.is_none()).collect();
-        chains.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        chains.into_iter().cloned().collect::<Vec<_>>()
-    };
-    at == generation
-        && live.foreign.is_empty()
-        && by_name(&live.sets, |s| &s.name) == by_name(&table.sets, |s| &s.name)
-        && by_name(&live.name_sets, |s| &s.name) == by_name(&table.name_sets, |s| &s.name)
-        && by_name(&live.maps, |m| &m.name) == by_name(&table.maps, |m| &m.name)
-        && by_name(&live.dispatch, |d| &d.name) == by_name(&table.dispatch, |d| &d.name)
-        && live.chains.iter().all(|c| c.base.is_none())
-        && rest(&live) == rest(table)
+    matches!(
+        sock.read_table_at(&table.name),
+        Ok(Some((at, live))) if at == generation && live.same_policy_in(table, |c| c.base.is_none())
+    )
 }
 
 /// Sends the steps in order, each at the generation the previous one made. On failure,

@@ -4,10 +4,9 @@
 
 use super::maps;
 use super::{
-    ChainMsg, Element, RuleMsg, SetMsg, TableMsg, chain, elements, interval_prefixes,
+    ChainMsg, Element, RuleMsg, SetMsg, TableMsg, addr_family, chain, elements, interval_prefixes,
     interval_spans, is_of_table, rule, set, table,
 };
-use crate::addr::prefix::Family;
 use crate::kernel::netlink::{Malformed, Msg, messages};
 use crate::kernel::nft::stmt::raise;
 use crate::kernel::nft::uapi::*;
@@ -30,11 +29,10 @@ fn set_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)]) -> SetKind {
     if s.flags & NFT_SET_MAP != 0 {
         return maps::map_kind(s, elems, data);
     }
-    let family = match (s.key_type, s.key_len) {
-        (NFT_TYPE_IPADDR, 4) => Some(Family::V4),
-        (NFT_TYPE_IP6ADDR, 16) => Some(Family::V6),
-        (NFT_TYPE_IFNAME, IFNAMSIZ) => None,
-        (ty, len) => {
+    let family = match (addr_family(s.key_type, s.key_len), s.key_type, s.key_len) {
+        (Some(family), ..) => Some(family),
+        (None, NFT_TYPE_IFNAME, IFNAMSIZ) => None,
+        (None, ty, len) => {
             return SetKind::Foreign(format!(
                 "set {} of key type {ty} with {len}-byte keys and {} elements",
                 s.name,

@@ -6,14 +6,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Element, SetKind, SetMsg, interval_spans, key_to_u128};
+use super::{Element, SetKind, SetMsg, addr_family, interval_spans, key_to_u128};
 use crate::addr::prefix::Family;
 use crate::addr::prefix::span_to_prefixes;
 use crate::kernel::nft::expr::ImmData;
 use crate::kernel::nft::uapi::{NFT_JUMP, NFT_SET_MAP};
-use crate::kernel::nft::uapi::{
-    NFT_SET_ANONYMOUS, NFT_SET_INTERVAL, NFT_TYPE_IP6ADDR, NFT_TYPE_IPADDR,
-};
+use crate::kernel::nft::uapi::{NFT_SET_ANONYMOUS, NFT_SET_INTERVAL};
 use crate::model::{Dispatch, Map, MapEntry, exemption_base, shard};
 
 /// What a read keeps of one element's data (a map's), by key: `(key, value)` as numbers,
@@ -64,16 +62,14 @@ pub(crate) fn verdict_digest(code: i32, chain: &str) -> u128 {
 /// An interval verdict map of address blocks, each interval one aligned block whose element
 /// jumps to the block's chain ([`Dispatch`]).
 pub(super) fn dispatch_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)]) -> SetKind {
-    let family = match (s.key_type, s.key_len) {
-        (NFT_TYPE_IPADDR, 4) => Family::V4,
-        (NFT_TYPE_IP6ADDR, 16) => Family::V6,
-        (kt, kl) => {
-            return SetKind::Foreign(format!(
-                "verdict map {} of key type {kt} ({kl} bytes) with {} elements",
-                s.name,
-                elems.len()
-            ));
-        }
+    let Some(family) = addr_family(s.key_type, s.key_len) else {
+        return SetKind::Foreign(format!(
+            "verdict map {} of key type {} ({} bytes) with {} elements",
+            s.name,
+            s.key_type,
+            s.key_len,
+            elems.len()
+        ));
     };
     if s.flags & (NFT_SET_ANONYMOUS | NFT_SET_INTERVAL | NFT_SET_MAP)
         != NFT_SET_INTERVAL | NFT_SET_MAP
@@ -114,17 +110,17 @@ pub(super) fn dispatch_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)])
 /// An interval map of addresses to addresses of the same family (`snatRules`): each span
 /// with the data of its start element.
 pub(super) fn map_kind(s: SetMsg, elems: &[Element], data: &[(u128, u128)]) -> SetKind {
-    let family = match (s.key_type, s.key_len, s.data_type, s.data_len) {
-        (NFT_TYPE_IPADDR, 4, NFT_TYPE_IPADDR, 4) => Family::V4,
-        (NFT_TYPE_IP6ADDR, 16, NFT_TYPE_IP6ADDR, 16) => Family::V6,
-        (kt, kl, dt, dl) => {
-            return SetKind::Foreign(format!(
-                "map {} of key type {kt} ({kl} bytes) and data type {dt} ({dl} bytes) with {} \
-                 elements",
-                s.name,
-                elems.len()
-            ));
-        }
+    let key = addr_family(s.key_type, s.key_len);
+    let Some(family) = key.filter(|_| addr_family(s.data_type, s.data_len) == key) else {
+        return SetKind::Foreign(format!(
+            "map {} of key type {} ({} bytes) and data type {} ({} bytes) with {} elements",
+            s.name,
+            s.key_type,
+            s.key_len,
+            s.data_type,
+            s.data_len,
+            elems.len()
+        ));
     };
     if s.flags & (NFT_SET_ANONYMOUS | NFT_SET_INTERVAL) != NFT_SET_INTERVAL {
         return SetKind::Foreign(format!(

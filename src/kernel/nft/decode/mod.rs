@@ -364,6 +364,16 @@ pub fn generation(msg: &Msg<'_>) -> Result<GenMsg, Malformed> {
     Ok(out)
 }
 
+/// The address family of a set's keys or a map's data of nft type `ty` and `len` bytes
+/// (`ipv4_addr`, `ipv6_addr`); `None` for any other type.
+pub(crate) fn addr_family(ty: u32, len: u32) -> Option<Family> {
+    match (ty, len) {
+        (NFT_TYPE_IPADDR, 4) => Some(Family::V4),
+        (NFT_TYPE_IP6ADDR, 16) => Some(Family::V6),
+        _ => None,
+    }
+}
+
 /// A big-endian key of up to 16 bytes as a number.
 pub(crate) fn key_to_u128(key: &[u8]) -> u128 {
     key.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b))

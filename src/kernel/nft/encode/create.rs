@@ -11,7 +11,7 @@
 
 use super::batch::{Batch, BatchWriter};
 use super::chain::chain_messages;
-use super::set::{set_messages, set_specs, verdict_elements};
+use super::set::{new_sets, set_specs, verdict_elements};
 use super::{ReplaceForm, estimate, replace_at};
 use crate::kernel::nft::uapi::*;
 use crate::model::{Table, TableFlags};
@@ -168,16 +168,8 @@ fn sets(table: &Table, seq: u32, generation: Option<u32>, delete_first: bool) ->
     }
     bw.table(NFT_MSG_NEWTABLE, name, Some(table.flags.0));
     let specs = set_specs(table);
-    let mut elements = 0;
-    for (i, set) in specs.iter().enumerate() {
-        elements += set_messages(&mut bw, name, set, i as u32 + 1, false);
-    }
-    let set_id = |set: &str| {
-        specs
-            .iter()
-            .position(|s| s.name == set)
-            .map(|i| i as u32 + 1)
-    };
+    let (mut elements, ids) = new_sets(&mut bw, name, &specs, false);
+    let set_id = |set: &str| ids.get(set).copied();
     for chain in table.chains.iter().filter(|c| c.base.is_none()) {
         chain_messages(&mut bw, name, chain, &set_id, false);
     }

@@ -50,7 +50,7 @@ use super::uapi::*;
 use crate::model::Table;
 use batch::BatchWriter;
 use chain::chain_messages;
-use set::{set_messages, set_specs, verdict_elements};
+use set::{new_sets, set_specs, verdict_elements};
 
 // What the byte tests (tests.rs, unchanged by the split into files) name from here.
 #[cfg(test)]
@@ -226,16 +226,8 @@ pub fn replace_at(table: &Table, seq: u32, form: ReplaceForm, generation: Option
     bw.table(NFT_MSG_NEWTABLE, name, flags);
 
     let specs = set_specs(table);
-    let mut elements = 0;
-    for (i, set) in specs.iter().enumerate() {
-        elements += set_messages(&mut bw, name, set, i as u32 + 1, in_place);
-    }
-    let set_id = |set: &str| {
-        specs
-            .iter()
-            .position(|s| s.name == set)
-            .map(|i| i as u32 + 1)
-    };
+    let (mut elements, ids) = new_sets(&mut bw, name, &specs, in_place);
+    let set_id = |set: &str| ids.get(set).copied();
     for chain in &table.chains {
         chain_messages(&mut bw, name, chain, &set_id, in_place);
     }

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use super::batch::{Batch, BatchWriter};
 use super::chain::{chain_messages, flush_chain};
 use super::delta::interval_diff;
-use super::set::{Elem, SetSpec, element_messages, set_messages, set_specs, verdict_elements};
+use super::set::{Elem, SetSpec, element_messages, new_sets, set_specs, verdict_elements};
 use crate::kernel::nft::uapi::*;
 use crate::model::{Chain, Table};
 
@@ -129,16 +129,10 @@ impl Reshape<'_> {
                     .iter()
                     .filter(|s| !self.old_set.contains_key(s.name))
                     .collect();
-                let added_id: HashMap<&str, u32> = added
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.name, i as u32 + 1))
-                    .collect();
-                for (set, id) in added.iter().zip(1..) {
-                    elements += set_messages(&mut bw, name, set, id, false);
-                    changed = true;
-                }
-                let set_id = |set: &str| added_id.get(set).copied();
+                let (written, ids) = new_sets(&mut bw, name, added.iter().copied(), false);
+                elements += written;
+                changed |= !added.is_empty();
+                let set_id = |set: &str| ids.get(set).copied();
                 for chain in self
                     .new
                     .chains

@@ -3,6 +3,8 @@
 //! lists cut under the attribute size limit. Interval maps (`snatRules`) are sets whose
 //! start elements carry data (the address), written by the same code.
 
+use std::collections::HashMap;
+
 use super::batch::BatchWriter;
 use crate::addr::prefix::{Family, Span, addr_to_u128, make_net};
 use crate::kernel::nft::uapi::*;
@@ -232,6 +234,27 @@ pub(super) fn set_spec_named<'a>(table: &'a Table, name: &str) -> Option<SetSpec
                 .find(|d| d.name == name)
                 .map(SetSpec::dispatch)
         })
+}
+
+/// [`set_messages`] for each of `specs`, with the transaction-local id of its place (1, 2,
+/// …): the elements written, and the ids by name, for the rules of the same batch that look
+/// the sets up.
+pub(super) fn new_sets<'a, 's>(
+    bw: &mut BatchWriter,
+    table: &str,
+    specs: impl IntoIterator<Item = &'s SetSpec<'a>>,
+    flush: bool,
+) -> (usize, HashMap<&'a str, u32>)
+where
+    'a: 's,
+{
+    let mut elements = 0;
+    let mut ids = HashMap::new();
+    for (set, id) in specs.into_iter().zip(1..) {
+        elements += set_messages(bw, table, set, id, flush);
+        ids.insert(set.name, id);
+    }
+    (elements, ids)
 }
 
 /// NEWSET (an existing set with the same properties is left as it is), then, when `flush`,
