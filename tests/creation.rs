@@ -364,7 +364,10 @@ fn something_planted_between_read_and_batch_is_refused_and_repaired() {
         let table = small_table(1_000);
         let report = nft::replace_table(&mut sock, &table).unwrap();
         assert_eq!((report.form, report.transactions), (ReplaceForm::Create, 2));
-        // Someone else's commit: the agent's next commit reads the table.
+        // Someone else's commit, larger than the table (its set flushed, an element
+        // added): the agent's next commit reads the table, and a difference would send more
+        // than the table holds, so it is replaced in a full form.
+        nft_cmd("flush set inet nft-masq-agent nonmasq-v4");
         nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
         let mut reads = 0;
         let report = nft::replace_table_with(&mut sock, &table, &mut || {
@@ -386,6 +389,7 @@ fn something_planted_between_read_and_batch_is_refused_and_repaired() {
         // Someone committing after every read (a tamper storm): the conditioned attempts are
         // refused, the last is sent without the generation (else a storm would keep the table
         // unrepaired for ever) and, being self-contained, flushes what they added.
+        nft_cmd("flush set inet nft-masq-agent nonmasq-v4");
         nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
         let mut reads = 0;
         let report = nft::replace_table_with(&mut sock, &table, &mut || {
@@ -524,6 +528,74 @@ fn a_table_without_its_chains_and_with_a_set_changed_is_refilled() {
         let live = sock.read_table(TABLE).unwrap().unwrap();
         assert_eq!(live.sets, table.sets);
         assert!(live.same_policy(&table), "{live}");
+    });
+}
+
+/// A model of the live table lost (someone committed while the agent was not following,
+/// as when its own commit raced theirs) is rebuilt by one read: the next commit sends the
+/// difference to what is live. A rule someone inserted is removed with the chain refilled
+/// and no element sent, and an element they deleted comes back alone, where the full form
+/// sent every element again. A handover table left behind is still removed by a full form.
+#[test]
+fn a_table_changed_while_not_followed_gets_the_difference_from_one_read() {
+    root_or_skip!();
+    ns("unfollowed").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let table = small_table(100);
+        nft::replace_table(&mut sock, &table).unwrap();
+        // Not followed: the socket is never told (the daemon would have been out of the
+        // notification group), so its model is at a generation the ruleset has left.
+        nft_cmd(&format!("insert rule inet {TABLE} postrouting accept"));
+        nft_cmd(&format!(
+            "delete element inet {TABLE} nonmasq-v4 {{ 11.0.0.0/24 }}"
+        ));
+        let generation = sock.generation().unwrap();
+        assert_ne!(sock.known_generation(), Some(generation));
+        let report = nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!(
+            (report.form, report.transactions, report.sent),
+            (ReplaceForm::Delta, 1, 2),
+            "{report:?}"
+        );
+        let live = sock.read_table(TABLE).unwrap().unwrap();
+        assert_eq!(live, table, "{live}");
+        assert_eq!(sock.known_generation(), Some(sock.generation().unwrap()));
+
+        nft_cmd(&format!("add table inet {HANDOVER}"));
+        nft_cmd(&format!("insert rule inet {TABLE} postrouting accept"));
+        let report = nft::replace_table(&mut sock, &table).unwrap();
+        assert_ne!(report.form, ReplaceForm::Delta, "{report:?}");
+        assert!(sock.table_info(HANDOVER).unwrap().is_none());
+        assert_eq!(sock.read_table(TABLE).unwrap().unwrap(), table);
+    });
+}
+
+/// A creation whose first attempt someone cut short (a commit after its read refused its
+/// batch) ends with the table known at the generation its last attempt made: every batch of
+/// that attempt was conditioned on the one before, so nothing else can have committed in
+/// between, and the daemon need not read the table again (a full read and, before, a refill
+/// of every element after each creation under a tamper storm).
+#[test]
+fn a_creation_cut_short_by_a_commit_ends_known() {
+    root_or_skip!();
+    ns("proven").enter(|| {
+        let mut sock = NftSocket::open().unwrap();
+        let table = small_table(1_000);
+        let mut reads = 0;
+        let report = nft::replace_table_with(&mut sock, &table, &mut || {
+            reads += 1;
+            if reads == 1 {
+                nft_cmd("add table inet nma-someone-else");
+            }
+        })
+        .unwrap();
+        assert_eq!(reads, 2, "the first batch was not refused");
+        assert_eq!(report.form, ReplaceForm::Create, "{report:?}");
+        assert_eq!(sock.known_generation(), Some(sock.generation().unwrap()));
+        assert_eq!(sock.read_table(TABLE).unwrap().unwrap(), table);
+        // Known, so the next commit of the same table sends nothing.
+        let again = nft::replace_table(&mut sock, &table).unwrap();
+        assert_eq!((again.transactions, again.sent), (0, 0), "{again:?}");
     });
 }
 

@@ -173,8 +173,19 @@ fn our_own_table_is_updated_in_place_and_anything_planted_means_a_replace() {
         assert_eq!(live.sets, b.sets);
         assert!(live.same_policy(&b), "read back:\n{live}\nwanted:\n{b}");
 
-        // Someone else committed (an element and a rule added): the in-place form, which
-        // flushes them too.
+        // Someone else committed (an element and a rule added): the table is read once and
+        // only the difference to it sent (the element deleted, the chain refilled).
+        nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
+        nft_cmd("insert rule inet nft-masq-agent postrouting counter accept");
+        let report = nft::replace_table(&mut sock, &b).unwrap();
+        assert_eq!(report.form, ReplaceForm::Delta);
+        let live = sock.read_table(&b.name).unwrap().unwrap();
+        assert_eq!(live, b, "read back:\n{live}\nwanted:\n{b}");
+
+        // Someone else's change larger than the table (both sets flushed, an element and a
+        // rule added): the in-place form, which flushes them too.
+        nft_cmd("flush set inet nft-masq-agent nonmasq-v4");
+        nft_cmd("flush set inet nft-masq-agent nonmasq-v6");
         nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
         nft_cmd("insert rule inet nft-masq-agent postrouting counter accept");
         let report = nft::replace_table(&mut sock, &a).unwrap();
@@ -261,23 +272,29 @@ fn a_change_of_blocks_is_a_reshape_and_reads_back_as_wanted() {
             "{report:?}"
         );
         // A process that does not know the table (a new socket) and finds something added
-        // to a block: the table, map and chains are ours, so it is refilled in place.
+        // to a block: the table, map and chains are ours, so it reads the table and sends
+        // the difference (that element deleted).
         let block = &b.sets[0].name;
         nft_cmd(&format!(
             "add element inet nft-masq-agent {block} {{ 11.255.0.1 }}"
         ));
         let mut fresh = NftSocket::open().unwrap();
         let report = nft::replace_table(&mut fresh, &b).unwrap();
-        assert_eq!(report.form, ReplaceForm::InPlace);
+        assert_eq!(
+            (report.form, report.sent),
+            (ReplaceForm::Delta, 2),
+            "{report:?}"
+        );
         let live = fresh.read_table(&b.name).unwrap().unwrap();
-        assert!(live.same_policy(&b), "refilled in place: another policy");
+        assert!(live.same_policy(&b), "the difference left another policy");
     });
 }
 
 /// The difference form: after the agent's own commit, with nobody committing since, only
 /// what changed is sent, and the live table is exactly the desired one after each of 40
 /// random changes (adjacent intervals, the top of the range, everything and nothing);
-/// someone else's commit in between means a full form.
+/// someone else's commit in between means reading the table and sending the difference to
+/// it.
 #[test]
 fn only_the_difference_is_sent_after_our_own_commit_and_the_result_is_exact() {
     root_or_skip!();
@@ -354,11 +371,13 @@ fn only_the_difference_is_sent_after_our_own_commit_and_the_result_is_exact() {
         let report = nft::replace_table(&mut sock, &more).unwrap();
         assert_eq!((report.form, report.messages), (ReplaceForm::Delta, 0));
         assert_eq!(sock.generation().unwrap(), g);
-        // Someone else's commit (an element added): the table is read, and fixed.
+        // Someone else's commit (an element added): the table is read, and the element
+        // deleted (an interval next to it may be sent again).
         nft_cmd("add element inet nft-masq-agent nonmasq-v6 { fd77::/16 }");
         let t = table();
         let report = nft::replace_table(&mut sock, &t).unwrap();
-        assert_eq!(report.form, ReplaceForm::InPlace);
+        assert_eq!(report.form, ReplaceForm::Delta, "{report:?}");
+        assert!(report.sent <= 4, "{report:?}");
         let live = sock.read_table(&t.name).unwrap().unwrap();
         assert_eq!(live.sets, t.sets);
     });

@@ -94,7 +94,8 @@
 //! `benches/soak [--minutes N | --seconds N] [--prefixes N] [--flood N]
 //! [--accept-new-set-gap]` (5 minutes by default, 90 s at least), or
 //! `cargo bench --bench soak -- ...`; as root. On a failure the agents' logs are kept, and
-//! with the failure (or `NMA_SOAK_TIMELINE=1`) a timeline of every event of the run.
+//! with the failure (or `NMA_SOAK_TIMELINE=1`, which keeps the logs too) a timeline of every
+//! event of the run.
 //! `NMA_AGENT_BIN` runs another build of the agent (to see a broken one fail);
 //! `NMA_SOAK_RUST_LOG` sets the agents' `RUST_LOG`.
 //!

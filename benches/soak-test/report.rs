@@ -57,13 +57,14 @@ pub fn render(run: &Run, o: &Opts, j: &Judgement) -> String {
     let _ = writeln!(
         r,
         "| tamper kind | attempted | took effect | calm: attempted / took effect | \
-         no effect: no target / refused / table untouched | owner on: attempted / took effect |\n\
-         |---|---:|---:|---|---|---|"
+         no effect: no target / refused / table untouched | owner on: attempted / took effect | \
+         change seen → repair seen, budget free: median / max (breaks) |\n\
+         |---|---:|---:|---|---|---|---|"
     );
     for (name, k) in KINDS.iter().zip(&j.kinds) {
         let _ = writeln!(
             r,
-            "| `{name}` | {} | {} ({:.0} %) | {} / {} | {} / {} / {} | {} / {} |",
+            "| `{name}` | {} | {} ({:.0} %) | {} / {} | {} / {} / {} | {} / {} | {} / {} ({}) |",
             k.attempted,
             k.effective,
             k.effective as f64 * 100.0 / k.attempted.max(1) as f64,
@@ -73,7 +74,10 @@ pub fn render(run: &Run, o: &Opts, j: &Judgement) -> String {
             k.refused,
             k.untouched,
             k.owner_attempted,
-            k.owner_effective
+            k.owner_effective,
+            ms(k.repair_median),
+            ms(k.repair_max),
+            k.repair_breaks
         );
     }
     let _ = writeln!(r, "\n| verdict | result |\n|---|---|");
@@ -101,13 +105,22 @@ pub fn record(o: &Opts, j: &Judgement) {
     }
 }
 
-/// Prints the report and the verdict; keeps the agents' logs on a failure. The exit status.
+/// Prints the report and the verdict; keeps the agents' logs on a failure, or when a
+/// timeline was asked for (it is read against them). The exit status.
 pub fn conclude(report: &str, failures: &[String], logs: &[PathBuf; 2]) -> ExitCode {
     print!("{report}");
     record_value("soak.pass", f64::from(u8::from(failures.is_empty())));
     if failures.is_empty() {
-        for l in logs {
-            let _ = std::fs::remove_file(l);
+        if std::env::var_os("NMA_SOAK_TIMELINE").is_some() {
+            eprintln!(
+                "soak: the agents' logs are {} and {}",
+                logs[0].display(),
+                logs[1].display()
+            );
+        } else {
+            for l in logs {
+                let _ = std::fs::remove_file(l);
+            }
         }
         println!("**Verdict: pass.**\n");
         return ExitCode::SUCCESS;

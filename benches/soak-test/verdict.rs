@@ -80,6 +80,11 @@ pub struct KindCount {
     /// With `--table-owner on` (none may take effect).
     pub owner_attempted: usize,
     pub owner_effective: usize,
+    /// Change seen → repair seen of this kind's breaks while the budget was surely free:
+    /// median and max, and how many.
+    pub repair_median: Duration,
+    pub repair_max: Duration,
+    pub repair_breaks: usize,
 }
 
 /// Every verdict of a run, and the per-kind counts of its tamper actions.
@@ -277,6 +282,16 @@ fn kind_counts(run: &Run, f: &Facts) -> [KindCount; KINDS.len()] {
             Effect::Refused => k.refused += 1,
             Effect::Untouched => k.untouched += 1,
         }
+    }
+    let mut times: [Vec<Duration>; KINDS.len()] = Default::default();
+    for b in f.breaks.iter().filter(|b| b.spent + 1 < BUDGET_COMMITS) {
+        let repaired = b.repaired.unwrap_or(run.end);
+        times[run.tampers[b.tamper].kind].push(repaired.saturating_duration_since(b.seen));
+    }
+    for (k, t) in kinds.iter_mut().zip(&mut times) {
+        k.repair_median = pct(t, 0.5);
+        k.repair_max = t.iter().max().copied().unwrap_or_default();
+        k.repair_breaks = t.len();
     }
     kinds
 }

@@ -45,6 +45,10 @@ pub trait Kernel {
     /// table stays known and a repair sends only the inverse of their change.
     fn follow(&mut self, steps: &[Step]);
 
+    /// The generation at which the live table is known exactly (our last commit proved it,
+    /// or a read no commit interrupted), if it is.
+    fn known_generation(&self) -> Option<u32>;
+
     /// Reads table `name` back, decoded; `None` when it does not exist. Commits by others
     /// during the read do not make it fail: the caller listens to notifications, which
     /// report any change to the table made meanwhile.
@@ -122,6 +126,10 @@ impl Kernel for Netlink {
 
     fn follow(&mut self, steps: &[Step]) {
         self.sock.follow(steps);
+    }
+
+    fn known_generation(&self) -> Option<u32> {
+        self.sock.known_generation()
     }
 
     fn read(&mut self, name: &str) -> Result<Option<Table>, NftError> {

@@ -79,6 +79,9 @@ mod tests {
         fn follow(&mut self, steps: &[crate::kernel::nft::live::Step]) {
             self.inner.follow(steps)
         }
+        fn known_generation(&self) -> Option<u32> {
+            self.inner.known_generation()
+        }
         fn counters(&mut self, name: &str) -> Result<Option<(u64, u64)>, NftError> {
             self.inner.counters(name)
         }

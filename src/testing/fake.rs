@@ -77,6 +77,12 @@ pub struct KernelState {
     /// Someone else commits this right after the agent's next commit (while the agent is
     /// still out of the notification group, so only the generation tells).
     pub race_next: Option<Option<Table>>,
+    /// Someone else commits right before the agent's next commit reads the table, as when a
+    /// tamperer cuts short the first attempt of a creation: the generations around the
+    /// commit do not add up, but its last attempt proves the table (known afterwards).
+    pub race_before_next: bool,
+    /// Reads of the table so far (full checks).
+    pub reads: usize,
     /// The conntrack table: reconciliations delete from it.
     pub flows: Vec<Flow>,
     /// Conntrack reconciliations fail with this errno.
@@ -112,6 +118,8 @@ impl FakeKernel {
             listening: true,
             read_fails: None,
             race_next: None,
+            race_before_next: false,
+            reads: 0,
             owned_by: None,
             nat_tables: Vec::new(),
             too_large: Vec::new(),
@@ -181,6 +189,9 @@ impl Kernel for FakeKernel {
         }
         if table.flags.0 & !s.version.flags != 0 {
             return Err(rejected(s.version.refusal));
+        }
+        if std::mem::take(&mut s.race_before_next) {
+            s.generation += 1;
         }
         // As the real socket does: with the live table known at the current generation (its
         // own last commit, or the table learned at start, followed through notifications),
@@ -253,7 +264,12 @@ impl Kernel for FakeKernel {
         Known::follow_all(&mut self.0.borrow_mut().known, steps);
     }
 
+    fn known_generation(&self) -> Option<u32> {
+        self.0.borrow().known.as_ref().map(Known::generation)
+    }
+
     fn read(&mut self, _name: &str) -> Result<Option<Table>, NftError> {
+        self.0.borrow_mut().reads += 1;
         let s = self.0.borrow();
         match s.read_fails {
             Some(errno) => Err(NftError::Kernel {

@@ -59,8 +59,14 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             self.commits.already(table, reason, &why);
         }
         // Anyone else committing between our generation reads did so while we were not
-        // subscribed: look at the table instead of trusting the events.
-        if commit::raced(gen_before, gen_after, gen_now, report.transactions) {
+        // subscribed: look at the table instead of trusting the events. Unless the commit's
+        // last batches were each conditioned on the generation before them and the ruleset
+        // is still where they left it: whatever others did came before the read those
+        // batches were computed from, so the live table is the wanted one (a creation under
+        // a tamper storm, whose first attempt someone cut short, is not followed by a full
+        // read and a refill of every element).
+        let proven = gen_now.is_some() && self.kernel.known_generation() == gen_now;
+        if commit::raced(gen_before, gen_after, gen_now, report.transactions) && !proven {
             self.pending.check = Some(Reason::Resync);
         }
         let valid = self.wanted.valid();

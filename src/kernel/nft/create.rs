@@ -44,11 +44,14 @@ pub(super) fn next_generation(g: u32) -> u32 {
 /// Brings our table to `table` in the full forms. `between` runs after each read of the live
 /// table and before the first batch chosen from it (a seam for tests that change the ruleset
 /// there; a no-op otherwise).
+///
+/// With the report, the generation the last attempt's batches made when each was
+/// conditioned on the one before (see [`Proven`]).
 pub(super) fn full(
     sock: &mut NftSocket,
     table: &Table,
     between: &mut dyn FnMut(),
-) -> Result<CommitReport, NftError> {
+) -> Result<(CommitReport, Proven), NftError> {
     let handover = create::handover_of(table);
     // Every transaction committed counts, those of an attempt cut short too: the daemon
     // and the soak test account for the generations by this number.
@@ -63,7 +66,7 @@ pub(super) fn full(
         // meanwhile.
         let conditioned = attempt < ATTEMPTS;
         match once(sock, table, &handover, between, &mut sent, conditioned) {
-            Ok(form) => return Ok(report(table, form, &sent)),
+            Ok((form, proven)) => return Ok((report(table, form, &sent), proven)),
             Err(e) if stale(&e) && attempt < ATTEMPTS => attempt += 1,
             Err(e) => return Err(e),
         }
@@ -79,7 +82,20 @@ struct Sent {
     transactions: u32,
 }
 
-/// One read of the live tables and the steps chosen from it; the form that committed.
+/// The generation at which a commit's batches leave the table exactly as wanted, when every
+/// one of them was a compare-and-commit on the generation the one before made (the first on
+/// the generation its read was made at): no one else can have committed in between, so if
+/// the ruleset is still at this generation, the live table is known without reading it.
+/// `None` when a batch was not conditioned.
+pub type Proven = Option<u32>;
+
+/// The generation `n` transactions make from `g`.
+pub(super) fn advance(g: u32, n: u32) -> u32 {
+    (0..n).fold(g, |g, _| next_generation(g))
+}
+
+/// One read of the live tables and the steps chosen from it; the form that committed, and
+/// the generation it proves.
 fn once(
     sock: &mut NftSocket,
     table: &Table,
@@ -87,9 +103,12 @@ fn once(
     between: &mut dyn FnMut(),
     sent: &mut Sent,
     conditioned: bool,
-) -> Result<ReplaceForm, NftError> {
+) -> Result<(ReplaceForm, Proven), NftError> {
     // Read before the skeleton: a commit by anyone after this refuses our batches.
     let generation = sock.generation()?;
+    let tx_before = sent.transactions;
+    let proven =
+        |sent: &Sent| conditioned.then(|| advance(generation, sent.transactions - tx_before));
     let live = sock.skeleton(&table.name);
     if let Ok(Some(l)) = &live
         && l.owner.is_some_and(|port| port != sock.port_id())
@@ -103,7 +122,7 @@ fn once(
         let batch = encode::replace_at(table, sock.next_seq(), form, at);
         sock.send_batch(&batch)?;
         sent.add(&batch);
-        return Ok(form);
+        return Ok((form, proven(sent)));
     }
     // A skeleton that cannot be read (a name that is not ours to decode) is a table that
     // cannot be updated in place.
@@ -131,14 +150,14 @@ fn once(
     between();
     let plan = create::steps(table, handover, ours, left);
     match run(sock, table, &plan, generation, sent, conditioned) {
-        Ok(()) => Ok(create::form(ours)),
+        Ok(()) => Ok((create::form(ours), proven(sent))),
         // The in-place batch refused for another reason than a commit since the read (which
         // it would have been refused for first): the table is recreated, through the
         // handover. Nothing was committed, so the generation is still the one read.
         Err((e @ NftError::Rejected { .. }, 0)) if ours == Live::Fits && !stale(&e) => {
             let plan = create::steps(table, handover, Live::Other, left);
             run(sock, table, &plan, generation, sent, conditioned)
-                .map(|()| ReplaceForm::Handover)
+                .map(|()| (ReplaceForm::Handover, proven(sent)))
                 .map_err(|(e, _)| e)
         }
         Err((e, _)) => Err(e),

@@ -113,7 +113,10 @@ fn delta_over(
         .iter()
         .filter_map(|b| old_chains.get(b.name.as_str()).copied())
         .collect();
+    // Anything the model cannot express (a foreign set in our table) is not in the specs:
+    // only a full form removes it.
     let same_shape = old.name == table.name
+        && old.foreign.is_empty()
         && old.flags == table.flags
         && old_specs.len() == specs.len()
         && was.len() == specs.len()

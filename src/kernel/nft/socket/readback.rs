@@ -161,7 +161,17 @@ impl NftSocket {
     /// no commit interrupted the read. `None` when the table does not exist or does not
     /// decode as one of ours.
     pub fn read_table_at(&mut self, name: &str) -> Result<Option<(u32, Table)>, NftError> {
-        for _ in 0..8 {
+        self.read_table_at_tries(name, 8)
+    }
+
+    /// [`NftSocket::read_table_at`], giving up ([`NftError::Interrupted`]) after `tries`
+    /// reads that a commit interrupted.
+    pub fn read_table_at_tries(
+        &mut self,
+        name: &str,
+        tries: usize,
+    ) -> Result<Option<(u32, Table)>, NftError> {
+        for _ in 0..tries {
             let generation = self.generation()?;
             let fresh = decode::TableDecoder::new(name);
             match self.read_table_once(name, fresh, &|d, m| Ok(d.feed(m)?)) {
