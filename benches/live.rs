@@ -11,13 +11,17 @@
 //! - scale: at 50,000 and 150,000 prefixes, an element deleted, a rule deleted, the set
 //!   flushed and the table deleted, each until repaired, beyond the kernel's own wait;
 //! - restart: a new process with the config already in force at 10,000 and 100,000
-//!   prefixes: what it sends (nothing) and process start -> ready.
+//!   prefixes: what it sends (nothing) and process start -> ready;
+//! - once: whole-process `--once` at 10,000 prefixes against a table equal to the config,
+//!   as `nft -f` left it, alternating with `nft -f` of the same ruleset (spawn to exit,
+//!   wall time), and the ratio pair by pair.
 //!
 //! Times are taken from outside the agent: from the kernel's nftables notifications
 //! (NEWGEN, the end of each transaction) received by this process.
 //!
-//! `cargo bench --bench live [-- --runs 21 --idle-seconds 60 --sections config,tamper,start,idle,memory,scale,restart]`
-//! (`--scale-prefixes 50000,150000 --restart-prefixes 10000,100000 --scale-runs 5`;
+//! `cargo bench --bench live [-- --runs 21 --idle-seconds 60 --sections config,tamper,start,idle,memory,scale,restart,once]`
+//! (`--scale-prefixes 50000,150000 --restart-prefixes 10000,100000 --scale-runs 5
+//! --once-prefixes 10000`;
 //! `--scale-max-set-prefixes N` runs the scale section with the exemptions cut at N instead of
 //! the default, 1000000 keeping one set: the layout before block sets, for comparison)
 
@@ -680,6 +684,92 @@ fn restart_section(
     Ok(())
 }
 
+/// Whole-process `--once` with `n` prefixes against a table equal to the config, as
+/// `nft -f` left it, and `nft -f` of the same ruleset, alternating: `runs` pairs after one
+/// of each not counted, each timed from spawn to exit. The ruleset is the agent's own
+/// `--dry-run`, loaded as a replace (the table declared, deleted and declared again: what
+/// an operator's `nft -f` of a whole table does), so each pair starts from the same table;
+/// the agent then finds it equal and sends nothing (counted from the ruleset generation).
+fn once_section(dir: &Path, n: usize, runs: usize) -> anyhow::Result<()> {
+    let cfg = dir.join(format!("once-{n}"));
+    let hosts = nma_testkit::configs::spaced_hosts(std::net::Ipv4Addr::new(30, 0, 0, 0), n);
+    let list: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+    std::fs::write(&cfg, ConfigText::new().non_masquerade(&list).render())?;
+    let owner = ["--table-owner", "off"];
+    let dry = Command::new(agent_bin())
+        .arg("--dry-run")
+        .args(owner)
+        .arg("--config")
+        .arg(&cfg)
+        .output()?;
+    anyhow::ensure!(
+        dry.status.success(),
+        "--dry-run: {}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let rules = dir.join(format!("once-{n}.nft"));
+    let mut text = format!("table inet {TABLE_NAME}\ndelete table inet {TABLE_NAME}\n");
+    text.push_str(&String::from_utf8_lossy(&dry.stdout));
+    std::fs::write(&rules, text)?;
+    let timed = |cmd: &mut Command| -> Duration {
+        let t0 = Instant::now();
+        let out = cmd.stdout(Stdio::null()).output().expect("spawn");
+        let t = t0.elapsed();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    };
+    let agent = || {
+        let mut c = Command::new(agent_bin());
+        c.arg("--once").args(owner).arg("--config").arg(&cfg);
+        c
+    };
+    let nft_f = || {
+        let mut c = Command::new("nft");
+        c.arg("-f").arg(&rules);
+        c
+    };
+    timed(&mut nft_f());
+    timed(&mut agent());
+    let mut sock = NftSocket::open()?;
+    let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sent = 0;
+    for _ in 0..runs {
+        let b = timed(&mut nft_f());
+        let before = sock.generation()?;
+        let a = timed(&mut agent());
+        sent += usize::from(sock.generation()? != before);
+        ratios.push(a.as_secs_f64() / b.as_secs_f64());
+        ours.push(a);
+        theirs.push(b);
+    }
+    let (a, b) = (Stats::of(ours), Stats::of(theirs));
+    row(
+        &format!(
+            "whole-process `--once`, {n} prefixes, table equal to the config as `nft -f` left \
+             it ({sent} of {runs} runs committed)"
+        ),
+        &a,
+    );
+    row(&format!("`nft -f` of the same ruleset, {n} prefixes"), &b);
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
+    println!(
+        "| `--once` / `nft -f`, pair by pair | {ratio:.2} | {:.2} | {:.2} |",
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    record(&format!("once.{n}.agent"), a.median);
+    record(&format!("once.{n}.nft"), b.median);
+    record_value(&format!("once.{n}.ratio"), ratio);
+    record_value(&format!("once.{n}.committed"), sent as f64);
+    let _ = nft::delete_table(&mut sock, TABLE_NAME);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     if let Some(kind) = arg("--tamper-child") {
         let handle = std::env::args()
@@ -689,8 +779,8 @@ fn main() -> anyhow::Result<()> {
     }
     let runs: usize = arg("--runs").map_or(Ok(21), |s| s.parse())?;
     let idle_secs: u64 = arg("--idle-seconds").map_or(Ok(60), |s| s.parse())?;
-    let sections =
-        arg("--sections").unwrap_or_else(|| "config,tamper,start,idle,memory,scale,restart".into());
+    let sections = arg("--sections")
+        .unwrap_or_else(|| "config,tamper,start,idle,memory,scale,restart,once".into());
     let want = |s: &str| sections.split(',').any(|x| x == s);
     let ns = Netns::unique(PREFIX, "live");
     ns.enter_current_thread();
@@ -800,6 +890,11 @@ fn main() -> anyhow::Result<()> {
             &sizes("--restart-prefixes", "10000,100000"),
             runs,
         )?;
+    }
+    if want("once") {
+        for n in sizes("--once-prefixes", "10000") {
+            once_section(&dir, n, runs)?;
+        }
     }
     println!();
     let _ = std::fs::remove_dir_all(&dir);

@@ -177,15 +177,17 @@ fn klog_verbosity_sets_the_log_level() {
             .config(&cfg)
             .args([v, "--metrics-address", "off"])
             .spawn();
+        // The second agent finds the first one's table: on kernels before 6.9, with no
+        // owner flag to add, it is already as wanted and nothing is committed.
         assert!(
             agent
-                .wait_commits(1, Duration::from_secs(5) * slack())
+                .wait_in_force(Duration::from_secs(5) * slack())
                 .is_some(),
             "{v}: no commit:\n{}",
             agent.log()
         );
         // The config watch logs at debug level before the first commit, so by the commit line
-        // a debug level has shown one.
+        // (or the line saying there is nothing to commit) a debug level has shown one.
         assert_eq!(
             agent.lines().iter().any(|l| l.level == "DEBUG"),
             debug,

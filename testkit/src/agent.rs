@@ -236,6 +236,18 @@ impl Agent {
         wait_until(timeout, || self.commit_count() >= n).then(|| start.elapsed())
     }
 
+    /// Waits until the agent's policy is in force: its first commit logged, or the table it
+    /// found already the wanted one (a restart with the config unchanged commits nothing;
+    /// on kernels before 6.9 a table another agent left has no owner flag to change either).
+    /// How long that took.
+    pub fn wait_in_force(&self, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        wait_until(timeout, || {
+            self.commit_count() >= 1 || self.has("already as wanted")
+        })
+        .then(|| start.elapsed())
+    }
+
     /// The commit count once no commit line has come for 300 ms. A commit's log line is
     /// written after the kernel applied it, so a listing or a probe can see the commit before
     /// its line (it did in a slow guest).

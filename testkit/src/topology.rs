@@ -378,12 +378,12 @@ impl Topology {
         self.agent_builder().args(args).spawn()
     }
 
-    /// Spawns the daemon with `--config config args…` and waits (5 s) for its first commit.
+    /// Spawns the daemon with `--config config args…` and waits (5 s) for its policy to be
+    /// in force: its first commit, or the table it found already as wanted.
     pub fn start(&self, config: &Path, args: &[&str]) -> Agent {
         let a = self.agent_builder().config(config).args(args).spawn();
         assert!(
-            a.wait_commits(1, Duration::from_secs(5) * slack())
-                .is_some(),
+            a.wait_in_force(Duration::from_secs(5) * slack()).is_some(),
             "agent did not commit:\n{}",
             a.log()
         );
