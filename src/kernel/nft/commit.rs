@@ -80,18 +80,14 @@ pub fn replace_table_with(
             commit(sock, table, read.as_ref(), false, between)
         }
     };
-    // Remembered only when the generations prove that the live table is `table`: each
-    // transaction that changed something makes exactly one generation (so `before + n` for
-    // a commit of n transactions, and nothing else), a difference with nothing in it is not
-    // sent and makes none; or the batches of the commit's last attempt were each
-    // conditioned on the generation the one before made, and the ruleset is still at the
-    // one they made (someone committed before that attempt's read, not after). Anything
-    // else (someone committed around ours, a read failed) means reading the table next
-    // time.
-    let after = sock.generation();
-    let remembered = match (&report, before, after) {
-        (Ok((r, _)), Ok(b), Ok(a)) if a == b.wrapping_add(r.transactions) => Some(a),
-        (Ok((_, Some(proven))), _, Ok(a)) if a == *proven => Some(a),
+    // Remembered only when the generations prove that the live table is `table`: the
+    // batches that made it were each conditioned on the generation the one before made (the
+    // first on the generation its model or read was at), and the ruleset is still at the
+    // one they made. Someone may have committed before that read, not after. Anything else
+    // (an unconditioned last attempt, someone committed since, a read failed) means reading
+    // the table next time.
+    let remembered = match (&report, sock.generation()) {
+        (Ok((_, Some(proven))), Ok(after)) if after == *proven => Some(after),
         _ => None,
     };
     sock.set_known(remembered.map(|g| Known::new(g, table.clone())));
