@@ -1,0 +1,117 @@
+//! Config reads apart from the loop. Reading, parsing and validating the config takes as long
+//! as the operator's file is large (about 90 ms at 50,000 prefixes, several hundred at the
+//! prefix cap), and while the loop did it inline, a foreign change to our table waited for
+//! the read and the commit of the new config before anything repaired it: under the soak's
+//! storm, a rule inserted just after a ConfigMap swap stayed 150-300 ms instead of a few.
+//!
+//! The loop asks for a read ([`Reader::request`]) and goes on; a thread of its own reads
+//! with its own [`Source`] and sends the [`Read`] back, which the loop hands to the agent
+//! ([`Agent::config_read`](super::agent::Agent::config_read)). Requests that queue up while
+//! a read runs become one read of the newest files, so a burst of swaps costs one read
+//! after the current one, and results arrive in the order the files were read. Building the
+//! table from the config stays on the loop (it depends on the table flags in use), as does
+//! everything that touches the kernel.
+
+use std::sync::mpsc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::{Source, Update};
+
+/// A read done by the reader thread: why it was asked for, and what it found.
+#[derive(Debug)]
+pub struct Read {
+    /// The reason given with the request (the newest one when requests were merged).
+    pub why: &'static str,
+    /// What the read found.
+    pub update: Update,
+}
+
+/// The loop's handle on the reader thread.
+#[derive(Debug)]
+pub struct Reader {
+    requests: mpsc::Sender<&'static str>,
+}
+
+impl Reader {
+    /// Starts the reader thread with `source`; reads come back on `done`. The thread ends
+    /// when the handle is dropped or `done` is closed; nothing joins it.
+    pub fn spawn<S: Source + Send + 'static>(
+        mut source: S,
+        done: UnboundedSender<Read>,
+    ) -> std::io::Result<Reader> {
+        let (requests, asked) = mpsc::channel::<&'static str>();
+        std::thread::Builder::new()
+            .name("nma-config".into())
+            .spawn(move || {
+                while let Ok(mut why) = asked.recv() {
+                    // Requests made while the last read ran: one read of the newest files
+                    // answers them all.
+                    while let Ok(newer) = asked.try_recv() {
+                        why = newer;
+                    }
+                    let update = source.reload();
+                    if done.send(Read { why, update }).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Reader { requests })
+    }
+
+    /// Asks for a read; `false` when the thread is gone (it only ends when its results are
+    /// no longer received, or on a panic).
+    pub fn request(&self, why: &'static str) -> bool {
+        self.requests.send(why).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{ConfigSource, PolicyFlags};
+
+    #[test]
+    fn a_read_comes_back_with_what_the_file_says_and_requests_made_meanwhile_merge() {
+        let dir = std::env::temp_dir().join(format!("nma-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ip-masq-agent");
+        std::fs::write(&path, "nonMasqueradeCIDRs: [10.0.0.0/8]\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = Reader::spawn(ConfigSource::new(&path, PolicyFlags::default()), tx).unwrap();
+
+        assert!(reader.request("first"));
+        let read = recv(&mut rx);
+        assert_eq!(read.why, "first");
+        let Update::Loaded(loaded) = read.update else {
+            panic!("not loaded: {:?}", read.update)
+        };
+        assert_eq!(loaded.config.non_masquerade_cidrs.len(), 1);
+
+        // Unchanged bytes: nothing to validate.
+        assert!(reader.request("again"));
+        assert!(matches!(recv(&mut rx).update, Update::Unchanged));
+
+        // An invalid file: the error names the file.
+        std::fs::write(&path, "nonMasqueradeCIDRs: [10.0.0.0/33]\n").unwrap();
+        assert!(reader.request("broken"));
+        match recv(&mut rx).update {
+            Update::Failed(e) => assert!(e.to_string().contains("ip-masq-agent"), "{e}"),
+            other => panic!("not failed: {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn recv(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Read>) -> Read {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(read) = rx.try_recv() {
+                return read;
+            }
+            assert!(std::time::Instant::now() < deadline, "no read came back");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
