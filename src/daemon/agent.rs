@@ -474,7 +474,10 @@ impl<K: Kernel, S: Source> Agent<K, S> {
     fn check(&mut self, reason: Reason, now: Instant) {
         let health = self.out.health.clone();
         let busy = health.busy("checking the table");
+        // The whole table decoded: no config read meanwhile (see `daemon/reader.rs`).
+        let hold = self.reader.as_ref().map(Reader::hold);
         let live = self.kernel.read(TABLE_NAME);
+        drop(hold);
         drop(busy);
         match live {
             Ok(live) => {
