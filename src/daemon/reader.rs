@@ -142,17 +142,25 @@ impl Reader {
 mod tests {
     use std::time::Duration;
 
+    use tokio::sync::mpsc::UnboundedReceiver;
+
     use super::*;
     use crate::config::{ConfigSource, PolicyFlags};
 
-    #[test]
-    fn a_read_comes_back_with_what_the_file_says_and_requests_made_meanwhile_merge() {
-        let dir = std::env::temp_dir().join(format!("nma-reader-{}", std::process::id()));
+    /// A reader on a config file of its own in a scratch directory named after `test`.
+    fn reader_on(test: &str) -> (Reader, UnboundedReceiver<Read>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("nma-reader-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ip-masq-agent");
         std::fs::write(&path, "nonMasqueradeCIDRs: [10.0.0.0/8]\n").unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let reader = Reader::spawn(ConfigSource::new(&path, PolicyFlags::default()), tx).unwrap();
+        (reader, rx, path)
+    }
+
+    #[test]
+    fn a_read_comes_back_with_what_the_file_says_and_requests_made_meanwhile_merge() {
+        let (reader, mut rx, path) = reader_on("read");
 
         assert!(reader.request("first"));
         let read = recv(&mut rx);
@@ -173,17 +181,12 @@ mod tests {
             Update::Failed(e) => assert!(e.to_string().contains("ip-masq-agent"), "{e}"),
             other => panic!("not failed: {other:?}"),
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
     fn no_read_runs_while_a_large_commit_holds_the_reads() {
-        let dir = std::env::temp_dir().join(format!("nma-reader-hold-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ip-masq-agent");
-        std::fs::write(&path, "nonMasqueradeCIDRs: [10.0.0.0/8]\n").unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let reader = Reader::spawn(ConfigSource::new(&path, PolicyFlags::default()), tx).unwrap();
+        let (reader, mut rx, path) = reader_on("hold");
 
         let hold = reader.hold();
         assert!(reader.request("held"));
@@ -196,10 +199,10 @@ mod tests {
         let t0 = std::time::Instant::now();
         drop(reader.hold());
         assert!(t0.elapsed() < Duration::from_secs(1));
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
-    fn recv(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Read>) -> Read {
+    fn recv(rx: &mut UnboundedReceiver<Read>) -> Read {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(read) = rx.try_recv() {
