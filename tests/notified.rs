@@ -534,3 +534,75 @@ fn without_its_map_a_cut_table_masquerades_no_exempt_destination() {
         &["10.20.0.5", "30.0.0.0", "30.0.0.1", "11.22.33.44"],
     );
 }
+
+/// Reading a config takes as long as the file is large (about 300 ms at 140,000 prefixes
+/// here). The daemon reads it apart from the loop (`daemon/reader.rs`): a rule someone
+/// inserts into our table while the read runs is repaired at once, by a commit of its own,
+/// before the new config is committed. While the loop read the file itself, the repair came
+/// only with the new config's commit, after the read.
+#[test]
+fn a_foreign_change_during_a_config_read_is_repaired_before_the_read_ends() {
+    root_or_skip!();
+    let _heavy = heavy();
+    // In an emulated guest (a sixth of the host's speed) a smaller file reads as long.
+    let n = if nma_testkit::env::emulated() {
+        30_000
+    } else {
+        140_000
+    };
+    let t = Topology::new("readapart");
+    let mut cm = nma_testkit::ConfigMap::new(t.dir.join("config"), &config(n, &[]));
+    let agent = spawn(&t, &cm.path());
+    assert!(
+        agent.wait_commits(1, patience()).is_some(),
+        "{}",
+        agent.log()
+    );
+    let commits = agent.settled_commits();
+
+    // The new config (one more exempt range), then a foreign rule while it is read.
+    let swapped = cm.update(&config(n, &["10.30.0.0/16"]));
+    std::thread::sleep(Duration::from_millis(30));
+    let inserted_at = Instant::now();
+    run(t.node.cmd("nft").args([
+        "insert",
+        "rule",
+        "inet",
+        "nft-masq-agent",
+        "postrouting",
+        "accept",
+    ]));
+    let inserted = inserted_at.elapsed();
+    assert!(
+        agent.wait_commits(commits + 2, patience()).is_some(),
+        "a repair and the new config's commit:\n{}",
+        agent.log()
+    );
+    let read_ms = swapped.elapsed().as_secs_f64() * 1e3;
+    let new: Vec<_> = agent.commits().into_iter().skip(commits).collect();
+    let reasons: Vec<_> = new
+        .iter()
+        .map(|c| c.reason.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        reasons[..2],
+        ["drift", "config"],
+        "the inserted rule is repaired by itself, before the config that was being read \
+         (nft took {inserted:?}; swap to both commits {read_ms:.0} ms):\n{}",
+        agent.log()
+    );
+    assert_eq!(new[0].sent, Some(0), "the repair sends no element");
+    // The policy of the new config, and no accept of ours left in front of it.
+    t.host("10.30.0.5");
+    t.expect(&["11.22.33.44"], &["10.30.0.5"]);
+    let listing = t.listing().unwrap();
+    assert!(
+        !listing.contains("\t\taccept\n"),
+        "the foreign accept is gone:\n{listing}"
+    );
+    println!(
+        "config read apart at {n} prefixes: rule inserted {:.0} ms after the swap, repaired \
+         in a commit of its own; both commits {read_ms:.0} ms after the swap",
+        (inserted_at - swapped).as_secs_f64() * 1e3,
+    );
+}

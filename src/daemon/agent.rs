@@ -23,6 +23,7 @@ use std::time::{Instant, SystemTime};
 use super::error::chain;
 use super::findings::Findings;
 use super::next::{Condition, Next};
+use super::reader::{Read, Reader};
 use super::reconcile::FightWatch;
 use super::seam::{Holder, Kernel};
 use super::state::check::Checks;
@@ -107,6 +108,10 @@ pub struct Agent<K: Kernel, S: Source> {
     /// ip-masq-agent's iptables chain to take over after the next commit of a valid config
     /// (`--take-over-iptables-chain`; see [`super::takeover`]).
     takeover: Option<String>,
+    /// The thread that reads the config apart from the loop ([`super::reader`]); `None`:
+    /// reads run inline, with the agent's own source (the unit tests, and a reader thread
+    /// that died).
+    reader: Option<Reader>,
 }
 
 fn unix_now() -> f64 {
@@ -147,6 +152,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             jobs,
             findings: Findings::default(),
             takeover: None,
+            reader: None,
         }
     }
 
@@ -160,6 +166,14 @@ impl<K: Kernel, S: Source> Agent<K, S> {
     /// force (`None`: leave iptables alone).
     pub fn with_takeover(mut self, chain: Option<String>) -> Agent<K, S> {
         self.takeover = chain;
+        self
+    }
+
+    /// Reads the config on `reader`'s thread after start, not in the loop (the daemon's
+    /// setting; see [`super::reader`]). The start's read stays inline: nothing is in force
+    /// to keep before it.
+    pub fn with_reader(mut self, reader: Reader) -> Agent<K, S> {
+        self.reader = Some(reader);
         self
     }
 
@@ -353,7 +367,9 @@ impl<K: Kernel, S: Source> Agent<K, S> {
     fn work(&mut self, now: Instant) -> Next {
         for _ in 0..MAX_STEPS {
             if let Some(why) = self.pending.reload.take() {
-                self.reload(why, now);
+                if !self.read_apart(why) {
+                    self.reload(why, now);
+                }
             } else if let Some((reason, why)) = self.pending.commit.take() {
                 if self.commits.admit(now, reason, &why) {
                     self.commit(reason, why, now);
@@ -367,12 +383,44 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         self.next(now)
     }
 
+    /// Hands the read to the reader thread, if there is one: its result comes back through
+    /// [`Agent::config_read`], and meanwhile the loop repairs and commits as usual. `false`
+    /// when the read must run inline (no reader, or its thread is gone).
+    fn read_apart(&mut self, why: &'static str) -> bool {
+        let Some(reader) = &self.reader else {
+            return false;
+        };
+        if reader.request(why) {
+            return true;
+        }
+        tracing::error!("the config reader thread ended: config reads now run in the loop");
+        self.reader = None;
+        false
+    }
+
+    /// Reads the config inline, with the agent's own source.
     fn reload(&mut self, why: &'static str, now: Instant) {
-        // Busy until the new table is built too, not only while reading: building and
-        // comparing 100,000 prefixes took long enough for a probe to find the loop silent.
+        let update = {
+            let health = self.out.health.clone();
+            let _busy = health.busy("reading the config");
+            self.source.reload()
+        };
+        self.apply_read(why, update, now);
+    }
+
+    /// The reader thread read the config ([`super::reader`]): the new config, if valid, is
+    /// committed like one read inline.
+    pub fn config_read(&mut self, read: Read, now: Instant) -> Next {
+        self.apply_read(read.why, read.update, now);
+        self.work(now)
+    }
+
+    fn apply_read(&mut self, why: &'static str, update: Update, now: Instant) {
+        // Busy while the new table is built and compared: at 100,000 prefixes that took
+        // long enough for a probe to find the loop silent.
         let health = self.out.health.clone();
-        let _busy = health.busy("reading the config");
-        match self.source.reload() {
+        let _busy = health.busy("building the table");
+        match update {
             Update::Unchanged => tracing::debug!("{why}: config unchanged"),
             Update::Failed(e) => {
                 self.out.metrics.config_loaded(false, 0.0);
@@ -426,7 +474,10 @@ impl<K: Kernel, S: Source> Agent<K, S> {
     fn check(&mut self, reason: Reason, now: Instant) {
         let health = self.out.health.clone();
         let busy = health.busy("checking the table");
+        // The whole table decoded: no config read meanwhile (see `daemon/reader.rs`).
+        let hold = self.reader.as_ref().map(Reader::hold);
         let live = self.kernel.read(TABLE_NAME);
+        drop(hold);
         drop(busy);
         match live {
             Ok(live) => {

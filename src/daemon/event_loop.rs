@@ -2,6 +2,10 @@
 //! happens next ([`Next`](super::next::Next)): the loop sleeps until its `wake_at`, and
 //! re-arms the config watch when a timer wakes it at or after its `resync_at`. Timing
 //! (debounce, sleeping) lives here; decisions live in the agent.
+//!
+//! Nothing here waits inline: the debounce of config events is a deadline among the other
+//! wake-ups, and the config is read by the reader thread ([`super::reader`]), so
+//! nftables notifications are handled (a foreign change repaired) during both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use tokio::time::Instant;
 
 use super::agent::Agent;
 use super::error::{RunError, setup};
+use super::reader::Read;
 use super::seam::Kernel;
 use super::worker::Outcome;
 use crate::config::Source;
@@ -37,6 +42,8 @@ pub struct Wakers {
     pub pings: Pings,
     /// What the background worker finished.
     pub results: UnboundedReceiver<Outcome>,
+    /// The config reads the reader thread finished.
+    pub reads: UnboundedReceiver<Read>,
     /// Quiet time after a config event before reading the file.
     pub debounce: Duration,
 }
@@ -46,6 +53,9 @@ enum Wake {
     Exit(&'static str),
     Reload(&'static str),
     ConfigEvent,
+    /// The debounce after config events is over: read the config.
+    Settled,
+    Read(Option<Read>),
     Events(Result<Drained, NftError>),
     Timer,
     Ping(crate::report::health::Ping),
@@ -64,15 +74,20 @@ pub async fn run<K: Kernel, S: Source>(
 
     let mut next = agent.start(std::time::Instant::now());
     let mut worker_alive = true;
+    let mut reader_alive = true;
+    let mut debounce = Debounce::default();
     loop {
         // Left-over work runs at once (`wake_at` is then the call's `now`), after the other
         // wake-ups had their turn.
         let wake_at: Instant = next.wake_at.into();
+        let settle_at = debounce.until;
         let wake = tokio::select! {
             _ = term.recv() => Wake::Exit("SIGTERM"),
             _ = int.recv() => Wake::Exit("SIGINT"),
             _ = hup.recv() => Wake::Reload("SIGHUP"),
             _ = w.hint.notified() => Wake::ConfigEvent,
+            _ = sleep_until_some(settle_at) => Wake::Settled,
+            read = w.reads.recv(), if reader_alive => Wake::Read(read),
             drained = w.events.next() => Wake::Events(drained),
             _ = tokio::time::sleep_until(wake_at) => Wake::Timer,
             Some(reply) = w.pings.recv() => Wake::Ping(reply),
@@ -88,12 +103,18 @@ pub async fn run<K: Kernel, S: Source>(
                 return Ok(());
             }
             Wake::Reload(why) => next = agent.config_changed(why, now()),
-            Wake::ConfigEvent => {
-                debounce(&w.hint, w.debounce).await;
+            Wake::ConfigEvent => debounce.event(Instant::now(), w.debounce),
+            Wake::Settled => {
+                debounce.until = None;
                 if let Err(e) = w.watch.ensure() {
                     tracing::warn!("{e}");
                 }
                 next = agent.config_changed("config file changed", now());
+            }
+            Wake::Read(Some(read)) => next = agent.config_read(read, now()),
+            Wake::Read(None) => {
+                // The agent notices the thread is gone at its next request and reads inline.
+                reader_alive = false;
             }
             Wake::Events(Ok(drained)) => next = agent.notifications(drained, now()),
             Wake::Events(Err(e)) => next = agent.notifications_failed(&e, now()),
@@ -125,19 +146,57 @@ pub async fn run<K: Kernel, S: Source>(
     }
 }
 
-/// Waits until config events stop for `quiet` (at most [`MAX_DEBOUNCE`] in all), so a burst
-/// (a ConfigMap swap is several renames and deletes) causes one reload.
-async fn debounce(hint: &Notify, quiet: Duration) {
-    let end = Instant::now() + MAX_DEBOUNCE;
-    loop {
-        let quiet_until = Instant::now() + quiet;
-        tokio::select! {
-            _ = hint.notified() => {
-                if Instant::now() >= end {
-                    return;
-                }
-            }
-            _ = tokio::time::sleep_until(quiet_until.min(end)) => return,
+/// The quiet time after config events: a burst (a ConfigMap swap is several renames and
+/// deletes) causes one read, when events stop for the debounce time, and at most
+/// [`MAX_DEBOUNCE`] after the burst's first event.
+#[derive(Debug, Default)]
+struct Debounce {
+    /// When to read, if events are waiting.
+    until: Option<Instant>,
+    /// The latest the read may come, from the burst's first event.
+    end: Option<Instant>,
+}
+
+impl Debounce {
+    fn event(&mut self, now: Instant, quiet: Duration) {
+        let end = match (self.until, self.end) {
+            (Some(_), Some(end)) => end,
+            _ => now + MAX_DEBOUNCE,
+        };
+        self.end = Some(end);
+        self.until = Some((now + quiet).min(end));
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_config_events_reads_once_quiet_or_at_the_bound() {
+        let t0 = Instant::now();
+        let quiet = Duration::from_millis(5);
+        let mut d = Debounce::default();
+        d.event(t0, quiet);
+        assert_eq!(d.until, Some(t0 + quiet));
+        // Events keep coming: the read moves on, never past the bound.
+        for ms in (4..200).step_by(4) {
+            d.event(t0 + Duration::from_millis(ms), quiet);
         }
+        assert_eq!(d.until, Some(t0 + MAX_DEBOUNCE));
+        // After a read, a new burst has a new bound.
+        d.until = None;
+        let t1 = t0 + Duration::from_secs(1);
+        d.event(t1, quiet);
+        assert_eq!(d.until, Some(t1 + quiet));
+        assert_eq!(d.end, Some(t1 + MAX_DEBOUNCE));
     }
 }

@@ -14,6 +14,7 @@
 //! - [`event_loop`]: the wake-ups (signals, config watch, nftables notifications, timers,
 //!   pings, the worker's outcomes) turned into calls on the agent;
 //! - [`watch`]: the config directories' inotify watch, turned into hints;
+//! - [`reader`]: the thread that reads the config after start, apart from the loop;
 //! - this module: wiring the real sockets, watch and HTTP endpoint together.
 
 pub mod agent;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod event_loop;
 pub mod findings;
 pub mod next;
+pub mod reader;
 pub mod reconcile;
 pub mod seam;
 pub mod state;
@@ -119,6 +121,11 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
     let hint = Arc::new(Notify::new());
     let watch = ConfigWatch::new(&opts.config, hint.clone())?;
     let source = ConfigSource::with_paths(opts.config.clone(), opts.flags.clone());
+    // The reader thread's own source reads again what start read once: its first read
+    // after start parses even unchanged bytes, and finds the same table.
+    let (read, reads) = tokio::sync::mpsc::unbounded_channel();
+    let reader = reader::Reader::spawn(source.clone(), read)
+        .map_err(setup("cannot start the config reader thread"))?;
     // The worker gets sockets of its own and a thread nobody joins: SIGTERM ends the
     // process whatever the worker is waiting for.
     let (jobs, worker) = worker::new(
@@ -141,7 +148,8 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
     )
     .with_conntrack(opts.conntrack)
     .with_takeover(opts.take_over_chain)
-    .with_explicit_config(opts.explicit_config);
+    .with_explicit_config(opts.explicit_config)
+    .with_reader(reader);
     event_loop::run(
         agent,
         event_loop::Wakers {
@@ -150,6 +158,7 @@ async fn run_async(opts: Options) -> Result<(), RunError> {
             hint,
             pings,
             results,
+            reads,
             debounce: opts.debounce,
         },
     )

@@ -1231,3 +1231,55 @@ fn snat_rules_are_committed_published_and_a_bad_entry_keeps_them() {
         "192.0.2.23"
     );
 }
+
+/// The daemon reads the config on a thread of its own (`daemon/reader.rs`): while a read
+/// runs, the loop still repairs, and the read's config is committed when it comes back.
+#[test]
+fn a_change_while_the_config_is_read_apart_is_repaired_before_the_read_ends() {
+    let dir = std::env::temp_dir().join(format!("nma-agent-reader-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ip-masq-agent");
+    std::fs::write(&path, CGNAT).unwrap();
+    let (done, mut reads) = tokio::sync::mpsc::unbounded_channel();
+    let reader = super::reader::Reader::spawn(
+        crate::config::ConfigSource::new(&path, PolicyFlags::default()),
+        done,
+    )
+    .unwrap();
+    let mut h = Harness::new(LINUX_6_12, OwnerMode::Auto, Some(CGNAT));
+    h.agent = h.agent.with_reader(reader);
+    let mut h = h.start();
+    let started = h.kernel.commits();
+
+    // The operator's change: the read is handed over, nothing is committed yet.
+    std::fs::write(
+        &path,
+        "nonMasqueradeCIDRs: [100.64.0.0/10, 198.18.0.0/15]\n",
+    )
+    .unwrap();
+    let next = h.agent.config_changed("config file changed", h.now);
+    h.record(next);
+    assert_eq!(h.kernel.commits(), started);
+
+    // Someone deletes a rule while the file is read: repaired at once, to the old config.
+    h.tamper();
+    assert_eq!(h.kernel.commits(), started + 1, "repaired during the read");
+    assert!(h.live_is_desired());
+    assert!(!set_of(&h.kernel.table().unwrap()).contains(&"198.18.0.0/15".to_string()));
+
+    // The read comes back: its config is committed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let read = loop {
+        if let Ok(read) = reads.try_recv() {
+            break read;
+        }
+        assert!(Instant::now() < deadline, "the read never came back");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let next = h.agent.config_read(read, h.now);
+    h.record(next);
+    assert_eq!(h.kernel.commits(), started + 2);
+    assert!(set_of(&h.kernel.table().unwrap()).contains(&"198.18.0.0/15".to_string()));
+    assert_eq!(h.ready(), Ok(()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

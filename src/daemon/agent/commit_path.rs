@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::Agent;
 use crate::config::Source;
+use crate::daemon::reader::Reader;
 use crate::daemon::seam::{Holder, Kernel};
 use crate::daemon::state::commit::{self, Why};
 use crate::daemon::state::owner::may_be_owner_refusal;
@@ -26,6 +27,14 @@ impl<K: Kernel, S: Source> Agent<K, S> {
             tracing::warn!("{e}");
         }
         let gen_before = self.kernel.generation().ok();
+        // A commit without a model of the table at this generation reads it whole or sends
+        // every element: no config read may run meanwhile, or their memory adds up (see
+        // `daemon/reader.rs`). A repair of a followed table never waits.
+        let _hold = self
+            .reader
+            .as_ref()
+            .filter(|_| gen_before.is_none() || self.kernel.known_generation() != gen_before)
+            .map(Reader::hold);
         // Read just before the replace resets them; added to the base only if it commits.
         let counters = self.kernel.counters(TABLE_NAME).ok().flatten();
         let result = self.replace_stepping_down();

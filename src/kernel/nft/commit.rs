@@ -76,7 +76,13 @@ pub fn replace_table_with(
     let report = match followed {
         Some(known) => commit(sock, table, Some(&known), true, between),
         None => {
+            let t0 = std::time::Instant::now();
             let read = read_known(sock, &table.name);
+            tracing::debug!(
+                found = read.is_some(),
+                "no model at the current generation: read the table in {:.1?}",
+                t0.elapsed()
+            );
             commit(sock, table, read.as_ref(), false, between)
         }
     };
@@ -184,12 +190,18 @@ fn commit(
             // place too: 50,000 prefixes, 247 ms in place against 298 ms as a difference.
             let total = encode::element_count(table);
             if batch.elements >= total {
+                tracing::debug!(
+                    "a difference of {} elements, the table has {total}: a full form",
+                    batch.elements
+                );
                 return create::full(sock, table, between);
             }
             match sock.send_batch(&batch) {
                 // Refused: someone committed since the generation was read (ERESTART), or
                 // the table is not what we left after all; a full form below.
-                Err(NftError::Rejected { .. }) => {}
+                Err(e @ NftError::Rejected { .. }) => {
+                    tracing::debug!("the difference was refused: {e}; a full form follows");
+                }
                 other => {
                     let report = CommitReport {
                         elements: total,

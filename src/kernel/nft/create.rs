@@ -149,7 +149,21 @@ fn once(
     };
     between();
     let plan = create::steps(table, handover, ours, left);
-    match run(sock, table, &plan, generation, sent, conditioned) {
+    let t0 = std::time::Instant::now();
+    tracing::debug!(
+        ?ours,
+        ?left,
+        conditioned,
+        "full form at generation {generation}: {} steps",
+        plan.len()
+    );
+    let result = run(sock, table, &plan, generation, sent, conditioned);
+    tracing::debug!(
+        "full form sent in {:.1?}: {:?}",
+        t0.elapsed(),
+        result.as_ref().err()
+    );
+    match result {
         Ok(()) => Ok((create::form(ours), proven(sent))),
         // The in-place batch refused for another reason than a commit since the read (which
         // it would have been refused for first): the table is recreated, through the
