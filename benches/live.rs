@@ -503,10 +503,7 @@ fn scale_section(
         let cfg = dir.join(format!("scale-{n}"));
         // n prefixes in all (30.0.0.0, the one deleted, first), 10.20.0.0/16 among them: within
         // --max-prefixes (150,000) at its default.
-        let hosts = nma_testkit::configs::spaced_hosts(std::net::Ipv4Addr::new(30, 0, 0, 0), n - 1);
-        let mut list: Vec<String> = hosts.iter().map(ToString::to_string).collect();
-        list.push("10.20.0.0/16".into());
-        let text = ConfigText::new().non_masquerade(&list).render();
+        let text = nma_testkit::configs::hosts_config(n - 1, &["10.20.0.0/16"]);
         std::fs::write(&cfg, &text)?;
         let flags = PolicyFlags {
             max_prefixes: 200_000,
@@ -624,9 +621,7 @@ fn restart_section(
     let mut sock = NftSocket::open()?;
     for &n in sizes {
         let cfg = dir.join(format!("restart-{n}"));
-        let hosts = nma_testkit::configs::spaced_hosts(std::net::Ipv4Addr::new(30, 0, 0, 0), n);
-        let list: Vec<String> = hosts.iter().map(ToString::to_string).collect();
-        std::fs::write(&cfg, ConfigText::new().non_masquerade(&list).render())?;
+        std::fs::write(&cfg, nma_testkit::configs::hosts_config(n, &[]))?;
         let _ = nft::delete_table(&mut sock, TABLE_NAME);
         gens.clear();
         let first = spawn_agent(&cfg, &["--table-owner", "off"]);
@@ -692,9 +687,7 @@ fn restart_section(
 /// the agent then finds it equal and sends nothing (counted from the ruleset generation).
 fn once_section(dir: &Path, n: usize, runs: usize) -> anyhow::Result<()> {
     let cfg = dir.join(format!("once-{n}"));
-    let hosts = nma_testkit::configs::spaced_hosts(std::net::Ipv4Addr::new(30, 0, 0, 0), n);
-    let list: Vec<String> = hosts.iter().map(ToString::to_string).collect();
-    std::fs::write(&cfg, ConfigText::new().non_masquerade(&list).render())?;
+    std::fs::write(&cfg, nma_testkit::configs::hosts_config(n, &[]))?;
     let owner = ["--table-owner", "off"];
     let dry = Command::new(agent_bin())
         .arg("--dry-run")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nft_masq_agent::config::PolicyFlags;
 use nft_masq_agent::model::{self, TableFlags};
-use nma_testkit::configs::{ConfigText, spaced_hosts};
+use nma_testkit::configs::hosts_config;
 use nma_testkit::events::Generations;
 use nma_testkit::{Agent, Topology, heavy, root_or_skip, run, wait_until};
 
@@ -54,15 +54,6 @@ fn set_holding(text: &str, flags: &PolicyFlags, prefix: &str) -> (model::Table, 
         .name
         .clone();
     (table, name)
-}
-
-fn config(n: usize, extra: &[&str]) -> String {
-    let mut list: Vec<String> = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    list.extend(extra.iter().map(ToString::to_string));
-    ConfigText::new().non_masquerade(&list).render()
 }
 
 /// The ends of transactions (NEWGENs) in the node namespace, each timed as it arrives by a
@@ -154,7 +145,7 @@ fn each_foreign_change_is_repaired_by_sending_back_what_was_changed() {
     let _heavy = heavy();
     let n = size();
     let t = Topology::new("notified");
-    let text = config(n, &["10.20.0.0/16"]);
+    let text = hosts_config(n, &["10.20.0.0/16"]);
     let cfg = t.config("ip-masq-agent", &text);
     // Past --max-set-prefixes the exemptions are cut into block sets: the changes below
     // go to the set that holds the first host, a full block.
@@ -261,7 +252,7 @@ fn a_new_process_commits_only_the_difference_to_the_table_it_finds() {
     let _heavy = heavy();
     let n = size() / 5;
     let t = Topology::new("restart");
-    let cfg = t.config("ip-masq-agent", &config(n, &["10.20.0.0/16"]));
+    let cfg = t.config("ip-masq-agent", &hosts_config(n, &["10.20.0.0/16"]));
     let first = spawn(&t, &cfg);
     assert!(
         first.wait_commits(1, patience()).is_some(),
@@ -290,7 +281,7 @@ fn a_new_process_commits_only_the_difference_to_the_table_it_finds() {
     assert!(again.stop().success());
 
     // One CIDR added while no agent ran: two elements sent, logged against the live table.
-    std::fs::write(&cfg, config(n, &["10.20.0.0/16", "10.11.0.0/16"])).unwrap();
+    std::fs::write(&cfg, hosts_config(n, &["10.20.0.0/16", "10.11.0.0/16"])).unwrap();
     let changed = spawn(&t, &cfg);
     assert!(
         changed.wait_commits(1, patience()).is_some(),
@@ -313,7 +304,10 @@ fn once_with_the_config_in_force_makes_no_transaction() {
     root_or_skip!();
     let _heavy = heavy();
     let t = Topology::new("onceagain");
-    let cfg = t.config("ip-masq-agent", &config(size() / 5, &["10.20.0.0/16"]));
+    let cfg = t.config(
+        "ip-masq-agent",
+        &hosts_config(size() / 5, &["10.20.0.0/16"]),
+    );
     let once = || {
         let out = run(t
             .agent()
@@ -350,7 +344,7 @@ fn a_table_cut_into_block_sets_keeps_the_policy_and_repairs_one_block() {
     let _heavy = heavy();
     let n = 5_000;
     let t = Topology::new("blocks");
-    let text = config(n, &["10.20.0.0/16"]);
+    let text = hosts_config(n, &["10.20.0.0/16"]);
     let cfg = t.config("ip-masq-agent", &text);
     let agent = t
         .agent_builder()
@@ -458,7 +452,7 @@ fn a_table_cut_into_block_sets_keeps_the_policy_and_repairs_one_block() {
     drop(watch);
 
     // Back under the cap: one set again, the policy kept.
-    std::fs::write(&cfg, config(500, &["10.20.0.0/16"])).unwrap();
+    std::fs::write(&cfg, hosts_config(500, &["10.20.0.0/16"])).unwrap();
     assert!(
         wait_until(patience(), || t
             .listing()
@@ -498,7 +492,7 @@ fn without_its_map_a_cut_table_masquerades_no_exempt_destination() {
     let _heavy = heavy();
     let n = 5_000;
     let t = Topology::new("nomap");
-    let cfg = t.config("ip-masq-agent", &config(n, &["10.20.0.0/16"]));
+    let cfg = t.config("ip-masq-agent", &hosts_config(n, &["10.20.0.0/16"]));
     let agent = t.agent_builder().config(&cfg).args(FLAGS).spawn();
     assert!(
         agent.wait_commits(1, patience()).is_some(),
@@ -551,7 +545,7 @@ fn a_foreign_change_during_a_config_read_is_repaired_before_the_read_ends() {
         140_000
     };
     let t = Topology::new("readapart");
-    let mut cm = nma_testkit::ConfigMap::new(t.dir.join("config"), &config(n, &[]));
+    let mut cm = nma_testkit::ConfigMap::new(t.dir.join("config"), &hosts_config(n, &[]));
     let agent = spawn(&t, &cm.path());
     assert!(
         agent.wait_commits(1, patience()).is_some(),
@@ -561,7 +555,7 @@ fn a_foreign_change_during_a_config_read_is_repaired_before_the_read_ends() {
     let commits = agent.settled_commits();
 
     // The new config (one more exempt range), then a foreign rule while it is read.
-    let swapped = cm.update(&config(n, &["10.30.0.0/16"]));
+    let swapped = cm.update(&hosts_config(n, &["10.30.0.0/16"]));
     std::thread::sleep(Duration::from_millis(30));
     let inserted_at = Instant::now();
     run(t.node.cmd("nft").args([

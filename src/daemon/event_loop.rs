@@ -105,7 +105,7 @@ pub async fn run<K: Kernel, S: Source>(
             Wake::Reload(why) => next = agent.config_changed(why, now()),
             Wake::ConfigEvent => debounce.event(Instant::now(), w.debounce),
             Wake::Settled => {
-                debounce.until = None;
+                debounce.settle();
                 if let Err(e) = w.watch.ensure() {
                     tracing::warn!("{e}");
                 }
@@ -158,12 +158,13 @@ struct Debounce {
 }
 
 impl Debounce {
+    /// The read is made: the next event starts a new burst.
+    fn settle(&mut self) {
+        *self = Debounce::default();
+    }
+
     fn event(&mut self, now: Instant, quiet: Duration) {
-        let end = match (self.until, self.end) {
-            (Some(_), Some(end)) => end,
-            _ => now + MAX_DEBOUNCE,
-        };
-        self.end = Some(end);
+        let end = *self.end.get_or_insert(now + MAX_DEBOUNCE);
         self.until = Some((now + quiet).min(end));
     }
 }
@@ -193,7 +194,7 @@ mod tests {
         }
         assert_eq!(d.until, Some(t0 + MAX_DEBOUNCE));
         // After a read, a new burst has a new bound.
-        d.until = None;
+        d.settle();
         let t1 = t0 + Duration::from_secs(1);
         d.event(t1, quiet);
         assert_eq!(d.until, Some(t1 + quiet));

@@ -43,52 +43,54 @@ pub struct Reader {
     gate: Arc<Gate>,
 }
 
-/// Reads and the loop's large commits, kept from running at once.
+/// Reads and the loop's large commits, kept from running at once: each side takes a
+/// [`Turn`] when the other has none, and gives it back when the turn is dropped, on a panic
+/// too (a read that panicked in a build that unwinds must not hold the loop forever).
 #[derive(Debug, Default)]
 struct Gate {
-    state: Mutex<GateState>,
+    /// Who has the turn, if anyone.
+    taken: Mutex<Option<Side>>,
     changed: Condvar,
 }
 
-#[derive(Debug, Default)]
-struct GateState {
-    /// A read is in progress.
-    reading: bool,
-    /// The loop holds the reads (a large commit).
-    held: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The reader thread, reading.
+    Read,
+    /// The loop, in a large commit.
+    Commit,
 }
 
+/// One side's turn at the gate; the other side waits until it is dropped.
+#[derive(Debug)]
+pub struct Turn(Arc<Gate>);
+
 impl Gate {
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        // A panic elsewhere while holding it leaves plain flags: still usable.
-        self.state
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Side>> {
+        // A panic elsewhere while holding it leaves a plain value: still usable.
+        self.taken
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Waits while `busy` says so.
-    fn wait_while<'a>(
-        &self,
-        mut s: std::sync::MutexGuard<'a, GateState>,
-        busy: impl Fn(&GateState) -> bool,
-    ) -> std::sync::MutexGuard<'a, GateState> {
-        while busy(&s) {
-            s = self
+    /// Waits until the other side has no turn (a side never waits for itself: the loop and
+    /// the reader each take one turn at a time), then takes it for `side`.
+    fn take(gate: &Arc<Gate>, side: Side) -> Turn {
+        let mut taken = gate.lock();
+        while taken.is_some_and(|s| s != side) {
+            taken = gate
                 .changed
-                .wait(s)
+                .wait(taken)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        s
+        *taken = Some(side);
+        Turn(gate.clone())
     }
 }
 
-/// Held by a large commit: no read runs until it is dropped.
-#[derive(Debug)]
-pub struct Hold(Arc<Gate>);
-
-impl Drop for Hold {
+impl Drop for Turn {
     fn drop(&mut self) {
-        self.0.lock().held = false;
+        *self.0.lock() = None;
         self.0.changed.notify_all();
     }
 }
@@ -107,15 +109,14 @@ impl Reader {
             .name("nma-config".into())
             .spawn(move || {
                 while let Ok(mut why) = asked.recv() {
-                    g.wait_while(g.lock(), |s| s.held).reading = true;
+                    let turn = Gate::take(&g, Side::Read);
                     // Requests made while the last read ran (or waited): one read of the
                     // newest files answers them all.
                     while let Ok(newer) = asked.try_recv() {
                         why = newer;
                     }
                     let update = source.reload();
-                    g.lock().reading = false;
-                    g.changed.notify_all();
+                    drop(turn);
                     if done.send(Read { why, update }).is_err() {
                         return;
                     }
@@ -125,10 +126,9 @@ impl Reader {
     }
 
     /// Waits for a read in progress to end, and keeps reads from starting until the
-    /// [`Hold`] is dropped. For commits that may send or read the whole table.
-    pub fn hold(&self) -> Hold {
-        self.gate.wait_while(self.gate.lock(), |s| s.reading).held = true;
-        Hold(self.gate.clone())
+    /// [`Turn`] is dropped. For commits that may send or read the whole table.
+    pub fn hold(&self) -> Turn {
+        Gate::take(&self.gate, Side::Commit)
     }
 
     /// Asks for a read; `false` when the thread is gone (it only ends when its results are

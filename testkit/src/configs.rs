@@ -13,6 +13,17 @@ pub fn spaced_hosts(first: Ipv4Addr, n: usize) -> Vec<IpNet> {
     (0..n as u32).map(|i| v4(base + 2 * i, 32)).collect()
 }
 
+/// The config file of the large-table tests and benchmarks: `n` [`spaced_hosts`] from
+/// 30.0.0.0, then `extra`, as `nonMasqueradeCIDRs`.
+pub fn hosts_config(n: usize, extra: &[&str]) -> String {
+    let mut list: Vec<String> = spaced_hosts(Ipv4Addr::new(30, 0, 0, 0), n)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    list.extend(extra.iter().map(ToString::to_string));
+    ConfigText::new().non_masquerade(&list).render()
+}
+
 /// `n` /24s 512 addresses apart from `first` (a /24 left out between two): nothing merges.
 pub fn spaced_24s(first: Ipv4Addr, n: usize) -> Vec<IpNet> {
     let base = u32::from(first);

@@ -33,7 +33,7 @@ impl<K: Kernel, S: Source> Agent<K, S> {
         let _hold = self
             .reader
             .as_ref()
-            .filter(|_| gen_before.is_none() || self.kernel.known_generation() != gen_before)
+            .filter(|_| gen_before.is_none_or(|g| self.kernel.known_generation() != Some(g)))
             .map(Reader::hold);
         // Read just before the replace resets them; added to the base only if it commits.
         let counters = self.kernel.counters(TABLE_NAME).ok().flatten();
