@@ -178,32 +178,47 @@ pub fn conduct(ctx: &Ctx) {
     }
 }
 
-/// The handle of one of the agent's rules as the chain is now, read at the moment of use:
-/// the agent's in-place and difference commits give its rules new handles. The exemption is
-/// the rule that looks up `@nonmasq-v4` (or `@nonmasq-dispatch-v4`); the masquerade is the chain's last `masquerade`
-/// (a tamperer's `insert rule ... masquerade` goes before it). `Err` says why there is none.
-fn rule_handle(ctx: &Ctx, kind: usize) -> Result<u64, String> {
-    let out = ctx
-        .node()
-        .cmd("nft")
-        .args(["-a", "list", "chain", "inet", TABLE_NAME, "postrouting"])
-        .output()
-        .map_err(|e| format!("nft list: {e}"))?;
-    if !out.status.success() {
-        return Err("no chain to list (table missing)".into());
-    }
-    let listing = String::from_utf8_lossy(&out.stdout);
-    let found = if kind == DELETE_EXEMPTION {
-        // The set lookup, or past --max-set-prefixes the block map lookup.
-        handle_of(&listing, "@nonmasq-")
+/// The chain and handle of one of the agent's rules as the table is now, read at the moment
+/// of use: the agent's in-place and difference commits give its rules new handles. The
+/// exemption is the rule of `postrouting` that looks up `@nonmasq-v4` (or
+/// `@nonmasq-dispatch-v4`); the masquerade is the last `masquerade` of `postrouting` (a
+/// tamperer's `insert rule ... masquerade` goes before it) or, past `--max-set-prefixes`
+/// (block sets), of `translate`. `Err` says why there is none.
+fn rule_handle(ctx: &Ctx, kind: usize) -> Result<(&'static str, u64), String> {
+    let chains: &[&'static str] = if kind == DELETE_EXEMPTION {
+        &["postrouting"]
     } else {
-        listing
-            .lines()
-            .filter(|l| l.contains("masquerade"))
-            .filter_map(|l| handle_of(l, "masquerade"))
-            .next_back()
+        &["postrouting", "translate"]
     };
-    found.ok_or_else(|| "the rule was not in the chain".into())
+    for &chain in chains {
+        let out = ctx
+            .node()
+            .cmd("nft")
+            .args(["-a", "list", "chain", "inet", TABLE_NAME, chain])
+            .output()
+            .map_err(|e| format!("nft list: {e}"))?;
+        if !out.status.success() {
+            if chain == "postrouting" {
+                return Err("no chain to list (table missing)".into());
+            }
+            continue;
+        }
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let found = if kind == DELETE_EXEMPTION {
+            // The set lookup, or past --max-set-prefixes the block map lookup.
+            handle_of(&listing, "@nonmasq-")
+        } else {
+            listing
+                .lines()
+                .filter(|l| l.contains("masquerade"))
+                .filter_map(|l| handle_of(l, "masquerade"))
+                .next_back()
+        };
+        if let Some(h) = found {
+            return Ok((chain, h));
+        }
+    }
+    Err("the rule was not in the chain".into())
 }
 
 /// Runs one tamper action as its own `nft` process in the node namespace, and records it.
@@ -212,7 +227,7 @@ fn tamper(ctx: &Ctx, kind: usize, phase: Phase, calm: bool) {
     let chain = format!("{t} postrouting");
     let handle = match kind {
         DELETE_EXEMPTION | DELETE_MASQUERADE => match rule_handle(ctx, kind) {
-            Ok(h) => Some(h),
+            Ok(found) => Some(found),
             Err(why) => {
                 let now = Instant::now();
                 ctx.tampers.lock().unwrap().push(Tamper {
@@ -236,7 +251,7 @@ fn tamper(ctx: &Ctx, kind: usize, phase: Phase, calm: bool) {
         (1, _) => format!("delete table {t}"),
         (3, _) => format!("insert rule {chain} accept"),
         (5, _) => format!("insert rule {chain} masquerade"),
-        (_, Some(h)) => format!("delete rule {chain} handle {h}"),
+        (_, Some((of, h))) => format!("delete rule {t} {of} handle {h}"),
         (_, None) => unreachable!("a deletion has its handle"),
     };
     let spawned = Instant::now();
@@ -270,7 +285,7 @@ fn tamper(ctx: &Ctx, kind: usize, phase: Phase, calm: bool) {
         pid: Some(pid),
         ok,
         error,
-        handle,
+        handle: handle.map(|(_, h)| h),
     });
 }
 

@@ -109,9 +109,10 @@ pub struct Cli {
     pub max_prefixes: usize,
 
     /// The most prefixes one exemption set holds. A family with more is cut into sets by
-    /// address block, each matched by one rule (`ip daddr <block> ip daddr @<set> return`),
-    /// so that reading the table back stays linear in its size: the kernel dumps a set in
-    /// time quadratic in its elements (docs/design.md, "Full read"). At least 1024.
+    /// address block, each behind its own chain that one verdict map per family jumps to
+    /// (`nonmasq-dispatch-v4`), so that reading the table back stays linear in its size (the
+    /// kernel dumps a set in time quadratic in its elements) and a flushed set is refilled
+    /// in a few milliseconds (docs/design.md, "Block sets"). At least 256.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SET_PREFIXES,
           value_parser = parse_max_set_prefixes)]
     pub max_set_prefixes: usize,

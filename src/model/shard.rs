@@ -18,10 +18,11 @@ use crate::addr::prefix::{Family, Span, make_net};
 
 /// The default of `--max-set-prefixes`: the most prefixes one exemption set holds before
 /// the family is cut into blocks. Below it the table has one set per family, as it always
-/// had. At this size a block set is read in about a millisecond and a flushed block is
-/// refilled in about 4 ms (2,049 elements), while the packet finds its block through one
-/// verdict map whatever their number (docs/design.md, "Block sets"; BENCHMARKS.md).
-pub const DEFAULT_MAX_SET_PREFIXES: usize = 1_024;
+/// had. At this size a block set is read in well under a millisecond and a flushed block is
+/// refilled in about 3 ms (1,025 elements; 6-8 ms at 1,024 prefixes per block, above the
+/// 5 ms repair goal), while the packet finds its block through one verdict map whatever
+/// their number (docs/design.md, "Block sets", "Why 512"; BENCHMARKS.md).
+pub const DEFAULT_MAX_SET_PREFIXES: usize = 512;
 
 /// The fewest prefixes `--max-set-prefixes` accepts: below it the sets and chains would be
 /// many (one of each per block) for no gain in repair time.

@@ -205,15 +205,7 @@ impl Kernel for FakeKernel {
         });
         let report = match delta {
             Some((0, false)) => {
-                let r = CommitReport {
-                    elements: table.prefix_count() * 2,
-                    sent: 0,
-                    messages: 0,
-                    bytes: 0,
-                    form: ReplaceForm::Delta,
-                    counters_reset: false,
-                    transactions: 0,
-                };
+                let r = CommitReport::nothing_sent(table.prefix_count() * 2);
                 s.known = known;
                 s.reports.push(r);
                 return Ok(r);

@@ -32,6 +32,23 @@ pub struct CommitReport {
     pub transactions: u32,
 }
 
+impl CommitReport {
+    /// The report of a commit that found the table as wanted and sent nothing (no
+    /// transaction: one that changes nothing makes no new generation and would look like
+    /// someone else's). `elements`: what the table holds.
+    pub fn nothing_sent(elements: usize) -> Self {
+        CommitReport {
+            elements,
+            sent: 0,
+            messages: 0,
+            bytes: 0,
+            form: ReplaceForm::Delta,
+            counters_reset: false,
+            transactions: 0,
+        }
+    }
+}
+
 /// Brings the table to `table`, whether or not it exists, with either the old or the new
 /// policy in force at every instant.
 ///
@@ -50,14 +67,16 @@ pub struct CommitReport {
 ///   ([`ReplaceForm::Handover`]).
 ///
 /// Every batch is valid only at the ruleset generation it was computed from; a commit by
-/// anyone in between makes the kernel refuse it, and the table is read again (see
-/// [`create::ATTEMPTS`]).
+/// anyone in between makes the kernel refuse it, and the table is read again: a refused
+/// difference is computed again from the fresh read ([`DIFFERENCE_READS`]), a refused full
+/// form chosen again ([`create::ATTEMPTS`]).
 pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport, NftError> {
     replace_table_with(sock, table, &mut || {})
 }
 
 /// [`replace_table`] with a seam for tests: `between` runs after each read of the live
-/// table that a full form is chosen from, before the first batch (a test changes the
+/// table that a full form or a difference is chosen from, before the first batch sent from
+/// it (a test changes the
 /// ruleset there to see the batch refused and the change repaired). The agent always calls
 /// [`replace_table`].
 #[doc(hidden)]
@@ -74,16 +93,10 @@ pub fn replace_table_with(
         .take_known()
         .filter(|k| before.as_ref().is_ok_and(|now| *now == k.generation()));
     let report = match followed {
-        Some(known) => commit(sock, table, Some(&known), true, between),
+        Some(known) => commit(sock, table, Some(known), true, between),
         None => {
-            let t0 = std::time::Instant::now();
-            let read = read_known(sock, &table.name);
-            tracing::debug!(
-                found = read.is_some(),
-                "no model at the current generation: read the table in {:.1?}",
-                t0.elapsed()
-            );
-            commit(sock, table, read.as_ref(), false, between)
+            let read = read_timed(sock, &table.name, "no model at the current generation");
+            commit(sock, table, read, false, between)
         }
     };
     // Remembered only when the generations prove that the live table is `table`: the
@@ -111,6 +124,26 @@ pub fn replace_table_with(
 /// anyway). Not taken, because a difference would leave it in place: a table with anything
 /// the model cannot express, and a handover table left by a commit that failed half-way
 /// (only the full forms delete it).
+/// [`read_known`], with a debug line saying why and how long it took.
+fn read_timed(sock: &mut NftSocket, name: &str, why: &str) -> Option<Known> {
+    let t0 = std::time::Instant::now();
+    let read = read_known(sock, name);
+    tracing::debug!(
+        found = read.is_some(),
+        "{why}: read the table in {:.1?}",
+        t0.elapsed()
+    );
+    read
+}
+
+/// How many times a difference refused because someone committed after the generation it
+/// was computed at is computed again from a fresh read of the table, before the full form.
+/// A full form sends every element (the in-place form refills every set); under a tamper
+/// storm that was one batch of 100,000 elements at 50,000 prefixes for a difference of a
+/// few, and the kernel once took 8 s to apply it. A read costs about 25 ms at 50,000
+/// prefixes (block sets).
+pub const DIFFERENCE_READS: usize = 3;
+
 fn read_known(sock: &mut NftSocket, name: &str) -> Option<Known> {
     if !matches!(
         sock.skeleton(&encode::create::handover_name(name)),
@@ -134,91 +167,127 @@ fn read_known(sock: &mut NftSocket, name: &str) -> Option<Known> {
 /// [`create::Proven`]). A reshape (the set list changed) only from our own commit
 /// (`followed`), never from a table read: what a read shows in the shape of ours (an empty
 /// chain someone planted) is not ours to carry through the phases; the full forms remove it.
+///
+/// A difference the kernel refuses because someone committed after its generation is
+/// computed again from a fresh read, up to [`DIFFERENCE_READS`] times, before the full form.
 fn commit(
     sock: &mut NftSocket,
     table: &Table,
-    known: Option<&Known>,
-    followed: bool,
+    mut known: Option<Known>,
+    mut followed: bool,
     between: &mut dyn FnMut(),
 ) -> Result<(CommitReport, create::Proven), NftError> {
-    let mut before = Partial::default();
-    if let Some(known) = known {
-        let delta = encode::delta_known(known, table, sock.next_seq());
-        if delta.is_none()
-            && followed
-            && known.edits().is_empty()
-            && let Some(plan) = reshape::reshape(known.table(), table)
-        {
-            match send_reshape(sock, table, &plan, known.generation(), &mut before) {
-                Ok(report) => {
-                    let proven = create::advance(known.generation(), report.transactions);
-                    return Ok((report, Some(proven)));
-                }
-                // Refused: someone committed in between. What the phases sent is unreachable
-                // or the new policy; the full form below reads the table and replaces it.
-                Err(e @ NftError::Rejected { .. }) => {
-                    tracing::debug!(
-                        "reshape refused after {} transactions: {e}",
-                        before.transactions
-                    );
-                    return create::full(sock, table, between)
-                        .map(|(r, proven)| (before.add_to(r), proven));
-                }
-                Err(e) => return Err(e),
+    let mut refused = 0;
+    while let Some(k) = known.take() {
+        match difference(sock, table, &k, followed, between)? {
+            Difference::Done(done) => return Ok(done),
+            Difference::Full => break,
+            Difference::Refused if refused + 1 < DIFFERENCE_READS => {
+                refused += 1;
+                known = read_timed(sock, &table.name, "the difference was refused");
+                followed = false;
             }
-        }
-        if let Some(batch) = delta {
-            let rules_changed = known.rules_change(table);
-            if batch.elements == 0 && !rules_changed {
-                // Nothing to change: not sent, since a transaction that changes nothing
-                // makes no new generation and would look like someone else's.
-                let report = CommitReport {
-                    elements: encode::element_count(table),
-                    sent: 0,
-                    messages: 0,
-                    bytes: 0,
-                    form: ReplaceForm::Delta,
-                    counters_reset: false,
-                    transactions: 0,
-                };
-                return Ok((report, Some(known.generation())));
-            }
-            // A difference larger than the table itself (most prefixes changed) costs the
-            // kernel more than flushing and refilling: deleting elements one by one is
-            // slower than the flush. Measured at 10,000 prefixes, every one changed: 80 ms
-            // as a difference, 70 ms in place. A set someone flushed is refilled faster in
-            // place too: 50,000 prefixes, 247 ms in place against 298 ms as a difference.
-            let total = encode::element_count(table);
-            if batch.elements >= total {
-                tracing::debug!(
-                    "a difference of {} elements, the table has {total}: a full form",
-                    batch.elements
-                );
-                return create::full(sock, table, between);
-            }
-            match sock.send_batch(&batch) {
-                // Refused: someone committed since the generation was read (ERESTART), or
-                // the table is not what we left after all; a full form below.
-                Err(e @ NftError::Rejected { .. }) => {
-                    tracing::debug!("the difference was refused: {e}; a full form follows");
-                }
-                other => {
-                    let report = CommitReport {
-                        elements: total,
-                        sent: batch.elements,
-                        messages: batch.msgs.len(),
-                        bytes: batch.bytes.len(),
-                        form: ReplaceForm::Delta,
-                        counters_reset: rules_changed,
-                        transactions: 1,
-                    };
-                    let proven = create::advance(known.generation(), 1);
-                    return other.map(|()| (report, Some(proven)));
-                }
-            }
+            Difference::Refused => break,
         }
     }
     create::full(sock, table, between)
+}
+
+/// What [`difference`] came to.
+enum Difference {
+    /// Committed (or nothing to commit, or a reshape and whatever followed it).
+    Done((CommitReport, create::Proven)),
+    /// Refused: someone committed after the generation the difference was computed at.
+    Refused,
+    /// A difference cannot do it (the set list changed outside a reshape, a difference as
+    /// large as the table, a batch refused for another reason): the full form.
+    Full,
+}
+
+/// The commit as a difference from `known`, the live table at its generation.
+fn difference(
+    sock: &mut NftSocket,
+    table: &Table,
+    known: &Known,
+    followed: bool,
+    between: &mut dyn FnMut(),
+) -> Result<Difference, NftError> {
+    let mut before = Partial::default();
+    let delta = encode::delta_known(known, table, sock.next_seq());
+    if delta.is_none()
+        && followed
+        && known.edits().is_empty()
+        && let Some(plan) = reshape::reshape(known.table(), table)
+    {
+        return match send_reshape(sock, table, &plan, known.generation(), &mut before) {
+            Ok(report) => {
+                let proven = create::advance(known.generation(), report.transactions);
+                Ok(Difference::Done((report, Some(proven))))
+            }
+            // Refused: someone committed in between. What the phases sent is unreachable
+            // or the new policy; the full form below reads the table and replaces it.
+            Err(e @ NftError::Rejected { .. }) => {
+                tracing::debug!(
+                    "reshape refused after {} transactions: {e}",
+                    before.transactions
+                );
+                create::full(sock, table, between)
+                    .map(|(r, proven)| Difference::Done((before.add_to(r), proven)))
+            }
+            Err(e) => Err(e),
+        };
+    }
+    let Some(batch) = delta else {
+        return Ok(Difference::Full);
+    };
+    let rules_changed = known.rules_change(table);
+    let total = encode::element_count(table);
+    if batch.elements == 0 && !rules_changed {
+        let report = CommitReport::nothing_sent(total);
+        return Ok(Difference::Done((report, Some(known.generation()))));
+    }
+    // A difference larger than the table itself (most prefixes changed) costs the kernel
+    // more than flushing and refilling: deleting elements one by one is slower than the
+    // flush. Measured at 10,000 prefixes, every one changed: 80 ms as a difference, 70 ms
+    // in place. A set someone flushed is refilled faster in place too: 50,000 prefixes,
+    // 247 ms in place against 298 ms as a difference.
+    if batch.elements >= total {
+        tracing::debug!(
+            "a difference of {} elements, the table has {total}: a full form",
+            batch.elements
+        );
+        return Ok(Difference::Full);
+    }
+    if !followed {
+        // The seam's "after a read, before the batch chosen from it".
+        between();
+    }
+    match sock.send_batch(&batch) {
+        Err(e @ NftError::Rejected { .. }) => {
+            tracing::debug!("the difference was refused: {e}");
+            // Someone committed since the generation (ERESTART): computed again from a
+            // fresh read. Refused for another reason, the table is not what the model says
+            // after all: the full form.
+            Ok(if create::stale(&e) {
+                Difference::Refused
+            } else {
+                Difference::Full
+            })
+        }
+        other => {
+            let report = CommitReport {
+                elements: total,
+                sent: batch.elements,
+                messages: batch.msgs.len(),
+                bytes: batch.bytes.len(),
+                form: ReplaceForm::Delta,
+                counters_reset: rules_changed,
+                transactions: 1,
+            };
+            let proven = create::advance(known.generation(), 1);
+            other.map(|()| Difference::Done((report, Some(proven))))
+        }
+    }
 }
 
 /// What the transactions of a reshape cut short committed: the full form that follows
