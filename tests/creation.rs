@@ -351,6 +351,26 @@ fn nft_cmd(args: &str) {
     );
 }
 
+/// Replaces the table with the `nft` commands `cmds` run after the first read of the live
+/// table, between it and the batch chosen from it; asserts that the batch was refused and
+/// the table read once more.
+fn replace_with_commit_after_first_read(
+    sock: &mut NftSocket,
+    table: &model::Table,
+    cmds: &[&str],
+) -> nft::CommitReport {
+    let mut reads = 0;
+    let report = nft::replace_table_with(sock, table, &mut || {
+        reads += 1;
+        if reads == 1 {
+            cmds.iter().for_each(|c| nft_cmd(c));
+        }
+    })
+    .unwrap();
+    assert_eq!(reads, 2, "the first batch was not refused");
+    report
+}
+
 /// A chain planted after the agent read the table's skeleton (which fitted the in-place
 /// form) and before its batch: the in-place batch, stamped with the generation read before
 /// the skeleton, is refused; the table is read again, the planted chain seen, and the table
@@ -369,16 +389,14 @@ fn something_planted_between_read_and_batch_is_refused_and_repaired() {
         // than the table holds, so it is replaced in a full form.
         nft_cmd("flush set inet nft-masq-agent nonmasq-v4");
         nft_cmd("add element inet nft-masq-agent nonmasq-v4 { 203.0.113.0/24 }");
-        let mut reads = 0;
-        let report = nft::replace_table_with(&mut sock, &table, &mut || {
-            reads += 1;
-            if reads == 1 {
-                nft_cmd("add chain inet nft-masq-agent planted");
-                nft_cmd("add rule inet nft-masq-agent planted counter accept");
-            }
-        })
-        .unwrap();
-        assert_eq!(reads, 2, "the first batch was not refused");
+        let report = replace_with_commit_after_first_read(
+            &mut sock,
+            &table,
+            &[
+                "add chain inet nft-masq-agent planted",
+                "add rule inet nft-masq-agent planted counter accept",
+            ],
+        );
         assert_eq!(report.form, ReplaceForm::Handover);
         let live = sock.read_table(TABLE).unwrap().unwrap();
         assert!(!live.chains.iter().any(|c| c.name == "planted"), "{live}");
@@ -422,16 +440,12 @@ fn a_refused_difference_is_computed_again_from_a_fresh_read() {
         // Someone else's commit: the model is not at the kernel's generation any more
         // (nothing follows notifications here), so the next commit reads the table.
         nft_cmd("delete element inet nft-masq-agent nonmasq-v4 { 11.0.0.0/24 }");
-        let mut reads = 0;
-        let report = nft::replace_table_with(&mut sock, &table, &mut || {
-            reads += 1;
-            if reads == 1 {
-                // Between the read and the difference's batch: the batch is refused.
-                nft_cmd("delete element inet nft-masq-agent nonmasq-v4 { 11.0.2.0/24 }");
-            }
-        })
-        .unwrap();
-        assert_eq!(reads, 2, "the first difference was not refused");
+        // Between the read and the difference's batch: the batch is refused.
+        let report = replace_with_commit_after_first_read(
+            &mut sock,
+            &table,
+            &["delete element inet nft-masq-agent nonmasq-v4 { 11.0.2.0/24 }"],
+        );
         assert_eq!(report.form, ReplaceForm::Delta, "{report:?}");
         // Both deleted prefixes put back: two intervals, their start and end each.
         assert_eq!((report.sent, report.transactions), (4, 1), "{report:?}");
@@ -614,15 +628,11 @@ fn a_creation_cut_short_by_a_commit_ends_known() {
     ns("proven").enter(|| {
         let mut sock = NftSocket::open().unwrap();
         let table = small_table(1_000);
-        let mut reads = 0;
-        let report = nft::replace_table_with(&mut sock, &table, &mut || {
-            reads += 1;
-            if reads == 1 {
-                nft_cmd("add table inet nma-someone-else");
-            }
-        })
-        .unwrap();
-        assert_eq!(reads, 2, "the first batch was not refused");
+        let report = replace_with_commit_after_first_read(
+            &mut sock,
+            &table,
+            &["add table inet nma-someone-else"],
+        );
         assert_eq!(report.form, ReplaceForm::Create, "{report:?}");
         assert_eq!(sock.known_generation(), Some(sock.generation().unwrap()));
         assert_eq!(sock.read_table(TABLE).unwrap().unwrap(), table);

@@ -76,9 +76,8 @@ pub fn replace_table(sock: &mut NftSocket, table: &Table) -> Result<CommitReport
 
 /// [`replace_table`] with a seam for tests: `between` runs after each read of the live
 /// table that a full form or a difference is chosen from, before the first batch sent from
-/// it (a test changes the
-/// ruleset there to see the batch refused and the change repaired). The agent always calls
-/// [`replace_table`].
+/// it (a test changes the ruleset there to see the batch refused and the change repaired).
+/// The agent always calls [`replace_table`].
 #[doc(hidden)]
 pub fn replace_table_with(
     sock: &mut NftSocket,
@@ -113,17 +112,6 @@ pub fn replace_table_with(
     report.map(|(r, _)| r)
 }
 
-/// The live table read whole at one generation, when the model of it was lost (someone
-/// committed around our last commit, notifications were lost, a new process found a table
-/// it could not learn): a repair or a change then sends the difference to what is live
-/// (the inverse of a rule someone inserted, a few elements) instead of a full form that
-/// sends every element again (about 500 ms at 50,000 prefixes under a tamper storm, against
-/// a read of about 25 ms).
-///
-/// One attempt: a commit by anyone during the read gives up (the full form reads again
-/// anyway). Not taken, because a difference would leave it in place: a table with anything
-/// the model cannot express, and a handover table left by a commit that failed half-way
-/// (only the full forms delete it).
 /// [`read_known`], with a debug line saying why and how long it took.
 fn read_timed(sock: &mut NftSocket, name: &str, why: &str) -> Option<Known> {
     let t0 = std::time::Instant::now();
@@ -136,14 +124,25 @@ fn read_timed(sock: &mut NftSocket, name: &str, why: &str) -> Option<Known> {
     read
 }
 
-/// How many times a difference refused because someone committed after the generation it
-/// was computed at is computed again from a fresh read of the table, before the full form.
-/// A full form sends every element (the in-place form refills every set); under a tamper
+/// How many differences a commit tries in all while the kernel refuses them because
+/// someone committed after the generation they were computed at (each after the first from
+/// a fresh read of the table), before the full form. A full form sends every element (the in-place form refills every set); under a tamper
 /// storm that was one batch of 100,000 elements at 50,000 prefixes for a difference of a
 /// few, and the kernel once took 8 s to apply it. A read costs about 25 ms at 50,000
 /// prefixes (block sets).
 pub const DIFFERENCE_READS: usize = 3;
 
+/// The live table read whole at one generation, when the model of it was lost (someone
+/// committed around our last commit, notifications were lost, a new process found a table
+/// it could not learn): a repair or a change then sends the difference to what is live
+/// (the inverse of a rule someone inserted, a few elements) instead of a full form that
+/// sends every element again (about 500 ms at 50,000 prefixes under a tamper storm, against
+/// a read of about 25 ms).
+///
+/// One attempt: a commit by anyone during the read gives up (the full form reads again
+/// anyway). Not taken, because a difference would leave it in place: a table with anything
+/// the model cannot express, and a handover table left by a commit that failed half-way
+/// (only the full forms delete it).
 fn read_known(sock: &mut NftSocket, name: &str) -> Option<Known> {
     if !matches!(
         sock.skeleton(&encode::create::handover_name(name)),
@@ -177,17 +176,15 @@ fn commit(
     mut followed: bool,
     between: &mut dyn FnMut(),
 ) -> Result<(CommitReport, create::Proven), NftError> {
-    let mut refused = 0;
-    while let Some(k) = known.take() {
+    for attempt in 1..=DIFFERENCE_READS {
+        let Some(k) = known.take() else { break };
         match difference(sock, table, &k, followed, between)? {
             Difference::Done(done) => return Ok(done),
-            Difference::Full => break,
-            Difference::Refused if refused + 1 < DIFFERENCE_READS => {
-                refused += 1;
+            Difference::Refused if attempt < DIFFERENCE_READS => {
                 known = read_timed(sock, &table.name, "the difference was refused");
                 followed = false;
             }
-            Difference::Refused => break,
+            Difference::Refused | Difference::Full => break,
         }
     }
     create::full(sock, table, between)
@@ -212,13 +209,13 @@ fn difference(
     followed: bool,
     between: &mut dyn FnMut(),
 ) -> Result<Difference, NftError> {
-    let mut before = Partial::default();
     let delta = encode::delta_known(known, table, sock.next_seq());
     if delta.is_none()
         && followed
         && known.edits().is_empty()
         && let Some(plan) = reshape::reshape(known.table(), table)
     {
+        let mut before = Partial::default();
         return match send_reshape(sock, table, &plan, known.generation(), &mut before) {
             Ok(report) => {
                 let proven = create::advance(known.generation(), report.transactions);
